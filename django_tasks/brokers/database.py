@@ -1,0 +1,161 @@
+"""The database broker (``django://``, ``django://ALIAS``): queue rows through the ORM.
+
+Enqueue is an INSERT on the caller's connection, so it is part of the caller's transaction.
+A claim is one statement that moves due rows' ``visible_at`` to the end of a lease: on
+PostgreSQL an ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``, on SQLite
+the same ``UPDATE … RETURNING`` (SQLite runs one writer at a time, so the statement is atomic),
+and elsewhere (MySQL, MariaDB) a ``SELECT … FOR UPDATE SKIP LOCKED`` and an UPDATE in one
+transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import F
+
+from ..message import Message
+from ..models import QueuedMessage
+from .base import Broker, Delivery
+
+_CHUNK = 500
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class DatabaseBroker(Broker):
+    transactional = True
+
+    def __init__(self, url: str = "django://") -> None:
+        super().__init__(url)
+        alias = url.split("://", 1)[1].strip("/") if "://" in url else ""
+        self.database_alias = alias or "default"
+        self._claim_sql: str | None = None
+
+    @property
+    def _rows(self) -> Any:
+        return QueuedMessage.objects.using(self.database_alias)
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        now = _now()
+        rows = [
+            QueuedMessage(queue=m.queue, priority=m.priority, task_id=m.id, body=m.encode(),
+                          visible_at=m.eta or now, created_at=now)
+            for m in messages
+        ]
+        self._rows.bulk_create(rows, batch_size=_CHUNK)
+
+    # -- claiming ------------------------------------------------------------------------
+
+    def fetch(self, queues: Sequence[str], owner: str, limit: int,
+              lease: float) -> list[Delivery]:
+        connection = connections[self.database_alias]
+        now = _now()
+        until = now + dt.timedelta(seconds=lease)
+        if connection.vendor in ("postgresql", "sqlite"):
+            rows = self._claim_returning(connection, queues, owner, limit, now, until)
+        else:
+            rows = self._claim_locking(queues, owner, limit, now, until)
+        rows.sort(key=lambda r: (-r[4], r[0]))
+        return [Delivery(r[0], r[2], r[1], r[3], owner) for r in rows]
+
+    def _claim_returning(self, connection: Any, queues: Sequence[str], owner: str,
+                         limit: int, now: dt.datetime, until: dt.datetime) -> list[Any]:
+        table = connection.ops.quote_name(QueuedMessage._meta.db_table)
+        marks = ", ".join(["%s"] * len(queues))
+        lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+        sql = (
+            f"UPDATE {table} SET lease_owner = %s, visible_at = %s, "
+            f"deliveries = deliveries + 1 WHERE id IN (SELECT id FROM {table} "
+            f"WHERE queue IN ({marks}) AND visible_at <= %s "
+            f"ORDER BY priority DESC, visible_at, id LIMIT %s{lock}) "
+            "RETURNING id, queue, body, deliveries, priority"
+        )
+        adapt = connection.ops.adapt_datetimefield_value
+        params = [owner, adapt(until), *queues, adapt(now), limit]
+        with transaction.atomic(using=self.database_alias), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+
+    def _claim_locking(self, queues: Sequence[str], owner: str, limit: int,
+                       now: dt.datetime, until: dt.datetime) -> list[Any]:
+        with transaction.atomic(using=self.database_alias):
+            rows = list(
+                self._rows.select_for_update(skip_locked=True)
+                .filter(queue__in=queues, visible_at__lte=now)
+                .order_by("-priority", "visible_at", "id")
+                .values_list("id", "queue", "body", "deliveries", "priority")[:limit]
+            )
+            if rows:
+                self._rows.filter(id__in=[r[0] for r in rows]).update(
+                    lease_owner=owner, visible_at=until, deliveries=F("deliveries") + 1
+                )
+        return [(r[0], r[1], r[2], r[3] + 1, r[4]) for r in rows]
+
+    # -- settling ------------------------------------------------------------------------
+
+    def ack(self, deliveries: Iterable[Delivery]) -> None:
+        tags = [d.tag for d in deliveries]
+        for chunk in _chunks(tags):
+            self._rows.filter(id__in=chunk).delete()
+
+    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> None:
+        items = list(deliveries)
+        for chunk in _chunks(items):
+            qs = self._rows.filter(id__in=[d.tag for d in chunk])
+            changes: dict[str, Any] = {"lease_owner": None, "visible_at": _now()}
+            if not count:
+                changes["deliveries"] = F("deliveries") - 1
+            qs.filter(deliveries__gt=0).update(**changes)
+
+    def release_owner(self, owner: str, *, keep_count: Iterable[object] = ()) -> int:
+        keep = list(keep_count)
+        now = _now()
+        held = self._rows.filter(lease_owner=owner)
+        released = held.filter(id__in=keep).update(lease_owner=None, visible_at=now)
+        released += held.exclude(id__in=keep).filter(deliveries__gt=0).update(
+            lease_owner=None, visible_at=now, deliveries=F("deliveries") - 1
+        )
+        return int(released)
+
+    def requeue(self, delivery: Delivery, message: Message, delay: float) -> None:
+        visible_at = _now() + dt.timedelta(seconds=delay)
+        updated = self._rows.filter(id=delivery.tag).update(
+            body=message.encode(), queue=message.queue, priority=message.priority,
+            visible_at=visible_at, lease_owner=None, deliveries=0,
+        )
+        if not updated:  # the row was acked by someone else meanwhile: publish anew
+            self.publish([message.replace(eta=visible_at)])
+
+    def renew(self, owners: Sequence[str], lease: float) -> int:
+        if not owners:
+            return 0
+        until = _now() + dt.timedelta(seconds=lease)
+        return int(self._rows.filter(lease_owner__in=list(owners)).update(visible_at=until))
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def depths(self, queues: Sequence[str] | None = None) -> dict[str, int]:
+        from django.db.models import Count
+
+        qs = self._rows.all()
+        if queues is not None:
+            qs = qs.filter(queue__in=list(queues))
+        counts = {q: 0 for q in queues or ()}
+        for row in qs.values("queue").annotate(n=Count("id")).order_by():
+            counts[row["queue"]] = row["n"]
+        return counts
+
+    def purge(self, queue: str) -> int:
+        deleted, _ = self._rows.filter(queue=queue).delete()
+        return int(deleted)

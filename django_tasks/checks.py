@@ -1,0 +1,63 @@
+"""System checks for ``TASKS_*`` settings, with stable ids (``django_tasks.E001`` …)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from .conf import BROKER_CLASSES, RESULT_STORE_CLASSES, task_settings
+
+
+def _scheme(url: object) -> str:
+    return str(url).split("://", 1)[0] if "://" in str(url) else ""
+
+
+def _alias(url: object) -> str:
+    return str(url).split("://", 1)[1].strip("/") or "default"
+
+
+@register("django_tasks")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    broker = task_settings.BROKER_URL
+    if _scheme(broker) not in BROKER_CLASSES:
+        errors.append(Error(
+            f"TASKS_BROKER_URL={broker!r} names no supported broker.",
+            hint=f"Use one of: {', '.join(s + '://' for s in BROKER_CLASSES)}.",
+            id="django_tasks.E001"))
+    elif _scheme(broker) == "django" and _alias(broker) not in settings.DATABASES:
+        errors.append(Error(
+            f"TASKS_BROKER_URL={broker!r} names database {_alias(broker)!r}, which is not "
+            "in DATABASES.", hint="Use django:// for the default database.",
+            id="django_tasks.E002"))
+    backend = task_settings.RESULT_BACKEND
+    if backend and _scheme(backend) not in RESULT_STORE_CLASSES:
+        errors.append(Error(
+            f"TASKS_RESULT_BACKEND={backend!r} names no supported result store.",
+            hint="Use 'django://' (the default), 'memory://' in tests, or None to store none.",
+            id="django_tasks.E003"))
+    max_deliveries = task_settings.MAX_DELIVERIES
+    if not isinstance(max_deliveries, int) or max_deliveries < 1:
+        errors.append(Error("TASKS_MAX_DELIVERIES must be an int of at least 1.",
+                            id="django_tasks.E004"))
+    lease, beat = task_settings.LEASE_SECONDS, task_settings.HEARTBEAT_SECONDS
+    if not (isinstance(lease, int | float) and isinstance(beat, int | float)) or beat <= 0 \
+            or lease < 2 * beat:
+        errors.append(Error(
+            f"TASKS_LEASE_SECONDS ({lease}) must be at least twice TASKS_HEARTBEAT_SECONDS "
+            f"({beat}), or a live worker's tasks would be delivered again.",
+            hint="Keep the defaults (30 and 5) or raise TASKS_LEASE_SECONDS.",
+            id="django_tasks.E005"))
+    accept = task_settings.ACCEPT_CONTENT
+    if list(accept) != ["json"]:
+        errors.append(Error(
+            f"TASKS_ACCEPT_CONTENT={accept!r}: only ['json'] is supported.",
+            hint="Pickle would let anyone who can write to the broker run code in workers.",
+            id="django_tasks.E006"))
+    if hasattr(settings, "TASKS") and not isinstance(getattr(settings, "TASKS", None), dict):
+        errors.append(Warning(
+            "A TASKS setting exists; django_tasks reads only TASKS_* settings (TASKS "
+            "belongs to Django's own Tasks framework).", id="django_tasks.W001"))
+    return errors

@@ -1,0 +1,81 @@
+"""The one exception tree of django_tasks. Each docstring says how to fix the problem."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class TaskError(Exception):
+    """Base class of every error django_tasks raises."""
+
+
+class ConfigurationError(TaskError, ImproperlyConfigured):
+    """A ``TASKS_*`` setting is missing or wrong; the message names the setting to fix."""
+
+
+class DuplicateTaskName(ConfigurationError):
+    """Two functions were registered under one task name.
+
+    Give one of them an explicit ``@shared_task(name=...)``, or remove the duplicate module.
+    """
+
+
+class NotRegistered(TaskError, KeyError):
+    """No task with this name is registered in this process.
+
+    Check the name, and that the module defining it is a ``tasks.py`` of an installed app
+    (or is imported by one).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task not registered"
+
+
+class EncodeError(TaskError, TypeError):
+    """Arguments or a return value could not be serialized to JSON.
+
+    Pass plain data (str, int, float, bool, None, list, dict, datetime, date, time, UUID,
+    Decimal) and look objects up again by primary key inside the task.
+    """
+
+
+class DecodeError(TaskError, ValueError):
+    """A message could not be decoded; it is rejected and never executed."""
+
+
+class ResultBackendDisabled(TaskError):
+    """Results were asked for, but ``TASKS_RESULT_BACKEND`` is ``None``.
+
+    Set ``TASKS_RESULT_BACKEND = "django://"`` (the default) to store results.
+    """
+
+
+class TimeoutError(TaskError, TimeoutError):  # noqa: A001 - Celery's name, also a builtin subclass
+    """``AsyncResult.get(timeout=...)`` waited that long and the task was not ready."""
+
+
+class TaskRevokedError(TaskError):
+    """The task was revoked (or expired) before it ran."""
+
+
+class Retry(TaskError):  # noqa: N818 - Celery's name
+    """Raised by ``Task.retry()`` to tell the worker to run the task again later.
+
+    Not an error: the worker records state RETRY and publishes the task again.
+    """
+
+    def __init__(self, message: str = "", exc: BaseException | None = None,
+                 when: float | None = None) -> None:
+        super().__init__(message or (f"Retry in {when}s" if when is not None else "Retry"))
+        self.exc = exc
+        self.when = when
+
+
+class MaxRetriesExceededError(TaskError):
+    """``Task.retry()`` was called more than ``max_retries`` times."""
+
+
+class WorkerLostError(TaskError):
+    """The process running the task died (killed, out of memory, crashed) too many times."""
+
+
+class RemoteTaskError(TaskError):
+    """Stands in for a task's exception whose type cannot be imported in this process."""

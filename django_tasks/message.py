@@ -1,0 +1,154 @@
+"""The wire format: Celery's message protocol v2, JSON-encoded.
+
+A message is an envelope ``{"headers": ..., "properties": ..., "body": [args, kwargs, embed]}``.
+Header names follow Celery's (``task``, ``id``, ``eta``, ``expires``, ``retries``, ``root_id``,
+``parent_id``, ``group``, ...), so a Celery worker reading the same queue through kombu can
+decode it, and the reverse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import serialization
+from .exceptions import DecodeError
+
+CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One task invocation as it travels from producer to worker."""
+
+    id: str
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    eta: dt.datetime | None = None
+    expires: dt.datetime | None = None
+    retries: int = 0
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    ignore_result: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+    callbacks: tuple[dict[str, Any], ...] = ()
+    errbacks: tuple[dict[str, Any], ...] = ()
+
+    def replace(self, **changes: Any) -> Message:
+        return replace(self, **changes)
+
+    def to_envelope(self) -> dict[str, Any]:
+        headers = {
+            **self.headers,
+            "lang": "py",
+            "task": self.task,
+            "id": self.id,
+            "shadow": None,
+            "eta": self.eta.isoformat() if self.eta else None,
+            "expires": self.expires.isoformat() if self.expires else None,
+            "group": self.group,
+            "group_index": None,
+            "retries": self.retries,
+            "timelimit": [None, None],
+            "root_id": self.root_id or self.id,
+            "parent_id": self.parent_id,
+            "argsrepr": _short_repr(self.args),
+            "kwargsrepr": _short_repr(self.kwargs),
+            "origin": _ORIGIN,
+            "ignore_result": self.ignore_result,
+        }
+        properties = {
+            "correlation_id": self.id,
+            "content_type": CONTENT_TYPE,
+            "content_encoding": "utf-8",
+            "priority": self.priority,
+            "delivery_info": {"exchange": "", "routing_key": self.queue},
+        }
+        embed = {
+            "callbacks": list(self.callbacks) or None,
+            "errbacks": list(self.errbacks) or None,
+            "chain": None,
+            "chord": None,
+        }
+        return {"headers": headers, "properties": properties,
+                "body": [list(self.args), self.kwargs, embed]}
+
+    def encode(self) -> str:
+        return serialization.dumps(self.to_envelope(), f"arguments of task {self.task!r}")
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> Message:
+        """Parse an encoded envelope; any defect raises :class:`DecodeError` with the reason."""
+        envelope = serialization.loads(raw)
+        if not isinstance(envelope, dict):
+            raise DecodeError("message is not a JSON object")
+        return cls.from_envelope(envelope)
+
+    @classmethod
+    def from_envelope(cls, envelope: dict[str, Any]) -> Message:
+        headers = envelope.get("headers")
+        body = envelope.get("body")
+        properties = envelope.get("properties") or {}
+        if not isinstance(headers, dict):
+            raise DecodeError("message has no headers object")
+        task_id, name = headers.get("id"), headers.get("task")
+        if not isinstance(task_id, str) or not task_id:
+            raise DecodeError("message header 'id' is missing")
+        if not isinstance(name, str) or not name:
+            raise DecodeError(f"message {task_id} has no task name in header 'task'")
+        if not (isinstance(body, list) and len(body) == 3
+                and isinstance(body[0], list) and isinstance(body[1], dict)):
+            raise DecodeError(f"message {task_id} body is not [args, kwargs, embed]")
+        embed = body[2] if isinstance(body[2], dict) else {}
+        known = {"lang", "task", "id", "shadow", "eta", "expires", "group", "group_index",
+                 "retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr",
+                 "origin", "ignore_result"}
+        delivery = properties.get("delivery_info") or {}
+        try:
+            return cls(
+                id=task_id,
+                task=name,
+                args=tuple(body[0]),
+                kwargs=body[1],
+                queue=delivery.get("routing_key") or "default",
+                priority=int(properties.get("priority") or 0),
+                eta=_parse_time(headers.get("eta")),
+                expires=_parse_time(headers.get("expires")),
+                retries=int(headers.get("retries") or 0),
+                root_id=headers.get("root_id"),
+                parent_id=headers.get("parent_id"),
+                group=headers.get("group"),
+                ignore_result=bool(headers.get("ignore_result")),
+                headers={k: v for k, v in headers.items() if k not in known},
+                callbacks=tuple(embed.get("callbacks") or ()),
+                errbacks=tuple(embed.get("errbacks") or ()),
+            )
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"message {task_id} has a malformed header: {exc}") from exc
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        moment = dt.datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"

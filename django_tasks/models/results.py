@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from django.db import models
+
+from ..states import TaskState
+
+
+class TaskResultQuerySet(models.QuerySet["TaskResult"]):
+    def ready(self) -> TaskResultQuerySet:
+        return self.filter(state__in=[TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED])
+
+    def done_before(self, moment: object) -> TaskResultQuerySet:
+        return self.ready().filter(date_done__lt=moment)
+
+
+class TaskResult(models.Model):
+    """One row per task id: created at enqueue (PENDING), updated when a worker finishes."""
+
+    task_id = models.CharField("task id", max_length=255, unique=True)
+    task_name = models.CharField("task name", max_length=255)
+    state = models.CharField(max_length=16, choices=TaskState.choices,
+                             default=TaskState.PENDING)
+    args = models.TextField(default="[]", help_text="positional arguments, JSON")
+    kwargs = models.TextField(default="{}", help_text="keyword arguments, JSON")
+    result = models.TextField(null=True, blank=True, help_text="return value or error, JSON")
+    traceback = models.TextField(null=True, blank=True)
+    queue = models.CharField(max_length=255, blank=True, default="")
+    priority = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0, help_text="deliveries to a worker")
+    retries = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField("created", db_index=True)
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    date_done = models.DateTimeField("done", null=True, blank=True)
+
+    objects = TaskResultQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "task result"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["state", "-created_at"], name="tasks_result_state_idx"),
+            models.Index(fields=["task_name", "-created_at"], name="tasks_result_name_idx"),
+            models.Index(fields=["queue", "-created_at"], name="tasks_result_queue_idx"),
+            models.Index(fields=["date_done"], name="tasks_result_prune_idx",
+                         condition=models.Q(date_done__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.task_id}] {self.state}"
+
+    @property
+    def runtime(self) -> float | None:
+        if self.started_at and self.date_done:
+            return (self.date_done - self.started_at).total_seconds()
+        return None

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class WorkerState(models.Model):
+    """A running ``taskworker``, refreshed on every heartbeat."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    pid = models.PositiveIntegerField()
+    pool = models.CharField(max_length=16)
+    concurrency = models.PositiveIntegerField()
+    queues = models.CharField(max_length=1024)
+    started_at = models.DateTimeField()
+    last_heartbeat = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "worker"
+
+    def __str__(self) -> str:
+        return self.hostname

@@ -1,0 +1,214 @@
+"""``AsyncResult``: a handle on one task's outcome, with Celery's API."""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import states
+from .conf import get_result_store
+from .exceptions import RemoteTaskError, ResultBackendDisabled, TaskRevokedError
+from .exceptions import TimeoutError as TaskTimeoutError
+
+
+@dataclass(frozen=True, slots=True)
+class ResultMeta:
+    """What the result store knows about one task id."""
+
+    task_id: str
+    state: str
+    result: Any = None
+    traceback: str | None = None
+    task_name: str | None = None
+    date_done: dt.datetime | None = None
+    queue: str | None = None
+    worker: str | None = None
+    retries: int = 0
+
+
+def exception_to_result(exc: BaseException) -> dict[str, Any]:
+    cls = type(exc)
+    return {"exc_type": cls.__qualname__, "exc_module": cls.__module__,
+            "exc_message": str(exc)}
+
+
+def result_to_exception(value: Any) -> BaseException:
+    """Rebuild the task's exception with its own type where this process knows the type."""
+    if not isinstance(value, dict) or "exc_type" not in value:
+        return RemoteTaskError(repr(value))
+    name, module = str(value["exc_type"]), str(value.get("exc_module") or "builtins")
+    message = str(value.get("exc_message", ""))
+    # Only types of modules already imported: a stored result never causes an import.
+    owner = builtins if module == "builtins" else sys.modules.get(module)
+    cls = getattr(owner, name, None) if owner is not None else None
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        try:
+            return cls(message)
+        except Exception:  # noqa: BLE001 - constructors with other signatures
+            pass
+    remote = type(name, (RemoteTaskError,), {"__module__": module})
+    return remote(message)
+
+
+class AsyncResult:
+    """The outcome of a task, looked up by id in the result store.
+
+    ``state`` is PENDING until the store knows more: PENDING also means "unknown id".
+    """
+
+    def __init__(self, id: str, task_name: str | None = None) -> None:  # noqa: A002
+        self.id = str(id)
+        self.task_name = task_name
+        self._cache: ResultMeta | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def backend(self) -> Any:
+        store = get_result_store()
+        if store is None:
+            raise ResultBackendDisabled(
+                "No result backend is configured (TASKS_RESULT_BACKEND is None), so results "
+                "cannot be read. Set TASKS_RESULT_BACKEND = 'django://' to store them."
+            )
+        return store
+
+    def _meta(self) -> ResultMeta:
+        if self._cache is not None:
+            return self._cache
+        meta = self.backend.get(self.id) or ResultMeta(self.id, states.PENDING)
+        if meta.state in states.READY_STATES:
+            self._cache = meta
+        return meta
+
+    @property
+    def state(self) -> str:
+        return self._meta().state
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        """The return value, or the exception instance for FAILURE/REVOKED/RETRY."""
+        meta = self._meta()
+        if meta.state in states.EXCEPTION_STATES and meta.result is not None:
+            return result_to_exception(meta.result)
+        return meta.result
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._meta().traceback
+
+    @property
+    def date_done(self) -> dt.datetime | None:
+        return self._meta().date_done
+
+    @property
+    def name(self) -> str | None:
+        return self.task_name or self._meta().task_name
+
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    def exists(self) -> bool:
+        """True when the store has a row for this id (queued, running or done)."""
+        return self._cache is not None or self.backend.get(self.id) is not None
+
+    def forget(self) -> None:
+        """Delete the stored result."""
+        self.backend.forget(self.id)
+        self._cache = None
+
+    def revoke(self) -> bool:
+        """Mark the task REVOKED so no worker runs it; False if it already finished."""
+        self._cache = None
+        return bool(self.backend.revoke(self.id))
+
+    def get(self, timeout: float | None = None, interval: float = 0.5,
+            propagate: bool = True) -> Any:
+        """Wait for the task to finish and return its value.
+
+        Polls the store starting at a few milliseconds, backing off up to ``interval``.
+        With ``propagate``, a failed task's exception is raised here with its own type.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.002, interval)
+        while True:
+            meta = self._meta()
+            if meta.state in states.READY_STATES:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TaskTimeoutError(
+                    f"Task {self.id} was not ready after {timeout} s (state {meta.state})."
+                )
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            delay = min(delay * 1.5, interval)
+        if meta.state == states.SUCCESS:
+            return meta.result
+        if propagate:
+            if meta.state == states.REVOKED and meta.result is None:
+                raise TaskRevokedError(f"Task {self.id} was revoked.")
+            raise result_to_exception(meta.result)
+        return self.result
+
+    wait = get
+
+
+class EagerResult(AsyncResult):
+    """The outcome of a task run inline (``TASKS_ALWAYS_EAGER`` or ``Task.apply()``)."""
+
+    def __init__(self, meta: ResultMeta) -> None:
+        super().__init__(meta.task_id, meta.task_name)
+        self._cache = meta
+
+    def forget(self) -> None:
+        store = get_result_store()
+        if store is not None:
+            store.forget(self.id)
+
+    def exists(self) -> bool:
+        return True
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    """A finished (or retrying) run, as the worker hands it to the result store."""
+
+    task_id: str
+    task_name: str
+    state: str
+    result: Any = None
+    traceback: str | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    queue: str = ""
+    worker: str = ""
+    attempts: int = 1
+    retries: int = 0
+    started_at: dt.datetime | None = None
+    date_done: dt.datetime | None = None
+    exception: BaseException | None = None
+
+    def meta(self) -> ResultMeta:
+        return ResultMeta(self.task_id, self.state, self.result, self.traceback,
+                          self.task_name, self.date_done, self.queue, self.worker, self.retries)

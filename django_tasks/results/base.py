@@ -1,0 +1,48 @@
+"""The result store contract: where outcomes live, keyed by task id."""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from collections.abc import Sequence
+
+from ..message import Message
+from ..result import ResultMeta, TaskOutcome
+
+
+class ResultStore(abc.ABC):
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @abc.abstractmethod
+    def create_pending(self, messages: Sequence[Message]) -> None:
+        """Record queued tasks as PENDING (at enqueue, in the caller's transaction)."""
+
+    @abc.abstractmethod
+    def mark_started(self, outcomes: Sequence[TaskOutcome]) -> None:
+        """Record tasks as STARTED (for tasks that track it)."""
+
+    @abc.abstractmethod
+    def store_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+        """Record finished, retrying or failed runs, many at once."""
+
+    @abc.abstractmethod
+    def get(self, task_id: str) -> ResultMeta | None: ...
+
+    @abc.abstractmethod
+    def final_states(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """The ids among ``task_ids`` that already reached a final state, with that state."""
+
+    @abc.abstractmethod
+    def forget(self, task_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def revoke(self, task_id: str) -> bool:
+        """Mark a task that has not finished as REVOKED; False if it already finished."""
+
+    @abc.abstractmethod
+    def prune(self, before: dt.datetime, batch_size: int) -> int:
+        """Delete up to ``batch_size`` results finished before ``before``; return how many."""
+
+    def describe(self) -> str:
+        return self.url

@@ -1,0 +1,65 @@
+"""An in-process result store for unit tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+
+from .. import states
+from ..message import Message
+from ..result import ResultMeta, TaskOutcome
+from .base import ResultStore
+
+
+class MemoryResultStore(ResultStore):
+    def __init__(self, url: str = "memory://") -> None:
+        super().__init__(url)
+        self._results: dict[str, ResultMeta] = {}
+        self._lock = threading.Lock()
+
+    def create_pending(self, messages: Sequence[Message]) -> None:
+        with self._lock:
+            for m in messages:
+                self._results[m.id] = ResultMeta(m.id, states.PENDING, task_name=m.task,
+                                                 queue=m.queue)
+
+    def mark_started(self, outcomes: Sequence[TaskOutcome]) -> None:
+        with self._lock:
+            for o in outcomes:
+                self._results[o.task_id] = replace(o.meta(), state=states.STARTED, result=None)
+
+    def store_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+        with self._lock:
+            for o in outcomes:
+                self._results[o.task_id] = o.meta()
+
+    def get(self, task_id: str) -> ResultMeta | None:
+        return self._results.get(task_id)
+
+    def final_states(self, task_ids: Sequence[str]) -> dict[str, str]:
+        found = (self._results.get(i) for i in task_ids)
+        return {m.task_id: m.state for m in found if m and m.state in states.READY_STATES}
+
+    def forget(self, task_id: str) -> None:
+        with self._lock:
+            self._results.pop(task_id, None)
+
+    def revoke(self, task_id: str) -> bool:
+        with self._lock:
+            meta = self._results.get(task_id)
+            if meta is not None and meta.state in states.READY_STATES:
+                return False
+            now = dt.datetime.now(dt.UTC)
+            base = meta or ResultMeta(task_id, states.PENDING)
+            self._results[task_id] = replace(base, state=states.REVOKED, date_done=now)
+            return True
+
+    def prune(self, before: dt.datetime, batch_size: int) -> int:
+        with self._lock:
+            doomed = [k for k, m in self._results.items()
+                      if m.state in states.READY_STATES and m.date_done and m.date_done < before]
+            for key in doomed[:batch_size]:
+                del self._results[key]
+            return min(len(doomed), batch_size)

@@ -1,0 +1,70 @@
+"""Example tasks: arithmetic, an e-mail, a slow one and one that fails."""
+
+import time
+
+from django.core.mail import send_mail
+
+from django_tasks import shared_task
+
+
+@shared_task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@shared_task
+def multiply(x: int, y: int) -> int:
+    return x * y
+
+
+@shared_task
+def noop() -> None:
+    return None
+
+
+@shared_task(queue="mail")
+def send_welcome_email(address: str, name: str) -> int:
+    return send_mail(
+        subject=f"Welcome, {name}",
+        message=f"Hello {name}, your account is ready.",
+        from_email=None,
+        recipient_list=[address],
+    )
+
+
+@shared_task(bind=True, track_started=True)
+def slow(self, seconds: float = 5.0, marker: str = "") -> str:  # type: ignore[no-untyped-def]
+    """Sleep; with ``marker`` set, append one line per start to that file (for tests)."""
+    if marker:
+        with open(marker, "a") as fh:
+            fh.write(f"{self.request.id} {self.request.hostname}\n")
+    time.sleep(seconds)
+    return f"slept {seconds}s"
+
+
+@shared_task
+def fail(message: str = "this task always fails") -> None:
+    raise ValueError(message)
+
+
+@shared_task(bind=True, max_retries=2, default_retry_delay=0.1)
+def flaky(self, fail_times: int) -> int:  # type: ignore[no-untyped-def]
+    if self.request.retries < fail_times:
+        raise self.retry(exc=RuntimeError(f"attempt {self.request.retries} failed"))
+    return self.request.retries
+
+
+@shared_task
+def count_users() -> int:
+    from django.contrib.auth.models import User
+
+    return User.objects.count()
+
+
+@shared_task
+def die() -> None:
+    """Kill the process running it, as an out-of-memory kill would."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
