@@ -1,0 +1,56 @@
+"""Fixtures shared by every test layer.
+
+Services (PostgreSQL, Redis, RabbitMQ) are looked for on 127.0.0.1. A test that needs one
+that is not running is skipped on a laptop and fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+from django.test import override_settings
+
+from django_tasks.conf import get_broker, get_result_store, reset_cache
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+
+def service_up(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (locally) or fail (in CI) when a server the test needs is not reachable."""
+    if service_up(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message}, and CI=true forbids skipping.")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def memory_tasks() -> Iterator[None]:
+    """Memory broker and memory result store, fresh for each test."""
+    with override_settings(TASKS_BROKER_URL="memory://", TASKS_RESULT_BACKEND="memory://"):
+        reset_cache()
+        yield
+    reset_cache()
+
+
+@pytest.fixture
+def broker():  # type: ignore[no-untyped-def]
+    return get_broker()
+
+
+@pytest.fixture
+def result_store():  # type: ignore[no-untyped-def]
+    return get_result_store()
