@@ -1,0 +1,47 @@
+"""``manage.py taskworker``: run a worker (see ``django_tasks.worker.Worker``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_tasks.conf import task_settings
+from django_tasks.worker import Worker
+
+
+class Command(BaseCommand):
+    help = "Run a django_tasks worker: fetch tasks from the broker, run them, record results."
+    requires_system_checks = "__all__"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("-c", "--concurrency", type=int, default=None,
+                            help="pool processes or threads (default: number of CPUs, "
+                                 f"{os.cpu_count()} here)")
+        parser.add_argument("-P", "--pool", choices=["prefork", "threads", "solo"],
+                            default="prefork", help="how tasks run in parallel")
+        parser.add_argument("-Q", "--queues", default=None,
+                            help="comma-separated queues to consume (default: the default queue)")
+        parser.add_argument("-l", "--loglevel", default="INFO",
+                            help="DEBUG, INFO, WARNING or ERROR")
+        parser.add_argument("-n", "--hostname", default="",
+                            help="this worker's name (default: worker<pid>@<host>)")
+        parser.add_argument("--prefetch", type=int, default=None,
+                            help="most messages one process holds at once")
+        parser.add_argument("--shutdown-timeout", type=float, default=None,
+                            help="seconds running tasks get to finish after SIGTERM")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        queues = (options["queues"] or str(task_settings.DEFAULT_QUEUE)).split(",")
+        extra = {k: options[k] for k in ("concurrency", "prefetch") if options[k] is not None}
+        if options["shutdown_timeout"] is not None:
+            extra["shutdown_timeout"] = options["shutdown_timeout"]
+        try:
+            worker = Worker(queues=queues, pool=options["pool"], hostname=options["hostname"],
+                            loglevel=options["loglevel"], out=self.stdout, **extra)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        code = worker.run()
+        if code:
+            raise SystemExit(code)

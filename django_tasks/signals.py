@@ -1,0 +1,19 @@
+"""Signals sent by workers around each task (Celery's names, Django's ``Signal``)."""
+
+from django.dispatch import Signal
+
+#: Before a task runs: ``sender`` is the task; ``task_id``, ``args``, ``kwargs``.
+task_prerun = Signal()
+#: After a task ran, whatever the outcome: ``task_id``, ``state``, ``retval``.
+task_postrun = Signal()
+#: A task succeeded: ``result``.
+task_success = Signal()
+#: A task failed: ``task_id``, ``exception``, ``traceback``.
+task_failure = Signal()
+#: A task asked to be retried: ``task_id``, ``reason``, ``countdown``.
+task_retry = Signal()
+#: A message was rejected without running: ``task_id`` (may be None), ``reason``.
+task_rejected = Signal()
+#: A worker started (``sender`` is the ``Worker``) or is shutting down.
+worker_ready = Signal()
+worker_shutdown = Signal()

@@ -1,0 +1,43 @@
+"""Database connections around tasks, handled the way Django handles them around requests.
+
+A worker keeps its connections open between tasks (reconnecting for every batch would cost
+more than the work), but never hands a task a connection the server has dropped: a
+connection that saw an error, or that sat idle, is checked before use and replaced if dead.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.db import connections
+
+IDLE_CHECK_SECONDS = 1.0
+_last_used = 0.0
+
+
+def refresh() -> None:
+    """Close connections that errored or went stale, so the next query reconnects."""
+    global _last_used
+    now = time.monotonic()
+    idle = now - _last_used > IDLE_CHECK_SECONDS
+    _last_used = now
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None or conn.in_atomic_block:
+            continue
+        if conn.errors_occurred or idle:
+            if not conn.is_usable():
+                conn.close()
+            else:
+                conn.errors_occurred = False
+        if not conn.get_autocommit():  # a task left a transaction open: undo it
+            conn.rollback()
+            conn.set_autocommit(True)
+
+
+def close_all() -> None:
+    """Close every connection (before ``fork``, after a database error, at exit)."""
+    for conn in connections.all(initialized_only=True):
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a dead connection may fail to close; drop it
+            conn.connection = None

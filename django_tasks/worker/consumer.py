@@ -1,0 +1,189 @@
+"""The loop each pool process (or thread) runs: fetch a batch, run it, record, ack.
+
+Every consuming process fetches and acks its own batches; nothing passes through a single
+dispatcher, so throughput grows with processes. Batches start at one message and double
+while tasks are quick, and drop back to one after a slow task; messages fetched but not yet
+started are handed back when a batch has been held longer than ``HOLD_SECONDS``, so a long
+task never keeps short ones waiting behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any, Protocol
+
+from django.db import transaction
+
+from ..brokers.base import Delivery
+from ..conf import get_broker, get_result_store, task_settings
+from . import connections
+from .execute import Prepared, Settlement, check, execute, prepare
+
+logger = logging.getLogger("django_tasks.worker")
+
+HOLD_SECONDS = 1.0
+FLUSH_SECONDS = 0.02
+SLOW_TASK_SECONDS = 0.5
+MIN_IDLE = 0.001
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Slot:
+    """Where a consumer notes what it is running, for its supervisor to read if it dies."""
+
+    def set(self, delivery: Delivery, label: str) -> None:
+        self.value = f"{delivery.tag}\t{label}"
+
+    def clear(self) -> None:
+        self.value = ""
+
+    value = ""
+
+
+class Consumer:
+    def __init__(self, *, queues: Sequence[str], owner: str, hostname: str, prefetch: int,
+                 lease: float, stop: StopFlag, slot: Slot | None = None) -> None:
+        self.queues = list(queues)
+        self.owner = owner
+        self.hostname = hostname
+        self.prefetch = max(1, prefetch)
+        self.lease = lease
+        self.stop = stop
+        self.slot = slot or Slot()
+        self.broker = get_broker()
+        self.store = get_result_store()
+        self._atomic = self._shared_database()
+        self._unsettled: list[Delivery] = []
+
+    def _shared_database(self) -> str | None:
+        """The alias to write results and acks in one transaction, when both live there."""
+        alias = getattr(self.broker, "database_alias", None)
+        if self.broker.transactional and getattr(self.store, "database_alias", None) == alias:
+            return alias
+        return None
+
+    def run(self) -> None:
+        batch, idle, failures = 1, MIN_IDLE, 0
+        poll = float(task_settings.POLL_INTERVAL)
+        while not self.stop.is_set():
+            try:
+                connections.refresh()
+                if self._unsettled:  # ran, but their outcomes could not be recorded
+                    self.broker.release(self._unsettled, count=False)
+                    self._unsettled.clear()
+                deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease)
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the broker may be briefly away
+                failures += 1
+                pause = min(0.1 * 2 ** failures, 5.0)
+                logger.warning("Cannot fetch from the broker (%s); retrying in %.1fs", exc, pause)
+                connections.close_all()
+                self.stop.wait(pause)
+                continue
+            if not deliveries:
+                self.stop.wait(idle)
+                idle = min(idle * 2, poll)
+                continue
+            idle = MIN_IDLE
+            slow = self.process(deliveries)
+            batch = 1 if slow else min(batch * 2, self.prefetch)
+
+    def process(self, deliveries: Sequence[Delivery]) -> bool:
+        """Run one batch; return True if a task in it was slow."""
+        prepared = prepare(deliveries, self.store)
+        pending: list[Settlement] = []
+        started = last_flush = time.monotonic()
+        slow = False
+        for index, item in enumerate(prepared):
+            if index and (self.stop.is_set() or time.monotonic() - started > HOLD_SECONDS):
+                self.flush(pending)
+                self.broker.release([p.delivery for p in prepared[index:]], count=False)
+                return True
+            settlement, took = self._handle(item, pending)
+            slow = slow or took > SLOW_TASK_SECONDS
+            if settlement is not None:
+                pending.append(settlement)
+            if time.monotonic() - last_flush > FLUSH_SECONDS:
+                self.flush(pending)
+                last_flush = time.monotonic()
+        self.flush(pending)
+        return slow
+
+    def _handle(self, item: Prepared, pending: list[Settlement]) -> tuple[Settlement | None, float]:
+        settlement = check(item, self.hostname)
+        if settlement is not None:
+            return settlement, 0.0
+        task, message = item.task, item.message
+        assert task is not None and message is not None
+        acked_early = not task.acks_late
+        if acked_early:  # at most once: the ack is durable before the task starts
+            self.flush(pending)
+            self.broker.ack([item.delivery])
+        track = task.track_started if task.track_started is not None \
+            else task_settings.TRACK_STARTED
+        if track and self.store is not None and not message.ignore_result:
+            self.flush(pending)
+            from ..result import TaskOutcome
+            from ..task import utcnow
+
+            self.store.mark_started([TaskOutcome(
+                task_id=message.id, task_name=message.task, state="STARTED",
+                args=message.args, kwargs=message.kwargs, queue=message.queue,
+                worker=self.hostname, attempts=item.delivery.deliveries,
+                retries=message.retries, started_at=utcnow())])
+        self.slot.set(item.delivery, f"{message.task}[{message.id}]")
+        began = time.monotonic()
+        try:
+            settlement = execute(item, self.hostname)
+        finally:
+            self.slot.clear()
+            connections.refresh()
+        took = time.monotonic() - began
+        if acked_early:
+            settlement.delivery = _ACKED
+            if settlement.retry is not None:  # the message is gone: publish the retry anew
+                self.broker.publish([settlement.retry])
+                settlement.retry = None
+        return settlement, took
+
+    def flush(self, pending: list[Settlement]) -> None:
+        """Store outcomes, then ack (result before ack), emptying ``pending``."""
+        if not pending:
+            return
+        outcomes = [s.outcome for s in pending if s.outcome is not None and s.outcome.task_id]
+        acks = [s.delivery for s in pending if s.retry is None and s.delivery is not _ACKED]
+        retries = [s for s in pending if s.retry is not None]
+        for attempt in range(5):
+            try:
+                scope: Any = transaction.atomic(using=self._atomic) if self._atomic \
+                    else nullcontext()
+                with scope:
+                    if outcomes and self.store is not None:
+                        self.store.store_outcomes(outcomes)
+                    for s in retries:
+                        assert s.retry is not None
+                        self.broker.requeue(s.delivery, s.retry, s.retry_delay)
+                    if acks:
+                        self.broker.ack(acks)
+                break
+            except Exception as exc:  # noqa: BLE001 - keep the worker alive; retry, then let leases lapse
+                logger.warning("Cannot record %d outcomes (%s); attempt %d of 5",
+                               len(outcomes), exc, attempt + 1)
+                connections.close_all()
+                time.sleep(0.2 * 2 ** attempt)
+        else:
+            logger.error("Gave up recording %d outcomes; their messages go back to the queue "
+                         "once the broker answers again.", len(outcomes))
+            self._unsettled.extend(acks)
+            self._unsettled.extend(s.delivery for s in retries)
+        pending.clear()
+
+
+_ACKED: Any = Delivery(tag=None, body="", queue="", deliveries=0, owner="")

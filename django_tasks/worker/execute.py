@@ -1,0 +1,159 @@
+"""What happens to one delivery: decode, check, run, and decide how to settle it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import reprlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import serialization, signals, states
+from ..brokers.base import Delivery
+from ..conf import task_settings
+from ..exceptions import DecodeError, NotRegistered, TaskRevokedError, WorkerLostError
+from ..message import Message
+from ..registry import registry
+from ..result import TaskOutcome, exception_to_result
+from ..task import Task, run_message, utcnow
+
+logger = logging.getLogger("django_tasks.worker")
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 80
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A delivery decoded and looked up, before it runs."""
+
+    delivery: Delivery
+    message: Message | None = None
+    task: Task[Any, Any] | None = None
+    problem: BaseException | None = None  # decided without running: FAILURE/REVOKED
+    final_state: str | None = None  # already finished elsewhere: ack, don't run
+    readable_id: str | None = None
+
+
+@dataclass(slots=True)
+class Settlement:
+    delivery: Delivery
+    outcome: TaskOutcome | None = None
+    retry: Message | None = None
+    retry_delay: float = 0.0
+
+
+def _read_id(body: str) -> tuple[str | None, str]:
+    """The task id and name of a message that does not fully decode, where readable."""
+    try:
+        headers = serialization.loads(body).get("headers") or {}
+        task_id = headers.get("id")
+        return (task_id if isinstance(task_id, str) else None), str(headers.get("task") or "")
+    except Exception:  # noqa: BLE001 - anything unreadable has no id
+        return None, ""
+
+
+def prepare(deliveries: Sequence[Delivery], store: Any) -> list[Prepared]:
+    """Decode a batch and find, in one query, the ids that already finished."""
+    prepared: list[Prepared] = []
+    for delivery in deliveries:
+        item = Prepared(delivery)
+        try:
+            item.message = Message.decode(delivery.body)
+            item.readable_id = item.message.id
+            item.task = registry.get(item.message.task)
+        except DecodeError as exc:
+            item.problem = exc
+            item.readable_id, _ = _read_id(delivery.body)
+        except NotRegistered as exc:
+            item.problem = exc
+        prepared.append(item)
+    if store is not None:
+        ids = [p.readable_id for p in prepared if p.readable_id]
+        final = store.final_states(ids) if ids else {}
+        for item in prepared:
+            if item.readable_id in final:
+                item.final_state = final[item.readable_id]
+    return prepared
+
+
+def _failure(item: Prepared, exc: BaseException, hostname: str,
+             state: str = states.FAILURE) -> TaskOutcome:
+    message = item.message
+    now = utcnow()
+    return TaskOutcome(
+        task_id=item.readable_id or "", task_name=message.task if message else "",
+        state=state, result=exception_to_result(exc), traceback=f"{type(exc).__name__}: {exc}",
+        args=message.args if message else (), kwargs=message.kwargs if message else {},
+        queue=item.delivery.queue, worker=hostname, attempts=item.delivery.deliveries,
+        retries=message.retries if message else 0, started_at=None, date_done=now,
+    )
+
+
+def check(item: Prepared, hostname: str) -> Settlement | None:
+    """Settle a delivery that must not run; ``None`` when it should run."""
+    delivery, message = item.delivery, item.message
+    label = f"{message.task}[{message.id}]" if message else f"message {delivery.tag}"
+    if item.final_state is not None:
+        logger.info("Task %s is already %s; acked without running it again.",
+                    label, item.final_state)
+        return Settlement(delivery)
+    problem = item.problem
+    state = states.FAILURE
+    if problem is None and message is not None:
+        limit = int(task_settings.MAX_DELIVERIES)
+        if delivery.deliveries > limit:
+            problem = WorkerLostError(
+                f"Task {label} was delivered {delivery.deliveries - 1} times and never "
+                "finished: the process running it died each time (killed, out of memory or "
+                f"crashed). TASKS_MAX_DELIVERIES={limit}; it is not delivered again."
+            )
+        elif message.expires is not None and message.expires < utcnow():
+            problem = TaskRevokedError(
+                f"Task {label} expired at {message.expires.isoformat()} before it ran."
+            )
+            state = states.REVOKED
+    if problem is None:
+        return None
+    logger.error("Rejected %s on queue %r: %s", label, delivery.queue, problem)
+    signals.task_rejected.send(sender=None, task_id=item.readable_id, reason=str(problem))
+    outcome = _failure(item, problem, hostname, state) if item.readable_id else None
+    return Settlement(delivery, outcome)
+
+
+def execute(item: Prepared, hostname: str) -> Settlement:
+    """Run a checked delivery and log what happened the way Celery users read it."""
+    message, task = item.message, item.task
+    assert message is not None and task is not None
+    label = f"{message.task}[{message.id}]"
+    logger.info("Task %s received", label)
+    signals.task_prerun.send(sender=task, task_id=message.id, task=task,
+                             args=message.args, kwargs=message.kwargs)
+    started = time.monotonic()
+    outcome, retry_in = run_message(task, message, worker=hostname,
+                                    attempts=item.delivery.deliveries)
+    runtime = time.monotonic() - started
+    settlement = Settlement(item.delivery, None if message.ignore_result else outcome)
+    if outcome.state == states.SUCCESS:
+        logger.info("Task %s succeeded in %.6fs: %s", label, runtime, _repr.repr(outcome.result))
+        signals.task_success.send(sender=task, result=outcome.result)
+    elif retry_in is not None:
+        logger.info("Task %s retry: retry in %.3gs: %s", label, retry_in,
+                    (outcome.traceback or "").strip().splitlines()[-1:])
+        settlement.retry = message.replace(retries=message.retries + 1,
+                                           eta=utcnow() + dt.timedelta(seconds=retry_in))
+        settlement.retry_delay = retry_in
+        # A retry always records RETRY, so the id keeps a row even with ignore_result.
+        settlement.outcome = outcome
+        signals.task_retry.send(sender=task, task_id=message.id, reason=outcome.result,
+                                countdown=retry_in)
+    else:
+        logger.error("Task %s failed in %.6fs: %s", label, runtime,
+                     (outcome.traceback or "").rstrip())
+        settlement.outcome = outcome  # failures are recorded even with ignore_result
+        signals.task_failure.send(sender=task, task_id=message.id,
+                                  exception=outcome.exception, traceback=outcome.traceback)
+    signals.task_postrun.send(sender=task, task_id=message.id, task=task,
+                              state=outcome.state, retval=outcome.result)
+    return settlement

@@ -1,0 +1,56 @@
+"""``Worker``: settings and options in, one pool run out."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from ..conf import task_settings
+from . import logs
+
+POOLS = ("prefork", "threads", "solo")
+
+
+@dataclass
+class Worker:
+    """A worker with its options; ``run()`` blocks until shutdown and returns the exit code."""
+
+    queues: Sequence[str] = field(default_factory=lambda: [str(task_settings.DEFAULT_QUEUE)])
+    concurrency: int = field(default_factory=lambda: task_settings.concurrency)
+    pool: str = "prefork"
+    hostname: str = ""
+    prefetch: int = field(default_factory=lambda: int(task_settings.WORKER_PREFETCH))
+    lease: float = field(default_factory=lambda: float(task_settings.LEASE_SECONDS))
+    heartbeat: float = field(default_factory=lambda: float(task_settings.HEARTBEAT_SECONDS))
+    shutdown_timeout: float = field(
+        default_factory=lambda: float(task_settings.WORKER_SHUTDOWN_TIMEOUT))
+    loglevel: str = "INFO"
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ValueError(f"--pool {self.pool!r} is not one of {', '.join(POOLS)}")
+        if self.concurrency < 1:
+            raise ValueError("--concurrency must be at least 1")
+        self.queues = [q.strip() for q in self.queues if q.strip()]
+        if not self.queues:
+            raise ValueError("--queues names no queue")
+        if self.pool == "solo":
+            self.concurrency = 1
+        self.hostname = self.hostname or f"worker{os.getpid()}@{socket.gethostname()}"
+
+    def run(self) -> int:
+        from .. import signals
+        from .pool import run_pool
+
+        logs.configure(self.loglevel)
+        logs.banner(self, self.out)
+        signals.worker_ready.send(sender=self)
+        try:
+            return run_pool(self)
+        finally:
+            signals.worker_shutdown.send(sender=self)

@@ -1,0 +1,271 @@
+"""The three pools: ``prefork`` (processes), ``threads`` and ``solo``.
+
+Each runs :class:`Consumer` loops and supervises them: renews their leases on every
+heartbeat, hands back at once what a dead one held, and shuts down in two steps. The first
+SIGTERM/SIGINT is a warm shutdown (stop fetching, let running tasks finish within
+``shutdown_timeout``); a second signal, or the end of that time, is a cold one (running
+tasks are stopped and their messages go back to the queue at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import connections, heartbeat
+from .consumer import Consumer, Slot
+
+if TYPE_CHECKING:
+    from .main import Worker
+
+logger = logging.getLogger("django_tasks.worker")
+TICK = 0.1
+
+
+class Signals:
+    """Counts SIGTERM/SIGINT; the pools poll it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stop = threading.Event()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.stop.set()
+        kind = "warm" if self.count == 1 else "cold"
+        logger.warning("%s received: %s shutdown", signal.Signals(signum).name, kind)
+
+
+def run_pool(worker: Worker) -> int:
+    runner = {"prefork": _run_prefork, "threads": _run_threads, "solo": _run_solo}[worker.pool]
+    try:
+        return runner(worker)
+    finally:
+        heartbeat.goodbye(worker)
+        connections.close_all()
+
+
+def _consumer(worker: Worker, owner: str, stop: Any, slot: Slot | None = None) -> Consumer:
+    return Consumer(queues=worker.queues, owner=owner, hostname=worker.hostname,
+                    prefetch=worker.prefetch, lease=worker.lease, stop=stop, slot=slot)
+
+
+# -- threads and solo -----------------------------------------------------------------------
+
+
+def _run_threads(worker: Worker) -> int:
+    sigs = Signals()
+    sigs.install()
+    owners = [f"{worker.hostname}/t{i}" for i in range(worker.concurrency)]
+
+    def serve(owner: str) -> None:
+        try:
+            _consumer(worker, owner, sigs.stop).run()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=serve, args=(o,), name=f"Thread-{i}", daemon=True)
+               for i, o in enumerate(owners)]
+    for thread in threads:
+        thread.start()
+    heartbeat.beat(worker, owners)
+    next_beat = time.monotonic() + worker.heartbeat
+    deadline: float | None = None
+    while any(t.is_alive() for t in threads):
+        time.sleep(TICK)
+        if time.monotonic() >= next_beat:
+            heartbeat.beat(worker, owners)
+            next_beat = time.monotonic() + worker.heartbeat
+        if sigs.count and deadline is None:
+            deadline = time.monotonic() + worker.shutdown_timeout
+        if sigs.count >= 2 or (deadline is not None and time.monotonic() > deadline):
+            # Threads cannot be interrupted: hand their messages back and leave now.
+            for owner in owners:
+                heartbeat.release(owner)
+            heartbeat.goodbye(worker)
+            logger.warning("Cold shutdown: unfinished tasks returned to the queue")
+            logging.shutdown()
+            os._exit(0)
+    return 0
+
+
+class ColdShutdown(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Raised in the solo pool's main thread to stop the running task."""
+
+
+def _run_solo(worker: Worker) -> int:
+    sigs = Signals()
+    owner = f"{worker.hostname}/{os.getpid()}"
+    beating = threading.Event()
+
+    def handle(signum: int, frame: Any) -> None:
+        sigs._handle(signum, frame)
+        if sigs.count >= 2:
+            raise ColdShutdown()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+    def keep_alive() -> None:
+        deadline: float | None = None
+        while not beating.wait(worker.heartbeat if deadline is None else TICK):
+            heartbeat.beat(worker, [owner])
+            if sigs.count and deadline is None:
+                deadline = time.monotonic() + worker.shutdown_timeout
+            if deadline is not None and time.monotonic() > deadline and sigs.count < 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # grace period over: go cold
+                deadline = float("inf")
+        connections.close_all()
+
+    pulse = threading.Thread(target=keep_alive, name="heartbeat", daemon=True)
+    heartbeat.beat(worker, [owner])
+    pulse.start()
+    try:
+        _consumer(worker, owner, sigs.stop).run()
+    except ColdShutdown:
+        heartbeat.release(owner)
+        logger.warning("Cold shutdown: the unfinished task returned to the queue")
+    finally:
+        beating.set()
+        pulse.join(timeout=5)
+    return 0
+
+
+# -- prefork --------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, so no orphan keeps a lease."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_main(worker: Worker, slot_array: Any) -> None:
+    from ..conf import reset_cache
+    from .logs import redirect_print
+
+    _die_with_parent()
+    parent = os.getppid()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is for the parent
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    reset_cache()
+    redirect_print()
+
+    class SharedSlot(Slot):
+        def set(self, delivery: Any, label: str) -> None:
+            slot_array.value = f"{delivery.tag}\t{label}".encode()[:250]
+
+        def clear(self) -> None:
+            slot_array.value = b""
+
+    class Stop:
+        def is_set(self) -> bool:
+            return stop.is_set() or os.getppid() != parent
+
+        def wait(self, timeout: float | None = None) -> bool:
+            return stop.wait(timeout)
+
+    owner = f"{worker.hostname}/{os.getpid()}"
+    try:
+        _consumer(worker, owner, Stop(), SharedSlot()).run()
+    finally:
+        connections.close_all()
+
+
+class _Child:
+    def __init__(self, worker: Worker, index: int) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self.slot = ctx.Array("c", 256, lock=False)
+        connections.close_all()  # a forked child must not share the parent's sockets
+        self.process = ctx.Process(target=_child_main, args=(worker, self.slot),
+                                   name=f"ForkPoolWorker-{index}", daemon=False)
+        self.process.start()
+        self.owner = f"{worker.hostname}/{self.process.pid}"
+        self.index = index
+
+    def running(self) -> tuple[str | None, str]:
+        raw = bytes(self.slot.value).decode(errors="replace")  # type: ignore[attr-defined]
+        if not raw:
+            return None, ""
+        tag, _, label = raw.partition("\t")
+        return tag, label
+
+
+def _run_prefork(worker: Worker) -> int:
+    sigs = Signals()
+    sigs.install()
+    children = [_Child(worker, i + 1) for i in range(worker.concurrency)]
+    heartbeat.beat(worker, [c.owner for c in children])
+    next_beat = time.monotonic() + worker.heartbeat
+    deadline: float | None = None
+    while children:
+        time.sleep(TICK)
+        if sigs.count and deadline is None:
+            deadline = time.monotonic() + worker.shutdown_timeout
+            for child in children:
+                _signal(child, signal.SIGTERM)
+        if sigs.count >= 2 or (deadline is not None and time.monotonic() > deadline):
+            _cold(children)
+            break
+        for child in list(children):
+            if child.process.is_alive():
+                continue
+            child.process.join()
+            children.remove(child)
+            _reap(child, worker, respawn=deadline is None, children=children)
+        if time.monotonic() >= next_beat:
+            heartbeat.beat(worker, [c.owner for c in children])
+            next_beat = time.monotonic() + worker.heartbeat
+    return 0
+
+
+def _signal(child: _Child, signum: int) -> None:
+    try:
+        os.kill(child.process.pid or 0, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(child: _Child, worker: Worker, *, respawn: bool, children: list[_Child]) -> None:
+    tag, label = child.running()
+    code = child.process.exitcode
+    if tag is not None:
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        logger.error("Process %s died (%s) while running task %s; it goes back to the queue "
+                     "and counts as one delivery", child.process.name, how, label)
+        heartbeat.release(child.owner, keep_count=[_tag(tag)])
+    elif code != 0:
+        heartbeat.release(child.owner)
+    if respawn:
+        if code != 0:
+            logger.warning("Restarting %s (exit code %s)", child.process.name, code)
+        children.append(_Child(worker, child.index))
+
+
+def _tag(raw: str) -> object:
+    return int(raw) if raw.isdigit() else raw
+
+
+def _cold(children: list[_Child]) -> None:
+    for child in children:
+        _signal(child, signal.SIGKILL)
+    for child in children:
+        child.process.join(timeout=5)
+        heartbeat.release(child.owner)
+    logger.warning("Cold shutdown: unfinished tasks returned to the queue")
