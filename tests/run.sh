@@ -1,0 +1,42 @@
+#!/bin/sh
+# The whole test suite, from nothing: for each Python × Django pair, make a virtualenv,
+# install, lint, type-check, check migrations, and run pytest on SQLite and PostgreSQL.
+#   sh tests/run.sh                 # everything
+#   MATRIX=3.11 sh tests/run.sh     # one pair only (3.11 = Python 3.11 + Django 5.2 LTS)
+#   sh tests/run.sh -k worker       # extra arguments go to pytest
+set -eu
+cd "$(dirname "$0")/.."
+MATRIX=${MATRIX:-"3.11 3.12"}
+POSTGRES_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+
+python_for() {
+    if command -v "python$1" >/dev/null 2>&1; then command -v "python$1"; return; fi
+    if command -v pyenv >/dev/null 2>&1; then
+        version=$(pyenv versions --bare | grep "^$1" | tail -1)
+        [ -n "$version" ] && { echo "$(pyenv root)/versions/$version/bin/python"; return; }
+    fi
+    python3 -c "import sys; sys.exit(0 if sys.version.startswith('$1') else 1)" \
+        && command -v python3 && return
+    echo "Python $1 not found" >&2; return 1
+}
+
+for pair in $MATRIX; do
+    case $pair in
+        3.11) django="django>=5.2,<5.3" ;;
+        3.12) django="django>=6.1,<6.2" ;;
+        *) django="django>=5.2" ;;
+    esac
+    python=$(python_for "$pair")
+    venv=.venv/py$pair
+    echo "=== Python $pair with $django"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e ".[dev]" "$django"
+    "$venv/bin/ruff" check .
+    "$venv/bin/mypy"
+    "$venv/bin/python" manage.py makemigrations --check --dry-run
+    echo "--- SQLite"
+    DATABASE_URL="sqlite:///$(pwd)/.venv/test-$pair.sqlite3" "$venv/bin/pytest" "$@"
+    echo "--- PostgreSQL"
+    DATABASE_URL="$POSTGRES_URL" "$venv/bin/pytest" -m "not e2e" "$@"
+done
