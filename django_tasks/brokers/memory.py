@@ -47,7 +47,10 @@ class MemoryBroker(Broker):
                                               message.eta or _now())
 
         # Like the database broker: nothing is visible before the caller's commit.
-        transaction.on_commit(put)
+        if transaction.get_connection().in_atomic_block:
+            transaction.on_commit(put)
+        else:
+            put()
 
     def fetch(self, queues: Sequence[str], owner: str, limit: int,
               lease: float) -> list[Delivery]:

@@ -27,9 +27,9 @@ def refresh() -> None:
         if conn.errors_occurred or idle:
             if not conn.is_usable():
                 conn.close()
-            else:
-                conn.errors_occurred = False
-        if not conn.get_autocommit():  # a task left a transaction open: undo it
+                continue
+            conn.errors_occurred = False
+        if not conn.autocommit:  # a task left a transaction open: undo it
             conn.rollback()
             conn.set_autocommit(True)
 

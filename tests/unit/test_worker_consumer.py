@@ -1,0 +1,190 @@
+"""The consumer loop on the memory broker and memory result store: one batch at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from django_tasks import shared_task, states
+from django_tasks.conf import get_broker, get_result_store
+from django_tasks.message import Message
+from django_tasks.registry import registry
+from django_tasks.task import build_message
+from django_tasks.worker import consumer as consumer_module
+from django_tasks.worker.consumer import Consumer
+
+calls: list[str] = []
+
+
+@shared_task(name="unit.worker.echo")
+def echo(value: object) -> object:
+    calls.append("echo")
+    return value
+
+
+@shared_task(name="unit.worker.boom")
+def boom() -> None:
+    raise ZeroDivisionError("boom")
+
+
+@shared_task(name="unit.worker.retrying", bind=True, max_retries=1, default_retry_delay=60)
+def retrying(self) -> None:  # type: ignore[no-untyped-def]
+    raise self.retry(exc=RuntimeError("again"))
+
+
+@shared_task(name="unit.worker.at_most_once", acks_late=False)
+def at_most_once() -> int:
+    # Acked before running: the broker no longer holds the message.
+    return sum(get_broker().depths(["default"]).values())
+
+
+@pytest.fixture(autouse=True)
+def _memory(memory_tasks: None) -> Iterator[None]:
+    calls.clear()
+    yield
+
+
+def make_consumer(stop: threading.Event | None = None) -> Consumer:
+    return Consumer(queues=["default"], owner="test/1", hostname="test@host", prefetch=16,
+                    lease=30, stop=stop or threading.Event())
+
+
+def send(message: Message) -> str:
+    get_broker().publish([message])
+    return message.id
+
+
+def drain(consumer: Consumer) -> None:
+    deliveries = get_broker().fetch(["default"], consumer.owner, 16, 30)
+    consumer.process(deliveries)
+
+
+def meta(task_id: str):  # type: ignore[no-untyped-def]
+    return get_result_store().get(task_id)
+
+
+def test_success_is_recorded_then_acked() -> None:
+    ids = [send(build_message("unit.worker.echo", (i,), {})) for i in range(5)]
+    drain(make_consumer())
+    assert [meta(i).result for i in ids] == [0, 1, 2, 3, 4]
+    assert {meta(i).state for i in ids} == {states.SUCCESS}
+    assert meta(ids[0]).worker == "test@host"
+    assert get_broker().depths(["default"]) == {"default": 0}
+
+
+def test_failure_records_type_message_and_traceback() -> None:
+    task_id = send(build_message("unit.worker.boom", (), {}))
+    drain(make_consumer())
+    result = meta(task_id)
+    assert result.state == states.FAILURE
+    assert result.result["exc_type"] == "ZeroDivisionError"
+    assert "boom" in result.traceback
+
+
+def test_already_finished_id_is_acked_without_running() -> None:
+    message = build_message("unit.worker.echo", (1,), {})
+    get_result_store().revoke(message.id)
+    send(message)
+    drain(make_consumer())
+    assert calls == []
+    assert meta(message.id).state == states.REVOKED
+    assert get_broker().depths(["default"]) == {"default": 0}
+
+
+def test_unknown_task_fails_with_reason_and_worker_goes_on() -> None:
+    bad = send(build_message("unit.worker.nope", (), {}))
+    good = send(build_message("unit.worker.echo", ("ok",), {}))
+    drain(make_consumer())
+    assert meta(bad).state == states.FAILURE
+    assert meta(bad).result["exc_type"] == "NotRegistered"
+    assert "unit.worker.nope" in meta(bad).result["exc_message"]
+    assert meta(good).result == "ok"
+
+
+def test_wrong_arguments_fail_without_running() -> None:
+    task_id = send(build_message("unit.worker.echo", (1, 2, 3), {}))
+    drain(make_consumer())
+    assert calls == []
+    assert meta(task_id).result["exc_type"] == "TypeError"
+
+
+def test_undecodable_message_is_dropped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    broker = get_broker()
+    broker.publish([build_message("unit.worker.echo", (1,), {})])
+    row = next(iter(broker._rows.values()))
+    row.body = "{not json"
+    drain(make_consumer())
+    assert broker.depths(["default"]) == {"default": 0}
+    assert "Rejected" in caplog.text
+
+
+def test_expired_message_is_revoked_not_run() -> None:
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    task_id = send(build_message("unit.worker.echo", (1,), {}, expires=past))
+    drain(make_consumer())
+    assert calls == []
+    assert meta(task_id).state == states.REVOKED
+
+
+def test_too_many_deliveries_end_as_failure(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.TASKS_MAX_DELIVERIES = 2
+    task_id = send(build_message("unit.worker.echo", (1,), {}))
+    broker = get_broker()
+    for _ in range(2):  # two deliveries whose worker "died": leases handed back, counted
+        broker.release(broker.fetch(["default"], "dead", 1, 30), count=True)
+    drain(make_consumer())
+    assert calls == []
+    assert meta(task_id).state == states.FAILURE
+    assert meta(task_id).result["exc_type"] == "WorkerLostError"
+    assert "delivered 2 times" in meta(task_id).result["exc_message"]
+
+
+def test_retry_requeues_with_more_retries_and_a_delay() -> None:
+    task_id = send(build_message("unit.worker.retrying", (), {}))
+    drain(make_consumer())
+    assert meta(task_id).state == states.RETRY
+    broker = get_broker()
+    assert broker.depths(["default"]) == {"default": 1}
+    assert broker.fetch(["default"], "x", 10, 30) == []  # not due for 60 s
+    row = next(iter(broker._rows.values()))
+    assert Message.decode(row.body).retries == 1
+
+
+def test_acks_late_false_acks_before_running() -> None:
+    task_id = send(build_message("unit.worker.at_most_once", (), {}))
+    drain(make_consumer())
+    assert meta(task_id).result == 0
+
+
+def test_held_batch_hands_back_unstarted_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consumer_module, "HOLD_SECONDS", 0.0)
+    ids = [send(build_message("unit.worker.echo", (i,), {})) for i in range(3)]
+    drain(make_consumer())
+    assert meta(ids[0]).state == states.SUCCESS
+    assert get_broker().depths(["default"]) == {"default": 2}
+    again = get_broker().fetch(["default"], "other", 10, 30)
+    assert [d.deliveries for d in again] == [1, 1]  # handing back did not count
+
+
+def test_run_returns_when_stopped() -> None:
+    stop = threading.Event()
+    consumer = make_consumer(stop)
+    send(build_message("unit.worker.echo", ("x",), {}))
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    for _ in range(200):
+        if calls:
+            break
+        stop.wait(0.01)
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert calls == ["echo"]
+
+
+def teardown_module() -> None:
+    for name in ("echo", "boom", "retrying", "at_most_once"):
+        registry.unregister(f"unit.worker.{name}")
