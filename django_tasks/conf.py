@@ -50,7 +50,7 @@ class TaskSettings:
             return None
         if isinstance(value, int | float):
             return timedelta(seconds=value)
-        return value  # type: ignore[no-any-return]
+        return value
 
     @property
     def concurrency(self) -> int:

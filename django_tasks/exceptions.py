@@ -1,5 +1,7 @@
 """The one exception tree of django_tasks. Each docstring says how to fix the problem."""
 
+import builtins
+
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -48,7 +50,7 @@ class ResultBackendDisabled(TaskError):
     """
 
 
-class TimeoutError(TaskError, TimeoutError):  # noqa: A001 - Celery's name, also a builtin subclass
+class TimeoutError(TaskError, builtins.TimeoutError):  # Celery's name
     """``AsyncResult.get(timeout=...)`` waited that long and the task was not ready."""
 
 
@@ -56,7 +58,7 @@ class TaskRevokedError(TaskError):
     """The task was revoked (or expired) before it ran."""
 
 
-class Retry(TaskError):  # noqa: N818 - Celery's name
+class Retry(TaskError):
     """Raised by ``Task.retry()`` to tell the worker to run the task again later.
 
     Not an error: the worker records state RETRY and publishes the task again.

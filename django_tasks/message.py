@@ -137,10 +137,7 @@ class Message:
 def _parse_time(value: Any) -> dt.datetime | None:
     if value is None:
         return None
-    if isinstance(value, dt.datetime):
-        moment = value
-    else:
-        moment = dt.datetime.fromisoformat(str(value))
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment

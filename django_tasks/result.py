@@ -48,7 +48,7 @@ def result_to_exception(value: Any) -> BaseException:
     if isinstance(cls, type) and issubclass(cls, BaseException):
         try:
             return cls(message)
-        except Exception:  # noqa: BLE001 - constructors with other signatures
+        except Exception:
             pass
     remote = type(name, (RemoteTaskError,), {"__module__": module})
     return remote(message)
@@ -60,7 +60,7 @@ class AsyncResult:
     ``state`` is PENDING until the store knows more: PENDING also means "unknown id".
     """
 
-    def __init__(self, id: str, task_name: str | None = None) -> None:  # noqa: A002
+    def __init__(self, id: str, task_name: str | None = None) -> None:
         self.id = str(id)
         self.task_name = task_name
         self._cache: ResultMeta | None = None

@@ -130,7 +130,7 @@ class Task(Generic[P, R]):
         self._signature = inspect.signature(fn)
         self._local = threading.local()
         self._check_options()
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def _check_options(self) -> None:
         where = f"@shared_task on {self.location}"
@@ -206,10 +206,10 @@ class Task(Generic[P, R]):
             factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
             countdown = min(self.retry_backoff_max, factor * (2 ** self.request.retries))
             if self.retry_jitter:
-                countdown = random.uniform(0, countdown)  # noqa: S311 - not cryptographic
+                countdown = random.uniform(0, countdown)
         try:
             self.retry(exc=exc, countdown=countdown)
-        except BaseException as raised:  # noqa: BLE001 - retry() always raises
+        except BaseException as raised:
             return raised
         raise AssertionError("retry() returned")  # pragma: no cover
 
@@ -338,7 +338,7 @@ def run_message(task: Task[Any, Any], message: Message, *, worker: str, attempts
         reason = retry.exc if retry.exc is not None else retry
         outcome.result = exception_to_result(reason)
         outcome.traceback = _format_tb(reason)
-    except Exception as exc:  # noqa: BLE001 - any task error becomes FAILURE
+    except Exception as exc:
         outcome.state = states.FAILURE
         outcome.result = exception_to_result(exc)
         outcome.traceback = _format_tb(exc)

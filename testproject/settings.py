@@ -58,7 +58,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 30, "transaction_mode": "IMMEDIATE",
          "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
-    DATABASES["default"]["TEST"] = {"NAME": env("TEST_SQLITE_NAME", default=str(BASE_DIR / "test_db.sqlite3"))}
+    DATABASES["default"]["TEST"] = {
+        "NAME": env("TEST_SQLITE_NAME", default=str(BASE_DIR / "test_db.sqlite3"))
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
@@ -78,7 +80,15 @@ TASKS_MAX_DELIVERIES = env.int("TASKS_MAX_DELIVERIES", default=3)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"}},
+    "formatters": {
+        "plain": {"format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"django_tasks": {"handlers": ["console"], "level": env("TASKS_LOGLEVEL", default="INFO"), "propagate": False}},
+    "loggers": {
+        "django_tasks": {
+            "handlers": ["console"],
+            "level": env("TASKS_LOGLEVEL", default="INFO"),
+            "propagate": False,
+        }
+    },
 }

@@ -74,7 +74,7 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def purge(self, queue: str) -> int: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Drop connections (after ``fork``, at shutdown)."""
 
     def describe(self) -> str:

@@ -80,7 +80,7 @@ class Consumer:
                     self._unsettled.clear()
                 deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease)
                 failures = 0
-            except Exception as exc:  # noqa: BLE001 - the broker may be briefly away
+            except Exception as exc:
                 failures += 1
                 pause = min(0.1 * 2 ** failures, 5.0)
                 logger.warning("Cannot fetch from the broker (%s); retrying in %.1fs", exc, pause)
@@ -173,7 +173,7 @@ class Consumer:
                     if acks:
                         self.broker.ack(acks)
                 break
-            except Exception as exc:  # noqa: BLE001 - keep the worker alive; retry, then let leases lapse
+            except Exception as exc:
                 logger.warning("Cannot record %d outcomes (%s); attempt %d of 5",
                                len(outcomes), exc, attempt + 1)
                 connections.close_all()

@@ -50,7 +50,7 @@ def _read_id(body: str) -> tuple[str | None, str]:
         headers = serialization.loads(body).get("headers") or {}
         task_id = headers.get("id")
         return (task_id if isinstance(task_id, str) else None), str(headers.get("task") or "")
-    except Exception:  # noqa: BLE001 - anything unreadable has no id
+    except Exception:
         return None, ""
 
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, TextIO
 
 from django.db import connections
 
-
 from ..registry import registry
 
 if TYPE_CHECKING:

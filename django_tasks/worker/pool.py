@@ -9,6 +9,7 @@ tasks are stopped and their messages go back to the queue at once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -97,7 +98,7 @@ def _run_threads(worker: Worker) -> int:
     return 0
 
 
-class ColdShutdown(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class ColdShutdown(BaseException):
     """Raised in the solo pool's main thread to stop the running task."""
 
 
@@ -200,7 +201,7 @@ class _Child:
         self.index = index
 
     def running(self) -> tuple[str | None, str]:
-        raw = bytes(self.slot.value).decode(errors="replace")  # type: ignore[attr-defined]
+        raw = bytes(self.slot.value).decode(errors="replace")
         if not raw:
             return None, ""
         tag, _, label = raw.partition("\t")
@@ -236,10 +237,8 @@ def _run_prefork(worker: Worker) -> int:
 
 
 def _signal(child: _Child, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(child.process.pid or 0, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(child: _Child, worker: Worker, *, respawn: bool, children: list[_Child]) -> None:

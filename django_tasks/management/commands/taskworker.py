@@ -39,7 +39,8 @@ class Command(BaseCommand):
             extra["shutdown_timeout"] = options["shutdown_timeout"]
         try:
             worker = Worker(queues=queues, pool=options["pool"], hostname=options["hostname"],
-                            loglevel=options["loglevel"], out=self.stdout, **extra)
+                            loglevel=options["loglevel"], out=self.stdout,  # type: ignore[arg-type]
+                            **extra)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         code = worker.run()
