@@ -56,8 +56,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             f"TASKS_ACCEPT_CONTENT={accept!r}: only ['json'] is supported.",
             hint="Pickle would let anyone who can write to the broker run code in workers.",
             id="django_tasks.E006"))
+    errors.extend(_check_sqlite(broker))
     if hasattr(settings, "TASKS") and not isinstance(getattr(settings, "TASKS", None), dict):
         errors.append(Warning(
             "A TASKS setting exists; django_tasks reads only TASKS_* settings (TASKS "
             "belongs to Django's own Tasks framework).", id="django_tasks.W001"))
     return errors
+
+
+def _check_sqlite(broker: object) -> list[CheckMessage]:
+    if _scheme(broker) != "django" or _alias(broker) not in settings.DATABASES:
+        return []
+    database = settings.DATABASES[_alias(broker)]
+    if database.get("ENGINE") != "django.db.backends.sqlite3":
+        return []
+    options = database.get("OPTIONS") or {}
+    if str(options.get("transaction_mode", "")).upper() == "IMMEDIATE" \
+            and float(options.get("timeout", 5)) >= 10:
+        return []
+    return [Warning(
+        "The database broker on SQLite: worker processes and web requests write to one file, "
+        "and SQLite's defaults make them fail with 'database is locked' under load.",
+        hint="Set DATABASES OPTIONS {'transaction_mode': 'IMMEDIATE', 'timeout': 30, "
+             "'init_command': 'PRAGMA journal_mode=WAL;'}; see testproject/settings.py.",
+        id="django_tasks.W002")]

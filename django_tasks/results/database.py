@@ -13,8 +13,9 @@ from ..result import ResultMeta, TaskOutcome
 from .base import ResultStore
 
 _BATCH = 500
-_OUTCOME_FIELDS = ["task_name", "state", "args", "kwargs", "result", "traceback", "queue",
-                   "worker", "attempts", "retries", "started_at", "date_done"]
+# Arguments were written at enqueue; an outcome only adds them where no row existed.
+_OUTCOME_FIELDS = ["state", "result", "traceback", "worker", "attempts", "retries",
+                   "started_at", "date_done"]
 
 
 def _now() -> dt.datetime:
