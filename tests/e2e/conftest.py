@@ -6,6 +6,7 @@ database that is dropped afterwards); tables are emptied between tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -100,10 +101,8 @@ class Worker:
         return self.log.read_text(errors="replace")
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=10)
 
 

@@ -74,7 +74,7 @@ def test_kill_9_means_exactly_one_more_run_after_the_lease(project: Project,
                  lambda: project.result(task_id)[:1] == ("SUCCESS",), timeout=30)
     starts = lines(marker)
     assert len(starts) == 2 and starts[1].endswith(" B")
-    state, _, worker, attempts = project.result(task_id)
+    _state, _, worker, attempts = project.result(task_id)
     assert (worker, attempts) == ("B", 2)
 
 
