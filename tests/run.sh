@@ -9,14 +9,16 @@ cd "$(dirname "$0")/.."
 MATRIX=${MATRIX:-"3.11 3.12"}
 POSTGRES_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 
-python_for() {
-    if command -v "python$1" >/dev/null 2>&1; then command -v "python$1"; return; fi
-    if command -v pyenv >/dev/null 2>&1; then
-        version=$(pyenv versions --bare | grep "^$1" | tail -1)
-        [ -n "$version" ] && { echo "$(pyenv root)/versions/$version/bin/python"; return; }
-    fi
-    python3 -c "import sys; sys.exit(0 if sys.version.startswith('$1') else 1)" \
-        && command -v python3 && return
+python_for() {  # an interpreter for Python $1 that really runs (pyenv shims may not)
+    for candidate in "$(command -v "python$1" 2>/dev/null)" \
+            $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".*/bin/python 2>/dev/null | sort -V | tail -1) \
+            "$(command -v python3)"; do
+        [ -n "$candidate" ] || continue
+        if "$candidate" -c "import sys; sys.exit(0 if sys.version.startswith('$1') else 1)" \
+                2>/dev/null; then
+            echo "$candidate"; return
+        fi
+    done
     echo "Python $1 not found" >&2; return 1
 }
 
