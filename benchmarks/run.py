@@ -186,7 +186,7 @@ def machine() -> str:
 
         with psycopg.connect(POSTGRES_URL) as conn:
             pg = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-    except Exception:
+    except Exception:  # noqa: BLE001 - PostgreSQL is optional here
         pass
     return (f"{os.cpu_count()} CPUs, Python {platform.python_version()}, Django "
             f"{django.get_version()}, PostgreSQL {pg}, {dt.date.today().isoformat()}")

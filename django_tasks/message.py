@@ -98,6 +98,8 @@ class Message:
         properties = envelope.get("properties") or {}
         if not isinstance(headers, dict):
             raise DecodeError("message has no headers object")
+        if not isinstance(properties, dict):
+            raise DecodeError("message 'properties' is not an object")
         task_id, name = headers.get("id"), headers.get("task")
         if not isinstance(task_id, str) or not task_id:
             raise DecodeError("message header 'id' is missing")
@@ -111,6 +113,8 @@ class Message:
                  "retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr",
                  "origin", "ignore_result"}
         delivery = properties.get("delivery_info") or {}
+        if not isinstance(delivery, dict):
+            raise DecodeError(f"message {task_id} 'delivery_info' is not an object")
         try:
             return cls(
                 id=task_id,

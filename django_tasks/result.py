@@ -48,7 +48,7 @@ def result_to_exception(value: Any) -> BaseException:
     if isinstance(cls, type) and issubclass(cls, BaseException):
         try:
             return cls(message)
-        except Exception:
+        except Exception:  # noqa: BLE001 - constructors with other signatures
             pass
     remote = type(name, (RemoteTaskError,), {"__module__": module})
     return remote(message)

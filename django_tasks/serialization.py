@@ -43,7 +43,13 @@ def _default(value: Any) -> Any:
 def _object_hook(obj: dict[str, Any]) -> Any:
     kind = obj.get("__type__")
     if kind is not None and len(obj) == 2 and "__value__" in obj and kind in _DECODERS:
-        return _DECODERS[kind](obj["__value__"])
+        value = obj["__value__"]
+        try:
+            if not isinstance(value, str):
+                raise TypeError(f"expected a string, got {type(value).__name__}")
+            return _DECODERS[kind](value)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise DecodeError(f"bad tagged {kind} value {value!r}: {exc}") from exc
     return obj
 
 

@@ -209,7 +209,7 @@ class Task(Generic[P, R]):
                 countdown = random.uniform(0, countdown)
         try:
             self.retry(exc=exc, countdown=countdown)
-        except BaseException as raised:
+        except BaseException as raised:  # noqa: BLE001 - retry() always raises; keep what it raised
             return raised
         raise AssertionError("retry() returned")  # pragma: no cover
 
@@ -338,7 +338,7 @@ def run_message(task: Task[Any, Any], message: Message, *, worker: str, attempts
         reason = retry.exc if retry.exc is not None else retry
         outcome.result = exception_to_result(reason)
         outcome.traceback = _format_tb(reason)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error of the task becomes FAILURE
         outcome.state = states.FAILURE
         outcome.result = exception_to_result(exc)
         outcome.traceback = _format_tb(exc)

@@ -25,7 +25,7 @@ class QueuedMessageAdmin(ReadOnlyAdmin):
     def task_name(self, obj: QueuedMessage) -> str:
         try:
             return str(loads(obj.body)["headers"]["task"])
-        except Exception:
+        except Exception:  # noqa: BLE001 - an undecodable message is shown as such
             return "(undecodable)"
 
     @admin.display(description="message")

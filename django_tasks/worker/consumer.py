@@ -80,7 +80,7 @@ class Consumer:
                     self._unsettled.clear()
                 deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease)
                 failures = 0
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the broker may be briefly away
                 failures += 1
                 pause = min(0.1 * 2 ** failures, 5.0)
                 logger.warning("Cannot fetch from the broker (%s); retrying in %.1fs", exc, pause)
@@ -92,7 +92,16 @@ class Consumer:
                 idle = min(idle * 2, poll)
                 continue
             idle = MIN_IDLE
-            slow = self.process(deliveries)
+            try:
+                slow = self.process(deliveries)
+            except Exception:  # a bug of ours must not loop a process to death
+                logger.exception("Unexpected error while processing a batch; its unsettled "
+                                 "messages go back to the queue, counted as deliveries")
+                try:  # counted, so a message that always trips this ends as a poison message
+                    self.broker.release(deliveries, count=True)
+                except Exception:  # noqa: BLE001 - the leases will lapse instead
+                    connections.close_all()
+                slow = True
             batch = 1 if slow else min(batch * 2, self.prefetch)
 
     def process(self, deliveries: Sequence[Delivery]) -> bool:
@@ -173,7 +182,7 @@ class Consumer:
                     if acks:
                         self.broker.ack(acks)
                 break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - keep the worker alive; retry, then hand back
                 logger.warning("Cannot record %d outcomes (%s); attempt %d of 5",
                                len(outcomes), exc, attempt + 1)
                 connections.close_all()

@@ -48,9 +48,9 @@ def _read_id(body: str) -> tuple[str | None, str]:
     """The task id and name of a message that does not fully decode, where readable."""
     try:
         headers = serialization.loads(body).get("headers") or {}
-        task_id = headers.get("id")
+        task_id = headers.get("id") if isinstance(headers, dict) else None
         return (task_id if isinstance(task_id, str) else None), str(headers.get("task") or "")
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything unreadable has no id
         return None, ""
 
 
@@ -63,11 +63,12 @@ def prepare(deliveries: Sequence[Delivery], store: Any) -> list[Prepared]:
             item.message = Message.decode(delivery.body)
             item.readable_id = item.message.id
             item.task = registry.get(item.message.task)
-        except DecodeError as exc:
-            item.problem = exc
-            item.readable_id, _ = _read_id(delivery.body)
         except NotRegistered as exc:
             item.problem = exc
+        except Exception as exc:  # noqa: BLE001 - whatever a message holds, it never runs
+            item.problem = exc if isinstance(exc, DecodeError) else DecodeError(
+                f"message cannot be decoded: {type(exc).__name__}: {exc}")
+            item.readable_id, _ = _read_id(delivery.body)
         prepared.append(item)
     if store is not None:
         ids = [p.readable_id for p in prepared if p.readable_id]

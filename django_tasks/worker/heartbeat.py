@@ -37,7 +37,7 @@ def beat(worker: Worker, owners: Sequence[str]) -> None:
                              "queues": ",".join(worker.queues),
                              "started_at": _now(), "last_heartbeat": _now()},
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a missed beat is retried on the next one
         logger.warning("Heartbeat failed (%s); leases are renewed on the next beat", exc)
         connections.close_all()
 
@@ -45,7 +45,7 @@ def beat(worker: Worker, owners: Sequence[str]) -> None:
 def release(owner: str, keep_count: Sequence[object] = ()) -> int:
     try:
         return int(get_broker().release_owner(owner, keep_count=keep_count))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the lease will lapse instead
         logger.warning("Could not release messages of %s (%s); they return when the lease "
                        "runs out", owner, exc)
         connections.close_all()
@@ -57,5 +57,5 @@ def goodbye(worker: Worker) -> None:
 
     try:
         WorkerState.objects.filter(hostname=worker.hostname).delete()
-    except Exception:
+    except Exception:  # noqa: BLE001 - the row just ages out
         connections.close_all()

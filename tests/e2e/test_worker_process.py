@@ -180,3 +180,20 @@ def test_task_succeeds_after_the_database_dropped_the_connection(project: Projec
     task_id = project.shell("from testproject.demo.tasks import count_users\n"
                             "print(count_users.delay().id)").strip()
     project.wait("a task after the drop", lambda: project.result(task_id)[:1] == ("SUCCESS",))
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_other_pools_run_tasks_and_stop_warmly(project: Project, pool: str,
+                                               tmp_path: Path) -> None:
+    marker = tmp_path / "starts"
+    worker = project.worker("-P", pool, "-c", "2")
+    ids = project.shell(
+        "from testproject.demo.tasks import add, slow\n"
+        "for i in range(50): add.delay(i, 1)\n"
+        f"print(slow.delay(2, marker={str(marker)!r}).id)").split()
+    project.wait("50 results", lambda: project.query(
+        "SELECT COUNT(*) FROM django_tasks_taskresult WHERE state = 'SUCCESS'")[0][0] >= 50)
+    project.wait("the slow task to start", lambda: len(lines(marker)) == 1)
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=20) == 0, worker.output()
+    assert project.result(ids[-1])[0] == "SUCCESS"

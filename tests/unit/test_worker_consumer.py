@@ -121,6 +121,40 @@ def test_undecodable_message_is_dropped_and_logged(caplog: pytest.LogCaptureFixt
     assert "Rejected" in caplog.text
 
 
+def test_malformed_envelope_fails_with_its_id_and_worker_goes_on() -> None:
+    broker = get_broker()
+    broker.publish([build_message("unit.worker.echo", (1,), {}, task_id="odd-1")])
+    row = next(iter(broker._rows.values()))
+    row.body = ('{"headers": {"id": "odd-1", "task": "unit.worker.echo"}, '
+                '"properties": "text", "body": [[1], {}, {}]}')
+    good = send(build_message("unit.worker.echo", ("ok",), {}))
+    drain(make_consumer())
+    assert meta("odd-1").state == states.FAILURE
+    assert meta("odd-1").result["exc_type"] == "DecodeError"
+    assert meta(good).result == "ok"
+
+
+def test_an_unexpected_error_hands_the_batch_back_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    task_id = send(build_message("unit.worker.echo", (1,), {}))
+    consumer = make_consumer()
+    monkeypatch.setattr(consumer, "process", lambda deliveries: 1 / 0)
+    stop = consumer.stop
+    calls_before = list(calls)
+
+    def fetch_once(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        stop.set()  # type: ignore[attr-defined]
+        return real_fetch(*args, **kwargs)
+
+    real_fetch = consumer.broker.fetch
+    monkeypatch.setattr(consumer.broker, "fetch", fetch_once)
+    consumer.run()
+    assert calls == calls_before
+    again = real_fetch(["default"], "other", 10, 30)
+    assert [d.deliveries for d in again] == [2]
+    assert meta(task_id) is None
+
+
 def test_expired_message_is_revoked_not_run() -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     task_id = send(build_message("unit.worker.echo", (1,), {}, expires=past))

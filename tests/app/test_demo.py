@@ -1,0 +1,36 @@
+"""The demo page queues example tasks and lists their results."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_tasks.models import TaskResult
+
+pytestmark = pytest.mark.django_db
+
+
+def test_demo_page_queues_each_example(client) -> None:  # type: ignore[no-untyped-def]
+    for kind in ("add", "email", "slow", "fail"):
+        assert client.post("/", {"kind": kind}).status_code == 302
+    names = set(TaskResult.objects.values_list("task_name", flat=True))
+    assert names == {f"testproject.demo.tasks.{n}"
+                     for n in ("add", "send_welcome_email", "slow", "fail")}
+    page = client.get("/").content.decode()
+    assert "testproject.demo.tasks.fail" in page and "PENDING" in page
+
+
+def test_result_view_reports_state(client, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.TASKS_ALWAYS_EAGER = True
+    from testproject.demo.tasks import add
+
+    result = add.delay(2, 3)
+    data = client.get(f"/result/{result.id}/").json()
+    assert data == {"id": result.id, "state": "SUCCESS", "result": 5}
+
+
+def test_email_task_sends_through_django_mail(settings, mailoutbox) -> None:  # type: ignore[no-untyped-def]
+    settings.TASKS_ALWAYS_EAGER = True
+    from testproject.demo.tasks import send_welcome_email
+
+    assert send_welcome_email.delay("ada@example.com", "Ada").get() == 1
+    assert mailoutbox[0].subject == "Welcome, Ada"

@@ -1,0 +1,58 @@
+"""Fixtures of the core unit tests: tasks that unregister themselves, and a broker clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from django_tasks.brokers import database as database_broker
+from django_tasks.brokers import memory as memory_broker
+from django_tasks.registry import registry
+from django_tasks.task import Task, shared_task
+
+
+@pytest.fixture
+def define() -> Iterator[Callable[..., Any]]:
+    """``@define`` / ``@define(**options)``: ``@shared_task``, unregistered after the test."""
+    added: list[str] = []
+
+    def register(func: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
+        existed = options.get("name") in registry
+        task: Task[Any, Any] = shared_task(**options)(func)
+        if not existed:
+            added.append(task.name)
+        return task
+
+    def define(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        if fn is not None:
+            return register(fn, options)
+        return lambda func: register(func, options)
+
+    yield define
+    for name in added:
+        registry.unregister(name)
+
+
+class Clock:
+    """The time the brokers see; starts at the real time and moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Freeze the clock of the memory and database brokers (leases, delays, etas)."""
+    frozen = Clock()
+    monkeypatch.setattr(memory_broker, "_now", frozen)
+    monkeypatch.setattr(database_broker, "_now", frozen)
+    return frozen

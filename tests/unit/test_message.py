@@ -1,0 +1,196 @@
+"""The wire format: Celery's message protocol v2, and the reasons a message is rejected."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from django_tasks.exceptions import DecodeError
+from django_tasks.message import CONTENT_TYPE, Message
+
+ETA = dt.datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+EXPIRES = dt.datetime(2030, 1, 3, tzinfo=dt.UTC)
+
+
+def full_message() -> Message:
+    return Message(
+        id="11111111-2222-3333-4444-555555555555", task="app.tasks.add",
+        args=(2, "x", [dt.date(2024, 1, 1)]),
+        kwargs={"price": Decimal("1.50"), "who": uuid.UUID(int=3)},
+        queue="mail", priority=7, eta=ETA, expires=EXPIRES, retries=2,
+        root_id="root-1", parent_id="parent-1", group="group-1", ignore_result=True,
+        headers={"x-trace": "abc"},
+        callbacks=({"task": "app.tasks.done", "args": [], "kwargs": {}},),
+        errbacks=({"task": "app.tasks.oops", "args": [], "kwargs": {}},),
+    )
+
+
+def envelope(**changes: Any) -> dict[str, Any]:
+    """A minimal valid envelope with top-level keys replaced (None removes one)."""
+    env: dict[str, Any] = {
+        "headers": {"id": "abc", "task": "app.tasks.add"},
+        "properties": {},
+        "body": [[1, 2], {}, {}],
+    }
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key)
+        else:
+            env[key] = value
+    return env
+
+
+def decode(env: Any) -> Message:
+    return Message.decode(json.dumps(env))
+
+
+def test_encode_decode_round_trip_keeps_every_field() -> None:
+    message = full_message()
+    assert Message.decode(message.encode()) == message
+
+
+def test_round_trip_accepts_bytes() -> None:
+    message = full_message()
+    assert Message.decode(message.encode().encode()) == message
+
+
+def test_root_id_defaults_to_the_message_id() -> None:
+    message = Message(id="only", task="t")
+    assert message.to_envelope()["headers"]["root_id"] == "only"
+    assert Message.decode(message.encode()).root_id == "only"
+
+
+def test_envelope_headers_follow_celery_protocol_v2() -> None:
+    headers = full_message().to_envelope()["headers"]
+    assert headers["lang"] == "py"
+    assert headers["task"] == "app.tasks.add"
+    assert headers["id"] == "11111111-2222-3333-4444-555555555555"
+    assert headers["eta"] == ETA.isoformat()
+    assert headers["expires"] == EXPIRES.isoformat()
+    assert headers["retries"] == 2
+    assert headers["root_id"] == "root-1"
+    assert headers["parent_id"] == "parent-1"
+    assert headers["group"] == "group-1"
+    assert headers["timelimit"] == [None, None]
+    assert headers["argsrepr"] == repr((2, "x", [dt.date(2024, 1, 1)]))
+    assert headers["kwargsrepr"].startswith("{'price': Decimal('1.50')")
+    assert "@" in headers["origin"]
+    assert headers["ignore_result"] is True
+    assert headers["x-trace"] == "abc"
+
+
+def test_envelope_body_is_args_kwargs_embed() -> None:
+    args, kwargs, embed = full_message().to_envelope()["body"]
+    assert args == [2, "x", [dt.date(2024, 1, 1)]]
+    assert kwargs == {"price": Decimal("1.50"), "who": uuid.UUID(int=3)}
+    assert embed == {
+        "callbacks": [{"task": "app.tasks.done", "args": [], "kwargs": {}}],
+        "errbacks": [{"task": "app.tasks.oops", "args": [], "kwargs": {}}],
+        "chain": None,
+        "chord": None,
+    }
+
+
+def test_envelope_properties_carry_priority_and_routing_key() -> None:
+    properties = full_message().to_envelope()["properties"]
+    assert properties["priority"] == 7
+    assert properties["delivery_info"] == {"exchange": "", "routing_key": "mail"}
+    assert properties["correlation_id"] == "11111111-2222-3333-4444-555555555555"
+    assert properties["content_type"] == CONTENT_TYPE == "application/json"
+
+
+def test_no_eta_or_expires_encode_as_null() -> None:
+    headers = Message(id="a", task="t").to_envelope()["headers"]
+    assert headers["eta"] is None and headers["expires"] is None
+
+
+def test_encoded_message_is_plain_json_a_celery_worker_can_read() -> None:
+    raw = json.loads(full_message().encode())
+    assert set(raw) == {"headers", "properties", "body"}
+    assert raw["body"][1]["price"] == {"__type__": "decimal", "__value__": "1.50"}
+
+
+def test_custom_headers_cannot_override_protocol_headers() -> None:
+    message = Message(id="real", task="t", headers={"id": "fake", "task": "evil"})
+    headers = message.to_envelope()["headers"]
+    assert (headers["id"], headers["task"]) == ("real", "t")
+
+
+def test_defaults_when_optional_parts_are_missing() -> None:
+    message = decode(envelope(properties=None))
+    assert message.queue == "default"
+    assert message.priority == 0
+    assert message.args == (1, 2) and message.kwargs == {}
+    assert message.eta is None and message.retries == 0
+    assert message.callbacks == () and message.errbacks == ()
+
+
+def test_a_naive_eta_is_read_as_utc() -> None:
+    message = decode(envelope(headers={"id": "a", "task": "t", "eta": "2030-01-01T10:00:00"}))
+    assert message.eta == dt.datetime(2030, 1, 1, 10, tzinfo=dt.UTC)
+
+
+def test_unknown_headers_are_kept() -> None:
+    message = decode(envelope(headers={"id": "a", "task": "t", "x-tenant": 4}))
+    assert message.headers == {"x-tenant": 4}
+
+
+def test_replace_returns_a_changed_copy() -> None:
+    message = Message(id="a", task="t")
+    again = message.replace(retries=3)
+    assert (message.retries, again.retries, again.id) == (0, 3, "a")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2, 3]", "message is not a JSON object"),
+        ('"a string"', "message is not a JSON object"),
+    ],
+)
+def test_raw_text_that_is_no_envelope(raw: str, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        Message.decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        (envelope(headers=None), "no headers object"),
+        (envelope(headers=["id", "task"]), "no headers object"),
+        (envelope(headers={"task": "t"}), "header 'id' is missing"),
+        (envelope(headers={"id": "", "task": "t"}), "header 'id' is missing"),
+        (envelope(headers={"id": 5, "task": "t"}), "header 'id' is missing"),
+        (envelope(headers={"id": "abc"}), "message abc has no task name in header 'task'"),
+        (envelope(headers={"id": "abc", "task": ""}), "has no task name"),
+        (envelope(body=None), r"message abc body is not \[args, kwargs, embed\]"),
+        (envelope(body=[[], {}]), r"body is not \[args, kwargs, embed\]"),
+        (envelope(body={"args": []}), r"body is not \[args, kwargs, embed\]"),
+        (envelope(body=[{}, {}, {}]), r"body is not \[args, kwargs, embed\]"),
+        (envelope(body=[[], [], {}]), r"body is not \[args, kwargs, embed\]"),
+        (envelope(headers={"id": "abc", "task": "t", "eta": "soon"}),
+         "message abc has a malformed header"),
+        (envelope(headers={"id": "abc", "task": "t", "eta": 12}), "malformed header"),
+        (envelope(headers={"id": "abc", "task": "t", "expires": "later"}), "malformed header"),
+        (envelope(headers={"id": "abc", "task": "t", "retries": "many"}), "malformed header"),
+        (envelope(properties={"priority": "high"}), "malformed header"),
+    ],
+    ids=["no-headers", "headers-list", "no-id", "empty-id", "int-id", "no-task", "empty-task",
+         "no-body", "short-body", "body-object", "args-object", "kwargs-list", "eta-text",
+         "eta-number", "expires-text", "retries-text", "priority-text"],
+)
+def test_each_defect_is_a_decode_error_naming_it(env: dict[str, Any], reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode(env)
+
+
+@pytest.mark.parametrize("properties", ["text", [1], {"delivery_info": "text"}])
+def test_properties_that_are_not_objects_are_a_decode_error(properties: Any) -> None:
+    with pytest.raises(DecodeError):
+        decode(envelope(properties=properties))

@@ -1,0 +1,149 @@
+"""The JSON serializer: tagged extra types, errors that say what to pass."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from django_tasks import serialization
+from django_tasks.exceptions import DecodeError, EncodeError, TaskError
+
+
+def round_trip(value: Any) -> Any:
+    return serialization.loads(serialization.dumps(value))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(2024, 3, 31, 1, 30, 15, 123456, tzinfo=dt.UTC),
+        dt.datetime(2024, 3, 31, 1, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))),
+        dt.date(1999, 12, 31),
+        dt.time(23, 59, 58, 999),
+        uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        Decimal("3.14159265358979323846264338327950288"),
+        Decimal("-0.00"),
+    ],
+    ids=["datetime-utc", "datetime-offset", "date", "time", "uuid", "decimal", "decimal-neg-0"],
+)
+def test_extra_types_come_back_as_themselves(value: Any) -> None:
+    back = round_trip(value)
+    assert type(back) is type(value)
+    assert back == value
+    assert str(back) == str(value)
+
+
+def test_aware_datetime_keeps_its_offset() -> None:
+    moment = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-7)))
+    back = round_trip(moment)
+    assert back.utcoffset() == dt.timedelta(hours=-7)
+    assert back.tzinfo is not None
+
+
+def test_datetime_is_not_mistaken_for_a_date() -> None:
+    # datetime subclasses date: it must be tagged as the richer type.
+    encoded = serialization.dumps(dt.datetime(2024, 1, 1, 8, 0, tzinfo=dt.UTC))
+    assert '"__type__":"datetime"' in encoded
+
+
+def test_tags_use_celerys_shape() -> None:
+    encoded = serialization.dumps(uuid.UUID(int=1))
+    assert encoded == (
+        '{"__type__":"uuid","__value__":"00000000-0000-0000-0000-000000000001"}'
+    )
+
+
+def test_nested_structures_round_trip() -> None:
+    value = {
+        "when": [dt.datetime(2024, 2, 29, tzinfo=dt.UTC), dt.date(2024, 2, 29)],
+        "ids": {"a": uuid.UUID(int=7), "nested": {"price": Decimal("9.99")}},
+        "plain": [1, 2.5, "x", None, True, {"deep": [[dt.time(1, 2)]]}],
+    }
+    assert round_trip(value) == value
+
+
+def test_tuples_become_lists_and_sets_become_lists() -> None:
+    assert round_trip((1, 2)) == [1, 2]
+    assert round_trip({"s": {3}}) == {"s": [3]}
+    assert sorted(round_trip(frozenset({1, 2}))) == [1, 2]
+
+
+def test_a_dict_that_only_looks_tagged_is_left_alone() -> None:
+    assert round_trip({"__type__": "datetime", "__value__": "x", "more": 1}) == {
+        "__type__": "datetime", "__value__": "x", "more": 1,
+    }
+    assert round_trip({"__type__": "unknown", "__value__": "x"}) == {
+        "__type__": "unknown", "__value__": "x",
+    }
+
+
+def test_output_is_compact() -> None:
+    assert serialization.dumps({"a": [1, 2]}) == '{"a":[1,2]}'
+
+
+class Unserializable:
+    pass
+
+
+def test_unknown_type_is_an_encode_error_that_says_what_to_pass() -> None:
+    with pytest.raises(EncodeError) as info:
+        serialization.dumps({"user": Unserializable()}, "arguments of task 'app.send'")
+    error = info.value
+    assert isinstance(error, TypeError)
+    assert isinstance(error, TaskError)
+    message = str(error)
+    assert message.startswith("arguments of task 'app.send' cannot be serialized to JSON")
+    assert "Unserializable" in message
+    assert "primary key" in message
+    assert "Pass plain data" in message
+    assert isinstance(error.__cause__, TypeError)
+
+
+def test_the_default_description_is_value() -> None:
+    with pytest.raises(EncodeError, match=r"^value cannot be serialized"):
+        serialization.dumps(object())
+
+
+def test_non_string_dict_keys_that_json_cannot_hold_are_encode_errors() -> None:
+    with pytest.raises(EncodeError):
+        serialization.dumps({(1, 2): "tuple key"})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_infinity_are_rejected(bad: float) -> None:
+    with pytest.raises(EncodeError, match="cannot be serialized to JSON"):
+        serialization.dumps({"x": [bad]})
+
+
+@pytest.mark.parametrize("raw", ["{", "", "not json", b"\xff\xfe", "[1,]"])
+def test_bad_json_is_a_decode_error(raw: str | bytes) -> None:
+    with pytest.raises(DecodeError, match="not valid JSON"):
+        serialization.loads(raw)
+
+
+def test_decode_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        serialization.loads("{")
+
+
+def test_loads_accepts_bytes() -> None:
+    assert serialization.loads(b'{"a":1}') == {"a": 1}
+
+
+def test_a_malformed_tagged_datetime_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        serialization.loads('{"__type__":"datetime","__value__":"yesterday"}')
+
+
+def test_a_malformed_tagged_decimal_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        serialization.loads('{"__type__":"decimal","__value__":"nope"}')
+
+
+def test_a_tagged_uuid_that_is_not_a_string_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        serialization.loads('{"__type__":"uuid","__value__":5}')
