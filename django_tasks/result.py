@@ -32,8 +32,16 @@ class ResultMeta:
 
 def exception_to_result(exc: BaseException) -> dict[str, Any]:
     cls = type(exc)
-    return {"exc_type": cls.__qualname__, "exc_module": cls.__module__,
-            "exc_message": str(exc)}
+    stored: dict[str, Any] = {"exc_type": cls.__qualname__, "exc_module": cls.__module__,
+                              "exc_message": str(exc)}
+    try:  # the constructor's arguments, where JSON carries them, rebuild it exactly
+        from . import serialization
+
+        serialization.dumps(list(exc.args))
+        stored["exc_args"] = list(exc.args)
+    except (TypeError, ValueError):
+        pass
+    return stored
 
 
 def result_to_exception(value: Any) -> BaseException:
@@ -43,13 +51,19 @@ def result_to_exception(value: Any) -> BaseException:
     name, module = str(value["exc_type"]), str(value.get("exc_module") or "builtins")
     message = str(value.get("exc_message", ""))
     # Only types of modules already imported: a stored result never causes an import.
-    owner = builtins if module == "builtins" else sys.modules.get(module)
-    cls = getattr(owner, name, None) if owner is not None else None
+    owner: Any = builtins if module == "builtins" else sys.modules.get(module)
+    cls: Any = owner
+    for part in name.split("."):  # nested classes: "User.DoesNotExist"
+        cls = getattr(cls, part, None) if cls is not None else None
     if isinstance(cls, type) and issubclass(cls, BaseException):
-        try:
-            return cls(message)
-        except Exception:  # noqa: BLE001 - constructors with other signatures
-            pass
+        args = value.get("exc_args")
+        for attempt in ((args if isinstance(args, list) else None), [message]):
+            if attempt is None:
+                continue
+            try:
+                return cls(*attempt)
+            except Exception:  # noqa: BLE001 - constructors with other signatures
+                continue
     remote = type(name, (RemoteTaskError,), {"__module__": module})
     return remote(message)
 

@@ -388,6 +388,11 @@ def publish(message: Message) -> AsyncResult:
     """Record the task as PENDING and hand it to the broker, in the caller's transaction."""
     store = get_result_store()
     broker = get_broker()
+    if (store is not None and not message.ignore_result
+            and getattr(store, "database_alias", None) == broker.database_alias
+            and getattr(broker, "publish_with_pending", None) is not None
+            and broker.publish_with_pending([message])):
+        return AsyncResult(message.id, message.task)
     with transaction.atomic(using=broker.database_alias) if broker.transactional \
             else _nullcontext():
         if store is not None and not message.ignore_result:
