@@ -63,6 +63,8 @@ class MemoryBroker(Broker):
             for row in due:
                 row.owner, row.deliveries = owner, row.deliveries + 1
                 row.visible_at = now + dt.timedelta(seconds=lease)
+            # Within a batch, the order the database broker hands out: priority, then age.
+            due.sort(key=lambda r: (-r.priority, r.id))
             return [Delivery(r.id, r.body, r.queue, r.deliveries, owner) for r in due]
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:

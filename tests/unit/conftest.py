@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from django_tasks.brokers import database as database_broker
 from django_tasks.brokers import memory as memory_broker
@@ -34,6 +35,13 @@ def define() -> Iterator[Callable[..., Any]]:
     yield define
     for name in added:
         registry.unregister(name)
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """``TASKS_ALWAYS_EAGER = True``: ``delay()`` runs the task here, through JSON."""
+    with override_settings(TASKS_ALWAYS_EAGER=True):
+        yield
 
 
 class Clock:

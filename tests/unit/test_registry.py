@@ -25,7 +25,7 @@ def second() -> int:
 
 def test_register_and_get() -> None:
     tasks = TaskRegistry()
-    task = Task(first, name="a.first")
+    task: Task[[], int] = Task(first, name="a.first")
     tasks.register(task)
     assert tasks.get("a.first") is task
     assert "a.first" in tasks
@@ -60,7 +60,7 @@ def test_duplicate_name_is_a_configuration_error() -> None:
 def test_registering_the_same_function_again_is_fine() -> None:
     tasks = TaskRegistry()
     tasks.register(Task(first, name=NAME))
-    again = Task(first, name=NAME)  # a module imported twice (e.g. under two paths)
+    again: Task[[], int] = Task(first, name=NAME)  # a module imported twice (e.g. under two paths)
     tasks.register(again)
     assert tasks.get(NAME) is again
     assert len(tasks) == 1

@@ -165,6 +165,31 @@ def test_an_exception_whose_constructor_needs_more_becomes_a_remote_task_error()
     assert type(error).__name__ == "UnicodeDecodeError"
 
 
+class AmountTooHigh(Exception):
+    def __init__(self, amount: int, limit: int) -> None:
+        super().__init__(amount, limit)
+        self.amount, self.limit = amount, limit
+
+    def __str__(self) -> str:
+        return f"{self.amount} is over {self.limit}"
+
+
+def test_an_exception_with_several_arguments_is_rebuilt_from_them() -> None:
+    with pytest.raises(AmountTooHigh) as info:
+        failed("multi", AmountTooHigh(120, 100)).get()
+    assert (info.value.amount, info.value.limit) == (120, 100)
+    assert str(info.value) == "120 is over 100"
+
+
+def test_a_class_local_to_a_function_becomes_a_remote_task_error() -> None:
+    class LocalError(Exception):
+        pass
+
+    with pytest.raises(RemoteTaskError, match="local") as info:
+        failed("local", LocalError("local")).get()
+    assert type(info.value).__name__.endswith("LocalError")
+
+
 def test_a_result_that_is_no_exception_record_is_a_remote_task_error() -> None:
     with pytest.raises(RemoteTaskError, match="'oops'"):
         store("r", states.FAILURE, "oops").get()

@@ -47,7 +47,7 @@ def test_shared_task_without_arguments(define: Callable[..., Any]) -> None:
     assert isinstance(plain, Task)
     assert plain.name == f"{__name__}.test_shared_task_without_arguments.<locals>.plain"
     assert registry.get(plain.name) is plain
-    assert plain.__doc__ == "Doubles." and plain.__name__ == "plain"
+    assert plain.__doc__ == "Doubles." and vars(plain)["__name__"] == "plain"
     assert repr(plain) == f"<@task: {plain.name}>"
 
 
@@ -204,6 +204,17 @@ def test_task_defaults_apply_and_call_options_override(define: Callable[..., Any
     first, second = fetch_one("mail"), fetch_one("urgent")
     assert (first.queue, first.priority) == ("mail", 3)
     assert (second.queue, second.priority) == ("urgent", 0)
+
+
+def test_task_expires_option_lands_in_the_message(define: Callable[..., Any]) -> None:
+    @define(name="unit.calling.perishable", expires=dt.timedelta(minutes=10))
+    def perishable() -> None: ...
+
+    before = dt.datetime.now(dt.UTC)
+    perishable.delay()
+    expires = fetch_one().expires
+    assert expires is not None
+    assert 595 <= (expires - before).total_seconds() <= 605
 
 
 def test_countdown_and_eta_together_is_a_type_error(add: Task[Any, Any]) -> None:

@@ -1,0 +1,149 @@
+"""Transactional enqueue: nothing is visible before the caller commits, nothing after a rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+
+from django_tasks.brokers.database import DatabaseBroker
+from django_tasks.brokers.memory import MemoryBroker
+from django_tasks.conf import get_broker, get_result_store, reset_cache
+from django_tasks.message import Message
+from django_tasks.models import QueuedMessage, TaskResult
+from django_tasks.result import AsyncResult
+
+
+class Rollback(Exception):
+    pass
+
+
+@pytest.fixture
+def database_tasks() -> Iterator[None]:
+    with override_settings(TASKS_BROKER_URL="django://", TASKS_RESULT_BACKEND="django://"):
+        reset_cache()
+        yield
+    reset_cache()
+
+
+@pytest.fixture
+def noop(define: Callable[..., Any]) -> Any:
+    @define(name="unit.transactions.noop")
+    def noop(x: int) -> int:
+        return x
+
+    return noop
+
+
+def test_the_database_alias_comes_from_the_url() -> None:
+    assert DatabaseBroker("django://").database_alias == "default"
+    assert DatabaseBroker("django:///").database_alias == "default"
+    assert DatabaseBroker("django://replica").database_alias == "replica"
+    assert DatabaseBroker("django://").transactional is True
+    assert MemoryBroker().transactional is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_publish_leaves_no_row() -> None:
+    broker = DatabaseBroker("django://")
+    with pytest.raises(Rollback), transaction.atomic():
+        broker.publish([Message(id="lost", task="t")])
+        assert QueuedMessage.objects.filter(task_id="lost").exists()
+        raise Rollback
+    assert not QueuedMessage.objects.exists()
+    assert broker.depths() == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_publish_is_one_row() -> None:
+    broker = DatabaseBroker("django://")
+    with transaction.atomic():
+        broker.publish([Message(id="kept", task="t", queue="q", priority=4)])
+    row = QueuedMessage.objects.get()
+    assert (row.task_id, row.queue, row.priority, row.deliveries) == ("kept", "q", 4, 0)
+    assert row.lease_owner is None
+    assert Message.decode(row.body).id == "kept"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("database_tasks")
+def test_delay_in_a_rolled_back_transaction_leaves_nothing(noop: Any) -> None:
+    with pytest.raises(Rollback), transaction.atomic():
+        result = noop.delay(1)
+        assert AsyncResult(result.id).exists()
+        raise Rollback
+    assert not QueuedMessage.objects.exists()
+    assert not TaskResult.objects.exists()
+    assert not AsyncResult(result.id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("database_tasks")
+def test_delay_writes_the_message_and_a_pending_result(noop: Any) -> None:
+    result = noop.delay(7)
+    row = QueuedMessage.objects.get()
+    assert row.task_id == result.id
+    pending = TaskResult.objects.get()
+    assert (pending.task_id, pending.state, pending.args) == (result.id, "PENDING", "[7]")
+    assert result.state == "PENDING"
+    assert get_broker().depths() == {"default": 1}
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("database_tasks")
+def test_database_broker_and_store_are_the_defaults() -> None:
+    assert isinstance(get_broker(), DatabaseBroker)
+    assert type(get_result_store()).__name__ == "DatabaseResultStore"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_with_pending_is_one_statement_on_postgresql_only() -> None:
+    broker = DatabaseBroker("django://")
+    assert broker.publish_with_pending([]) is False
+    message = Message(id="both", task="t", args=(3,), queue="q", priority=2)
+    if connection.vendor != "postgresql":
+        assert broker.publish_with_pending([message]) is False
+        assert not QueuedMessage.objects.exists() and not TaskResult.objects.exists()
+        return
+    assert broker.publish_with_pending([message]) is True
+    row, pending = QueuedMessage.objects.get(), TaskResult.objects.get()
+    assert (row.task_id, row.queue, row.priority) == ("both", "q", 2)
+    assert Message.decode(row.body).args == (3,)
+    assert (pending.task_id, pending.state, pending.args, pending.queue) == (
+        "both", "PENDING", "[3]", "q")
+
+
+# -- the memory broker imitates it with on_commit ------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("memory_tasks")
+def test_memory_broker_publishes_on_commit(
+    noop: Any, django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        noop.delay(1)
+        assert get_broker().depths() == {}  # not before the commit
+    assert len(callbacks) == 1
+    assert get_broker().depths() == {"default": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("memory_tasks")
+def test_memory_broker_drops_a_rolled_back_publish(noop: Any) -> None:
+    with pytest.raises(Rollback), transaction.atomic():
+        noop.delay(1)
+        raise Rollback
+    assert get_broker().depths() == {}
+    with transaction.atomic():
+        noop.delay(2)
+    assert get_broker().depths() == {"default": 1}
+
+
+@pytest.mark.usefixtures("memory_tasks")
+def test_memory_broker_publishes_at_once_outside_a_transaction(noop: Any) -> None:
+    noop.delay(1)
+    assert get_broker().depths() == {"default": 1}

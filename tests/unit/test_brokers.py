@@ -1,0 +1,234 @@
+"""The broker contract of ``brokers/base.py``, run on the memory and the database broker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Sequence
+
+import pytest
+
+from django_tasks.brokers.base import Broker, Delivery
+from django_tasks.brokers.database import DatabaseBroker
+from django_tasks.brokers.memory import MemoryBroker
+from django_tasks.message import Message
+
+from .conftest import Clock
+
+LEASE = 30.0
+_ids = itertools.count(1)
+
+
+# The marker, not getfixturevalue("db"): pytest-django sets up test databases only for
+# tests that ask for them where it can see it before the session starts.
+@pytest.fixture(params=["memory", pytest.param("database", marks=pytest.mark.django_db)])
+def any_broker(request: pytest.FixtureRequest, clock: Clock) -> Broker:
+    if request.param == "database":
+        return DatabaseBroker("django://")
+    return MemoryBroker("memory://")
+
+
+def publish(broker: Broker, queue: str = "default", priority: int = 0,
+            eta: dt.datetime | None = None) -> str:
+    message = Message(id=f"m{next(_ids)}", task="unit.brokers.t", args=(1,), queue=queue,
+                      priority=priority, eta=eta)
+    broker.publish([message])
+    return message.id
+
+
+def fetch(broker: Broker, queues: Sequence[str] = ("default",), owner: str = "w1",
+          limit: int = 10, lease: float = LEASE) -> list[Delivery]:
+    return broker.fetch(list(queues), owner, limit, lease)
+
+
+def ids(deliveries: Sequence[Delivery]) -> list[str]:
+    return [Message.decode(d.body).id for d in deliveries]
+
+
+def test_fetch_hands_out_the_published_message(any_broker: Broker) -> None:
+    message = Message(id="one", task="unit.brokers.t", args=(1, "x"), kwargs={"k": 2},
+                      queue="default", priority=3)
+    any_broker.publish([message])
+    [delivery] = fetch(any_broker)
+    assert Message.decode(delivery.body) == message.replace(root_id="one")
+    assert (delivery.queue, delivery.deliveries, delivery.owner) == ("default", 1, "w1")
+
+
+def test_an_empty_queue_fetches_nothing(any_broker: Broker) -> None:
+    assert fetch(any_broker) == []
+
+
+def test_publish_many_at_once(any_broker: Broker) -> None:
+    messages = [Message(id=f"batch{i}", task="t") for i in range(5)]
+    any_broker.publish(messages)
+    assert ids(fetch(any_broker)) == [m.id for m in messages]
+
+
+def test_a_leased_message_is_invisible_until_its_lease_expires(
+    any_broker: Broker, clock: Clock,
+) -> None:
+    task_id = publish(any_broker)
+    assert len(fetch(any_broker, owner="w1")) == 1
+    assert fetch(any_broker, owner="w2") == []
+    clock.advance(LEASE - 1)
+    assert fetch(any_broker, owner="w2") == []
+    clock.advance(2)
+    [again] = fetch(any_broker, owner="w2")
+    assert ids([again]) == [task_id]
+    assert (again.deliveries, again.owner) == (2, "w2")
+    clock.advance(LEASE + 1)
+    assert fetch(any_broker, owner="w3")[0].deliveries == 3
+
+
+def test_priority_first_then_fifo(any_broker: Broker) -> None:
+    low1 = publish(any_broker, priority=0)
+    mid = publish(any_broker, priority=5)
+    low2 = publish(any_broker, priority=0)
+    high = publish(any_broker, priority=9)
+    low3 = publish(any_broker, priority=0)
+    assert ids(fetch(any_broker)) == [high, mid, low1, low2, low3]
+
+
+def test_priority_order_holds_across_fetches(any_broker: Broker) -> None:
+    low = publish(any_broker, priority=1)
+    high = publish(any_broker, priority=8)
+    assert ids(fetch(any_broker, limit=1)) == [high]
+    assert ids(fetch(any_broker, limit=1)) == [low]
+
+
+def test_only_the_asked_queues_are_fetched(any_broker: Broker) -> None:
+    mail = publish(any_broker, queue="mail")
+    default = publish(any_broker, queue="default")
+    other = publish(any_broker, queue="other")
+    assert ids(fetch(any_broker, ["mail"])) == [mail]
+    assert sorted(ids(fetch(any_broker, ["default", "other", "mail"]))) == sorted(
+        [default, other])
+    assert fetch(any_broker, ["nothing-here"]) == []
+
+
+def test_limit_bounds_a_batch(any_broker: Broker) -> None:
+    published = [publish(any_broker) for _ in range(5)]
+    assert ids(fetch(any_broker, limit=2)) == published[:2]
+    assert ids(fetch(any_broker, limit=2)) == published[2:4]
+    assert ids(fetch(any_broker, limit=2)) == published[4:]
+
+
+def test_a_delayed_message_waits_for_its_eta(any_broker: Broker, clock: Clock) -> None:
+    later = publish(any_broker, eta=clock.now + dt.timedelta(seconds=60))
+    now = publish(any_broker)
+    first = fetch(any_broker)
+    assert ids(first) == [now]
+    assert any_broker.depths(["default"]) == {"default": 2}
+    any_broker.ack(first)
+    clock.advance(59)
+    assert fetch(any_broker) == []
+    clock.advance(2)
+    assert ids(fetch(any_broker)) == [later]
+
+
+def test_ack_removes_for_good(any_broker: Broker, clock: Clock) -> None:
+    publish(any_broker)
+    kept = publish(any_broker)
+    first, second = fetch(any_broker)
+    any_broker.ack([first])
+    assert any_broker.depths() == {"default": 1}
+    clock.advance(LEASE + 1)
+    assert ids(fetch(any_broker)) == [kept]
+    any_broker.ack([second])
+    any_broker.ack([second])  # acking twice is harmless
+    assert any_broker.depths() == {}
+
+
+def test_release_without_count_undoes_the_delivery(any_broker: Broker) -> None:
+    publish(any_broker)
+    [delivery] = fetch(any_broker)
+    any_broker.release([delivery])  # count=False is the default
+    [again] = fetch(any_broker, owner="w2")  # visible at once, lease or not
+    assert again.deliveries == 1
+    any_broker.release([again], count=False)
+    assert fetch(any_broker)[0].deliveries == 1
+
+
+def test_release_with_count_keeps_the_delivery(any_broker: Broker) -> None:
+    publish(any_broker)
+    any_broker.release(fetch(any_broker), count=True)
+    [again] = fetch(any_broker, owner="w2")
+    assert again.deliveries == 2
+
+
+def test_release_owner_releases_only_that_owner(any_broker: Broker) -> None:
+    ran, waited, foreign = publish(any_broker), publish(any_broker), publish(any_broker)
+    held = fetch(any_broker, owner="dead", limit=2)
+    assert ids(held) == [ran, waited]
+    assert ids(fetch(any_broker, owner="alive")) == [foreign]
+    running = held[0]
+    assert any_broker.release_owner("dead", keep_count=[running.tag]) == 2
+    again = {Message.decode(d.body).id: d.deliveries for d in fetch(any_broker, owner="w3")}
+    assert again == {ran: 2, waited: 1}  # the one that was running keeps its count
+    assert any_broker.release_owner("nobody") == 0
+
+
+def test_renew_keeps_a_lease_past_its_original_end(any_broker: Broker, clock: Clock) -> None:
+    publish(any_broker)
+    publish(any_broker, queue="other")
+    fetch(any_broker, owner="w1", lease=10)
+    fetch(any_broker, ["other"], owner="w2", lease=10)
+    clock.advance(8)
+    assert any_broker.renew(["w1"], 10) == 1
+    clock.advance(5)  # 13 s: past the first lease, within the renewed one
+    assert fetch(any_broker, owner="thief") == []
+    assert fetch(any_broker, ["other"], owner="thief")[0].deliveries == 2  # w2 never renewed
+    clock.advance(6)  # 19 s: the renewed lease has run out too
+    assert fetch(any_broker, owner="thief")[0].deliveries == 2
+
+
+def test_renew_of_nobody_renews_nothing(any_broker: Broker) -> None:
+    publish(any_broker)
+    fetch(any_broker, owner="w1")
+    assert any_broker.renew([], 10) == 0
+    assert any_broker.renew(["w9"], 10) == 0
+
+
+def test_requeue_replaces_the_message_after_a_delay(any_broker: Broker, clock: Clock) -> None:
+    publish(any_broker)
+    [delivery] = fetch(any_broker)
+    retry = Message.decode(delivery.body).replace(retries=1, queue="retries", priority=2)
+    any_broker.requeue(delivery, retry, 60)
+    assert any_broker.depths(["default", "retries"]) == {"default": 0, "retries": 1}
+    assert fetch(any_broker, ["default", "retries"]) == []
+    clock.advance(61)
+    [again] = fetch(any_broker, ["retries"])
+    assert Message.decode(again.body).retries == 1
+    assert again.deliveries == 1  # a fresh message: its own delivery count
+
+
+def test_requeue_without_delay_is_due_at_once(any_broker: Broker) -> None:
+    publish(any_broker)
+    [delivery] = fetch(any_broker)
+    any_broker.requeue(delivery, Message.decode(delivery.body).replace(retries=1), 0)
+    assert [Message.decode(d.body).retries for d in fetch(any_broker)] == [1]
+
+
+def test_depths_count_queued_delayed_and_leased(any_broker: Broker, clock: Clock) -> None:
+    assert any_broker.depths() == {}
+    publish(any_broker)
+    publish(any_broker)
+    publish(any_broker, queue="mail", eta=clock.now + dt.timedelta(hours=1))
+    fetch(any_broker, limit=1)
+    assert any_broker.depths() == {"default": 2, "mail": 1}
+    assert any_broker.depths(["mail", "empty"]) == {"mail": 1, "empty": 0}
+
+
+def test_purge_empties_one_queue(any_broker: Broker) -> None:
+    publish(any_broker)
+    publish(any_broker)
+    publish(any_broker, queue="keep")
+    fetch(any_broker, limit=1)  # leased messages go too
+    assert any_broker.purge("default") == 2
+    assert any_broker.purge("default") == 0
+    assert any_broker.depths() == {"keep": 1}
+
+
+def test_describe_hides_a_password() -> None:
+    assert MemoryBroker("memory://").describe() == "memory://"
+    assert MemoryBroker("memory://user:secret@host/0").describe() == "memory://user:**@host/0"

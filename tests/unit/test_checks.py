@@ -1,0 +1,124 @@
+"""System checks: each id triggered by one wrong setting, none with the defaults."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.checks import Error, Warning, run_checks
+from django.test import override_settings
+
+from django_tasks import checks
+
+
+def ids(**overrides: Any) -> list[str]:
+    with override_settings(**overrides):
+        return [m.id or "" for m in checks.check_settings()]
+
+
+def test_default_settings_produce_no_messages() -> None:
+    assert checks.check_settings() == []
+
+
+def test_the_checks_are_registered_under_their_tag() -> None:
+    with override_settings(TASKS_BROKER_URL="nope://"):
+        found = run_checks(tags=["django_tasks"])
+    assert "django_tasks.E001" in [m.id for m in found]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"TASKS_BROKER_URL": "carrier-pigeon://"}, "django_tasks.E001"),
+        ({"TASKS_BROKER_URL": "no-scheme-at-all"}, "django_tasks.E001"),
+        ({"TASKS_BROKER_URL": "django://missing"}, "django_tasks.E002"),
+        ({"TASKS_RESULT_BACKEND": "mongodb://x"}, "django_tasks.E003"),
+        ({"TASKS_MAX_DELIVERIES": 0}, "django_tasks.E004"),
+        ({"TASKS_MAX_DELIVERIES": "3"}, "django_tasks.E004"),
+        ({"TASKS_LEASE_SECONDS": 9, "TASKS_HEARTBEAT_SECONDS": 5}, "django_tasks.E005"),
+        ({"TASKS_HEARTBEAT_SECONDS": 0}, "django_tasks.E005"),
+        ({"TASKS_LEASE_SECONDS": "30"}, "django_tasks.E005"),
+        ({"TASKS_ACCEPT_CONTENT": ["json", "pickle"]}, "django_tasks.E006"),
+        ({"TASKS_ACCEPT_CONTENT": ["pickle"]}, "django_tasks.E006"),
+        ({"TASKS": "redis://localhost"}, "django_tasks.W001"),
+    ],
+)
+def test_each_mistake_has_its_id(overrides: dict[str, Any], expected: str) -> None:
+    assert ids(**overrides) == [expected]
+
+
+def test_errors_are_errors_and_warnings_are_warnings() -> None:
+    with override_settings(TASKS_BROKER_URL="x://", TASKS="x"):
+        found = {m.id: m for m in checks.check_settings()}
+    assert isinstance(found["django_tasks.E001"], Error)
+    assert isinstance(found["django_tasks.W001"], Warning)
+    assert not isinstance(found["django_tasks.W001"], Error)
+
+
+def test_messages_name_the_setting_and_the_fix() -> None:
+    with override_settings(TASKS_BROKER_URL="carrier-pigeon://"):
+        [error] = checks.check_settings()
+    assert "TASKS_BROKER_URL='carrier-pigeon://'" in error.msg
+    assert error.hint is not None and "django://" in error.hint and "memory://" in error.hint
+
+
+def test_several_mistakes_are_all_reported() -> None:
+    assert ids(TASKS_BROKER_URL="x://", TASKS_RESULT_BACKEND="y://", TASKS_MAX_DELIVERIES=-1,
+               TASKS_ACCEPT_CONTENT=["yaml"]) == [
+        "django_tasks.E001", "django_tasks.E003", "django_tasks.E004", "django_tasks.E006"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"TASKS_BROKER_URL": "memory://", "TASKS_RESULT_BACKEND": "memory://"},
+        {"TASKS_BROKER_URL": "django://default"},
+        {"TASKS_RESULT_BACKEND": None},
+        {"TASKS_RESULT_BACKEND": ""},
+        {"TASKS_LEASE_SECONDS": 10, "TASKS_HEARTBEAT_SECONDS": 5},
+        {"TASKS_MAX_DELIVERIES": 1},
+        {"TASKS": {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}},
+    ],
+    ids=["memory", "named-default", "no-results", "empty-results", "lease-2x", "one-delivery",
+         "django-tasks-dict"],
+)
+def test_valid_settings_produce_no_messages(overrides: dict[str, Any]) -> None:
+    assert ids(**overrides) == []
+
+
+# -- W002: the database broker on a SQLite file configured for one writer at a time --------
+
+
+def sqlite_checks(monkeypatch: pytest.MonkeyPatch, options: dict[str, Any],
+                  engine: str = "django.db.backends.sqlite3") -> list[str]:
+    fake = SimpleNamespace(DATABASES={"default": {"ENGINE": engine, "OPTIONS": options}})
+    monkeypatch.setattr(checks, "settings", fake)
+    return [m.id or "" for m in checks._check_sqlite("django://")]
+
+
+def test_w002_sqlite_with_default_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sqlite_checks(monkeypatch, {}) == ["django_tasks.W002"]
+
+
+def test_w002_sqlite_with_a_short_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {"transaction_mode": "IMMEDIATE", "timeout": 5}
+    assert sqlite_checks(monkeypatch, options) == ["django_tasks.W002"]
+
+
+def test_no_w002_when_sqlite_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {"transaction_mode": "immediate", "timeout": 30}
+    assert sqlite_checks(monkeypatch, options) == []
+
+
+def test_no_w002_on_other_databases(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sqlite_checks(monkeypatch, {}, engine="django.db.backends.postgresql") == []
+
+
+def test_no_w002_with_another_broker() -> None:
+    assert checks._check_sqlite("memory://") == []
+
+
+def test_the_test_project_database_passes() -> None:
+    assert checks._check_sqlite(settings.TASKS_BROKER_URL) == []

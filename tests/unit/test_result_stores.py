@@ -1,0 +1,175 @@
+"""The result store contract of ``results/base.py``, on the memory and the database store."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from django_tasks import states
+from django_tasks.message import Message
+from django_tasks.result import TaskOutcome
+from django_tasks.results.base import ResultStore
+from django_tasks.results.database import DatabaseResultStore
+from django_tasks.results.memory import MemoryResultStore
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture(params=["memory", pytest.param("database", marks=pytest.mark.django_db)])
+def store(request: pytest.FixtureRequest) -> ResultStore:
+    if request.param == "database":
+        return DatabaseResultStore("django://")
+    return MemoryResultStore("memory://")
+
+
+def outcome(task_id: str, state: str = states.SUCCESS, result: Any = None,
+            done: dt.datetime | None = NOW, **extra: Any) -> TaskOutcome:
+    return TaskOutcome(task_id=task_id, task_name="unit.stores.t", state=state, result=result,
+                       queue="default", date_done=done, **extra)
+
+
+def pending(store: ResultStore, *task_ids: str) -> None:
+    store.create_pending([Message(id=i, task="unit.stores.t", args=(1,)) for i in task_ids])
+
+
+def test_unknown_id_is_none(store: ResultStore) -> None:
+    assert store.get("missing") is None
+
+
+def test_create_pending(store: ResultStore) -> None:
+    pending(store, "a", "b")
+    meta = store.get("a")
+    assert meta is not None
+    assert (meta.task_id, meta.state, meta.task_name, meta.queue) == (
+        "a", states.PENDING, "unit.stores.t", "default")
+    assert meta.result is None and meta.date_done is None
+    assert store.get("b") is not None
+
+
+def test_store_outcomes_updates_a_pending_row(store: ResultStore) -> None:
+    pending(store, "a")
+    store.store_outcomes([outcome("a", result={"n": [1, 2]}, worker="w@h", retries=2,
+                                  traceback=None)])
+    meta = store.get("a")
+    assert meta is not None
+    assert (meta.state, meta.result, meta.worker, meta.retries) == (
+        states.SUCCESS, {"n": [1, 2]}, "w@h", 2)
+    assert meta.task_name == "unit.stores.t"
+    assert meta.date_done == NOW
+
+
+def test_store_outcomes_is_an_upsert(store: ResultStore) -> None:
+    store.store_outcomes([outcome("new", states.RETRY, {"exc_type": "OSError"}, done=None,
+                                  traceback="Traceback ...")])
+    retrying = store.get("new")
+    assert retrying is not None and retrying.state == states.RETRY
+    assert retrying.traceback == "Traceback ..."
+    store.store_outcomes([outcome("new", states.SUCCESS, 5), outcome("other", result=6)])
+    meta = store.get("new")
+    assert meta is not None and (meta.state, meta.result) == (states.SUCCESS, 5)
+    assert meta.traceback is None
+    other = store.get("other")
+    assert other is not None and other.result == 6
+
+
+def test_store_outcomes_of_nothing_is_fine(store: ResultStore) -> None:
+    store.store_outcomes([])
+
+
+def test_extra_types_survive_in_the_store(store: ResultStore) -> None:
+    value = {"at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC), "day": dt.date(2024, 1, 2)}
+    store.store_outcomes([outcome("typed", result=value)])
+    meta = store.get("typed")
+    assert meta is not None and meta.result == value
+
+
+def test_mark_started(store: ResultStore) -> None:
+    pending(store, "run")
+    store.mark_started([outcome("run", state=states.STARTED, done=None, worker="w@h",
+                                started_at=NOW)])
+    meta = store.get("run")
+    assert meta is not None
+    assert (meta.state, meta.result, meta.worker) == (states.STARTED, None, "w@h")
+
+
+def test_final_states_reports_only_finished_ids(store: ResultStore) -> None:
+    pending(store, "queued")
+    store.store_outcomes([
+        outcome("ok", states.SUCCESS), outcome("bad", states.FAILURE),
+        outcome("again", states.RETRY, done=None), outcome("going", states.STARTED, done=None),
+    ])
+    store.revoke("stopped")
+    found = store.final_states(["queued", "ok", "bad", "again", "going", "stopped", "unknown"])
+    assert found == {"ok": states.SUCCESS, "bad": states.FAILURE, "stopped": states.REVOKED}
+    assert store.final_states([]) == {}
+
+
+def test_forget(store: ResultStore) -> None:
+    store.store_outcomes([outcome("done")])
+    store.forget("done")
+    assert store.get("done") is None
+    store.forget("done")  # forgetting twice is harmless
+
+
+def test_revoke_a_pending_task(store: ResultStore) -> None:
+    pending(store, "p")
+    assert store.revoke("p") is True
+    meta = store.get("p")
+    assert meta is not None and meta.state == states.REVOKED
+    assert meta.date_done is not None
+    assert meta.task_name == "unit.stores.t"
+
+
+def test_revoke_an_unknown_id_records_it(store: ResultStore) -> None:
+    # The message may be published later (or on another broker): it must not run then.
+    assert store.revoke("not-yet") is True
+    meta = store.get("not-yet")
+    assert meta is not None and meta.state == states.REVOKED
+
+
+@pytest.mark.parametrize("state", [states.SUCCESS, states.FAILURE])
+def test_revoke_does_not_touch_a_finished_task(store: ResultStore, state: str) -> None:
+    store.store_outcomes([outcome("f", state, 1)])
+    assert store.revoke("f") is False
+    meta = store.get("f")
+    assert meta is not None and (meta.state, meta.result) == (state, 1)
+
+
+def test_revoke_twice_is_false_the_second_time(store: ResultStore) -> None:
+    assert store.revoke("r") is True
+    assert store.revoke("r") is False
+
+
+def test_revoke_a_running_task(store: ResultStore) -> None:
+    store.store_outcomes([outcome("s", states.STARTED, done=None)])
+    assert store.revoke("s") is True
+    meta = store.get("s")
+    assert meta is not None and meta.state == states.REVOKED
+
+
+def test_prune_deletes_old_finished_results_in_bounded_batches(store: ResultStore) -> None:
+    old = NOW - dt.timedelta(days=3)
+    cutoff = NOW - dt.timedelta(days=1)
+    store.store_outcomes([outcome(f"old{i}", states.SUCCESS, done=old) for i in range(3)])
+    store.store_outcomes([outcome("old-failed", states.FAILURE, done=old),
+                          outcome("recent", states.SUCCESS, done=NOW),
+                          outcome("running", states.STARTED, done=None)])
+    pending(store, "queued")
+    store.revoke("queued-revoked")
+    assert store.prune(cutoff, 2) == 2
+    assert store.prune(cutoff, 2) == 2
+    assert store.prune(cutoff, 2) == 0
+    left = ["old0", "old1", "old2", "old-failed", "recent", "running", "queued",
+            "queued-revoked"]
+    assert [i for i in left if store.get(i) is not None] == [
+        "recent", "running", "queued", "queued-revoked"]
+
+
+def test_prune_with_nothing_to_prune(store: ResultStore) -> None:
+    assert store.prune(NOW, 100) == 0
+
+
+def test_describe_is_the_url(store: ResultStore) -> None:
+    assert store.describe() in ("memory://", "django://")
