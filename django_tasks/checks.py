@@ -7,15 +7,14 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from .conf import BROKER_CLASSES, RESULT_STORE_CLASSES, task_settings
+from .conf import BROKER_CLASSES, RESULT_STORE_CLASSES, database_alias, task_settings
 
 
 def _scheme(url: object) -> str:
     return str(url).split("://", 1)[0] if "://" in str(url) else ""
 
 
-def _alias(url: object) -> str:
-    return str(url).split("://", 1)[1].strip("/") or "default"
+_alias = database_alias
 
 
 @register("django_tasks")

@@ -31,6 +31,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def database_alias(url: object) -> str:
+    """The database alias a ``django://`` URL names: ``django://`` is ``default``."""
+    rest = str(url).split("://", 1)[1] if "://" in str(url) else ""
+    return rest.strip("/") or "default"
+
+
 def _prefixed(name: str) -> str:
     return f"TASKS_{name}"
 

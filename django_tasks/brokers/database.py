@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.models import F
 
+from ..conf import database_alias
 from ..message import Message
 from ..models import QueuedMessage
 from .base import Broker, Delivery
@@ -38,8 +39,7 @@ class DatabaseBroker(Broker):
 
     def __init__(self, url: str = "django://") -> None:
         super().__init__(url)
-        alias = url.split("://", 1)[1].strip("/") if "://" in url else ""
-        self.database_alias = alias or "default"
+        self.database_alias = database_alias(url)
         self._claim_sql: str | None = None
 
     @property

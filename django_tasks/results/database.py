@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import serialization, states
+from ..conf import database_alias
 from ..message import Message
 from ..models import TaskResult
 from ..result import ResultMeta, TaskOutcome
@@ -25,8 +26,7 @@ def _now() -> dt.datetime:
 class DatabaseResultStore(ResultStore):
     def __init__(self, url: str = "django://") -> None:
         super().__init__(url)
-        alias = url.split("://", 1)[1].strip("/") if "://" in url else ""
-        self.database_alias = alias or "default"
+        self.database_alias = database_alias(url)
 
     @property
     def _rows(self) -> Any:

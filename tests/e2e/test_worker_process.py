@@ -97,13 +97,19 @@ def test_rollback_inside_atomic_never_runs_the_task(project: Project) -> None:
     assert project.query("SELECT COUNT(*) FROM django_tasks_queuedmessage")[0][0] == 0
 
 
+def start_slow(project: Project, seconds: float, marker: Path) -> str:
+    """Queue ``slow(seconds)`` and return its id once a worker has started it."""
+    task_id = project.shell(
+        "from testproject.demo.tasks import slow\n"
+        f"print(slow.delay({seconds}, marker={str(marker)!r}).id)").strip()
+    project.wait("the task to start", lambda: len(lines(marker)) >= 1)
+    return task_id
+
+
 def test_sigterm_lets_the_running_task_finish(project: Project, tmp_path: Path) -> None:
     marker = tmp_path / "starts"
     worker = project.worker("-c", "1")
-    task_id = project.shell(
-        "from testproject.demo.tasks import slow\n"
-        f"print(slow.delay(5, marker={str(marker)!r}).id)").strip()
-    project.wait("the task to start", lambda: len(lines(marker)) == 1)
+    task_id = start_slow(project, 5, marker)
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(timeout=20) == 0, worker.output()
     assert project.result(task_id)[0] == "SUCCESS"
@@ -114,10 +120,7 @@ def test_second_sigterm_returns_the_task_to_the_queue(project: Project,
                                                       tmp_path: Path) -> None:
     marker = tmp_path / "starts"
     worker = project.worker("-c", "1")
-    task_id = project.shell(
-        "from testproject.demo.tasks import slow\n"
-        f"print(slow.delay(30, marker={str(marker)!r}).id)").strip()
-    project.wait("the task to start", lambda: len(lines(marker)) == 1)
+    task_id = start_slow(project, 30, marker)
     worker.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     worker.proc.send_signal(signal.SIGTERM)
