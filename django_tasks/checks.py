@@ -37,6 +37,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             f"TASKS_RESULT_BACKEND={backend!r} names no supported result store.",
             hint="Use 'django://' (the default), 'memory://' in tests, or None to store none.",
             id="django_tasks.E003"))
+    elif backend and _scheme(backend) == "django" and _alias(backend) not in settings.DATABASES:
+        errors.append(Error(
+            f"TASKS_RESULT_BACKEND={backend!r} names database {_alias(backend)!r}, which is "
+            "not in DATABASES.", hint="Use django:// for the default database.",
+            id="django_tasks.E002"))
     max_deliveries = task_settings.MAX_DELIVERIES
     if not isinstance(max_deliveries, int) or max_deliveries < 1:
         errors.append(Error("TASKS_MAX_DELIVERIES must be an int of at least 1.",
@@ -69,6 +74,14 @@ def _check_sqlite(broker: object) -> list[CheckMessage]:
     database = settings.DATABASES[_alias(broker)]
     if database.get("ENGINE") != "django.db.backends.sqlite3":
         return []
+    import sqlite3
+
+    if sqlite3.sqlite_version_info < (3, 35):
+        return [Error(
+            f"The database broker needs SQLite 3.35 or newer (UPDATE … RETURNING); this "
+            f"Python has SQLite {sqlite3.sqlite_version}.",
+            hint="Use a Python built with a newer SQLite, or PostgreSQL.",
+            id="django_tasks.E007")]
     options = database.get("OPTIONS") or {}
     if str(options.get("transaction_mode", "")).upper() == "IMMEDIATE" \
             and float(options.get("timeout", 5)) >= 10:
@@ -77,5 +90,5 @@ def _check_sqlite(broker: object) -> list[CheckMessage]:
         "The database broker on SQLite: worker processes and web requests write to one file, "
         "and SQLite's defaults make them fail with 'database is locked' under load.",
         hint="Set DATABASES OPTIONS {'transaction_mode': 'IMMEDIATE', 'timeout': 30, "
-             "'init_command': 'PRAGMA journal_mode=WAL;'}; see testproject/settings.py.",
+             "'init_command': 'PRAGMA journal_mode=WAL;'} (see the production how-to in the docs).",
         id="django_tasks.W002")]

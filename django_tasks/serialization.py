@@ -1,8 +1,9 @@
 """JSON with the few extra types tasks commonly pass, tagged so they come back as themselves.
 
 ``datetime``, ``date``, ``time``, ``UUID`` and ``Decimal`` survive a round trip, tagged as
-``{"__type__": ..., "__value__": ...}`` (the shape Celery's JSON serializer uses, so the two
-can read each other's messages). Anything else is an :class:`EncodeError` at ``delay()``.
+``{"__type__": ..., "__value__": ...}``, the shape kombu's JSON serializer uses for datetimes
+and decimals (kombu encodes UUIDs differently; interoperability with Celery is not claimed
+yet). Anything else is an :class:`EncodeError` at ``delay()``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,23 @@
 """The admin: a read-only view of task results, the database queue and the workers.
 
-Results are history: nobody edits them, so there is no add or change permission. Superusers
-may delete results (the same thing ``taskprune`` does in bulk).
+Permissions, as an operator expects them:
+
+- Nobody adds or changes anything here: results are history written by workers, queue rows
+  belong to the broker, worker rows to their heartbeats. Staff with the *view* permission
+  (and superusers) can look at everything.
+- Superusers may delete a task result from its page (bulk deletion is ``taskprune``'s job,
+  in bounded batches) and may delete worker rows a killed worker left behind.
+- Queued messages cannot be deleted: that would drop a task silently and leave its result
+  PENDING forever. Revoke it instead (``AsyncResult(id).revoke()``).
+
+The result list is built for tables of millions of rows: the count behind the pagination
+stops at ``CappedCountPaginator.limit``, filters list their choices without scanning the
+table, search by task id uses the unique index, and the big text columns are not loaded
+for the list.
 """
 
-from .queue import QueuedMessageAdmin, WorkerStateAdmin
+from .queue import QueuedMessageAdmin
 from .results import TaskResultAdmin
+from .workers import WorkerStateAdmin
 
 __all__ = ["QueuedMessageAdmin", "TaskResultAdmin", "WorkerStateAdmin"]

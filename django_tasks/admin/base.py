@@ -1,14 +1,65 @@
+"""What the admin pages of django_tasks share: read-only permissions, cheap paging, display."""
+
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 
+class AtLeast(int):
+    """A count that stopped at its limit: compares as the number, prints as "10000+"."""
+
+    def __str__(self) -> str:
+        # With USE_THOUSAND_SEPARATOR the template groups the characters of str(): a "+"
+        # would be grouped as a digit ("100,00+"), so it shows the plain number there.
+        if settings.USE_THOUSAND_SEPARATOR:
+            return str(int(self))
+        return f"{int(self)}+"
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``limit`` rows.
+
+    ``COUNT(*)`` over millions of rows costs seconds on every page; nobody pages that far,
+    they filter. Past the limit the list says "10000+ task results".
+    """
+
+    limit = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        rows: Any = self.object_list  # a QuerySet in the admin
+        counted = int(rows.order_by()[: self.limit + 1].count())
+        return AtLeast(self.limit) if counted > self.limit else counted
+
+
+class LightChangeList(ChangeList):
+    """A change list that leaves the model admin's ``list_defer`` columns unread."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        queryset = super().get_queryset(request, exclude_parameters)
+        deferred = getattr(self.model_admin, "list_defer", ())
+        return queryset.defer(*deferred) if deferred else queryset
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """No add, no change; deletion for superusers only where ``superuser_may_delete``."""
+
+    superuser_may_delete = False
+    paginator = CappedCountPaginator
+    show_full_result_count = False  # a second COUNT(*) of the whole table on every page
+    show_facets = admin.ShowFacets.NEVER  # one COUNT per filter choice
+    list_per_page = 50
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -16,7 +67,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_superuser)
+        return self.superuser_may_delete and bool(request.user.is_superuser)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return LightChangeList
 
 
 def pretty_json(text: str | None) -> str:
@@ -27,4 +81,12 @@ def pretty_json(text: str | None) -> str:
         shown = json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=True)
     except ValueError:
         shown = text
-    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', shown)
+    return preformatted(shown)
+
+
+def preformatted(text: str, css_class: str = "") -> str:
+    """Text in an escaped <pre> block that wraps long lines."""
+    return format_html(
+        '<pre class="{}" style="white-space: pre-wrap; margin: 0; font-size: 12px">{}</pre>',
+        css_class, text,
+    )

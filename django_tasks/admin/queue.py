@@ -1,45 +1,53 @@
+"""The queue admin: messages waiting on the database broker (``django://``)."""
+
 from __future__ import annotations
 
 import datetime as dt
+import json
+from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
-from ..conf import task_settings
-from ..models import QueuedMessage, WorkerState
-from ..serialization import loads
+from ..models import QueuedMessage
 from .base import ReadOnlyAdmin, pretty_json
+from .filters import MessageStatusFilter, QueueFilter
 
 
 @admin.register(QueuedMessage)
 class QueuedMessageAdmin(ReadOnlyAdmin):
-    list_display = ["task_id", "task_name", "queue", "priority", "visible_at", "lease_owner",
-                    "deliveries", "created_at"]
-    list_filter = ["queue", "priority"]
-    search_fields = ["=task_id"]
-    show_full_result_count = False
-    fields = ["task_id", "queue", "priority", "visible_at", "lease_owner", "deliveries",
-              "created_at", "body_pretty"]
-    readonly_fields = fields  # type: ignore[assignment]
+    actions = None
+    list_display = ["task_id", "task_name", "queue", "priority", "status", "visible_at",
+                    "lease_owner", "deliveries", "created_at"]
+    list_filter = [QueueFilter, MessageStatusFilter]
+    search_fields = ["task_id"]
+    search_help_text = "An exact task id."
+    ordering = ["id"]  # the order they were sent in, through the primary key
+    sortable_by = ()
+    fields = readonly_fields = ("task_id", "task_name", "queue", "priority", "status",
+                                "visible_at", "lease_owner", "deliveries", "created_at",
+                                "body_pretty")
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any],
+                           search_term: str) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip()
+        return (queryset.filter(task_id=term) if term else queryset), False
 
     @admin.display(description="task name")
     def task_name(self, obj: QueuedMessage) -> str:
         try:
-            return str(loads(obj.body)["headers"]["task"])
-        except Exception:  # noqa: BLE001 - an undecodable message is shown as such
+            return str(json.loads(obj.body)["headers"]["task"])
+        except (ValueError, KeyError, TypeError):
             return "(undecodable)"
+
+    @admin.display(description="status")
+    def status(self, obj: QueuedMessage) -> str:
+        due = obj.visible_at <= dt.datetime.now(dt.UTC)
+        if obj.lease_owner:
+            return "lease ran out" if due else "held by a worker"
+        return "ready" if due else "delayed"
 
     @admin.display(description="message")
     def body_pretty(self, obj: QueuedMessage) -> str:
         return pretty_json(obj.body)
-
-
-@admin.register(WorkerState)
-class WorkerStateAdmin(ReadOnlyAdmin):
-    list_display = ["hostname", "pid", "pool", "concurrency", "queues", "started_at",
-                    "last_heartbeat", "alive"]
-    readonly_fields = list_display  # type: ignore[assignment]
-
-    @admin.display(boolean=True, description="alive")
-    def alive(self, obj: WorkerState) -> bool:
-        limit = dt.timedelta(seconds=3 * float(task_settings.HEARTBEAT_SECONDS))
-        return obj.last_heartbeat >= dt.datetime.now(dt.UTC) - limit

@@ -140,8 +140,9 @@ def execute(item: Prepared, hostname: str) -> Settlement:
         logger.info("Task %s succeeded in %.6fs: %s", label, runtime, _repr.repr(outcome.result))
         signals.task_success.send(sender=task, result=outcome.result)
     elif retry_in is not None:
+        reason = (outcome.traceback or "").strip().splitlines()
         logger.info("Task %s retry: retry in %.3gs: %s", label, retry_in,
-                    (outcome.traceback or "").strip().splitlines()[-1:])
+                    reason[-1] if reason else "")
         settlement.retry = message.replace(retries=message.retries + 1,
                                            eta=utcnow() + dt.timedelta(seconds=retry_in))
         settlement.retry_delay = retry_in

@@ -26,8 +26,9 @@ def beat(worker: Worker, owners: Sequence[str]) -> None:
     from ..models import WorkerState
 
     try:
-        get_broker().renew(owners, worker.lease)
-        WorkerState.objects.update_or_create(
+        broker = get_broker()
+        broker.renew(owners, worker.lease)
+        WorkerState.objects.using(_alias()).update_or_create(
             hostname=worker.hostname,
             defaults={"pid": os.getpid(), "pool": worker.pool,
                       "concurrency": worker.concurrency, "queues": ",".join(worker.queues),
@@ -56,6 +57,11 @@ def goodbye(worker: Worker) -> None:
     from ..models import WorkerState
 
     try:
-        WorkerState.objects.filter(hostname=worker.hostname).delete()
+        WorkerState.objects.using(_alias()).filter(hostname=worker.hostname).delete()
     except Exception:  # noqa: BLE001 - the row just ages out
         connections.close_all()
+
+
+def _alias() -> str:
+    """Workers are recorded beside the queue on ``django://ALIAS``, else in ``default``."""
+    return str(getattr(get_broker(), "database_alias", "default"))

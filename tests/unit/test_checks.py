@@ -34,6 +34,7 @@ def test_the_checks_are_registered_under_their_tag() -> None:
         ({"TASKS_BROKER_URL": "carrier-pigeon://"}, "django_tasks.E001"),
         ({"TASKS_BROKER_URL": "no-scheme-at-all"}, "django_tasks.E001"),
         ({"TASKS_BROKER_URL": "django://missing"}, "django_tasks.E002"),
+        ({"TASKS_RESULT_BACKEND": "django://missing"}, "django_tasks.E002"),
         ({"TASKS_RESULT_BACKEND": "mongodb://x"}, "django_tasks.E003"),
         ({"TASKS_MAX_DELIVERIES": 0}, "django_tasks.E004"),
         ({"TASKS_MAX_DELIVERIES": "3"}, "django_tasks.E004"),

@@ -2,43 +2,71 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import math
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_tasks.conf import get_result_store, task_settings
+from django_tasks.exceptions import TaskError
+from django_tasks.results.prune import PruneReport, prune_expired
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _age(text: str) -> dt.timedelta:
+    value = float(text)
+    if not (math.isfinite(value) and 0 <= value <= 1e10):  # 1e10 s: about 300 years
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {text}")
+    return dt.timedelta(seconds=value)
 
 
 class Command(BaseCommand):
-    help = ("Delete finished task results older than TASKS_RESULT_EXPIRES, in batches "
-            "(run it from cron, or schedule it).")
+    help = ("Delete finished task results (SUCCESS, FAILURE, REVOKED) older than "
+            "TASKS_RESULT_EXPIRES, in bounded batches. Run it from cron or a schedule.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--older-than", type=float, default=None, metavar="SECONDS",
-                            help="override TASKS_RESULT_EXPIRES for this run")
-        parser.add_argument("--batch-size", type=int, default=None,
+        parser.add_argument("--older-than", type=_age, metavar="SECONDS",
+                            help="delete results finished more than SECONDS ago "
+                                 "(instead of TASKS_RESULT_EXPIRES)")
+        parser.add_argument("--batch-size", type=_positive_int, metavar="N",
                             help="rows deleted per statement (default TASKS_PRUNE_BATCH_SIZE)")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="count what would be deleted, delete nothing")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        store = get_result_store()
-        if store is None:
-            raise CommandError("TASKS_RESULT_BACKEND is None: there are no results to prune.")
-        if options["older_than"] is not None:
-            expires: dt.timedelta | None = dt.timedelta(seconds=options["older_than"])
-        else:
-            expires = task_settings.result_expires
-        if expires is None:
-            self.stdout.write("TASKS_RESULT_EXPIRES is None: results never expire.")
-            return
-        batch = int(options["batch_size"] or task_settings.PRUNE_BATCH_SIZE)
-        if batch < 1:
-            raise CommandError("--batch-size must be at least 1.")
-        before = dt.datetime.now(dt.UTC) - expires
-        total = 0
-        while True:
-            deleted = store.prune(before, batch)
-            total += deleted
-            if deleted < batch:
-                break
-        self.stdout.write(f"Deleted {total} results finished before {before.isoformat()}.")
+        age = options["older_than"]
+        try:
+            if age is not None and not isinstance(age, dt.timedelta):  # call_command(older_than=60)
+                age = _age(str(age))
+            report = prune_expired(
+                older_than=age, batch_size=options["batch_size"], dry_run=options["dry_run"],
+                on_batch=self._progress if options["verbosity"] > 1 else None,
+            )
+        except (TaskError, ValueError, OverflowError, argparse.ArgumentTypeError) as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(describe(report))
+
+    def _progress(self, deleted: int) -> None:
+        self.stdout.write(f"  deleted a batch of {deleted}")
+
+
+def describe(report: PruneReport) -> str:
+    if report.before is None:
+        return "TASKS_RESULT_EXPIRES is None: results never expire; nothing to prune."
+    when = report.before.isoformat(timespec="seconds")
+    results = _plural(report.count, "result")
+    if report.dry_run:
+        return f"Would delete {results} finished before {when} (dry run)."
+    return (f"Deleted {results} finished before {when}, in "
+            f"{_plural(report.batches, 'batch', 'batches')} of at most {report.batch_size}.")
+
+
+def _plural(count: int, one: str, many: str = "") -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"

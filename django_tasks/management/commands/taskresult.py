@@ -1,31 +1,55 @@
-"""``manage.py taskresult <id>``: print a stored result."""
+"""``manage.py taskresult <id>``: print a stored result, like ``celery result <id>``."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_tasks.exceptions import ResultBackendDisabled
-from django_tasks.result import AsyncResult
+from django_tasks import states
+from django_tasks.conf import get_result_store
+from django_tasks.result import result_to_exception
 
 
 class Command(BaseCommand):
-    help = "Print the state and result of a task by id."
+    help = "Print the stored state and result of a task, by its id."
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        # Celery's --traceback prints the task's traceback; Django's own --traceback (raise
+        # CommandError with a Python traceback) gives way to it here.
+        kwargs.setdefault("conflict_handler", "resolve")
+        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("task_id")
-        parser.add_argument("--show-traceback", action="store_true", dest="show_traceback",
-                            help="print the traceback of a failed task")
+        parser.add_argument("task_id", help="the id of the task (AsyncResult.id)")
+        parser.add_argument("--traceback", action="store_true", dest="show_traceback",
+                            help="also print the traceback of a failed task")
+        parser.set_defaults(traceback=False)  # read by Django when a CommandError is raised
 
     def handle(self, *args: Any, **options: Any) -> None:
-        result = AsyncResult(options["task_id"])
-        try:
-            if not result.exists():
-                raise CommandError(f"No task with id {result.id} is stored.")
-            self.stdout.write(f"{result.name or '?'}[{result.id}] {result.state}")
-            self.stdout.write(repr(result.result))
-        except ResultBackendDisabled as exc:
-            raise CommandError(str(exc)) from exc
-        if options["show_traceback"] and result.traceback:
-            self.stdout.write(result.traceback)
+        store = get_result_store()
+        if store is None:
+            raise CommandError("TASKS_RESULT_BACKEND is None: no results are stored.")
+        task_id = options["task_id"]
+        meta = store.get(task_id)
+        if meta is None:
+            raise CommandError(f"No result is stored for task id {task_id!r}: it was never "
+                               "sent here, or it expired and was pruned.")
+        done = meta.date_done.isoformat(sep=" ", timespec="seconds") if meta.date_done else "-"
+        for label, value in [("task", meta.task_name or "?"), ("id", meta.task_id),
+                             ("state", meta.state), ("queue", meta.queue or "-"),
+                             ("worker", meta.worker or "-"), ("retries", meta.retries),
+                             ("done", done), ("result", _shown(meta.state, meta.result))]:
+            self.stdout.write(f"{label + ':':<9}{value}")
+        if options["show_traceback"]:
+            self.stdout.write("traceback:")
+            self.stdout.write(meta.traceback or "(none stored)")
+
+
+def _shown(state: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if state in states.EXCEPTION_STATES:
+        return repr(result_to_exception(value))
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
