@@ -1,0 +1,155 @@
+"""End-to-end delivery contract: every task runs, a killed worker's task runs exactly once
+more, a rolled-back enqueue never runs, bad input never stops a worker, and a dropped
+database connection is survived."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from django_tasks.message import Message
+
+from .conftest import Project, alive, children, group_members
+
+pytestmark = pytest.mark.e2e
+SHORT_LEASE = {"TASKS_LEASE_SECONDS": "3", "TASKS_HEARTBEAT_SECONDS": "0.5"}
+QUEUE = "django_tasks_queuedmessage"
+RESULTS = "django_tasks_taskresult"
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_a_thousand_tasks_all_succeed(project: Project) -> None:
+    project.shell("from testproject.demo.tasks import add\n"
+                  "for i in range(1000):\n"
+                  "    add.delay(i, i)\n")
+    project.worker("-c", "2", "-P", "prefork", "-l", "warning")
+    project.wait("1,000 results", lambda: project.count(RESULTS, "state = 'SUCCESS'") == 1000,
+                 timeout=120)
+    rows = project.query(f"SELECT args, result FROM {RESULTS}")
+    pairs = sorted((json.loads(args), json.loads(result)) for args, result in rows)
+    assert pairs == [([i, i], 2 * i) for i in range(1000)]
+    assert project.count(QUEUE) == 0
+
+
+def test_kill_9_means_exactly_one_more_run_after_the_lease(project: Project,
+                                                           tmp_path: Path) -> None:
+    marker = tmp_path / "starts"
+    first = project.worker("-c", "1", hostname="A", **SHORT_LEASE)
+    project.wait_ready(first)
+    task_id = project.delay("slow", seconds=6, marker=str(marker))
+    project.wait("the task to start on A", lambda: len(lines(marker)) == 1)
+    assert lines(marker)[0] == f"{task_id} A"
+    second = project.worker("-c", "1", hostname="B", **SHORT_LEASE)
+    project.wait_ready(second)
+    time.sleep(5)  # longer than the 3 s lease: A renews it, so B must not get the task
+    assert len(lines(marker)) == 1, "the task was delivered again while its worker lived"
+
+    pool = children(first.pid)
+    assert pool, "worker A has no pool process"
+    os.kill(first.pid, signal.SIGKILL)  # the main process only; its pool must die with it
+    project.wait("A's pool processes to die with it",
+                 lambda: not any(alive(pid) for pid in pool), timeout=5)
+    project.wait("no process of A to remain", lambda: not group_members(first.pid), timeout=5)
+
+    project.wait_state(task_id, "SUCCESS", timeout=30)
+    starts = lines(marker)
+    assert starts == [f"{task_id} A", f"{task_id} B"]
+    result = project.result(task_id)
+    assert result is not None
+    assert (result["worker"], result["attempts"]) == ("B", 2)
+    assert project.count(QUEUE) == 0
+    assert second.running()
+
+
+def test_rollback_inside_atomic_never_runs_the_task(project: Project) -> None:
+    out = project.shell(
+        "from django.db import transaction\n"
+        "from testproject.demo.tasks import add\n"
+        "try:\n"
+        "    with transaction.atomic():\n"
+        "        print(add.delay(1, 2).id)\n"
+        "        raise RuntimeError('roll back')\n"
+        "except RuntimeError:\n"
+        "    pass\n"
+        "print(add.delay(3, 4).id)\n")
+    rolled_back, committed = out.split()
+    project.worker("-c", "1")
+    project.wait_state(committed, "SUCCESS")
+    assert project.result(rolled_back) is None
+    assert project.count(RESULTS, "task_id = %s", (rolled_back,)) == 0
+    assert project.count(QUEUE) == 0
+
+
+def _insert_raw(project: Project, task_id: str, body: str) -> None:
+    """A queue row shaped the way the database broker writes one (see ``publish``)."""
+    now = project.timestamp(dt.datetime.now(dt.UTC))
+    project.query(
+        f"INSERT INTO {QUEUE} (queue, priority, task_id, body, visible_at, lease_owner, "
+        "deliveries, created_at) VALUES ('default', 0, %s, %s, %s, NULL, 0, %s)",
+        (task_id, body, now, now))
+
+
+def test_bad_messages_leave_the_worker_running(project: Project) -> None:
+    garbage, unknown, bad_args = (str(uuid.uuid4()) for _ in range(3))
+    _insert_raw(project, garbage, "not json")
+    _insert_raw(project, unknown, Message(id=unknown, task="no.such.task").encode())
+    envelope = Message(id=bad_args, task="testproject.demo.tasks.add").to_envelope()
+    envelope["body"] = [[1], {}, {}]
+    _insert_raw(project, bad_args, json.dumps(envelope))
+    died = project.delay("die")
+    before = project.delay("add", 1, 1)
+
+    worker = project.worker("-c", "1", TASKS_MAX_DELIVERIES="2")
+    project.wait_state(before, "SUCCESS")
+    project.wait_state(died, "FAILURE")
+    after = project.delay("add", 20, 22)
+    project.wait_state(after, "SUCCESS")
+
+    missing = project.result(unknown)
+    assert missing is not None and missing["state"] == "FAILURE"
+    reason = json.loads(missing["result"])
+    assert reason["exc_type"] == "NotRegistered" and "no.such.task" in reason["exc_message"]
+
+    wrong = project.result(bad_args)
+    assert wrong is not None and wrong["state"] == "FAILURE"
+    reason = json.loads(wrong["result"])
+    assert reason["exc_type"] == "TypeError" and "argument" in reason["exc_message"]
+
+    lost = project.result(died)
+    assert lost is not None and lost["state"] == "FAILURE"
+    reason = json.loads(lost["result"])
+    assert reason["exc_type"] == "WorkerLostError"
+    assert "delivered 2 times" in reason["exc_message"]
+
+    assert project.count(QUEUE) == 0, "the undecodable message is still queued"
+    assert project.result(garbage) is None  # no id can be read from it: nothing to record
+    output = worker.output()
+    assert "Rejected message" in output and "not valid JSON" in output
+    assert "died (signal 9)" in output
+    assert worker.running(), "the worker stopped"
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_task_succeeds_after_the_database_dropped_the_connection(project: Project) -> None:
+    # Only PostgreSQL can drop a client's connection from the server side.
+    worker = project.worker("-c", "1")
+    project.wait_state(project.delay("add", 1, 1), "SUCCESS")
+    name = project.url.rsplit("/", 1)[1]
+    dropped = project.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+    assert dropped, "the worker held no connection to drop"
+    task_id = project.delay("count_users")
+    project.wait_state(task_id, "SUCCESS", timeout=30)
+    result = project.result(task_id)
+    assert result is not None and json.loads(result["result"]) == 0
+    assert worker.running()
