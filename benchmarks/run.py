@@ -221,6 +221,16 @@ def memory_mib(pid: int) -> tuple[float, float, float]:
     return rss / 2**20, pss / 2**20, uss / 2**20
 
 
+def other_load() -> float | None:
+    """System-wide CPU use over one second while the benchmark runs nothing: other load."""
+    try:
+        import psutil
+
+        return float(psutil.cpu_percent(interval=1.0))
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
@@ -529,6 +539,10 @@ def measure(fw: Framework, size: dict[str, Any], celery: bool) -> tuple[dict[str
         rate = run_code(fw.python, fw.enqueue_code.format(n=size["enqueue"]), fw.env())
         cells["enqueue"] = Cell(float(rate))
 
+    busy = other_load()
+    if busy is not None:
+        details.append(f"{label}: the machine was {busy:.0f}% busy (all CPUs) in the second "
+                       "before these measurements, with no benchmark process running")
     attempt(["enqueue"], "enqueue", enqueue)
     drain_n = size["celery_drain"] if celery else size["drain"]
     cap = size["celery_drain_cap"] if celery else size["drain_cap"]
