@@ -11,6 +11,7 @@ import threading
 import traceback as tb
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -394,19 +395,11 @@ def publish(message: Message) -> AsyncResult:
             and broker.publish_with_pending([message])):
         return AsyncResult(message.id, message.task)
     with transaction.atomic(using=broker.database_alias) if broker.transactional \
-            else _nullcontext():
+            else nullcontext():
         if store is not None and not message.ignore_result:
             store.create_pending([message])
         broker.publish([message])
     return AsyncResult(message.id, message.task)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def send_task(name: str, args: tuple[Any, ...] | list[Any] | None = None,
