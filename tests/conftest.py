@@ -1,6 +1,6 @@
 """Fixtures shared by every test layer.
 
-Services (PostgreSQL, Redis, RabbitMQ) are looked for on 127.0.0.1. A test that needs one
+Services (PostgreSQL, MariaDB, Redis, RabbitMQ) are looked for on 127.0.0.1. A test that needs one
 that is not running is skipped on a laptop and fails under ``CI=true``.
 """
 
@@ -17,6 +17,7 @@ from django_tasks.conf import get_broker, get_result_store, reset_cache
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 
 
 def service_up(host: str, port: int) -> bool:
@@ -35,6 +36,17 @@ def require_service(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(f"{message}, and CI=true forbids skipping.")
     pytest.skip(message)
+
+
+def require_module(module: str, install: str) -> None:
+    """Skip (locally) or fail (in CI) when a driver the test needs is not installed."""
+    try:
+        __import__(module)
+    except ImportError:
+        message = f"{module} is not installed: install {install}"
+        if IN_CI:
+            pytest.fail(f"{message}; CI=true forbids skipping.")
+        pytest.skip(message)
 
 
 @pytest.fixture

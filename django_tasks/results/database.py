@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from django.db import connections
+
 from .. import serialization, states
 from ..conf import database_alias
 from ..message import Message
@@ -53,8 +55,12 @@ class DatabaseResultStore(ResultStore):
         )
 
     def _upsert(self, rows: list[TaskResult], fields: list[str]) -> None:
+        # MySQL and MariaDB cannot name the conflict target (ON DUPLICATE KEY UPDATE fires on
+        # any unique key); task_id is the only one a new row can collide on there.
+        features = connections[self.database_alias].features
+        target = ["task_id"] if features.supports_update_conflicts_with_target else None
         self._rows.bulk_create(rows, batch_size=_BATCH, update_conflicts=True,
-                               unique_fields=["task_id"], update_fields=fields)
+                               unique_fields=target, update_fields=fields)
 
     def mark_started(self, outcomes: Sequence[TaskOutcome]) -> None:
         now = _now()

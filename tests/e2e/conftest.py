@@ -1,7 +1,8 @@
-"""Real ``taskworker`` processes against testproject, on SQLite and on PostgreSQL.
+"""Real ``taskworker`` processes against testproject, on SQLite, PostgreSQL and MariaDB.
 
 pytest-django's test database is not used: each test module gets, per backend, a database of
-its own (a temporary SQLite file, or a new PostgreSQL database dropped afterwards), migrated by
+its own (a temporary SQLite file, or a new PostgreSQL or MariaDB database dropped afterwards),
+migrated by
 ``manage.py migrate`` in a subprocess; the task tables are emptied before each test. Tasks are
 queued through ``manage.py shell -c`` and outcomes read straight from the tables, so the test
 process never shares a connection or a setting with the workers.
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import POSTGRES_URL, require_service
+from tests.conftest import MYSQL_URL, POSTGRES_URL, require_module, require_service
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("django_tasks_queuedmessage", "django_tasks_taskresult", "django_tasks_workerstate")
@@ -145,6 +146,11 @@ class Project:
             path = self.url.removeprefix("sqlite:///")
             with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn, conn:
                 return list(conn.execute(sql.replace("%s", "?"), params).fetchall())
+        if self.backend == "mysql":
+            with contextlib.closing(_mysql_connect(self.url)) as conn:
+                cursor = conn.cursor()
+                cursor.execute(sql, params)
+                return list(cursor.fetchall()) if cursor.description else []
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -170,9 +176,11 @@ class Project:
                           "django_tasks_queuedmessage ORDER BY id")
 
     def timestamp(self, moment: dt.datetime) -> Any:
-        """``moment`` as the backend stores a DateTimeField (UTC text on SQLite)."""
+        """``moment`` as the backend stores a DateTimeField (naive UTC on SQLite and MySQL)."""
         if self.backend == "sqlite":
             return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+        if self.backend == "mysql":
+            return moment.astimezone(dt.UTC).replace(tzinfo=None)
         return moment
 
 
@@ -221,12 +229,42 @@ def _postgres_admin() -> Any:
     return psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=10)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def _mysql_connect(url: str) -> Any:
+    import MySQLdb
+
+    parts = urlsplit(url)
+    database = {"database": parts.path.lstrip("/")} if parts.path.strip("/") else {}
+    return MySQLdb.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+                           user=parts.username or "root", password=parts.password or "",
+                           autocommit=True, connect_timeout=10, charset="utf8mb4", **database)
+
+
+@contextlib.contextmanager
+def _mysql_database() -> Iterator[str]:
+    server = urlsplit(MYSQL_URL)
+    require_service("MariaDB/MySQL", server.hostname or "127.0.0.1", server.port or 3306)
+    require_module("MySQLdb", "the mysql extra (mysqlclient)")
+    name = f"e2e_{uuid.uuid4().hex[:12]}"
+    admin = server._replace(path="/").geturl()
+    with contextlib.closing(_mysql_connect(admin)) as conn:
+        conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield server._replace(path=f"/{name}").geturl()
+    finally:
+        with contextlib.closing(_mysql_connect(admin)) as conn:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "mysql"])
 def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """A fresh, empty database for this module: ``(backend, DATABASE_URL)``."""
     if request.param == "sqlite":
         with tempfile.TemporaryDirectory(prefix="e2e-") as tmp:
             yield "sqlite", f"sqlite:///{tmp}/db.sqlite3"
+        return
+    if request.param == "mysql":
+        with _mysql_database() as url:
+            yield "mysql", url
         return
     server = urlsplit(POSTGRES_URL)
     require_service("PostgreSQL", server.hostname or "127.0.0.1", server.port or 5432)

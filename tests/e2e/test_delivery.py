@@ -139,15 +139,25 @@ def test_bad_messages_leave_the_worker_running(project: Project) -> None:
     assert worker.running(), "the worker stopped"
 
 
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def _drop_connections(project: Project) -> int:
+    """Have the server end every other client's connection to the test database."""
+    name = project.url.rsplit("/", 1)[1]
+    if project.backend == "postgres":
+        return len(project.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = %s AND pid <> pg_backend_pid()", (name,)))
+    ids = project.query("SELECT id FROM information_schema.processlist "
+                        "WHERE db = %s AND id <> CONNECTION_ID()", (name,))
+    for (connection_id,) in ids:
+        project.query(f"KILL CONNECTION {int(connection_id)}")
+    return len(ids)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"], indirect=True)
 def test_task_succeeds_after_the_database_dropped_the_connection(project: Project) -> None:
-    # Only PostgreSQL can drop a client's connection from the server side.
+    # Only a server can drop a client's connection from its side; SQLite has none.
     worker = project.worker("-c", "1")
     project.wait_state(project.delay("add", 1, 1), "SUCCESS")
-    name = project.url.rsplit("/", 1)[1]
-    dropped = project.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-    assert dropped, "the worker held no connection to drop"
+    assert _drop_connections(project), "the worker held no connection to drop"
     task_id = project.delay("count_users")
     project.wait_state(task_id, "SUCCESS", timeout=30)
     result = project.result(task_id)
