@@ -22,13 +22,18 @@ from ..message import Message
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One leased message: ``tag`` identifies it to the broker, ``body`` is the envelope."""
+    """One leased message: ``tag`` identifies it to the broker, ``body`` is the envelope.
+
+    ``task_id`` is the id the broker stored beside the body, where it keeps one: it lets the
+    worker record a FAILURE for a body that does not decode.
+    """
 
     tag: object
     body: str
     queue: str
     deliveries: int
     owner: str
+    task_id: str = ""
 
 
 class Broker(abc.ABC):

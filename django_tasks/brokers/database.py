@@ -104,7 +104,7 @@ class DatabaseBroker(Broker):
         else:
             rows = self._claim_locking(queues, owner, limit, now, until)
         rows.sort(key=lambda r: (-r[4], r[0]))
-        return [Delivery(r[0], r[2], r[1], r[3], owner) for r in rows]
+        return [Delivery(r[0], r[2], r[1], r[3], owner, r[5]) for r in rows]
 
     def _claim_returning(self, connection: Any, queues: Sequence[str], owner: str,
                          limit: int, now: dt.datetime, until: dt.datetime) -> list[Any]:
@@ -116,7 +116,7 @@ class DatabaseBroker(Broker):
             f"deliveries = deliveries + 1 WHERE id IN (SELECT id FROM {table} "
             f"WHERE queue IN ({marks}) AND visible_at <= %s "
             f"ORDER BY priority DESC, visible_at, id LIMIT %s{lock}) "
-            "RETURNING id, queue, body, deliveries, priority"
+            "RETURNING id, queue, body, deliveries, priority, task_id"
         )
         adapt = connection.ops.adapt_datetimefield_value
         params = [owner, adapt(until), *queues, adapt(now), limit]
@@ -132,13 +132,14 @@ class DatabaseBroker(Broker):
                 self._rows.select_for_update(skip_locked=True)
                 .filter(queue__in=queues, visible_at__lte=now)
                 .order_by("-priority", "visible_at", "id")
-                .values_list("id", "queue", "body", "deliveries", "priority")[:limit]
+                .values_list("id", "queue", "body", "deliveries", "priority",
+                             "task_id")[:limit]
             )
             if rows:
                 self._rows.filter(id__in=[r[0] for r in rows]).update(
                     lease_owner=owner, visible_at=until, deliveries=F("deliveries") + 1
                 )
-        return [(r[0], r[1], r[2], r[3] + 1, r[4]) for r in rows]
+        return [(r[0], r[1], r[2], r[3] + 1, r[4], r[5]) for r in rows]
 
     # -- settling ------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ class _Row:
     priority: int
     body: str
     visible_at: dt.datetime
+    task_id: str = ""
     owner: str | None = None
     deliveries: int = 0
 
@@ -44,7 +45,7 @@ class MemoryBroker(Broker):
                 for message, body in encoded:
                     row_id = next(self._ids)
                     self._rows[row_id] = _Row(row_id, message.queue, message.priority, body,
-                                              message.eta or _now())
+                                              message.eta or _now(), message.id)
 
         # Like the database broker: nothing is visible before the caller's commit.
         if transaction.get_connection().in_atomic_block:
@@ -65,7 +66,8 @@ class MemoryBroker(Broker):
                 row.visible_at = now + dt.timedelta(seconds=lease)
             # Within a batch, the order the database broker hands out: priority, then age.
             due.sort(key=lambda r: (-r.priority, r.id))
-            return [Delivery(r.id, r.body, r.queue, r.deliveries, owner) for r in due]
+            return [Delivery(r.id, r.body, r.queue, r.deliveries, owner, r.task_id)
+                    for r in due]
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         with self._lock:
@@ -97,7 +99,7 @@ class MemoryBroker(Broker):
             self._rows.pop(delivery.tag, None)  # type: ignore[call-overload]
             row_id = next(self._ids)
             self._rows[row_id] = _Row(row_id, message.queue, message.priority, body,
-                                      _now() + dt.timedelta(seconds=delay))
+                                      _now() + dt.timedelta(seconds=delay), message.id)
 
     def renew(self, owners: Sequence[str], lease: float) -> int:
         until = _now() + dt.timedelta(seconds=lease)

@@ -34,6 +34,7 @@ class Prepared:
     problem: BaseException | None = None  # decided without running: FAILURE/REVOKED
     final_state: str | None = None  # already finished elsewhere: ack, don't run
     readable_id: str | None = None
+    readable_name: str = ""
 
 
 @dataclass(slots=True)
@@ -68,7 +69,9 @@ def prepare(deliveries: Sequence[Delivery], store: Any) -> list[Prepared]:
         except Exception as exc:  # noqa: BLE001 - whatever a message holds, it never runs
             item.problem = exc if isinstance(exc, DecodeError) else DecodeError(
                 f"message cannot be decoded: {type(exc).__name__}: {exc}")
-            item.readable_id, _ = _read_id(delivery.body)
+            found_id, item.readable_name = _read_id(delivery.body)
+            # The broker's own record of the id, where the body has none it can give.
+            item.readable_id = found_id or delivery.task_id or None
         prepared.append(item)
     if store is not None:
         ids = [p.readable_id for p in prepared if p.readable_id]
@@ -84,7 +87,8 @@ def _failure(item: Prepared, exc: BaseException, hostname: str,
     message = item.message
     now = utcnow()
     return TaskOutcome(
-        task_id=item.readable_id or "", task_name=message.task if message else "",
+        task_id=item.readable_id or "",
+        task_name=message.task if message else item.readable_name,
         state=state, result=exception_to_result(exc), traceback=f"{type(exc).__name__}: {exc}",
         args=message.args if message else (), kwargs=message.kwargs if message else {},
         queue=item.delivery.queue, worker=hostname, attempts=item.delivery.deliveries,
@@ -95,7 +99,10 @@ def _failure(item: Prepared, exc: BaseException, hostname: str,
 def check(item: Prepared, hostname: str) -> Settlement | None:
     """Settle a delivery that must not run; ``None`` when it should run."""
     delivery, message = item.delivery, item.message
-    label = f"{message.task}[{message.id}]" if message else f"message {delivery.tag}"
+    if message is not None:
+        label = f"{message.task}[{message.id}]"
+    else:
+        label = f"message {delivery.tag}" + (f" [{item.readable_id}]" if item.readable_id else "")
     if item.final_state is not None:
         logger.info("Task %s is already %s; acked without running it again.",
                     label, item.final_state)

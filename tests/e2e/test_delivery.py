@@ -132,7 +132,10 @@ def test_bad_messages_leave_the_worker_running(project: Project) -> None:
     assert "delivered 2 times" in reason["exc_message"]
 
     assert project.count(QUEUE) == 0, "the undecodable message is still queued"
-    assert project.result(garbage) is None  # no id can be read from it: nothing to record
+    unreadable = project.result(garbage)  # recorded under the id its queue row keeps
+    assert unreadable is not None and unreadable["state"] == "FAILURE"
+    reason = json.loads(unreadable["result"])
+    assert reason["exc_type"] == "DecodeError" and "not valid JSON" in reason["exc_message"]
     output = worker.output()
     assert "Rejected message" in output and "not valid JSON" in output
     assert "died (signal 9)" in output

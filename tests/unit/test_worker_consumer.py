@@ -111,14 +111,32 @@ def test_wrong_arguments_fail_without_running() -> None:
     assert meta(task_id).result["exc_type"] == "TypeError"
 
 
-def test_undecodable_message_is_dropped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_undecodable_message_fails_under_the_id_the_broker_kept(
+        caplog: pytest.LogCaptureFixture) -> None:
     broker = get_broker()
-    broker.publish([build_message("unit.worker.echo", (1,), {})])
+    task_id = send(build_message("unit.worker.echo", (1,), {}))
     row = next(iter(broker._rows.values()))
     row.body = "{not json"
+    good = send(build_message("unit.worker.echo", ("ok",), {}))
     drain(make_consumer())
     assert broker.depths(["default"]) == {"default": 0}
-    assert "Rejected" in caplog.text
+    assert "Rejected" in caplog.text and "not valid JSON" in caplog.text
+    assert meta(task_id).state == states.FAILURE
+    assert meta(task_id).result["exc_type"] == "DecodeError"
+    assert "not valid JSON" in meta(task_id).result["exc_message"]
+    assert meta(good).result == "ok"
+
+
+def test_undecodable_message_without_any_id_is_dropped_and_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    broker = get_broker()
+    send(build_message("unit.worker.echo", (1,), {}))
+    row = next(iter(broker._rows.values()))
+    row.body, row.task_id = "{not json", ""
+    drain(make_consumer())
+    assert broker.depths(["default"]) == {"default": 0}
+    assert "Rejected message" in caplog.text
+    assert get_result_store()._results == {}  # nothing to record it under
 
 
 def test_malformed_envelope_fails_with_its_id_and_worker_goes_on() -> None:
