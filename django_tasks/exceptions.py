@@ -43,6 +43,14 @@ class DecodeError(TaskError, ValueError):
     """A message could not be decoded; it is rejected and never executed."""
 
 
+class WorkerNameInUse(TaskError):
+    """Another live worker already runs under this ``--hostname``.
+
+    Two workers sharing a name would renew and release each other's leases. Give each worker
+    its own name (``-n worker1@%h``, ``-n worker2@%h``), or stop the other one first.
+    """
+
+
 class ResultBackendDisabled(TaskError):
     """Results were asked for, but ``TASKS_RESULT_BACKEND`` is ``None``.
 

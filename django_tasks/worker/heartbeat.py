@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, transaction
 
 from ..conf import get_broker
+from ..exceptions import WorkerNameInUse
 from . import connections
 
 if TYPE_CHECKING:
@@ -21,6 +25,59 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _fields(worker: Worker) -> dict[str, Any]:
+    return {"pid": os.getpid(), "pool": worker.pool, "concurrency": worker.concurrency,
+            "queues": ",".join(worker.queues)}
+
+
+def register(worker: Worker, poll: float = 0.25) -> None:
+    """Take the worker's name in the worker table before consuming anything.
+
+    A name is free when no row holds it, or when its row stops being renewed: a worker that
+    was killed leaves its row behind, so a row is watched for two of our heartbeats before it
+    is taken over (at once if it is older than a lease). A row whose heartbeat moves belongs
+    to a live worker: raise :class:`WorkerNameInUse` rather than share its leases.
+    """
+    from ..models import WorkerState
+
+    rows = WorkerState.objects.using(_alias())
+    deadline = time.monotonic() + 2 * worker.heartbeat + 1
+    seen: tuple[int, dt.datetime] | None = None
+    while True:
+        now = _now()
+        try:
+            with transaction.atomic(using=_alias()):
+                rows.create(hostname=worker.hostname, started_at=now, last_heartbeat=now,
+                            **_fields(worker))
+            return
+        except IntegrityError:
+            pass
+        current = rows.filter(hostname=worker.hostname).values_list(
+            "pid", "last_heartbeat").first()
+        if current is None:
+            continue  # it was deleted meanwhile: create it
+        if seen is None:
+            seen = current
+            logger.info("Worker name %s is recorded as running (pid %s, last heartbeat %s); "
+                        "waiting to see whether it is alive", worker.hostname, *current)
+        elif current != seen:
+            raise WorkerNameInUse(
+                f"Another worker named {worker.hostname!r} is running (pid {current[0]}, "
+                f"heartbeat at {current[1].isoformat()}). Give this worker its own name with "
+                "--hostname (e.g. -n worker2@%h), or stop the other one first.")
+        stale = now - current[1] > dt.timedelta(seconds=worker.lease)
+        if stale or time.monotonic() > deadline:
+            # Compare and swap: of two workers taking over one name, only one succeeds.
+            if rows.filter(hostname=worker.hostname, pid=current[0],
+                           last_heartbeat=current[1]).update(
+                    started_at=now, last_heartbeat=now, **_fields(worker)):
+                logger.info("Took over the name %s from a worker that stopped beating",
+                            worker.hostname)
+                return
+            continue
+        time.sleep(poll)
+
+
 def beat(worker: Worker, owners: Sequence[str]) -> None:
     """Renew every lease ``owners`` hold and record that the worker is alive."""
     from ..models import WorkerState
@@ -30,13 +87,8 @@ def beat(worker: Worker, owners: Sequence[str]) -> None:
         broker.renew(owners, worker.lease)
         WorkerState.objects.using(_alias()).update_or_create(
             hostname=worker.hostname,
-            defaults={"pid": os.getpid(), "pool": worker.pool,
-                      "concurrency": worker.concurrency, "queues": ",".join(worker.queues),
-                      "last_heartbeat": _now()},
-            create_defaults={"pid": os.getpid(), "pool": worker.pool,
-                             "concurrency": worker.concurrency,
-                             "queues": ",".join(worker.queues),
-                             "started_at": _now(), "last_heartbeat": _now()},
+            defaults={**_fields(worker), "last_heartbeat": _now()},
+            create_defaults={**_fields(worker), "started_at": _now(), "last_heartbeat": _now()},
         )
     except Exception as exc:  # noqa: BLE001 - a missed beat is retried on the next one
         logger.warning("Heartbeat failed (%s); leases are renewed on the next beat", exc)
@@ -57,7 +109,8 @@ def goodbye(worker: Worker) -> None:
     from ..models import WorkerState
 
     try:
-        WorkerState.objects.using(_alias()).filter(hostname=worker.hostname).delete()
+        WorkerState.objects.using(_alias()).filter(hostname=worker.hostname,
+                                                   pid=os.getpid()).delete()
     except Exception:  # noqa: BLE001 - the row just ages out
         connections.close_all()
 

@@ -15,6 +15,24 @@ from . import logs
 POOLS = ("prefork", "threads", "solo")
 
 
+def expand_hostname(name: str) -> str:
+    """Celery's name variables: ``%h`` host name, ``%n`` its first label, ``%d`` the rest."""
+    host = socket.gethostname()
+    short, _, domain = host.partition(".")
+    out, chars = [], iter(name)
+    for char in chars:
+        if char != "%":
+            out.append(char)
+            continue
+        code = next(chars, "")
+        values = {"h": host, "n": short, "d": domain, "%": "%"}
+        if code not in values:
+            raise ValueError(f"--hostname {name!r}: unknown variable %{code}; use %h (host "
+                             "name), %n (its first label), %d (domain) or %% (a percent sign)")
+        out.append(values[code])
+    return "".join(out)
+
+
 @dataclass
 class Worker:
     """A worker with its options; ``run()`` blocks until shutdown and returns the exit code."""
@@ -41,13 +59,16 @@ class Worker:
             raise ValueError("--queues names no queue")
         if self.pool == "solo":
             self.concurrency = 1
-        self.hostname = self.hostname or f"worker{os.getpid()}@{socket.gethostname()}"
+        self.hostname = expand_hostname(self.hostname or f"worker{os.getpid()}@%h")
 
     def run(self) -> int:
+        """Consume until shutdown; raises ``WorkerNameInUse`` if the name is taken."""
         from .. import signals
+        from . import heartbeat
         from .pool import run_pool
 
         logs.configure(self.loglevel)
+        heartbeat.register(self)
         logs.banner(self, self.out)
         signals.worker_ready.send(sender=self)
         try:

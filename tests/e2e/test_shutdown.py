@@ -100,3 +100,24 @@ def test_other_pools_cold_shutdown_returns_the_task(project: Project, pool: str,
     assert worker.wait_exit(4) == 0
     assert project.state(task_id) == "STARTED"
     assert project.queued() == [(task_id, None, 0)]
+
+
+def test_a_taken_name_is_refused_and_a_dead_workers_name_is_reused(project: Project) -> None:
+    beat = {"TASKS_HEARTBEAT_SECONDS": "0.5"}
+    first = project.worker("-c", "1", hostname="same", **beat)
+    project.wait_ready(first)
+    twin = project.worker("-c", "1", hostname="same", **beat)
+    assert twin.wait_exit(30) == 1
+    assert "Another worker named 'same' is running" in twin.output()
+    assert first.running()
+    project.wait_state(project.delay("add", 2, 3), "SUCCESS")
+
+    first.kill()  # kill -9: its row stays behind, and stops moving
+    assert worker_rows(project, first) == 1
+    successor = project.worker("-c", "1", hostname="same", **beat)
+    task_id = project.delay("add", 4, 5)
+    project.wait_state(task_id, "SUCCESS", timeout=30)
+    result = project.result(task_id)
+    assert result is not None and result["worker"] == "same"
+    assert "Took over the name same" in successor.output()
+    assert successor.running()

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks.conf import task_settings
+from django_tasks.exceptions import WorkerNameInUse
 from django_tasks.worker import Worker
 
 
@@ -26,7 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("-l", "--loglevel", default="INFO",
                             help="DEBUG, INFO, WARNING or ERROR")
         parser.add_argument("-n", "--hostname", default="",
-                            help="this worker's name (default: worker<pid>@<host>)")
+                            help="this worker's name, unique among running workers; %%h, "
+                                 "%%n, %%d expand to the host name, its first label, the "
+                                 "domain (default: worker<pid>@%%h)")
         parser.add_argument("--prefetch", type=int, default=None,
                             help="most messages one process holds at once")
         parser.add_argument("--shutdown-timeout", type=float, default=None,
@@ -43,6 +46,9 @@ class Command(BaseCommand):
                             **extra)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        code = worker.run()
+        try:
+            code = worker.run()
+        except WorkerNameInUse as exc:
+            raise CommandError(str(exc)) from exc
         if code:
             raise SystemExit(code)
