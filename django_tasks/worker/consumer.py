@@ -106,6 +106,7 @@ class Consumer:
 
     def process(self, deliveries: Sequence[Delivery]) -> bool:
         """Run one batch; return True if a task in it was slow."""
+        deliveries = self._isolate_suspect(deliveries)
         prepared = prepare(deliveries, self.store)
         pending: list[Settlement] = []
         started = last_flush = time.monotonic()
@@ -124,6 +125,22 @@ class Consumer:
                 last_flush = time.monotonic()
         self.flush(pending)
         return slow
+
+    def _isolate_suspect(self, deliveries: Sequence[Delivery]) -> Sequence[Delivery]:
+        """Run a message that was delivered before without being settled on its own.
+
+        Its last holder died or froze, perhaps because of it. Whatever else this process
+        held while it ran would be counted as delivered too if it kills this process as well,
+        and could end as a poison message without ever having run; so the rest of the batch
+        goes back to the queue, uncounted, first.
+        """
+        if len(deliveries) < 2:
+            return deliveries
+        suspect = next((d for d in deliveries if d.deliveries > 1), None)
+        if suspect is None:
+            return deliveries
+        self.broker.release([d for d in deliveries if d is not suspect], count=False)
+        return [suspect]
 
     def _handle(self, item: Prepared, pending: list[Settlement]) -> tuple[Settlement | None, float]:
         settlement = check(item, self.hostname)

@@ -240,3 +240,19 @@ def test_run_returns_when_stopped() -> None:
 def teardown_module() -> None:
     for name in ("echo", "boom", "retrying", "at_most_once"):
         registry.unregister(f"unit.worker.{name}")
+
+
+def test_a_message_its_last_holder_never_settled_runs_alone() -> None:
+    broker = get_broker()
+    ids = [send(build_message("unit.worker.echo", (i,), {})) for i in range(4)]
+    broker.fetch(["default"], "dead/1", 2, lease=0)  # died holding two; the leases lapse
+    consumer = make_consumer()
+    deliveries = broker.fetch(["default"], consumer.owner, 16, 30)
+    assert [d.deliveries for d in deliveries] == [2, 2, 1, 1]
+    consumer.process(deliveries)
+    assert calls == ["echo"], "the suspect shared its process with other messages"
+    left = sorted(broker._rows.values(), key=lambda r: r.id)
+    assert [(r.owner, r.deliveries) for r in left] == [(None, 1), (None, 0), (None, 0)]
+    while deliveries := broker.fetch(["default"], consumer.owner, 16, 30):
+        consumer.process(deliveries)
+    assert [meta(i).result for i in ids] == [0, 1, 2, 3]
