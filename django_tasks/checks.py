@@ -7,7 +7,13 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from .conf import BROKER_CLASSES, RESULT_STORE_CLASSES, database_alias, task_settings
+from .conf import (
+    BROKER_CLASSES,
+    RESULT_STORE_CLASSES,
+    database_alias,
+    task_settings,
+    time_limit_error,
+)
 
 
 def _scheme(url: object) -> str:
@@ -60,6 +66,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             f"TASKS_ACCEPT_CONTENT={accept!r}: only ['json'] is supported.",
             hint="Pickle would let anyone who can write to the broker run code in workers.",
             id="django_tasks.E006"))
+    for name in ("TIME_LIMIT", "SOFT_TIME_LIMIT"):
+        problem = time_limit_error(getattr(task_settings, name))
+        if problem:
+            errors.append(Error(f"TASKS_{name} {problem}.", id="django_tasks.E008"))
     errors.extend(_check_sqlite(broker))
     if hasattr(settings, "TASKS") and not isinstance(getattr(settings, "TASKS", None), dict):
         errors.append(Warning(

@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_CONCURRENCY": None,
     "POLL_INTERVAL": 0.05,
     "TRACK_STARTED": False,
+    "TIME_LIMIT": None,
+    "SOFT_TIME_LIMIT": None,
     "PRUNE_BATCH_SIZE": 1000,
     "ACCEPT_CONTENT": ["json"],
 }
@@ -35,6 +37,15 @@ def database_alias(url: object) -> str:
     """The database alias a ``django://`` URL names: ``django://`` is ``default``."""
     rest = str(url).split("://", 1)[1] if "://" in str(url) else ""
     return rest.strip("/") or "default"
+
+
+def time_limit_error(value: object) -> str:
+    """Why ``value`` is not a time limit (a positive number of seconds, or None); else ''."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return f"must be a positive number of seconds or None, not {value!r}"
+    return ""
 
 
 def _prefixed(name: str) -> str:

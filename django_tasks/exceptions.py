@@ -83,6 +83,17 @@ class MaxRetriesExceededError(TaskError):
     """``Task.retry()`` was called more than ``max_retries`` times."""
 
 
+class SoftTimeLimitExceeded(TaskError):
+    """Raised inside a task when it runs past its ``soft_time_limit``.
+
+    Catch it in the task to clean up (close files, roll back) before the hard limit.
+    """
+
+
+class TimeLimitExceeded(TaskError):
+    """The task ran past its hard ``time_limit`` and was stopped; it is recorded as FAILURE."""
+
+
 class WorkerLostError(TaskError):
     """The process running the task died (killed, out of memory, crashed) too many times."""
 

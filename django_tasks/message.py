@@ -37,6 +37,8 @@ class Message:
     parent_id: str | None = None
     group: str | None = None
     ignore_result: bool = False
+    #: Celery's ``timelimit`` header: ``(hard, soft)`` seconds for this call, None = default.
+    timelimit: tuple[float | None, float | None] = (None, None)
     headers: dict[str, Any] = field(default_factory=dict)
     callbacks: tuple[dict[str, Any], ...] = ()
     errbacks: tuple[dict[str, Any], ...] = ()
@@ -56,7 +58,7 @@ class Message:
             "group": self.group,
             "group_index": None,
             "retries": self.retries,
-            "timelimit": [None, None],
+            "timelimit": list(self.timelimit),
             "root_id": self.root_id or self.id,
             "parent_id": self.parent_id,
             "argsrepr": _short_repr(self.args),
@@ -130,6 +132,7 @@ class Message:
                 parent_id=headers.get("parent_id"),
                 group=headers.get("group"),
                 ignore_result=bool(headers.get("ignore_result")),
+                timelimit=_parse_timelimit(headers.get("timelimit")),
                 headers={k: v for k, v in headers.items() if k not in known},
                 callbacks=tuple(embed.get("callbacks") or ()),
                 errbacks=tuple(embed.get("errbacks") or ()),
@@ -153,3 +156,19 @@ def _short_repr(value: Any, limit: int = 200) -> str:
 
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _parse_timelimit(value: Any) -> tuple[float | None, float | None]:
+    """Celery's ``[hard, soft]`` header; each is a number of seconds or null."""
+    if value is None:
+        return None, None
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"'timelimit' must be [hard, soft], not {value!r}")
+    try:
+        hard, soft = (None if v is None else float(v) for v in value)
+    except (TypeError, ValueError):
+        message = f"'timelimit' must hold numbers of seconds or nulls, not {value!r}"
+        raise ValueError(message) from None
+    if any(limit is not None and not limit > 0 for limit in (hard, soft)):
+        raise ValueError(f"'timelimit' seconds must be positive, not {value!r}")
+    return hard, soft

@@ -11,14 +11,14 @@ import threading
 import traceback as tb
 import uuid
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.db import transaction
 
 from . import states
-from .conf import get_broker, get_result_store, task_settings
+from .conf import get_broker, get_result_store, task_settings, time_limit_error
 from .exceptions import ConfigurationError, EncodeError, MaxRetriesExceededError, Retry
 from .message import Message
 from .registry import registry
@@ -110,6 +110,8 @@ class Task(Generic[P, R]):
         expires: float | dt.timedelta | dt.datetime | None = None,
         serializer: str = "json",
         track_started: bool | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or f"{_module_name(fn)}.{fn.__qualname__}"
@@ -128,6 +130,8 @@ class Task(Generic[P, R]):
         self.expires = expires
         self.serializer = serializer
         self.track_started = track_started
+        self.time_limit = time_limit
+        self.soft_time_limit = soft_time_limit
         self._signature = inspect.signature(fn)
         self._local = threading.local()
         self._check_options()
@@ -151,6 +155,10 @@ class Task(Generic[P, R]):
                 f"{where}: bind=True passes the task as the first argument; add a 'self' "
                 "parameter to the function."
             )
+        for option in ("time_limit", "soft_time_limit"):
+            error = time_limit_error(getattr(self, option))
+            if error:
+                raise ConfigurationError(f"{where}: {option} {error}.")
         for exc_type in self.autoretry_for:
             if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
                 raise ConfigurationError(f"{where}: autoretry_for must hold exception types.")
@@ -268,8 +276,11 @@ class Task(Generic[P, R]):
         task_id: str | None = None,
         headers: dict[str, Any] | None = None,
         ignore_result: bool | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
     ) -> AsyncResult:
-        """Queue the task. ``countdown``/``eta`` delay it, ``expires`` drops it if late."""
+        """Queue the task. ``countdown``/``eta`` delay it, ``expires`` drops it if late;
+        ``time_limit``/``soft_time_limit`` override the task's limits for this call."""
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         self.check_arguments(args, kwargs)
         message = build_message(
@@ -278,6 +289,7 @@ class Task(Generic[P, R]):
             queue=queue or self.queue, priority=self.priority if priority is None else priority,
             task_id=task_id, headers=headers,
             ignore_result=self.ignore_result if ignore_result is None else ignore_result,
+            time_limit=time_limit, soft_time_limit=soft_time_limit,
         )
         if task_settings.ALWAYS_EAGER:
             return self._apply_eager(message)
@@ -308,7 +320,8 @@ class Task(Generic[P, R]):
 
 
 def run_message(task: Task[Any, Any], message: Message, *, worker: str, attempts: int = 1,
-                is_eager: bool = False) -> tuple[TaskOutcome, float | None]:
+                is_eager: bool = False, guard: AbstractContextManager[None] | None = None,
+                ) -> tuple[TaskOutcome, float | None]:
     """Run one decoded message; return its outcome and, for a retry, the delay in seconds.
 
     Shared by the worker and eager mode so both behave alike. Never raises for the task's
@@ -324,7 +337,8 @@ def run_message(task: Task[Any, Any], message: Message, *, worker: str, attempts
     retry_in: float | None = None
     try:
         task.check_arguments(message.args, message.kwargs)
-        value = task.run_with_request(request)
+        with guard or nullcontext():  # inside the try: a limit that fires is a FAILURE
+            value = task.run_with_request(request)
         try:
             from . import serialization
 
@@ -366,9 +380,14 @@ def build_message(
     expires: float | dt.timedelta | dt.datetime | None = None, queue: str | None = None,
     priority: int | None = None, task_id: str | None = None,
     headers: dict[str, Any] | None = None, ignore_result: bool = False,
+    time_limit: float | None = None, soft_time_limit: float | None = None,
 ) -> Message:
     if countdown is not None and eta is not None:
         raise TypeError("Pass either countdown= or eta=, not both.")
+    for option, value in (("time_limit", time_limit), ("soft_time_limit", soft_time_limit)):
+        error = time_limit_error(value)
+        if error:
+            raise TypeError(f"{option} {error}.")
     if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 9):
         raise TypeError(f"priority must be an int from 0 to 9, not {priority!r}.")
     now = utcnow()
@@ -380,6 +399,8 @@ def build_message(
         queue=queue or str(task_settings.DEFAULT_QUEUE), priority=priority or 0,
         eta=when, expires=_to_datetime(expires, now) if expires is not None else None,
         headers=dict(headers or {}), ignore_result=ignore_result,
+        timelimit=(None if time_limit is None else float(time_limit),
+                   None if soft_time_limit is None else float(soft_time_limit)),
     )
     message.encode()  # fail here, in the caller, if the arguments are not serializable
     return message

@@ -13,13 +13,14 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.db import transaction
 
 from ..brokers.base import Delivery
 from ..conf import get_broker, get_result_store, task_settings
-from . import connections
+from . import connections, limits
 from .execute import Prepared, Settlement, check, execute, prepare
 
 logger = logging.getLogger("django_tasks.worker")
@@ -35,21 +36,57 @@ class StopFlag(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-class Slot:
-    """Where a consumer notes what it is running, for its supervisor to read if it dies."""
+@dataclass(frozen=True, slots=True)
+class Running:
+    """The task a consumer is running, as its supervisor sees it."""
 
-    def set(self, delivery: Delivery, label: str) -> None:
-        self.value = f"{delivery.tag}\t{label}"
+    tag: str
+    task_id: str
+    task_name: str
+    queue: str
+    deliveries: int
+    retries: int
+    started: float  # time.time()
+    hard_limit: float  # seconds; 0 is none
+    deadline: float  # time.monotonic() when the hard limit is reached; 0 is none
+
+    @property
+    def label(self) -> str:
+        return f"{self.task_name}[{self.task_id}]"
+
+    def encode(self) -> str:
+        return "\t".join(str(getattr(self, name)) for name in self.__slots__)
+
+    @classmethod
+    def decode(cls, raw: str) -> Running | None:
+        fields = raw.split("\t")
+        if len(fields) != len(cls.__slots__):
+            return None
+        tag, task_id, name, queue, deliveries, retries, started, hard, deadline = fields
+        return cls(tag, task_id, name, queue, int(deliveries), int(retries), float(started),
+                   float(hard), float(deadline))
+
+
+class Slot:
+    """Where a consumer notes what it is running, for its supervisor to read."""
+
+    def __init__(self) -> None:
+        self.value: Running | None = None
+
+    def set(self, running: Running) -> None:
+        self.value = running
 
     def clear(self) -> None:
-        self.value = ""
+        self.value = None
 
-    value = ""
+    def get(self) -> Running | None:
+        return self.value
 
 
 class Consumer:
     def __init__(self, *, queues: Sequence[str], owner: str, hostname: str, prefetch: int,
-                 lease: float, stop: StopFlag, slot: Slot | None = None) -> None:
+                 lease: float, stop: StopFlag, slot: Slot | None = None,
+                 hard_limit_in_thread: bool = True) -> None:
         self.queues = list(queues)
         self.owner = owner
         self.hostname = hostname
@@ -57,6 +94,8 @@ class Consumer:
         self.lease = lease
         self.stop = stop
         self.slot = slot or Slot()
+        # prefork's supervisor kills a process past its hard limit; other pools raise it
+        self.hard_limit_in_thread = hard_limit_in_thread
         self.broker = get_broker()
         self.store = get_result_store()
         self._atomic = self._shared_database()
@@ -164,10 +203,17 @@ class Consumer:
                 args=message.args, kwargs=message.kwargs, queue=message.queue,
                 worker=self.hostname, attempts=item.delivery.deliveries,
                 retries=message.retries, started_at=utcnow())])
-        self.slot.set(item.delivery, f"{message.task}[{message.id}]")
+        soft, hard = limits.resolve(task, message)
         began = time.monotonic()
+        self.slot.set(Running(
+            str(item.delivery.tag), message.id, message.task, item.delivery.queue,
+            item.delivery.deliveries, message.retries, time.time(), hard or 0.0,
+            began + hard if hard else 0.0))
+        in_thread = hard if self.hard_limit_in_thread else None
+        guard = limits.enforced(f"{message.task}[{message.id}]", soft, in_thread) \
+            if soft or in_thread else None
         try:
-            settlement = execute(item, self.hostname)
+            settlement = execute(item, self.hostname, guard)
         finally:
             self.slot.clear()
             connections.refresh()

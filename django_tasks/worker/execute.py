@@ -7,6 +7,7 @@ import logging
 import reprlib
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,8 +131,11 @@ def check(item: Prepared, hostname: str) -> Settlement | None:
     return Settlement(delivery, outcome)
 
 
-def execute(item: Prepared, hostname: str) -> Settlement:
-    """Run a checked delivery and log what happened the way Celery users read it."""
+def execute(item: Prepared, hostname: str,
+            guard: AbstractContextManager[None] | None = None) -> Settlement:
+    """Run a checked delivery and log what happened the way Celery users read it.
+
+    ``guard`` is entered around the task's own code (the time limits)."""
     message, task = item.message, item.task
     assert message is not None and task is not None
     label = f"{message.task}[{message.id}]"
@@ -140,7 +144,7 @@ def execute(item: Prepared, hostname: str) -> Settlement:
                              args=message.args, kwargs=message.kwargs)
     started = time.monotonic()
     outcome, retry_in = run_message(task, message, worker=hostname,
-                                    attempts=item.delivery.deliveries)
+                                    attempts=item.delivery.deliveries, guard=guard)
     runtime = time.monotonic() - started
     settlement = Settlement(item.delivery, None if message.ignore_result else outcome)
     if outcome.state == states.SUCCESS:

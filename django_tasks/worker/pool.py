@@ -17,14 +17,19 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import connections, heartbeat
-from .consumer import Consumer, Slot
+from . import connections, heartbeat, limits
+from .consumer import Consumer, Running, Slot
 
 if TYPE_CHECKING:
     from .main import Worker
 
 logger = logging.getLogger("django_tasks.worker")
 TICK = 0.1
+SLOT_BYTES = 1024  # a prefork child's Running record, shared with its supervisor
+#: How long a thread may go on past its hard limit before the whole worker exits.
+HARD_LIMIT_GRACE = 2.0
+#: Exit status after a task that could not be stopped at its hard limit (threads, solo).
+EXIT_STUCK = 3
 
 
 class Signals:
@@ -56,7 +61,34 @@ def run_pool(worker: Worker) -> int:
 
 def _consumer(worker: Worker, owner: str, stop: Any, slot: Slot | None = None) -> Consumer:
     return Consumer(queues=worker.queues, owner=owner, hostname=worker.hostname,
-                    prefetch=worker.prefetch, lease=worker.lease, stop=stop, slot=slot)
+                    prefetch=worker.prefetch, lease=worker.lease, stop=stop, slot=slot,
+                    hard_limit_in_thread=worker.pool != "prefork")
+
+
+def _stuck(slots: list[Slot]) -> Running | None:
+    """A task still running well past its hard limit, although it was raised in its thread."""
+    now = time.monotonic()
+    for slot in slots:
+        running = slot.get()
+        if running and running.deadline and now > running.deadline + HARD_LIMIT_GRACE:
+            return running
+    return None
+
+
+def _exit_stuck(worker: Worker, running: Running, owner: str, owners: list[str]) -> None:
+    """A thread cannot be killed: record the task as failed, hand back the rest, and exit
+    so that the process supervisor (systemd, Kubernetes) starts a fresh worker."""
+    limits.record_exceeded(running, worker.hostname, owner,
+                           "it did not stop (blocked outside Python, or it caught "
+                           f"TimeLimitExceeded), so worker {worker.hostname} exits with "
+                           f"status {EXIT_STUCK} to be restarted")
+    for each in owners:
+        heartbeat.release(each)
+    heartbeat.goodbye(worker)
+    logger.critical("Exiting: task %s could not be stopped at its hard time limit",
+                    running.label)
+    logging.shutdown()
+    os._exit(EXIT_STUCK)
 
 
 # -- threads and solo -----------------------------------------------------------------------
@@ -66,15 +98,16 @@ def _run_threads(worker: Worker) -> int:
     sigs = Signals()
     sigs.install()
     owners = [f"{worker.hostname}/t{i}" for i in range(worker.concurrency)]
+    slots = [Slot() for _ in owners]
 
-    def serve(owner: str) -> None:
+    def serve(owner: str, slot: Slot) -> None:
         try:
-            _consumer(worker, owner, sigs.stop).run()
+            _consumer(worker, owner, sigs.stop, slot).run()
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=serve, args=(o,), name=f"Thread-{i}", daemon=True)
-               for i, o in enumerate(owners)]
+    threads = [threading.Thread(target=serve, args=(o, s), name=f"Thread-{i}", daemon=True)
+               for i, (o, s) in enumerate(zip(owners, slots, strict=True))]
     for thread in threads:
         thread.start()
     heartbeat.beat(worker, owners)
@@ -82,6 +115,8 @@ def _run_threads(worker: Worker) -> int:
     deadline: float | None = None
     while any(t.is_alive() for t in threads):
         time.sleep(TICK)
+        if stuck := _stuck(slots):
+            _exit_stuck(worker, stuck, owners[[s.get() for s in slots].index(stuck)], owners)
         if time.monotonic() >= next_beat:
             heartbeat.beat(worker, owners)
             next_beat = time.monotonic() + worker.heartbeat
@@ -106,6 +141,7 @@ def _run_solo(worker: Worker) -> int:
     sigs = Signals()
     owner = f"{worker.hostname}/{os.getpid()}"
     beating = threading.Event()
+    slot = Slot()
 
     def handle(signum: int, frame: Any) -> None:
         sigs._handle(signum, frame)
@@ -117,8 +153,13 @@ def _run_solo(worker: Worker) -> int:
 
     def keep_alive() -> None:
         deadline: float | None = None
-        while not beating.wait(worker.heartbeat if deadline is None else TICK):
-            heartbeat.beat(worker, [owner])
+        next_beat = time.monotonic() + worker.heartbeat
+        while not beating.wait(TICK):
+            if stuck := _stuck([slot]):
+                _exit_stuck(worker, stuck, owner, [owner])
+            if time.monotonic() >= next_beat:
+                heartbeat.beat(worker, [owner])
+                next_beat = time.monotonic() + worker.heartbeat
             if sigs.count and deadline is None:
                 deadline = time.monotonic() + worker.shutdown_timeout
             if deadline is not None and time.monotonic() > deadline and sigs.count < 2:
@@ -130,7 +171,7 @@ def _run_solo(worker: Worker) -> int:
     heartbeat.beat(worker, [owner])
     pulse.start()
     try:
-        _consumer(worker, owner, sigs.stop).run()
+        _consumer(worker, owner, sigs.stop, slot).run()
     except ColdShutdown:
         heartbeat.release(owner)
         logger.warning("Cold shutdown: the unfinished task returned to the queue")
@@ -167,8 +208,8 @@ def _child_main(worker: Worker, slot_array: Any) -> None:
     redirect_print()
 
     class SharedSlot(Slot):
-        def set(self, delivery: Any, label: str) -> None:
-            slot_array.value = f"{delivery.tag}\t{label}".encode()[:250]
+        def set(self, running: Running) -> None:
+            slot_array.value = running.encode().encode()[:SLOT_BYTES - 1]
 
         def clear(self) -> None:
             slot_array.value = b""
@@ -192,7 +233,8 @@ class _Child:
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")
-        self.slot = ctx.Array("c", 256, lock=False)
+        self.slot = ctx.Array("c", SLOT_BYTES, lock=False)
+        self.killed_for: Running | None = None  # killed at this task's hard limit
         connections.close_all()  # a forked child must not share the parent's sockets
         self.process = ctx.Process(target=_child_main, args=(worker, self.slot),
                                    name=f"ForkPoolWorker-{index}", daemon=False)
@@ -200,12 +242,9 @@ class _Child:
         self.owner = f"{worker.hostname}/{self.process.pid}"
         self.index = index
 
-    def running(self) -> tuple[str | None, str]:
+    def running(self) -> Running | None:
         raw = bytes(self.slot.value).decode(errors="replace")
-        if not raw:
-            return None, ""
-        tag, _, label = raw.partition("\t")
-        return tag, label
+        return Running.decode(raw) if raw else None
 
 
 def _run_prefork(worker: Worker) -> int:
@@ -226,6 +265,7 @@ def _run_prefork(worker: Worker) -> int:
             break
         for child in list(children):
             if child.process.is_alive():
+                _enforce_hard_limit(child)
                 continue
             child.process.join()
             children.remove(child)
@@ -241,14 +281,28 @@ def _signal(child: _Child, signum: int) -> None:
         os.kill(child.process.pid or 0, signum)
 
 
+def _enforce_hard_limit(child: _Child) -> None:
+    running = child.running()
+    if (running and running.deadline and time.monotonic() > running.deadline
+            and child.killed_for is None):
+        child.killed_for = running
+        _signal(child, signal.SIGKILL)
+
+
 def _reap(child: _Child, worker: Worker, *, respawn: bool, children: list[_Child]) -> None:
-    tag, label = child.running()
+    running = child.running()
     code = child.process.exitcode
-    if tag is not None:
+    if running is not None and child.killed_for is not None \
+            and running.tag == child.killed_for.tag:
+        limits.record_exceeded(running, worker.hostname, child.owner,
+                               f"its process {child.process.name} was killed")
+        heartbeat.release(child.owner)
+        code = 0  # replaced as planned, not a crash
+    elif running is not None:
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         logger.error("Process %s died (%s) while running task %s; it goes back to the queue "
-                     "and counts as one delivery", child.process.name, how, label)
-        heartbeat.release(child.owner, keep_count=[_tag(tag)])
+                     "and counts as one delivery", child.process.name, how, running.label)
+        heartbeat.release(child.owner, keep_count=[_tag(running.tag)])
     elif code != 0:
         heartbeat.release(child.owner)
     if respawn:

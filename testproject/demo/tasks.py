@@ -68,3 +68,24 @@ def die() -> None:
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(time_limit=60, soft_time_limit=50)
+def crunch(seconds: float = 5.0) -> int:
+    """Busy pure-Python work for ``seconds``, with time limits (lower them per call)."""
+    end, rounds = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        rounds += 1
+    return rounds
+
+
+@shared_task(soft_time_limit=50)
+def tidy(seconds: float = 5.0) -> str:
+    """Sleep; at the soft time limit, stop early and say so, as a task that cleans up would."""
+    from django_tasks.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return "stopped at the soft time limit"
+    return f"slept {seconds}s"

@@ -1,0 +1,216 @@
+"""Time limits, raised inside the thread that runs a task.
+
+The soft limit raises :class:`SoftTimeLimitExceeded` in the task, which may catch it to clean
+up. The hard limit, where a pool cannot kill the task's process (``threads``, ``solo``), raises
+:class:`TimeLimitExceeded` the same way; in ``prefork`` the supervisor kills the process
+instead (see ``pool.py``), which also stops code that ignores exceptions or sits in C.
+
+In a process's main thread (prefork children, solo) an interval timer's SIGALRM raises the
+exception, which also interrupts ``time.sleep()`` and blocking I/O. In other threads a
+watchdog thread raises it asynchronously (``PyThreadState_SetAsyncExc``); that takes effect at
+the task's next Python instruction.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ..conf import task_settings
+from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+if TYPE_CHECKING:
+    from ..message import Message
+    from ..task import Task
+    from .consumer import Running
+
+logger = logging.getLogger("django_tasks.worker")
+
+
+def resolve(task: Task[Any, Any], message: Message) -> tuple[float | None, float | None]:
+    """``(soft, hard)`` seconds for this run: the call's, else the task's, else the setting's."""
+    hard, soft = message.timelimit
+    if hard is None:
+        hard = task.time_limit if task.time_limit is not None else task_settings.TIME_LIMIT
+    if soft is None:
+        soft = (task.soft_time_limit if task.soft_time_limit is not None
+                else task_settings.SOFT_TIME_LIMIT)
+    return (None if soft is None else float(soft)), (None if hard is None else float(hard))
+
+
+def _soft_error(task_label: str, soft: float) -> SoftTimeLimitExceeded:
+    return SoftTimeLimitExceeded(f"Task {task_label} ran past its soft time limit of {soft:g}s")
+
+
+def _hard_error(task_label: str, hard: float) -> TimeLimitExceeded:
+    return TimeLimitExceeded(f"Task {task_label} ran past its hard time limit of {hard:g}s")
+
+
+@contextmanager
+def enforced(label: str, soft: float | None, hard: float | None) -> Iterator[None]:
+    """Raise the limits' exceptions in this thread while the block runs."""
+    if soft is None and hard is None:
+        yield
+    elif threading.current_thread() is threading.main_thread():
+        with _alarm(label, soft, hard):
+            yield
+    else:
+        with _watchdog().watch(label, soft, hard):
+            yield
+
+
+# -- the main thread: SIGALRM ---------------------------------------------------------------
+
+
+@contextmanager
+def _alarm(label: str, soft: float | None, hard: float | None) -> Iterator[None]:
+    started = time.monotonic()
+    steps = sorted((limit, kind) for limit, kind in ((soft, "soft"), (hard, "hard"))
+                   if limit is not None)
+    pending = list(steps)
+    armed = True
+
+    def ring(signum: int, frame: Any) -> None:
+        if not armed or not pending:
+            return  # a late signal after the task ended: nothing to interrupt
+        limit, kind = pending.pop(0)
+        if pending:
+            signal.setitimer(signal.ITIMER_REAL,
+                             max(started + pending[0][0] - time.monotonic(), 0.001))
+        raise _soft_error(label, limit) if kind == "soft" else _hard_error(label, limit)
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, steps[0][0])
+    try:
+        yield
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# -- other threads: a watchdog raising asynchronous exceptions ------------------------------
+
+
+def _raise_in(ident: int, exc_type: type[BaseException] | None) -> None:
+    """Raise ``exc_type`` in thread ``ident`` at its next instruction; None clears it."""
+    target = None if exc_type is None else ctypes.py_object(exc_type)  # None is NULL
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), target)
+
+
+def _with_message(base: type[BaseException], text: str) -> type[BaseException]:
+    """A class raising ``base(text)``: asynchronous exceptions are raised from a class."""
+
+    def __init__(self: BaseException) -> None:
+        base.__init__(self, text)
+
+    return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__,
+                                         "__qualname__": base.__qualname__})
+
+
+class _Watchdog:
+    """One thread per process that raises limit exceptions in the threads running tasks."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        # thread id -> (when, exception class) still to come, soonest first; a thread runs
+        # one task at a time, so this holds at most one entry per pool thread.
+        self._due: dict[int, list[tuple[float, type[BaseException]]]] = {}
+        threading.Thread(target=self._loop, name="time-limits", daemon=True).start()
+
+    @contextmanager
+    def watch(self, label: str, soft: float | None, hard: float | None) -> Iterator[None]:
+        ident = threading.get_ident()
+        now = time.monotonic()
+        steps = []
+        if soft is not None:
+            steps.append((now + soft, _with_message(SoftTimeLimitExceeded,
+                                                    str(_soft_error(label, soft)))))
+        if hard is not None:
+            steps.append((now + hard, _with_message(TimeLimitExceeded,
+                                                    str(_hard_error(label, hard)))))
+        with self._cond:
+            self._due[ident] = sorted(steps, key=lambda step: step[0])
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:  # under the lock the watchdog raises with: no late raise
+                self._due.pop(ident, None)
+                _raise_in(ident, None)  # one raised but not yet delivered must not escape
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for ident, steps in self._due.items():
+                    while steps and steps[0][0] <= now:
+                        _raise_in(ident, steps.pop(0)[1])
+                upcoming = [steps[0][0] for steps in self._due.values() if steps]
+                self._cond.wait(min(upcoming) - now if upcoming else None)
+
+
+_lock = threading.Lock()
+_instance: _Watchdog | None = None
+
+
+def _watchdog() -> _Watchdog:
+    global _instance
+    with _lock:
+        if _instance is None:
+            _instance = _Watchdog()
+        return _instance
+
+
+# -- past the hard limit: the supervisor records it ------------------------------------------
+
+
+def record_exceeded(running: Running, hostname: str, owner: str, what: str) -> None:
+    """Record FAILURE (``TimeLimitExceeded``) for a task stopped from outside, and ack it.
+
+    ``what`` says what was done to it (``its process was killed``). The outcome and the ack
+    are written in one transaction where the broker and the results share a database.
+    """
+    from contextlib import nullcontext
+
+    from django.db import transaction
+
+    from .. import signals, states
+    from ..brokers.base import Delivery
+    from ..conf import get_broker, get_result_store
+    from ..registry import registry
+    from ..result import TaskOutcome, exception_to_result
+    from ..task import utcnow
+
+    exc = TimeLimitExceeded(f"Task {running.label} ran past its hard time limit of "
+                            f"{running.hard_limit:g}s; {what}")
+    logger.error("Hard time limit (%gs) exceeded for %s: %s", running.hard_limit,
+                 running.label, what)
+    broker, store = get_broker(), get_result_store()
+    alias = getattr(broker, "database_alias", None)
+    shared = broker.transactional and alias and getattr(store, "database_alias", None) == alias
+    started = dt.datetime.fromtimestamp(running.started, dt.UTC)
+    try:
+        with transaction.atomic(using=alias) if shared else nullcontext():
+            if store is not None:
+                store.store_outcomes([TaskOutcome(
+                    task_id=running.task_id, task_name=running.task_name,
+                    state=states.FAILURE, result=exception_to_result(exc),
+                    traceback=f"{type(exc).__name__}: {exc}", queue=running.queue,
+                    worker=hostname, attempts=running.deliveries, retries=running.retries,
+                    started_at=started, date_done=utcnow())])
+            tag: object = int(running.tag) if running.tag.isdigit() else running.tag
+            broker.ack([Delivery(tag, "", running.queue, running.deliveries, owner)])
+    except Exception as exc_:  # noqa: BLE001 - the lease lapses; the next holder sees it again
+        logger.warning("Could not record the time limit of %s (%s)", running.label, exc_)
+        return
+    task = registry.get(running.task_name) if running.task_name in registry else None
+    signals.task_failure.send(sender=task, task_id=running.task_id, exception=exc,
+                              traceback=None)
