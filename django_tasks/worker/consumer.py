@@ -22,6 +22,7 @@ from ..brokers.base import Delivery
 from ..conf import get_broker, get_result_store, task_settings
 from . import connections, limits
 from .execute import Prepared, Settlement, check, execute, prepare
+from .recycle import Recycler
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -86,7 +87,7 @@ class Slot:
 class Consumer:
     def __init__(self, *, queues: Sequence[str], owner: str, hostname: str, prefetch: int,
                  lease: float, stop: StopFlag, slot: Slot | None = None,
-                 hard_limit_in_thread: bool = True) -> None:
+                 hard_limit_in_thread: bool = True, recycler: Recycler | None = None) -> None:
         self.queues = list(queues)
         self.owner = owner
         self.hostname = hostname
@@ -96,6 +97,7 @@ class Consumer:
         self.slot = slot or Slot()
         # prefork's supervisor kills a process past its hard limit; other pools raise it
         self.hard_limit_in_thread = hard_limit_in_thread
+        self.recycler = recycler or Recycler()
         self.broker = get_broker()
         self.store = get_result_store()
         self._atomic = self._shared_database()
@@ -111,7 +113,7 @@ class Consumer:
     def run(self) -> None:
         batch, idle, failures = 1, MIN_IDLE, 0
         poll = float(task_settings.POLL_INTERVAL)
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self.recycler.triggered.is_set():
             try:
                 connections.refresh()
                 if self._unsettled:  # ran, but their outcomes could not be recorded
@@ -151,7 +153,8 @@ class Consumer:
         started = last_flush = time.monotonic()
         slow = False
         for index, item in enumerate(prepared):
-            if index and (self.stop.is_set() or time.monotonic() - started > HOLD_SECONDS):
+            if index and (self.stop.is_set() or self.recycler.triggered.is_set()
+                          or time.monotonic() - started > HOLD_SECONDS):
                 self.flush(pending)
                 self.broker.release([p.delivery for p in prepared[index:]], count=False)
                 return True
@@ -218,6 +221,7 @@ class Consumer:
             self.slot.clear()
             connections.refresh()
         took = time.monotonic() - began
+        self.recycler.after_task()
         if acked_early:
             settlement.delivery = _ACKED
             if settlement.retry is not None:  # the message is gone: publish the retry anew

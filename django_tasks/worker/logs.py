@@ -71,6 +71,8 @@ def banner(worker: Worker, out: TextIO) -> None:
         f" .> concurrency: {worker.concurrency} ({worker.pool})",
         f" .> prefetch:    up to {worker.prefetch} per process",
         f" .> leases:      {worker.lease:g}s, renewed every {worker.heartbeat:g}s",
+        *([f" .> recycle:     {_recycling(worker)}"]
+          if worker.max_tasks_per_child or worker.max_memory_per_child else []),
         f" .> queues:      {', '.join(worker.queues)}",
         "",
         "[tasks]",
@@ -79,6 +81,16 @@ def banner(worker: Worker, out: TextIO) -> None:
     ]
     out.write("\n".join(lines) + "\n")
     out.flush()
+
+
+def _recycling(worker: Worker) -> str:
+    what = "each pool process" if worker.pool == "prefork" else "the worker process"
+    limits = []
+    if worker.max_tasks_per_child:
+        limits.append(f"{worker.max_tasks_per_child} tasks")
+    if worker.max_memory_per_child:
+        limits.append(f"{worker.max_memory_per_child:,} KiB resident")
+    return f"{what} after {' or '.join(limits)}"
 
 
 def _version() -> str:

@@ -48,6 +48,12 @@ class Worker:
         default_factory=lambda: float(task_settings.WORKER_SHUTDOWN_TIMEOUT))
     loglevel: str = "INFO"
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    max_tasks_per_child: int | None = field(
+        default_factory=lambda: task_settings.WORKER_MAX_TASKS_PER_CHILD)
+    max_memory_per_child: int | None = field(  # KiB, as in Celery
+        default_factory=lambda: task_settings.WORKER_MAX_MEMORY_PER_CHILD)
+    #: Set when a threads or solo pool stopped to be replaced: the reason.
+    recycled: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS:
@@ -57,6 +63,12 @@ class Worker:
         self.queues = [q.strip() for q in self.queues if q.strip()]
         if not self.queues:
             raise ValueError("--queues names no queue")
+        for option in ("max_tasks_per_child", "max_memory_per_child"):
+            value = getattr(self, option)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"--{option.replace('_', '-')} must be a whole number of at "
+                                 f"least 1, not {value!r}")
         if self.pool == "solo":
             self.concurrency = 1
         self.hostname = expand_hostname(self.hostname or f"worker{os.getpid()}@%h")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import connections, heartbeat, limits
 from .consumer import Consumer, Running, Slot
+from .recycle import Recycler
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -59,10 +60,23 @@ def run_pool(worker: Worker) -> int:
         connections.close_all()
 
 
-def _consumer(worker: Worker, owner: str, stop: Any, slot: Slot | None = None) -> Consumer:
+def _consumer(worker: Worker, owner: str, stop: Any, slot: Slot | None = None,
+              recycler: Recycler | None = None) -> Consumer:
     return Consumer(queues=worker.queues, owner=owner, hostname=worker.hostname,
                     prefetch=worker.prefetch, lease=worker.lease, stop=stop, slot=slot,
-                    hard_limit_in_thread=worker.pool != "prefork")
+                    hard_limit_in_thread=worker.pool != "prefork", recycler=recycler)
+
+
+def _recycler(worker: Worker) -> Recycler:
+    return Recycler(worker.max_tasks_per_child, worker.max_memory_per_child)
+
+
+def _recycled(worker: Worker, recycler: Recycler) -> int:
+    """After a threads or solo pool drained to be replaced: tell ``Worker.run`` to re-exec."""
+    if recycler.triggered.is_set():
+        logger.warning("Worker %s restarts itself: %s", worker.hostname, recycler.reason)
+        worker.recycled = recycler.reason
+    return 0
 
 
 def _stuck(slots: list[Slot]) -> Running | None:
@@ -99,10 +113,11 @@ def _run_threads(worker: Worker) -> int:
     sigs.install()
     owners = [f"{worker.hostname}/t{i}" for i in range(worker.concurrency)]
     slots = [Slot() for _ in owners]
+    recycler = _recycler(worker)  # the process is the child: one count for all threads
 
     def serve(owner: str, slot: Slot) -> None:
         try:
-            _consumer(worker, owner, sigs.stop, slot).run()
+            _consumer(worker, owner, sigs.stop, slot, recycler).run()
         finally:
             connections.close_all()
 
@@ -130,7 +145,7 @@ def _run_threads(worker: Worker) -> int:
             logger.warning("Cold shutdown: unfinished tasks returned to the queue")
             logging.shutdown()
             os._exit(0)
-    return 0
+    return _recycled(worker, recycler)
 
 
 class ColdShutdown(BaseException):
@@ -142,6 +157,7 @@ def _run_solo(worker: Worker) -> int:
     owner = f"{worker.hostname}/{os.getpid()}"
     beating = threading.Event()
     slot = Slot()
+    recycler = _recycler(worker)
 
     def handle(signum: int, frame: Any) -> None:
         sigs._handle(signum, frame)
@@ -171,14 +187,14 @@ def _run_solo(worker: Worker) -> int:
     heartbeat.beat(worker, [owner])
     pulse.start()
     try:
-        _consumer(worker, owner, sigs.stop, slot).run()
+        _consumer(worker, owner, sigs.stop, slot, recycler).run()
     except ColdShutdown:
         heartbeat.release(owner)
         logger.warning("Cold shutdown: the unfinished task returned to the queue")
     finally:
         beating.set()
         pulse.join(timeout=5)
-    return 0
+    return _recycled(worker, recycler)
 
 
 # -- prefork --------------------------------------------------------------------------------
@@ -222,10 +238,16 @@ def _child_main(worker: Worker, slot_array: Any) -> None:
             return stop.wait(timeout)
 
     owner = f"{worker.hostname}/{os.getpid()}"
+    recycler = _recycler(worker)
     try:
-        _consumer(worker, owner, Stop(), SharedSlot()).run()
+        _consumer(worker, owner, Stop(), SharedSlot(), recycler).run()
     finally:
         connections.close_all()
+    if recycler.triggered.is_set():
+        import multiprocessing
+
+        logger.info("Replacing %s: %s", multiprocessing.current_process().name,
+                    recycler.reason)
 
 
 class _Child:

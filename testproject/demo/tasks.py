@@ -1,6 +1,8 @@
-"""Example tasks: arithmetic, an e-mail, a slow one and one that fails."""
+"""Example tasks: arithmetic, an e-mail, a slow one, one that fails, and a few the tests use."""
 
+import os
 import time
+import uuid
 
 from django.core.mail import send_mail
 
@@ -89,3 +91,20 @@ def tidy(seconds: float = 5.0) -> str:
     except SoftTimeLimitExceeded:
         return "stopped at the soft time limit"
     return f"slept {seconds}s"
+
+
+_PROCESS = uuid.uuid4().hex[:8]  # new in every interpreter, shared by forked children
+_HOARD: list[bytearray] = []
+
+
+@shared_task
+def whoami() -> str:
+    """``<pid>-<token>``: which process ran the task, and which interpreter it came from."""
+    return f"{os.getpid()}-{_PROCESS}"
+
+
+@shared_task
+def hoard(mib: int = 10) -> str:
+    """Keep ``mib`` MiB more for the life of the process, as a leaking library would."""
+    _HOARD.append(bytearray(b"x" * (mib << 20)))
+    return whoami()

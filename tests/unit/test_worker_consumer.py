@@ -256,3 +256,18 @@ def test_a_message_its_last_holder_never_settled_runs_alone() -> None:
     while deliveries := broker.fetch(["default"], consumer.owner, 16, 30):
         consumer.process(deliveries)
     assert [meta(i).result for i in ids] == [0, 1, 2, 3]
+
+
+def test_a_recycled_consumer_hands_back_the_rest_of_its_batch_uncounted() -> None:
+    from django_tasks.worker.recycle import Recycler
+
+    ids = [send(build_message("unit.worker.echo", (i,), {})) for i in range(5)]
+    consumer = Consumer(queues=["default"], owner="test/1", hostname="test@host", prefetch=16,
+                        lease=30, stop=threading.Event(), recycler=Recycler(max_tasks=2))
+    drain(consumer)
+    assert calls == ["echo", "echo"]
+    assert [meta(i).result for i in ids[:2]] == [0, 1]
+    left = sorted(get_broker()._rows.values(), key=lambda r: r.id)
+    assert [(r.owner, r.deliveries) for r in left] == [(None, 0)] * 3
+    consumer.run()  # returns at once: a recycled consumer takes nothing more
+    assert calls == ["echo", "echo"]

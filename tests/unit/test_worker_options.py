@@ -146,3 +146,42 @@ def test_goodbye_removes_only_this_workers_row() -> None:
     heartbeat_module.register(mine)
     heartbeat_module.goodbye(mine)
     assert not WorkerState.objects.filter(hostname="mine@host").exists()
+
+
+# -- recycling --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, -3, True, 1.5])
+def test_recycling_limits_must_be_whole_numbers(value: object) -> None:
+    with pytest.raises(ValueError, match="--max-tasks-per-child must be a whole number"):
+        _worker(max_tasks_per_child=value)
+    with pytest.raises(ValueError, match="--max-memory-per-child must be a whole number"):
+        _worker(max_memory_per_child=value)
+
+
+def test_the_recycler_counts_tasks_and_reads_memory() -> None:
+    from django_tasks.worker.recycle import Recycler, rss_kib
+
+    assert not Recycler().after_task()  # no limits: never
+    by_count = Recycler(max_tasks=3)
+    assert [by_count.after_task() for _ in range(3)] == [False, False, True]
+    assert by_count.triggered.is_set()
+    assert by_count.reason == "it ran 3 tasks (--max-tasks-per-child 3)"
+    assert 1000 < rss_kib() < 10_000_000  # a Python process: MiBs, not bytes or pages
+    by_memory = Recycler(max_memory_kib=1)
+    assert by_memory.after_task()
+    assert "KiB of memory (--max-memory-per-child 1)" in by_memory.reason
+    assert not Recycler(max_memory_kib=100_000_000).after_task()
+
+
+def test_the_banner_shows_recycling(settings: Any) -> None:
+    from django_tasks.worker import logs
+
+    settings.TASKS_BROKER_URL = "memory://"
+    out = io.StringIO()
+    logs.banner(_worker(max_tasks_per_child=100, max_memory_per_child=200_000), out)
+    assert ".> recycle:     each pool process after 100 tasks or 200,000 KiB resident" \
+        in out.getvalue()
+    out = io.StringIO()
+    logs.banner(_worker(pool="threads"), out)
+    assert "recycle" not in out.getvalue()

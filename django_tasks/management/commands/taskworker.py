@@ -34,10 +34,16 @@ class Command(BaseCommand):
                             help="most messages one process holds at once")
         parser.add_argument("--shutdown-timeout", type=float, default=None,
                             help="seconds running tasks get to finish after SIGTERM")
+        parser.add_argument("--max-tasks-per-child", type=int, default=None,
+                            help="replace a pool process after this many tasks")
+        parser.add_argument("--max-memory-per-child", type=int, default=None, metavar="KIB",
+                            help="replace a pool process once a task leaves it using more "
+                                 "resident memory than this, in KiB")
 
     def handle(self, *args: Any, **options: Any) -> None:
         queues = (options["queues"] or str(task_settings.DEFAULT_QUEUE)).split(",")
-        extra = {k: options[k] for k in ("concurrency", "prefetch") if options[k] is not None}
+        extra = {k: options[k] for k in ("concurrency", "prefetch", "max_tasks_per_child",
+                                         "max_memory_per_child") if options[k] is not None}
         if options["shutdown_timeout"] is not None:
             extra["shutdown_timeout"] = options["shutdown_timeout"]
         try:
@@ -50,5 +56,22 @@ class Command(BaseCommand):
             code = worker.run()
         except WorkerNameInUse as exc:
             raise CommandError(str(exc)) from exc
+        if worker.recycled:
+            restart_in_place()
         if code:
             raise SystemExit(code)
+
+
+def restart_in_place() -> None:
+    """Run this same command again in this process (same pid, same arguments): how the
+    ``threads`` and ``solo`` pools replace themselves after ``--max-*-per-child``."""
+    import logging
+    import sys
+
+    from django.db import connections
+
+    connections.close_all()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
