@@ -70,6 +70,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         problem = time_limit_error(getattr(task_settings, name))
         if problem:
             errors.append(Error(f"TASKS_{name} {problem}.", id="django_tasks.E008"))
+    stall = task_settings.WORKER_STALL_TIMEOUT
+    if stall is not None and (time_limit_error(stall) or (
+            isinstance(beat, int | float) and stall < 2 * beat)):
+        errors.append(Error(
+            f"TASKS_WORKER_STALL_TIMEOUT ({stall!r}) must be None or a number of seconds of "
+            f"at least twice TASKS_HEARTBEAT_SECONDS ({beat}), or a worker whose heartbeat "
+            "is merely due would be taken for stalled.",
+            hint="Keep the default (120) or set None to never exit on a stall.",
+            id="django_tasks.E009"))
     errors.extend(_check_sqlite(broker))
     if hasattr(settings, "TASKS") and not isinstance(getattr(settings, "TASKS", None), dict):
         errors.append(Warning(

@@ -69,19 +69,29 @@ class Running:
 
 
 class Slot:
-    """Where a consumer notes what it is running, for its supervisor to read."""
+    """Where a consumer notes what it is running and when it last made progress (a poll
+    of the broker, a finished task), for its supervisor to read."""
 
     def __init__(self) -> None:
         self.value: Running | None = None
+        self.progress = time.monotonic()
 
     def set(self, running: Running) -> None:
         self.value = running
 
     def clear(self) -> None:
         self.value = None
+        self.mark()
 
     def get(self) -> Running | None:
         return self.value
+
+    def mark(self) -> None:
+        self.progress = time.monotonic()
+
+    def finished(self) -> None:
+        """The consumer has stopped: it is not stalled, whatever the time."""
+        self.progress = float("inf")
 
 
 class Consumer:
@@ -120,6 +130,7 @@ class Consumer:
                     self.broker.release(self._unsettled, count=False)
                     self._unsettled.clear()
                 deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease)
+                self.slot.mark()
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the broker may be briefly away
                 failures += 1

@@ -78,8 +78,9 @@ def register(worker: Worker, poll: float = 0.25) -> None:
         time.sleep(poll)
 
 
-def beat(worker: Worker, owners: Sequence[str]) -> None:
-    """Renew every lease ``owners`` hold and record that the worker is alive."""
+def beat(worker: Worker, owners: Sequence[str]) -> bool:
+    """Renew every lease ``owners`` hold and record that the worker is alive; False if
+    that failed (it is tried again on the next beat)."""
     from ..models import WorkerState
 
     try:
@@ -93,6 +94,8 @@ def beat(worker: Worker, owners: Sequence[str]) -> None:
     except Exception as exc:  # noqa: BLE001 - a missed beat is retried on the next one
         logger.warning("Heartbeat failed (%s); leases are renewed on the next beat", exc)
         connections.close_all()
+        return False
+    return True
 
 
 def release(owner: str, keep_count: Sequence[object] = ()) -> int:

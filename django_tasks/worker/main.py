@@ -52,6 +52,8 @@ class Worker:
         default_factory=lambda: task_settings.WORKER_MAX_TASKS_PER_CHILD)
     max_memory_per_child: int | None = field(  # KiB, as in Celery
         default_factory=lambda: task_settings.WORKER_MAX_MEMORY_PER_CHILD)
+    stall_timeout: float | None = field(
+        default_factory=lambda: task_settings.WORKER_STALL_TIMEOUT)
     #: Set when a threads or solo pool stopped to be replaced: the reason.
     recycled: str = field(default="", init=False)
 
@@ -69,6 +71,10 @@ class Worker:
                                       or value < 1):
                 raise ValueError(f"--{option.replace('_', '-')} must be a whole number of at "
                                  f"least 1, not {value!r}")
+        if self.stall_timeout is not None and not (
+                isinstance(self.stall_timeout, int | float) and self.stall_timeout > 0):
+            raise ValueError(f"--stall-timeout must be a positive number of seconds, not "
+                             f"{self.stall_timeout!r}")
         if self.pool == "solo":
             self.concurrency = 1
         self.hostname = expand_hostname(self.hostname or f"worker{os.getpid()}@%h")

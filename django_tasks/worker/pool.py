@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import connections, heartbeat, limits
 from .consumer import Consumer, Running, Slot
 from .recycle import Recycler
+from .stall import StallWatch
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -119,12 +120,15 @@ def _run_threads(worker: Worker) -> int:
         try:
             _consumer(worker, owner, sigs.stop, slot, recycler).run()
         finally:
+            slot.finished()
             connections.close_all()
 
     threads = [threading.Thread(target=serve, args=(o, s), name=f"Thread-{i}", daemon=True)
                for i, (o, s) in enumerate(zip(owners, slots, strict=True))]
     for thread in threads:
         thread.start()
+    watch = StallWatch(worker.stall_timeout, lambda: [
+        (f"thread {i}", s.progress, s.get()) for i, s in enumerate(slots)]).start()
     heartbeat.beat(worker, owners)
     next_beat = time.monotonic() + worker.heartbeat
     deadline: float | None = None
@@ -133,7 +137,8 @@ def _run_threads(worker: Worker) -> int:
         if stuck := _stuck(slots):
             _exit_stuck(worker, stuck, owners[[s.get() for s in slots].index(stuck)], owners)
         if time.monotonic() >= next_beat:
-            heartbeat.beat(worker, owners)
+            if heartbeat.beat(worker, owners):
+                watch.beat_ok()
             next_beat = time.monotonic() + worker.heartbeat
         if sigs.count and deadline is None:
             deadline = time.monotonic() + worker.shutdown_timeout
@@ -145,6 +150,7 @@ def _run_threads(worker: Worker) -> int:
             logger.warning("Cold shutdown: unfinished tasks returned to the queue")
             logging.shutdown()
             os._exit(0)
+    watch.stop()
     return _recycled(worker, recycler)
 
 
@@ -174,7 +180,8 @@ def _run_solo(worker: Worker) -> int:
             if stuck := _stuck([slot]):
                 _exit_stuck(worker, stuck, owner, [owner])
             if time.monotonic() >= next_beat:
-                heartbeat.beat(worker, [owner])
+                if heartbeat.beat(worker, [owner]):
+                    watch.beat_ok()
                 next_beat = time.monotonic() + worker.heartbeat
             if sigs.count and deadline is None:
                 deadline = time.monotonic() + worker.shutdown_timeout
@@ -184,6 +191,9 @@ def _run_solo(worker: Worker) -> int:
         connections.close_all()
 
     pulse = threading.Thread(target=keep_alive, name="heartbeat", daemon=True)
+    # The heartbeat thread could hang in the database too: the watch is a thread of its own.
+    watch = StallWatch(worker.stall_timeout, lambda: [("the solo pool", slot.progress,
+                                                       slot.get())]).start()
     heartbeat.beat(worker, [owner])
     pulse.start()
     try:
@@ -192,6 +202,8 @@ def _run_solo(worker: Worker) -> int:
         heartbeat.release(owner)
         logger.warning("Cold shutdown: the unfinished task returned to the queue")
     finally:
+        slot.finished()
+        watch.stop()
         beating.set()
         pulse.join(timeout=5)
     return _recycled(worker, recycler)
@@ -211,7 +223,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child_main(worker: Worker, slot_array: Any) -> None:
+def _child_main(worker: Worker, slot_array: Any, progress: Any) -> None:
     from ..conf import reset_cache
     from .logs import redirect_print
 
@@ -229,6 +241,13 @@ def _child_main(worker: Worker, slot_array: Any) -> None:
 
         def clear(self) -> None:
             slot_array.value = b""
+            self.mark()
+
+        def mark(self) -> None:
+            progress.value = time.monotonic()
+
+        def finished(self) -> None:
+            progress.value = float("inf")
 
     class Stop:
         def is_set(self) -> bool:
@@ -239,9 +258,11 @@ def _child_main(worker: Worker, slot_array: Any) -> None:
 
     owner = f"{worker.hostname}/{os.getpid()}"
     recycler = _recycler(worker)
+    slot = SharedSlot()
     try:
-        _consumer(worker, owner, Stop(), SharedSlot(), recycler).run()
+        _consumer(worker, owner, Stop(), slot, recycler).run()
     finally:
+        slot.finished()
         connections.close_all()
     if recycler.triggered.is_set():
         import multiprocessing
@@ -256,9 +277,10 @@ class _Child:
 
         ctx = multiprocessing.get_context("fork")
         self.slot = ctx.Array("c", SLOT_BYTES, lock=False)
+        self.progress = ctx.Value("d", time.monotonic(), lock=False)  # see Slot.progress
         self.killed_for: Running | None = None  # killed at this task's hard limit
         connections.close_all()  # a forked child must not share the parent's sockets
-        self.process = ctx.Process(target=_child_main, args=(worker, self.slot),
+        self.process = ctx.Process(target=_child_main, args=(worker, self.slot, self.progress),
                                    name=f"ForkPoolWorker-{index}", daemon=False)
         self.process.start()
         self.owner = f"{worker.hostname}/{self.process.pid}"
@@ -273,6 +295,9 @@ def _run_prefork(worker: Worker) -> int:
     sigs = Signals()
     sigs.install()
     children = [_Child(worker, i + 1) for i in range(worker.concurrency)]
+    watch = StallWatch(worker.stall_timeout, lambda: [
+        (c.process.name or "a pool process", c.progress.value, c.running())
+        for c in list(children)]).start()
     heartbeat.beat(worker, [c.owner for c in children])
     next_beat = time.monotonic() + worker.heartbeat
     deadline: float | None = None
@@ -293,8 +318,10 @@ def _run_prefork(worker: Worker) -> int:
             children.remove(child)
             _reap(child, worker, respawn=deadline is None, children=children)
         if time.monotonic() >= next_beat:
-            heartbeat.beat(worker, [c.owner for c in children])
+            if heartbeat.beat(worker, [c.owner for c in children]):
+                watch.beat_ok()
             next_beat = time.monotonic() + worker.heartbeat
+    watch.stop()
     return 0
 
 

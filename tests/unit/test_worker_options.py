@@ -185,3 +185,36 @@ def test_the_banner_shows_recycling(settings: Any) -> None:
     out = io.StringIO()
     logs.banner(_worker(pool="threads"), out)
     assert "recycle" not in out.getvalue()
+
+
+# -- stalls -----------------------------------------------------------------------------------
+
+
+def test_stalled_names_what_stopped_making_progress() -> None:
+    from django_tasks.worker.consumer import Running
+    from django_tasks.worker.stall import stalled
+
+    busy = Running("1", "a", "t", "q", 1, 0, 0.0, 0.0, 0.0)
+    now = 1000.0
+    assert stalled([("p1", 990.0, None), ("p2", 0.0, busy)], 995.0, 30, now) is None
+    assert stalled([("p1", 960.0, None)], 995.0, 30, now) == \
+        "p1 has not completed a poll of the broker for 40s"
+    assert stalled([("p1", float("inf"), None)], 995.0, 30, now) is None  # stopped
+    assert stalled([], 900.0, 30, now) == "its heartbeat has not succeeded for 100s"
+
+
+@pytest.mark.parametrize("value", [0, -1, "60"])
+def test_a_bad_stall_timeout_is_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="--stall-timeout must be a positive number"):
+        _worker(stall_timeout=value)
+
+
+@pytest.mark.parametrize("value", [0, 3, "120"])
+def test_a_stall_timeout_shorter_than_two_heartbeats_fails_the_checks(
+        settings: Any, value: object) -> None:
+    from django_tasks.checks import check_settings
+
+    settings.TASKS_WORKER_STALL_TIMEOUT = value
+    assert [e.id for e in check_settings()].count("django_tasks.E009") == 1
+    settings.TASKS_WORKER_STALL_TIMEOUT = None
+    assert "django_tasks.E009" not in [e.id for e in check_settings()]

@@ -34,6 +34,9 @@ class Command(BaseCommand):
                             help="most messages one process holds at once")
         parser.add_argument("--shutdown-timeout", type=float, default=None,
                             help="seconds running tasks get to finish after SIGTERM")
+        parser.add_argument("--stall-timeout", type=float, default=None, metavar="SECONDS",
+                            help="exit with status 4 when the broker has not been reached "
+                                 "for this long (default: TASKS_WORKER_STALL_TIMEOUT, 120)")
         parser.add_argument("--max-tasks-per-child", type=int, default=None,
                             help="replace a pool process after this many tasks")
         parser.add_argument("--max-memory-per-child", type=int, default=None, metavar="KIB",
@@ -44,8 +47,9 @@ class Command(BaseCommand):
         queues = (options["queues"] or str(task_settings.DEFAULT_QUEUE)).split(",")
         extra = {k: options[k] for k in ("concurrency", "prefetch", "max_tasks_per_child",
                                          "max_memory_per_child") if options[k] is not None}
-        if options["shutdown_timeout"] is not None:
-            extra["shutdown_timeout"] = options["shutdown_timeout"]
+        for option in ("shutdown_timeout", "stall_timeout"):
+            if options[option] is not None:
+                extra[option] = options[option]
         try:
             worker = Worker(queues=queues, pool=options["pool"], hostname=options["hostname"],
                             loglevel=options["loglevel"], out=self.stdout,  # type: ignore[arg-type]
