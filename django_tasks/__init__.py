@@ -1,20 +1,39 @@
 """django_tasks: Celery-grade background tasks for Django.
 
-Only the public API lives here; everything else is private.
+Only the public API lives here; everything else is private. Names are imported on first use,
+so that ``import django_tasks`` alone (as the health probe does) does not import Django.
 """
 
-from .exceptions import (
-    MaxRetriesExceededError,
-    NotRegistered,
-    ResultBackendDisabled,
-    Retry,
-    TaskError,
-    TaskRevokedError,
-    TimeoutError,
-)
-from .result import AsyncResult, EagerResult
-from .states import FAILURE, PENDING, RETRY, REVOKED, STARTED, SUCCESS, TaskState
-from .task import Request, Task, send_task, shared_task
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .exceptions import (
+        MaxRetriesExceededError,
+        NotRegistered,
+        ResultBackendDisabled,
+        Retry,
+        SoftTimeLimitExceeded,
+        TaskError,
+        TaskRevokedError,
+        TimeLimitExceeded,
+        TimeoutError,
+    )
+    from .result import AsyncResult, EagerResult
+    from .states import FAILURE, PENDING, RETRY, REVOKED, STARTED, SUCCESS, TaskState
+    from .task import Request, Task, send_task, shared_task
+
+_WHERE = {
+    **dict.fromkeys(["MaxRetriesExceededError", "NotRegistered", "ResultBackendDisabled",
+                     "Retry", "SoftTimeLimitExceeded", "TaskError", "TaskRevokedError",
+                     "TimeLimitExceeded", "TimeoutError"], ".exceptions"),
+    **dict.fromkeys(["AsyncResult", "EagerResult"], ".result"),
+    **dict.fromkeys(["FAILURE", "PENDING", "RETRY", "REVOKED", "STARTED", "SUCCESS",
+                     "TaskState"], ".states"),
+    **dict.fromkeys(["Request", "Task", "send_task", "shared_task"], ".task"),
+}
 
 __all__ = [
     "FAILURE",
@@ -30,11 +49,26 @@ __all__ = [
     "Request",
     "ResultBackendDisabled",
     "Retry",
+    "SoftTimeLimitExceeded",
     "Task",
     "TaskError",
     "TaskRevokedError",
     "TaskState",
+    "TimeLimitExceeded",
     "TimeoutError",
     "send_task",
     "shared_task",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'django_tasks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -54,6 +54,7 @@ class Worker:
         default_factory=lambda: task_settings.WORKER_MAX_MEMORY_PER_CHILD)
     stall_timeout: float | None = field(
         default_factory=lambda: task_settings.WORKER_STALL_TIMEOUT)
+    health_file: str | None = field(default_factory=lambda: task_settings.WORKER_HEALTH_FILE)
     #: Set when a threads or solo pool stopped to be replaced: the reason.
     recycled: str = field(default="", init=False)
 

@@ -68,6 +68,11 @@ def _consumer(worker: Worker, owner: str, stop: Any, slot: Slot | None = None,
                     hard_limit_in_thread=worker.pool != "prefork", recycler=recycler)
 
 
+def _watch(worker: Worker, entries: Any) -> StallWatch:
+    return StallWatch(worker.stall_timeout, entries, health_file=worker.health_file,
+                      hostname=worker.hostname)
+
+
 def _recycler(worker: Worker) -> Recycler:
     return Recycler(worker.max_tasks_per_child, worker.max_memory_per_child)
 
@@ -127,7 +132,7 @@ def _run_threads(worker: Worker) -> int:
                for i, (o, s) in enumerate(zip(owners, slots, strict=True))]
     for thread in threads:
         thread.start()
-    watch = StallWatch(worker.stall_timeout, lambda: [
+    watch = _watch(worker, lambda: [
         (f"thread {i}", s.progress, s.get()) for i, s in enumerate(slots)]).start()
     heartbeat.beat(worker, owners)
     next_beat = time.monotonic() + worker.heartbeat
@@ -192,7 +197,7 @@ def _run_solo(worker: Worker) -> int:
 
     pulse = threading.Thread(target=keep_alive, name="heartbeat", daemon=True)
     # The heartbeat thread could hang in the database too: the watch is a thread of its own.
-    watch = StallWatch(worker.stall_timeout, lambda: [("the solo pool", slot.progress,
+    watch = _watch(worker, lambda: [("the solo pool", slot.progress,
                                                        slot.get())]).start()
     heartbeat.beat(worker, [owner])
     pulse.start()
@@ -295,7 +300,7 @@ def _run_prefork(worker: Worker) -> int:
     sigs = Signals()
     sigs.install()
     children = [_Child(worker, i + 1) for i in range(worker.concurrency)]
-    watch = StallWatch(worker.stall_timeout, lambda: [
+    watch = _watch(worker, lambda: [
         (c.process.name or "a pool process", c.progress.value, c.running())
         for c in list(children)]).start()
     heartbeat.beat(worker, [c.owner for c in children])

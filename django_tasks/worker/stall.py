@@ -1,4 +1,4 @@
-"""Noticing a worker that is alive but no longer reaches its broker.
+"""Noticing a worker that is alive but no longer reaches its broker, and telling a probe.
 
 A process can sit for hours in a database call that never returns (a connection cut without a
 reset, a lock that is never released), looking healthy to a process supervisor. A watchdog
@@ -6,16 +6,22 @@ thread, which itself never touches the database, compares the time of each consu
 completed poll (or finished task) and of the last successful heartbeat with
 ``TASKS_WORKER_STALL_TIMEOUT``. Past it, the worker logs why and exits with status 4, so that
 systemd or Kubernetes starts a fresh one; its messages return when their leases lapse.
+
+With a health file (``--health-file``) the same thread rewrites, every second, a small JSON
+file that ``python -m django_tasks.probe`` reads without importing Django: the file's age says
+whether the worker lives, the ages inside it whether it reaches the broker.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from .consumer import Running
 
@@ -42,10 +48,13 @@ class StallWatch:
     """The watchdog thread of one worker process."""
 
     def __init__(self, timeout: float | None, entries: Callable[[], Iterable[Entry]],
-                 on_stall: Callable[[], None] = lambda: None) -> None:
+                 on_stall: Callable[[], None] = lambda: None, *,
+                 health_file: str | None = None, hostname: str = "") -> None:
         self.timeout = timeout
         self.entries = entries
         self.on_stall = on_stall  # e.g. kill the pool's processes, before the exit
+        self.health_file = Path(health_file) if health_file else None
+        self.hostname = hostname
         self.last_beat = time.monotonic()
         self._stop = threading.Event()
 
@@ -53,20 +62,44 @@ class StallWatch:
         self.last_beat = time.monotonic()
 
     def start(self) -> StallWatch:
-        if self.timeout:
+        if self.timeout or self.health_file:
+            self._write_health()
             threading.Thread(target=self._loop, name="stall-watch", daemon=True).start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        if self.health_file:
+            self.health_file.unlink(missing_ok=True)
 
     def _loop(self) -> None:
-        assert self.timeout
-        period = min(1.0, self.timeout / 4)
+        period = min(1.0, self.timeout / 4) if self.timeout else 1.0
         while not self._stop.wait(period):
-            reason = stalled(self.entries(), self.last_beat, self.timeout, time.monotonic())
-            if reason and not self._stop.is_set():
-                self._exit(reason)
+            if self.timeout:
+                reason = stalled(self.entries(), self.last_beat, self.timeout,
+                                 time.monotonic())
+                if reason and not self._stop.is_set():
+                    self._exit(reason)
+            self._write_health()
+
+    def _write_health(self) -> None:
+        if not self.health_file or self._stop.is_set():
+            return
+        now = time.monotonic()
+        entries = list(self.entries())
+        idle = [now - progress for _, progress, running in entries
+                if running is None and progress != float("inf")]
+        state = {"hostname": self.hostname, "pid": os.getpid(), "written": time.time(),
+                 "heartbeat_age": round(now - self.last_beat, 3),
+                 "poll_age": round(max(idle, default=0.0), 3),
+                 "running": sum(1 for _, _, running in entries if running is not None),
+                 "stall_timeout": self.timeout}
+        try:  # written whole, then renamed: a probe never reads half a file
+            partial = self.health_file.with_name(f".{self.health_file.name}.{os.getpid()}")
+            partial.write_text(json.dumps(state))
+            partial.replace(self.health_file)
+        except OSError as exc:
+            logger.warning("Cannot write the health file %s: %s", self.health_file, exc)
 
     def _exit(self, reason: str) -> None:
         logger.critical("Worker stalled: %s (TASKS_WORKER_STALL_TIMEOUT=%gs); exiting with "

@@ -37,6 +37,9 @@ class Command(BaseCommand):
         parser.add_argument("--stall-timeout", type=float, default=None, metavar="SECONDS",
                             help="exit with status 4 when the broker has not been reached "
                                  "for this long (default: TASKS_WORKER_STALL_TIMEOUT, 120)")
+        parser.add_argument("--health-file", default=None, metavar="PATH",
+                            help="keep this file up to date for `python -m "
+                                 "django_tasks.probe PATH`")
         parser.add_argument("--max-tasks-per-child", type=int, default=None,
                             help="replace a pool process after this many tasks")
         parser.add_argument("--max-memory-per-child", type=int, default=None, metavar="KIB",
@@ -47,7 +50,7 @@ class Command(BaseCommand):
         queues = (options["queues"] or str(task_settings.DEFAULT_QUEUE)).split(",")
         extra = {k: options[k] for k in ("concurrency", "prefetch", "max_tasks_per_child",
                                          "max_memory_per_child") if options[k] is not None}
-        for option in ("shutdown_timeout", "stall_timeout"):
+        for option in ("shutdown_timeout", "stall_timeout", "health_file"):
             if options[option] is not None:
                 extra[option] = options[option]
         try:
