@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from .. import serialization
 from ..models import TaskResult
-from ..states import TaskState
+from ..states import READY_STATES, TaskState
 from .base import ReadOnlyAdmin, preformatted, pretty_json
 from .filters import QueueFilter, TaskNameFilter
 
@@ -35,7 +37,8 @@ _SECTIONS: list[tuple[str | None, tuple[str, ...]]] = [
 @admin.register(TaskResult)
 class TaskResultAdmin(ReadOnlyAdmin):
     superuser_may_delete = True
-    actions = None  # no bulk delete: "select all" of millions of rows is taskprune's job
+    actions = ["queue_again"]
+    rerun_limit = 1000  # "select all" of a filtered list must not queue a million tasks
     list_display = ["task_id", "task_name", "coloured_state", "queue", "worker", "runtime_s",
                     "created_at", "date_done"]
     list_display_links = ["task_id"]
@@ -47,6 +50,47 @@ class TaskResultAdmin(ReadOnlyAdmin):
     sortable_by = ["task_id", "task_name", "coloured_state", "queue", "created_at"]
     fieldsets = [(title, {"fields": fields}) for title, fields in _SECTIONS]
     readonly_fields = [field for _, fields in _SECTIONS for field in fields]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        # No bulk delete: "select all" of millions of rows is taskprune's job.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_rerun_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("django_tasks.rerun_taskresult"))
+
+    @admin.action(description="Queue the selected finished tasks again", permissions=["rerun"])
+    def queue_again(self, request: HttpRequest, queryset: QuerySet[TaskResult]) -> None:
+        """Send each selected finished task again, with its arguments, queue and priority,
+        under a new id (the old row stays as it was). Unfinished ones are skipped."""
+        from ..task import send_task
+
+        rows = list(queryset.order_by("created_at")[: self.rerun_limit + 1])
+        if len(rows) > self.rerun_limit:
+            self.message_user(request, f"More than {self.rerun_limit} tasks selected; queue "
+                              f"at most {self.rerun_limit} at a time (filter the list first).",
+                              messages.ERROR)
+            return
+        finished = [row for row in rows if row.state in READY_STATES]
+        skipped = len(rows) - len(finished)
+        sent = []
+        with transaction.atomic():  # all or none
+            for row in finished:
+                result = send_task(row.task_name, args=serialization.loads(row.args or "[]"),
+                                   kwargs=serialization.loads(row.kwargs or "{}"),
+                                   queue=row.queue, priority=row.priority,
+                                   headers={"rerun_of": row.task_id})
+                sent.append(f"{row.task_id} → {result.id}")
+        if sent:
+            shown = "; ".join(sent[:5]) + (f"; and {len(sent) - 5} more" if len(sent) > 5
+                                           else "")
+            self.message_user(request, f"Queued {len(sent)} task(s) again: {shown}.",
+                              messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"Skipped {skipped} task(s) that have not finished "
+                              "(PENDING, STARTED or RETRY): they are still queued or running.",
+                              messages.WARNING)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any],
                            search_term: str) -> tuple[QuerySet[Any], bool]:

@@ -38,6 +38,7 @@ class TaskResult(models.Model):
     class Meta:
         verbose_name = "task result"
         ordering = ["-created_at"]
+        permissions = [("rerun_taskresult", "Can queue a finished task again")]
         indexes = [
             models.Index(fields=["state", "-created_at"], name="tasks_result_state_idx"),
             models.Index(fields=["task_name", "-created_at"], name="tasks_result_name_idx"),

@@ -158,7 +158,8 @@ def test_nothing_can_be_added_or_changed(admin_client: Client) -> None:
     row = make_result("x")
     text = page(admin_client, LIST)
     assert reverse("admin:django_tasks_taskresult_add") not in text
-    assert 'name="action"' not in text  # no bulk actions
+    actions = re.findall(r'<option value="(\w+)"', text.split('name="action"')[1][:2000])
+    assert actions == ["queue_again"]  # and no bulk delete
     assert admin_client.get(reverse("admin:django_tasks_taskresult_add")).status_code == 403
     response = admin_client.post(detail_url(row), {"state": states.FAILURE})
     assert response.status_code == 403
@@ -191,3 +192,63 @@ def test_staff_with_view_permission_can_only_look(client: Client) -> None:
 def test_staff_without_permission_sees_nothing(client: Client) -> None:
     client.force_login(User.objects.create_user("intern", password="pw", is_staff=True))
     assert client.get(LIST).status_code == 403
+
+
+# -- queue again ------------------------------------------------------------------------------
+
+
+def queue_again(client: Client, *rows: TaskResult) -> str:
+    response = client.post(LIST, {"action": "queue_again",
+                                  "_selected_action": [row.pk for row in rows]}, follow=True)
+    assert response.status_code == 200
+    return html.unescape(response.content.decode())
+
+
+def test_queue_again_sends_a_finished_task_anew_under_a_new_id(admin_client: Client) -> None:
+    from django_tasks.message import Message
+    from django_tasks.models import QueuedMessage
+
+    failed = make_failure("bad-1", args='[5, "x"]', kwargs='{"k": 1}', queue="mail",
+                          priority=4)
+    text = queue_again(admin_client, failed)
+    queued = QueuedMessage.objects.get()
+    message = Message.decode(queued.body)
+    assert (message.task, message.args, message.kwargs, message.queue, message.priority) == (
+        "demo.fail", (5, "x"), {"k": 1}, "mail", 4)
+    assert message.headers == {"rerun_of": "bad-1"}
+    assert f"Queued 1 task(s) again: bad-1 → {message.id}." in text
+    assert TaskResult.objects.get(task_id=message.id).state == states.PENDING
+    assert TaskResult.objects.get(task_id="bad-1").state == states.FAILURE  # history kept
+
+
+def test_queue_again_skips_unfinished_tasks(admin_client: Client) -> None:
+    from django_tasks.models import QueuedMessage
+
+    text = queue_again(admin_client, make_result("running", states.STARTED, done_ago=None),
+                       make_result("done"))
+    assert "Queued 1 task(s) again: done → " in text
+    assert "Skipped 1 task(s) that have not finished" in text
+    assert QueuedMessage.objects.count() == 1
+
+
+def test_queue_again_refuses_too_many_at_once(admin_client: Client,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_tasks.models import QueuedMessage
+
+    monkeypatch.setattr(TaskResultAdmin, "rerun_limit", 2)
+    text = queue_again(admin_client, *(make_result(f"r{i}") for i in range(3)))
+    assert "More than 2 tasks selected; queue at most 2 at a time" in text
+    assert not QueuedMessage.objects.exists()
+
+
+def test_queue_again_needs_its_own_permission(client: Client) -> None:
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
+    client.force_login(viewer)
+    make_result("done")
+    assert "queue_again" not in page(client, LIST)
+    viewer.user_permissions.add(Permission.objects.get(codename="rerun_taskresult"))
+    viewer = User.objects.get(pk=viewer.pk)  # permissions are cached on the instance
+    client.force_login(viewer)
+    assert 'value="queue_again"' in page(client, LIST)
+    assert "delete_selected" not in page(client, LIST)

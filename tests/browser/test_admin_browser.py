@@ -1,4 +1,4 @@
-"""The result admin in a real browser: log in, filter failures, read a traceback."""
+"""The result admin in a real browser: log in, filter failures, read a traceback, queue again."""
 
 from __future__ import annotations
 
@@ -60,3 +60,26 @@ def test_failed_task_traceback_is_readable(results: None, admin_user: User,
     expect(traceback).to_contain_text("ValueError: this task always fails")
     expect(page.locator("body")).to_contain_text('"exc_type": "ValueError"')
     page.screenshot(path=SCREENSHOT, full_page=True)
+
+
+def test_a_failed_task_is_queued_again_from_the_list(results: None, admin_user: User,
+                                                     live_server: Any,
+                                                     browser_page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/django_tasks/taskresult/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    row = page.locator("#result_list tr", has_text="9c1a-failed")
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "queue_again")
+    page.locator("button[name=index]").click()
+    messages = page.locator("ul.messagelist")
+    expect(messages).to_contain_text("Queued 1 task(s) again: 9c1a-failed → ")
+    new_id = re.search(r"9c1a-failed → ([0-9a-f-]{36})", messages.inner_text())
+    assert new_id, messages.inner_text()
+    pending = page.locator("#result_list tr", has_text=new_id.group(1))
+    expect(pending).to_contain_text("PENDING")  # the new row, queued
+    expect(page.locator("#result_list")).to_contain_text("9c1a-failed")  # the old one stays
