@@ -134,6 +134,20 @@ class AsyncResult:
     def name(self) -> str | None:
         return self.task_name or self._meta().task_name
 
+    @property
+    def retries(self) -> int:
+        """How many times the task was retried (``self.retry()``, ``autoretry_for``)."""
+        return self._meta().retries
+
+    @property
+    def worker(self) -> str | None:
+        """The name of the worker that last ran it, once one has."""
+        return self._meta().worker or None
+
+    @property
+    def queue(self) -> str | None:
+        return self._meta().queue or None
+
     def ready(self) -> bool:
         return self.state in states.READY_STATES
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.db import transaction
 
-from . import states
+from . import clock, states
 from .conf import get_broker, get_result_store, task_settings, time_limit_error
 from .exceptions import ConfigurationError, EncodeError, MaxRetriesExceededError, Retry
 from .message import Message
@@ -85,7 +85,7 @@ def _module_name(fn: Callable[..., Any]) -> str:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()
 
 
 class Task(Generic[P, R]):

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.models import F
 
+from .. import clock
 from ..conf import database_alias
 from ..message import Message
 from ..models import QueuedMessage
@@ -26,7 +27,7 @@ _CHUNK = 500
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:

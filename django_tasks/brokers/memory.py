@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from .. import clock
 from ..message import Message
 from .base import Broker, Delivery
 
@@ -27,7 +28,7 @@ class _Row:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()
 
 
 class MemoryBroker(Broker):

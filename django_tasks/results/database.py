@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import connections
 
-from .. import serialization, states
+from .. import clock, serialization, states
 from ..conf import database_alias
 from ..message import Message
 from ..models import TaskResult
@@ -22,7 +22,7 @@ _OUTCOME_FIELDS = ["state", "result", "traceback", "worker", "attempts", "retrie
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()
 
 
 class DatabaseResultStore(ResultStore):

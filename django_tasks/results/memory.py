@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .. import states
+from .. import clock, states
 from ..message import Message
 from ..result import ResultMeta, TaskOutcome
 from .base import ResultStore
@@ -51,7 +51,7 @@ class MemoryResultStore(ResultStore):
             meta = self._results.get(task_id)
             if meta is not None and meta.state in states.READY_STATES:
                 return False
-            now = dt.datetime.now(dt.UTC)
+            now = clock.now()
             base = meta or ResultMeta(task_id, states.PENDING)
             self._results[task_id] = replace(base, state=states.REVOKED, date_done=now)
             return True

@@ -11,8 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.utils import timezone
-
+from .. import clock
 from ..conf import get_result_store, task_settings
 from ..exceptions import ConfigurationError, ResultBackendDisabled, TaskError
 
@@ -46,7 +45,7 @@ def prune_expired(*, older_than: dt.timedelta | None = None, batch_size: int | N
     if expires < dt.timedelta(0):
         raise ValueError(f"The age of results to prune cannot be negative ({expires}).")
     size = _batch_size(batch_size)
-    before = (now or timezone.now()) - expires
+    before = (now or clock.now()) - expires
     if dry_run:
         return PruneReport(before, count_expired(store, before), 0, size, dry_run=True)
     total = batches = 0
