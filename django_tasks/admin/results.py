@@ -51,8 +51,11 @@ class TaskResultAdmin(ReadOnlyAdmin):
     fieldsets = [(title, {"fields": fields}) for title, fields in _SECTIONS]
     readonly_fields = [field for _, fields in _SECTIONS for field in fields]
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 passes where the actions are shown; Django 5.2 knows no such argument.
+        parent: Any = super()
+        actions: dict[str, Any] = parent.get_actions(request) if action_location is None \
+            else parent.get_actions(request, action_location=action_location)
         # No bulk delete: "select all" of millions of rows is taskprune's job.
         actions.pop("delete_selected", None)
         return actions

@@ -70,9 +70,50 @@ class DatabaseResultStore(ResultStore):
         self._upsert(rows, ["state", "worker", "attempts", "retries", "started_at"])
 
     def store_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
-        if outcomes:
+        if not outcomes:
+            return
+        missing = list(outcomes)
+        if connections[self.database_alias].vendor == "postgresql":
+            missing = self._update_existing(missing)
+        if missing:
             now = _now()
-            self._upsert([self._row(o, now) for o in outcomes], _OUTCOME_FIELDS)
+            self._upsert([self._row(o, now) for o in missing], _OUTCOME_FIELDS)
+
+    def _update_existing(self, outcomes: list[TaskOutcome]) -> list[TaskOutcome]:
+        """PostgreSQL: write the outcome columns of rows that exist (the PENDING rows made at
+        enqueue) in one ``UPDATE … FROM (VALUES …)``; return the outcomes that had no row.
+
+        Cheaper than the upsert: no arguments are encoded again, no row is built."""
+        connection = connections[self.database_alias]
+        quote = connection.ops.quote_name
+        adapt = connection.ops.adapt_datetimefield_value
+        table = quote(TaskResult._meta.db_table)
+        latest = {o.task_id: o for o in outcomes}  # one row may be updated once per statement
+        updated: set[str] = set()
+        items = list(latest.values())
+        for start in range(0, len(items), _BATCH):
+            chunk = items[start:start + _BATCH]
+            params: list[Any] = []
+            for o in chunk:
+                params += [o.task_id, o.state,
+                           None if o.result is None else serialization.dumps(o.result),
+                           o.traceback, o.worker, o.attempts, o.retries,
+                           adapt(o.started_at) if o.started_at else None,
+                           adapt(o.date_done) if o.date_done else None]
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s::integer, %s::integer, "
+                                "%s::timestamptz, %s::timestamptz)"] * len(chunk))
+            sql = (
+                f"UPDATE {table} AS t SET state = v.state, result = v.result, "
+                "traceback = v.traceback, worker = v.worker, attempts = v.attempts, "
+                "retries = v.retries, started_at = v.started_at, date_done = v.date_done "
+                f"FROM (VALUES {values}) AS v(task_id, state, result, traceback, worker, "
+                "attempts, retries, started_at, date_done) "
+                "WHERE t.task_id = v.task_id RETURNING t.task_id"
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                updated.update(row[0] for row in cursor.fetchall())
+        return [o for o in items if o.task_id not in updated]
 
     def get(self, task_id: str) -> ResultMeta | None:
         row = (self._rows.filter(task_id=task_id)

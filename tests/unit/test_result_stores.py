@@ -74,6 +74,20 @@ def test_store_outcomes_is_an_upsert(store: ResultStore) -> None:
     assert other is not None and other.result == 6
 
 
+def test_an_outcome_keeps_the_arguments_written_at_enqueue(store: ResultStore) -> None:
+    pending(store, "a")
+    started = NOW - dt.timedelta(seconds=3)
+    store.store_outcomes([outcome("a", states.RETRY, done=None, started_at=started),
+                          outcome("a", states.SUCCESS, 7, started_at=started)])  # last wins
+    meta = store.get("a")
+    assert meta is not None and (meta.state, meta.result) == (states.SUCCESS, 7)
+    if isinstance(store, DatabaseResultStore):
+        from django_tasks.models import TaskResult
+
+        row = TaskResult.objects.get(task_id="a")
+        assert (row.args, row.started_at, row.date_done) == ("[1]", started, NOW)
+
+
 def test_store_outcomes_of_nothing_is_fine(store: ResultStore) -> None:
     store.store_outcomes([])
 
