@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from django.core import mail
+from django.test import TestCase
 
 from django_tasks.models import TaskResult
+from django_tasks.testing import TaskQueue
 
 pytestmark = pytest.mark.django_db
 
@@ -34,3 +37,19 @@ def test_email_task_sends_through_django_mail(settings, mailoutbox) -> None:  # 
 
     assert send_welcome_email.delay("ada@example.com", "Ada").get() == 1
     assert mailoutbox[0].subject == "Welcome, Ada"
+
+
+class DemoQueueTests(TestCase):
+    """The tutorial's ``TaskQueue`` example, with Django's ``TestCase``."""
+
+    def test_the_email_is_queued_then_sent(self) -> None:
+        from testproject.demo.tasks import send_welcome_email
+
+        with TaskQueue() as task_queue:
+            self.client.post("/", {"kind": "email"})
+            [message] = task_queue.assert_enqueued(send_welcome_email, ("ada@example.com", "Ada"))
+            self.assertEqual(message.queue, "mail")
+            self.assertEqual(mail.outbox, [])  # queued, not sent yet
+            [result] = task_queue.run_pending()
+        self.assertEqual(len(mail.outbox), 1)
+        self.assertEqual(result.get(timeout=0), 1)
