@@ -191,6 +191,32 @@ class AsyncResult:
             pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
             delay = min(delay * 1.5, interval)
+        return self._value(meta, propagate)
+
+    wait = get
+
+    async def aget(self, timeout: float | None = None, interval: float = 0.5,
+                   propagate: bool = True) -> Any:
+        """``get()`` for async code: awaits between looks instead of blocking the loop."""
+        import asyncio
+
+        from asgiref.sync import sync_to_async
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.002, interval)
+        while True:
+            meta = await sync_to_async(self._meta)()
+            if meta.state in states.READY_STATES:
+                return await sync_to_async(self._value)(meta, propagate)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TaskTimeoutError(
+                    f"Task {self.id} was not ready after {timeout} s (state {meta.state})."
+                )
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause)
+            delay = min(delay * 1.5, interval)
+
+    def _value(self, meta: ResultMeta, propagate: bool) -> Any:
         if meta.state == states.SUCCESS:
             return meta.result
         if propagate:
@@ -198,8 +224,6 @@ class AsyncResult:
                 raise TaskRevokedError(f"Task {self.id} was revoked.")
             raise result_to_exception(meta.result)
         return self.result
-
-    wait = get
 
 
 class EagerResult(AsyncResult):

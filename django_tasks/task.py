@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import functools
 import inspect
 import random
 import sys
-import threading
 import traceback as tb
 import uuid
 from collections.abc import Callable
@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.db import transaction
 
-from . import clock, states
+from . import aio, clock, states
 from .conf import get_broker, get_result_store, task_settings, time_limit_error
 from .exceptions import ConfigurationError, EncodeError, MaxRetriesExceededError, Retry
 from .message import Message
@@ -133,7 +133,12 @@ class Task(Generic[P, R]):
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
         self._signature = inspect.signature(fn)
-        self._local = threading.local()
+        # The requests this task runs under, innermost last. A context variable, not a
+        # thread-local: an async task's coroutine runs in another thread, in a copy of the
+        # context, and must see its request.
+        self._requests: contextvars.ContextVar[tuple[Request, ...]] = contextvars.ContextVar(
+            f"django_tasks.request:{self.name}", default=())
+        self.is_async = inspect.iscoroutinefunction(fn)
         self._check_options()
         functools.update_wrapper(self, fn)
 
@@ -170,44 +175,49 @@ class Task(Generic[P, R]):
 
     @property
     def request(self) -> Request:
-        stack = getattr(self._local, "stack", None)
+        stack = self._requests.get()
         return stack[-1] if stack else Request(task=self.name)
 
-    def _push(self, request: Request) -> None:
-        if not hasattr(self._local, "stack"):
-            self._local.stack = []
-        self._local.stack.append(request)
+    def _push(self, request: Request) -> contextvars.Token[tuple[Request, ...]]:
+        return self._requests.set((*self._requests.get(), request))
 
-    def _pop(self) -> None:
-        self._local.stack.pop()
+    def _pop(self, token: contextvars.Token[tuple[Request, ...]]) -> None:
+        self._requests.reset(token)
 
     # -- running -------------------------------------------------------------------------
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task here and now, like calling the function."""
-        self._push(Request(task=self.name, args=args, kwargs=kwargs))
+        token = self._push(Request(task=self.name, args=args, kwargs=kwargs))
         try:
-            return self.run(*args, **kwargs)
+            return self.run(*args, **kwargs)  # an async task's coroutine, to be awaited
         finally:
-            self._pop()
+            self._pop(token)
 
     def run(self, *args: Any, **kwargs: Any) -> R:
         if self.bind:
             return self.fn(self, *args, **kwargs)
         return self.fn(*args, **kwargs)
 
-    def run_with_request(self, request: Request) -> R:
-        """Run under ``request``, turning ``autoretry_for`` exceptions into retries."""
-        self._push(request)
+    def run_with_request(self, request: Request,
+                         limits: tuple[float | None, float | None] = (None, None)) -> R:
+        """Run under ``request``, turning ``autoretry_for`` exceptions into retries.
+
+        An async task's coroutine is run to completion here, within ``limits`` (soft, hard
+        seconds; sync tasks get theirs from the worker's guard instead)."""
+        token = self._push(request)
         try:
             try:
-                return self.run(*request.args, **request.kwargs)
+                value: Any = self.run(*request.args, **request.kwargs)
+                if self.is_async:
+                    value = aio.run(value, f"{self.name}[{request.id}]", *limits)
+                return value
             except Retry:
                 raise
             except self.autoretry_for as exc:
                 raise self._autoretry(exc) from exc
         finally:
-            self._pop()
+            self._pop(token)
 
     def _autoretry(self, exc: BaseException) -> BaseException:
         countdown = self.default_retry_delay
@@ -295,6 +305,17 @@ class Task(Generic[P, R]):
             return self._apply_eager(message)
         return publish(message)
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+        """``delay()`` for async code (an async view): the enqueue runs in a thread."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
+                           kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+        """``apply_async()`` for async code; takes the same options."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.apply_async)(args, kwargs, **options)
+
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
         """Run the task here, through the same JSON round trip a worker uses."""
@@ -321,6 +342,7 @@ class Task(Generic[P, R]):
 
 def run_message(task: Task[Any, Any], message: Message, *, worker: str, attempts: int = 1,
                 is_eager: bool = False, guard: AbstractContextManager[None] | None = None,
+                limits: tuple[float | None, float | None] = (None, None),
                 ) -> tuple[TaskOutcome, float | None]:
     """Run one decoded message; return its outcome and, for a retry, the delay in seconds.
 
@@ -338,7 +360,7 @@ def run_message(task: Task[Any, Any], message: Message, *, worker: str, attempts
     try:
         task.check_arguments(message.args, message.kwargs)
         with guard or nullcontext():  # inside the try: a limit that fires is a FAILURE
-            value = task.run_with_request(request)
+            value = task.run_with_request(request, limits)
         try:
             from . import serialization
 

@@ -224,10 +224,14 @@ class Consumer:
             item.delivery.deliveries, message.retries, time.time(), hard or 0.0,
             began + hard if hard else 0.0))
         in_thread = hard if self.hard_limit_in_thread else None
-        guard = limits.enforced(f"{message.task}[{message.id}]", soft, in_thread) \
-            if soft or in_thread else None
+        guard = None
+        in_loop: tuple[float | None, float | None] = (None, None)
+        if task.is_async:  # its event loop cancels it (see aio.py)
+            in_loop = (soft, in_thread)
+        elif soft or in_thread:
+            guard = limits.enforced(f"{message.task}[{message.id}]", soft, in_thread)
         try:
-            settlement = execute(item, self.hostname, guard)
+            settlement = execute(item, self.hostname, guard, in_loop)
         finally:
             self.slot.clear()
             connections.refresh()

@@ -132,10 +132,12 @@ def check(item: Prepared, hostname: str) -> Settlement | None:
 
 
 def execute(item: Prepared, hostname: str,
-            guard: AbstractContextManager[None] | None = None) -> Settlement:
+            guard: AbstractContextManager[None] | None = None,
+            in_loop: tuple[float | None, float | None] = (None, None)) -> Settlement:
     """Run a checked delivery and log what happened the way Celery users read it.
 
-    ``guard`` is entered around the task's own code (the time limits)."""
+    ``guard`` is entered around a sync task's own code, and ``in_loop`` are the (soft, hard)
+    limits an async task's event loop enforces."""
     message, task = item.message, item.task
     assert message is not None and task is not None
     label = f"{message.task}[{message.id}]"
@@ -144,7 +146,8 @@ def execute(item: Prepared, hostname: str,
                              args=message.args, kwargs=message.kwargs)
     started = time.monotonic()
     outcome, retry_in = run_message(task, message, worker=hostname,
-                                    attempts=item.delivery.deliveries, guard=guard)
+                                    attempts=item.delivery.deliveries, guard=guard,
+                                    limits=in_loop)
     runtime = time.monotonic() - started
     settlement = Settlement(item.delivery, None if message.ignore_result else outcome)
     if outcome.state == states.SUCCESS:

@@ -108,3 +108,12 @@ def hoard(mib: int = 10) -> str:
     """Keep ``mib`` MiB more for the life of the process, as a leaking library would."""
     _HOARD.append(bytearray(b"x" * (mib << 20)))
     return whoami()
+
+
+@shared_task
+async def nap(seconds: float = 1.0) -> str:
+    """An ``async def`` task: awaits instead of blocking its worker thread."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return f"napped {seconds}s"

@@ -68,3 +68,17 @@ def test_a_thread_that_cannot_be_stopped_makes_the_worker_exit(project: Project)
     assert "exits with status 3" in failure["exc_message"]
     assert project.count("django_tasks_queuedmessage") == 0
     assert project.count("django_tasks_workerstate") == 0
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+def test_an_async_task_runs_and_its_hard_limit_cancels_it(project: Project, pool: str) -> None:
+    worker = project.worker("-c", "1", "-P", pool)
+    quick = apply(project, "nap", {"seconds": 0.1})
+    project.wait_state(quick, "SUCCESS", timeout=30)
+    result = project.result(quick)
+    assert result is not None and json.loads(result["result"]) == "napped 0.1s"
+    stuck = apply(project, "nap", {"seconds": 60}, time_limit=1)
+    project.wait_state(stuck, "FAILURE", timeout=30)
+    assert reason(project, stuck)["exc_type"] == "TimeLimitExceeded"
+    project.wait_state(project.delay("add", 1, 1), "SUCCESS")
+    assert worker.running()  # even the threads pool: a coroutine can be cancelled
