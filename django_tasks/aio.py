@@ -53,11 +53,9 @@ async def _within_limits(coro: Coroutine[Any, Any, Any], label: str, soft: float
 
     timers = []
     if soft is not None:
-        timers.append(loop.call_later(soft, expire, SoftTimeLimitExceeded(
-            f"Task {label} ran past its soft time limit of {soft:g}s")))
+        timers.append(loop.call_later(soft, expire, SoftTimeLimitExceeded.for_task(label, soft)))
     if hard is not None:
-        timers.append(loop.call_later(hard, expire, TimeLimitExceeded(
-            f"Task {label} ran past its hard time limit of {hard:g}s")))
+        timers.append(loop.call_later(hard, expire, TimeLimitExceeded.for_task(label, hard)))
     try:
         return await coro
     except asyncio.CancelledError:

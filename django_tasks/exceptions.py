@@ -89,9 +89,19 @@ class SoftTimeLimitExceeded(TaskError):
     Catch it in the task to clean up (close files, roll back) before the hard limit.
     """
 
+    @classmethod
+    def for_task(cls, label: str, seconds: float) -> "SoftTimeLimitExceeded":
+        return cls(f"Task {label} ran past its soft time limit of {seconds:g}s")
+
 
 class TimeLimitExceeded(TaskError):
     """The task ran past its hard ``time_limit`` and was stopped; it is recorded as FAILURE."""
+
+    @classmethod
+    def for_task(cls, label: str, seconds: float, what: str = "") -> "TimeLimitExceeded":
+        """``what`` says what was done to it (``its process was killed``), if anything."""
+        tail = f"; {what}" if what else ""
+        return cls(f"Task {label} ran past its hard time limit of {seconds:g}s{tail}")
 
 
 class WorkerLostError(TaskError):

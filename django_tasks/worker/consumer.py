@@ -55,6 +55,11 @@ class Running:
     def label(self) -> str:
         return f"{self.task_name}[{self.task_id}]"
 
+    @property
+    def delivery_tag(self) -> object:
+        """The broker's tag, as the broker wrote it (the database broker's are row ids)."""
+        return int(self.tag) if self.tag.isdigit() else self.tag
+
     def encode(self) -> str:
         return "\t".join(str(getattr(self, name)) for name in self.__slots__)
 
@@ -94,6 +99,15 @@ class Slot:
         self.progress = float("inf")
 
 
+def shared_alias(broker: Any, store: Any) -> str | None:
+    """The database alias to write outcomes and acks in one transaction, when the broker
+    and the result store both live there; else None."""
+    alias = getattr(broker, "database_alias", None)
+    if broker.transactional and getattr(store, "database_alias", None) == alias:
+        return alias
+    return None
+
+
 class Consumer:
     def __init__(self, *, queues: Sequence[str], owner: str, hostname: str, prefetch: int,
                  lease: float, stop: StopFlag, slot: Slot | None = None,
@@ -110,15 +124,9 @@ class Consumer:
         self.recycler = recycler or Recycler()
         self.broker = get_broker()
         self.store = get_result_store()
-        self._atomic = self._shared_database()
+        self._atomic = shared_alias(self.broker, self.store)
         self._unsettled: list[Delivery] = []
-
-    def _shared_database(self) -> str | None:
-        """The alias to write results and acks in one transaction, when both live there."""
-        alias = getattr(self.broker, "database_alias", None)
-        if self.broker.transactional and getattr(self.store, "database_alias", None) == alias:
-            return alias
-        return None
+        self._default_limits: tuple[float | None, float | None] = (None, None)
 
     def run(self) -> None:
         batch, idle, failures = 1, MIN_IDLE, 0
@@ -159,6 +167,7 @@ class Consumer:
     def process(self, deliveries: Sequence[Delivery]) -> bool:
         """Run one batch; return True if a task in it was slow."""
         deliveries = self._isolate_suspect(deliveries)
+        self._default_limits = limits.defaults()  # settings read once a batch, not a task
         prepared = prepare(deliveries, self.store)
         pending: list[Settlement] = []
         started = last_flush = time.monotonic()
@@ -217,7 +226,7 @@ class Consumer:
                 args=message.args, kwargs=message.kwargs, queue=message.queue,
                 worker=self.hostname, attempts=item.delivery.deliveries,
                 retries=message.retries, started_at=utcnow())])
-        soft, hard = limits.resolve(task, message)
+        soft, hard = limits.resolve(task, message, self._default_limits)
         began = time.monotonic()
         self.slot.set(Running(
             str(item.delivery.tag), message.id, message.task, item.delivery.queue,

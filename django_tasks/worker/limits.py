@@ -34,23 +34,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_tasks.worker")
 
 
-def resolve(task: Task[Any, Any], message: Message) -> tuple[float | None, float | None]:
-    """``(soft, hard)`` seconds for this run: the call's, else the task's, else the setting's."""
+def defaults() -> tuple[float | None, float | None]:
+    """``(hard, soft)`` from the settings, for tasks and calls that set none."""
+    return task_settings.TIME_LIMIT, task_settings.SOFT_TIME_LIMIT
+
+
+def resolve(task: Task[Any, Any], message: Message,
+            fallback: tuple[float | None, float | None] | None = None,
+            ) -> tuple[float | None, float | None]:
+    """``(soft, hard)`` seconds for this run: the call's, else the task's, else ``fallback``
+    (the settings', read once per batch by the consumer; here if not given)."""
     hard, soft = message.timelimit
     if hard is None:
-        hard = task.time_limit if task.time_limit is not None else task_settings.TIME_LIMIT
+        hard = task.time_limit
     if soft is None:
-        soft = (task.soft_time_limit if task.soft_time_limit is not None
-                else task_settings.SOFT_TIME_LIMIT)
+        soft = task.soft_time_limit
+    if hard is None or soft is None:
+        default_hard, default_soft = fallback or defaults()
+        hard = default_hard if hard is None else hard
+        soft = default_soft if soft is None else soft
     return (None if soft is None else float(soft)), (None if hard is None else float(hard))
-
-
-def _soft_error(task_label: str, soft: float) -> SoftTimeLimitExceeded:
-    return SoftTimeLimitExceeded(f"Task {task_label} ran past its soft time limit of {soft:g}s")
-
-
-def _hard_error(task_label: str, hard: float) -> TimeLimitExceeded:
-    return TimeLimitExceeded(f"Task {task_label} ran past its hard time limit of {hard:g}s")
 
 
 @contextmanager
@@ -84,7 +87,8 @@ def _alarm(label: str, soft: float | None, hard: float | None) -> Iterator[None]
         if pending:
             signal.setitimer(signal.ITIMER_REAL,
                              max(started + pending[0][0] - time.monotonic(), 0.001))
-        raise _soft_error(label, limit) if kind == "soft" else _hard_error(label, limit)
+        raise (SoftTimeLimitExceeded.for_task(label, limit) if kind == "soft"
+               else TimeLimitExceeded.for_task(label, limit))
 
     previous = signal.signal(signal.SIGALRM, ring)
     signal.setitimer(signal.ITIMER_REAL, steps[0][0])
@@ -105,11 +109,13 @@ def _raise_in(ident: int, exc_type: type[BaseException] | None) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), target)
 
 
-def _with_message(base: type[BaseException], text: str) -> type[BaseException]:
-    """A class raising ``base(text)``: asynchronous exceptions are raised from a class."""
+def _as_class(exc: BaseException) -> type[BaseException]:
+    """A class whose instances are ``exc`` again: asynchronous exceptions are raised from a
+    class, and this keeps the message (and the public name, for stored results)."""
+    base, args = type(exc), exc.args
 
     def __init__(self: BaseException) -> None:
-        base.__init__(self, text)
+        base.__init__(self, *args)
 
     return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__,
                                          "__qualname__": base.__qualname__})
@@ -131,11 +137,9 @@ class _Watchdog:
         now = time.monotonic()
         steps = []
         if soft is not None:
-            steps.append((now + soft, _with_message(SoftTimeLimitExceeded,
-                                                    str(_soft_error(label, soft)))))
+            steps.append((now + soft, _as_class(SoftTimeLimitExceeded.for_task(label, soft))))
         if hard is not None:
-            steps.append((now + hard, _with_message(TimeLimitExceeded,
-                                                    str(_hard_error(label, hard)))))
+            steps.append((now + hard, _as_class(TimeLimitExceeded.for_task(label, hard))))
         with self._cond:
             self._due[ident] = sorted(steps, key=lambda step: step[0])
             self._cond.notify()
@@ -188,17 +192,16 @@ def record_exceeded(running: Running, hostname: str, owner: str, what: str) -> N
     from ..registry import registry
     from ..result import TaskOutcome, exception_to_result
     from ..task import utcnow
+    from .consumer import shared_alias
 
-    exc = TimeLimitExceeded(f"Task {running.label} ran past its hard time limit of "
-                            f"{running.hard_limit:g}s; {what}")
+    exc = TimeLimitExceeded.for_task(running.label, running.hard_limit, what)
     logger.error("Hard time limit (%gs) exceeded for %s: %s", running.hard_limit,
                  running.label, what)
     broker, store = get_broker(), get_result_store()
-    alias = getattr(broker, "database_alias", None)
-    shared = broker.transactional and alias and getattr(store, "database_alias", None) == alias
+    alias = shared_alias(broker, store)
     started = dt.datetime.fromtimestamp(running.started, dt.UTC)
     try:
-        with transaction.atomic(using=alias) if shared else nullcontext():
+        with transaction.atomic(using=alias) if alias else nullcontext():
             if store is not None:
                 store.store_outcomes([TaskOutcome(
                     task_id=running.task_id, task_name=running.task_name,
@@ -206,8 +209,8 @@ def record_exceeded(running: Running, hostname: str, owner: str, what: str) -> N
                     traceback=f"{type(exc).__name__}: {exc}", queue=running.queue,
                     worker=hostname, attempts=running.deliveries, retries=running.retries,
                     started_at=started, date_done=utcnow())])
-            tag: object = int(running.tag) if running.tag.isdigit() else running.tag
-            broker.ack([Delivery(tag, "", running.queue, running.deliveries, owner)])
+            broker.ack([Delivery(running.delivery_tag, "", running.queue, running.deliveries,
+                                 owner)])
     except Exception as exc_:  # noqa: BLE001 - the lease lapses; the next holder sees it again
         logger.warning("Could not record the time limit of %s (%s)", running.label, exc_)
         return

@@ -356,17 +356,13 @@ def _reap(child: _Child, worker: Worker, *, respawn: bool, children: list[_Child
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         logger.error("Process %s died (%s) while running task %s; it goes back to the queue "
                      "and counts as one delivery", child.process.name, how, running.label)
-        heartbeat.release(child.owner, keep_count=[_tag(running.tag)])
+        heartbeat.release(child.owner, keep_count=[running.delivery_tag])
     elif code != 0:
         heartbeat.release(child.owner)
     if respawn:
         if code != 0:
             logger.warning("Restarting %s (exit code %s)", child.process.name, code)
         children.append(_Child(worker, child.index))
-
-
-def _tag(raw: str) -> object:
-    return int(raw) if raw.isdigit() else raw
 
 
 def _cold(children: list[_Child]) -> None:

@@ -47,12 +47,10 @@ def stalled(entries: Iterable[Entry], last_beat: float, timeout: float,
 class StallWatch:
     """The watchdog thread of one worker process."""
 
-    def __init__(self, timeout: float | None, entries: Callable[[], Iterable[Entry]],
-                 on_stall: Callable[[], None] = lambda: None, *,
+    def __init__(self, timeout: float | None, entries: Callable[[], Iterable[Entry]], *,
                  health_file: str | None = None, hostname: str = "") -> None:
         self.timeout = timeout
         self.entries = entries
-        self.on_stall = on_stall  # e.g. kill the pool's processes, before the exit
         self.health_file = Path(health_file) if health_file else None
         self.hostname = hostname
         self.last_beat = time.monotonic()
@@ -108,5 +106,4 @@ class StallWatch:
         for handler in logging.getLogger("django_tasks").handlers:
             handler.flush()
         sys.stderr.flush()
-        self.on_stall()
-        os._exit(EXIT_STALLED)
+        os._exit(EXIT_STALLED)  # prefork children die with it (PR_SET_PDEATHSIG)

@@ -48,11 +48,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         queues = (options["queues"] or str(task_settings.DEFAULT_QUEUE)).split(",")
-        extra = {k: options[k] for k in ("concurrency", "prefetch", "max_tasks_per_child",
-                                         "max_memory_per_child") if options[k] is not None}
-        for option in ("shutdown_timeout", "stall_timeout", "health_file"):
-            if options[option] is not None:
-                extra[option] = options[option]
+        optional = ("concurrency", "prefetch", "shutdown_timeout", "stall_timeout",
+                    "health_file", "max_tasks_per_child", "max_memory_per_child")
+        extra = {k: options[k] for k in optional if options[k] is not None}
         try:
             worker = Worker(queues=queues, pool=options["pool"], hostname=options["hostname"],
                             loglevel=options["loglevel"], out=self.stdout,  # type: ignore[arg-type]
