@@ -1,68 +1,72 @@
 """Settings of django_tasks, read on every access so ``override_settings`` works.
 
-Every setting has the ``TASKS_`` prefix; the defaults live in ``DEFAULTS`` and nowhere else.
+Every setting has the ``TASKS_`` prefix and is declared once below, with its type and its
+default; ``DEFAULTS`` is derived from those declarations. The types say what the code
+expects; the system checks (``checks.py``) tell a project whose values do not fit.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings as django_settings
 
-DEFAULTS: dict[str, Any] = {
-    "BROKER_URL": "django://",
-    "RESULT_BACKEND": "django://",
-    "DEFAULT_QUEUE": "default",
-    "ALWAYS_EAGER": False,
-    "EAGER_PROPAGATES": True,
-    "RESULT_EXPIRES": timedelta(days=1),
-    "MAX_DELIVERIES": 3,
-    "LEASE_SECONDS": 30.0,
-    "HEARTBEAT_SECONDS": 5.0,
-    "WORKER_PREFETCH": 256,
-    "WORKER_SHUTDOWN_TIMEOUT": 25.0,
-    "WORKER_CONCURRENCY": None,
-    "WORKER_MAX_TASKS_PER_CHILD": None,
-    "WORKER_STALL_TIMEOUT": 120.0,
-    "WORKER_HEALTH_FILE": None,
-    "WORKER_MAX_MEMORY_PER_CHILD": None,
-    "POLL_INTERVAL": 0.05,
-    "TRACK_STARTED": False,
-    "TIME_LIMIT": None,
-    "SOFT_TIME_LIMIT": None,
-    "PRUNE_BATCH_SIZE": 1000,
-    "ACCEPT_CONTENT": ["json"],
-}
+if TYPE_CHECKING:
+    from .brokers.base import Broker
+    from .results.base import ResultStore
+
+T = TypeVar("T")
 
 
-def database_alias(url: object) -> str:
-    """The database alias a ``django://`` URL names: ``django://`` is ``default``."""
-    rest = str(url).split("://", 1)[1] if "://" in str(url) else ""
-    return rest.strip("/") or "default"
+class Setting(Generic[T]):
+    """One ``TASKS_*`` setting: read from Django's settings on each access, else the default."""
 
+    def __init__(self, default: T) -> None:
+        self.default = default
+        self.name = ""
 
-def time_limit_error(value: object) -> str:
-    """Why ``value`` is not a time limit (a positive number of seconds, or None); else ''."""
-    if value is None:
-        return ""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        return f"must be a positive number of seconds or None, not {value!r}"
-    return ""
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Setting[T]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> T: ...
 
-def _prefixed(name: str) -> str:
-    return f"TASKS_{name}"
+    def __get__(self, obj: object | None, objtype: type | None = None) -> T | Setting[T]:
+        if obj is None:
+            return self
+        return getattr(django_settings, f"TASKS_{self.name}", self.default)
 
 
 class TaskSettings:
     """Attribute access to ``TASKS_*`` settings with defaults; nothing is cached."""
 
-    def __getattr__(self, name: str) -> Any:
-        if name not in DEFAULTS:
-            raise AttributeError(f"unknown django_tasks setting {name!r}")
-        return getattr(django_settings, _prefixed(name), DEFAULTS[name])
+    BROKER_URL = Setting[str]("django://")
+    RESULT_BACKEND = Setting[str | None]("django://")
+    DEFAULT_QUEUE = Setting[str]("default")
+    ALWAYS_EAGER = Setting[bool](False)
+    EAGER_PROPAGATES = Setting[bool](True)
+    RESULT_EXPIRES = Setting[timedelta | int | float | None](timedelta(days=1))
+    MAX_DELIVERIES = Setting[int](3)
+    LEASE_SECONDS = Setting[float](30.0)
+    HEARTBEAT_SECONDS = Setting[float](5.0)
+    WORKER_PREFETCH = Setting[int](256)
+    WORKER_SHUTDOWN_TIMEOUT = Setting[float](25.0)
+    WORKER_CONCURRENCY = Setting[int | None](None)
+    WORKER_MAX_TASKS_PER_CHILD = Setting[int | None](None)
+    WORKER_STALL_TIMEOUT = Setting[float | None](120.0)
+    WORKER_HEALTH_FILE = Setting[str | None](None)
+    WORKER_MAX_MEMORY_PER_CHILD = Setting[int | None](None)
+    POLL_INTERVAL = Setting[float](0.05)
+    TRACK_STARTED = Setting[bool](False)
+    TIME_LIMIT = Setting[float | None](None)
+    SOFT_TIME_LIMIT = Setting[float | None](None)
+    PRUNE_BATCH_SIZE = Setting[int](1000)
+    ACCEPT_CONTENT = Setting[list[str]](["json"])
 
     @property
     def result_expires(self) -> timedelta | None:
@@ -78,7 +82,43 @@ class TaskSettings:
         return int(self.WORKER_CONCURRENCY or os.cpu_count() or 1)
 
 
+#: Every setting's default, by name without the prefix.
+DEFAULTS: dict[str, Any] = {
+    name: value.default for name, value in vars(TaskSettings).items()
+    if isinstance(value, Setting)
+}
+
 task_settings = TaskSettings()
+
+
+def database_alias(url: object) -> str:
+    """The database alias a ``django://`` URL names: ``django://`` is ``default``."""
+    rest = str(url).split("://", 1)[1] if "://" in str(url) else ""
+    return rest.strip("/") or "default"
+
+
+def mask_url(url: object) -> str:
+    """``url`` with its password replaced by ``**``, for banners, logs and checks."""
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:  # not a URL at all: nothing to find in it
+        return text
+    if not password:
+        return text
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:**@{host}"))
+
+
+def time_limit_error(value: object) -> str:
+    """Why ``value`` is not a time limit (a positive number of seconds, or None); else ''."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return f"must be a positive number of seconds or None, not {value!r}"
+    return ""
 
 
 # Brokers and result stores are plug-ins chosen by URL scheme and loaded by dotted path,
@@ -91,43 +131,56 @@ RESULT_STORE_CLASSES = {
     "django": "django_tasks.results.database.DatabaseResultStore",
     "memory": "django_tasks.results.memory.MemoryResultStore",
 }
-_cache: dict[tuple[str, str], Any] = {}
+_brokers: dict[str, Broker] = {}
+_stores: dict[str, ResultStore] = {}
 
 
-def _load(kind: str, url: str, classes: dict[str, str], setting: str) -> Any:
+def _load_class(url: str, classes: dict[str, str], setting: str) -> Any:
     from django.utils.module_loading import import_string
 
     from .exceptions import ConfigurationError
 
-    key = (kind, url)
-    if key not in _cache:
-        scheme = url.split("://", 1)[0] if "://" in url else ""
-        if scheme not in classes:
-            raise ConfigurationError(
-                f"{setting}={url!r} is not supported; use one of "
-                f"{', '.join(s + '://' for s in classes)}."
-            )
-        _cache[key] = import_string(classes[scheme])(url)
-    return _cache[key]
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in classes:
+        raise ConfigurationError(
+            f"{setting}={mask_url(url)!r} is not supported; use one of "
+            f"{', '.join(s + '://' for s in classes)}."
+        )
+    return import_string(classes[scheme])
 
 
-def get_broker() -> Any:
+def get_broker() -> Broker:
     """The broker for ``TASKS_BROKER_URL`` (one instance per URL and process)."""
-    return _load("broker", str(task_settings.BROKER_URL), BROKER_CLASSES, "TASKS_BROKER_URL")
+    from .brokers.base import Broker
+
+    url = str(task_settings.BROKER_URL)
+    if url not in _brokers:
+        cls = _load_class(url, BROKER_CLASSES, "TASKS_BROKER_URL")
+        if not (isinstance(cls, type) and issubclass(cls, Broker)):
+            raise TypeError(f"{cls!r} is not a Broker")
+        _brokers[url] = cls(url)
+    return _brokers[url]
 
 
-def get_result_store() -> Any:
+def get_result_store() -> ResultStore | None:
     """The result store for ``TASKS_RESULT_BACKEND``, or ``None`` when results are off."""
+    from .results.base import ResultStore
+
     url = task_settings.RESULT_BACKEND
     if not url:
         return None
-    return _load("results", str(url), RESULT_STORE_CLASSES, "TASKS_RESULT_BACKEND")
+    url = str(url)
+    if url not in _stores:
+        cls = _load_class(url, RESULT_STORE_CLASSES, "TASKS_RESULT_BACKEND")
+        if not (isinstance(cls, type) and issubclass(cls, ResultStore)):
+            raise TypeError(f"{cls!r} is not a ResultStore")
+        _stores[url] = cls(url)
+    return _stores[url]
 
 
 def reset_cache() -> None:
     """Forget cached brokers and stores (on ``setting_changed`` and after ``fork``)."""
-    for instance in _cache.values():
-        close = getattr(instance, "close", None)
-        if close is not None:
-            close()
-    _cache.clear()
+    for broker in _brokers.values():
+        broker.close()
+    _brokers.clear()
+    _stores.clear()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import reprlib
 import socket
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -63,7 +65,7 @@ class Message:
             "parent_id": self.parent_id,
             "argsrepr": _short_repr(self.args),
             "kwargsrepr": _short_repr(self.kwargs),
-            "origin": _ORIGIN,
+            "origin": origin(),
             "ignore_result": self.ignore_result,
         }
         properties = {
@@ -105,8 +107,12 @@ class Message:
         task_id, name = headers.get("id"), headers.get("task")
         if not isinstance(task_id, str) or not task_id:
             raise DecodeError("message header 'id' is missing")
+        if problem := name_error(task_id, "header 'id'"):
+            raise DecodeError(f"message {printable(task_id)}: {problem}")
         if not isinstance(name, str) or not name:
             raise DecodeError(f"message {task_id} has no task name in header 'task'")
+        if problem := name_error(name, "header 'task'"):
+            raise DecodeError(f"message {task_id}: {problem}")
         if not (isinstance(body, list) and len(body) == 3
                 and isinstance(body[0], list) and isinstance(body[1], dict)):
             raise DecodeError(f"message {task_id} body is not [args, kwargs, embed]")
@@ -117,20 +123,23 @@ class Message:
         delivery = properties.get("delivery_info") or {}
         if not isinstance(delivery, dict):
             raise DecodeError(f"message {task_id} 'delivery_info' is not an object")
+        queue = delivery.get("routing_key") or "default"
+        if problem := name_error(queue, "'routing_key'"):
+            raise DecodeError(f"message {task_id}: {problem}")
         try:
             return cls(
                 id=task_id,
                 task=name,
                 args=tuple(body[0]),
                 kwargs=body[1],
-                queue=delivery.get("routing_key") or "default",
-                priority=int(properties.get("priority") or 0),
+                queue=queue,
+                priority=_bounded(properties.get("priority"), "priority", MAX_WIRE_PRIORITY),
                 eta=_parse_time(headers.get("eta")),
                 expires=_parse_time(headers.get("expires")),
-                retries=int(headers.get("retries") or 0),
-                root_id=headers.get("root_id"),
-                parent_id=headers.get("parent_id"),
-                group=headers.get("group"),
+                retries=_bounded(headers.get("retries"), "retries", MAX_COUNT),
+                root_id=_optional_id(headers.get("root_id"), "root_id"),
+                parent_id=_optional_id(headers.get("parent_id"), "parent_id"),
+                group=_optional_id(headers.get("group"), "group"),
                 ignore_result=bool(headers.get("ignore_result")),
                 timelimit=_parse_timelimit(headers.get("timelimit")),
                 headers={k: v for k, v in headers.items() if k not in known},
@@ -150,12 +159,78 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return moment
 
 
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother = 4, 200, 200
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = 20
+
+
 def _short_repr(value: Any, limit: int = 200) -> str:
-    text = repr(value)
+    """A bounded repr (Celery's ``argsrepr``): safe for huge or deeply nested arguments."""
+    try:
+        text = _repr.repr(value)
+    except (ValueError, RecursionError):  # an int past the conversion limit, say
+        return "<not representable>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_origin: tuple[int, str] = (0, "")
+
+
+def origin() -> str:
+    """``pid@host`` of the process sending a message (Celery's ``origin`` header), looked up
+    per process: a forked child is not its parent."""
+    global _origin
+    pid = os.getpid()
+    if _origin[0] != pid:
+        _origin = (pid, f"{pid}@{socket.gethostname()}")
+    return _origin[1]
+
+
+#: Longest task name, id or queue name: what the tables' columns hold.
+MAX_NAME = 255
+#: Priorities on the wire: AMQP's range (tasks of ours use 0-9).
+MAX_WIRE_PRIORITY = 255
+#: Counters (retries) stored in a 32-bit column.
+MAX_COUNT = 2**31 - 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def name_error(value: Any, what: str) -> str:
+    """Why ``value`` cannot be a task name, id or queue name; '' when it can.
+
+    Each is stored in a 255-character column and written to logs, so it must be a short
+    string without control characters (a NUL cannot be stored by PostgreSQL at all)."""
+    if not isinstance(value, str) or not value:
+        return f"{what} must be a non-empty string, not {printable(repr(value))}"
+    if len(value) > MAX_NAME:
+        return f"{what} is {len(value)} characters long; at most {MAX_NAME} are allowed"
+    if found := _CONTROL.search(value):
+        return (f"{what} {printable(value)!s} holds the control character "
+                f"{printable(found.group())}; names and ids must be printable text")
+    return ""
+
+
+def printable(value: str, limit: int = 300) -> str:
+    """``value`` with control characters escaped, for logs: a NUL or an ANSI escape in a
+    task name must not reach a log file raw."""
+    if _CONTROL.search(value):
+        value = "".join(repr(c)[1:-1] if _CONTROL.match(c) else c for c in value)
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _bounded(value: Any, what: str, most: int) -> int:
+    number = int(value or 0)
+    if not 0 <= number <= most:
+        raise ValueError(f"'{what}' must be a whole number from 0 to {most}, not {number}")
+    return number
+
+
+def _optional_id(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if problem := name_error(value, f"'{what}'"):
+        raise ValueError(problem)
+    return str(value)
 
 
 def _parse_timelimit(value: Any) -> tuple[float | None, float | None]:

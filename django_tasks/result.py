@@ -31,9 +31,15 @@ class ResultMeta:
 
 
 def exception_to_result(exc: BaseException) -> dict[str, Any]:
+    from .serialization import storable_text
+
     cls = type(exc)
+    try:
+        text = str(exc)
+    except Exception as error:  # noqa: BLE001 - a broken __str__ must not lose the failure
+        text = f"<the exception's str() raised {type(error).__name__}>"
     stored: dict[str, Any] = {"exc_type": cls.__qualname__, "exc_module": cls.__module__,
-                              "exc_message": str(exc)}
+                              "exc_message": storable_text(text)}
     try:  # the constructor's arguments, where JSON carries them, rebuild it exactly
         from . import serialization
 

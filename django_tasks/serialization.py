@@ -3,13 +3,18 @@
 ``datetime``, ``date``, ``time``, ``UUID`` and ``Decimal`` survive a round trip, tagged as
 ``{"__type__": ..., "__value__": ...}``, the shape kombu's JSON serializer uses for datetimes
 and decimals (kombu encodes UUIDs differently; interoperability with Celery is not claimed
-yet). Anything else is an :class:`EncodeError` at ``delay()``.
+yet). Anything else is an :class:`EncodeError` at ``delay()``, and so is what JSON or a
+database cannot carry faithfully: NaN and infinities, strings with lone surrogates (they have
+no UTF-8 form), integers past Python's 4,300-digit conversion limit, and nesting deeper than
+the interpreter's recursion limit. On the way in, the same defects are a :class:`DecodeError`,
+so a hand-written or foreign message cannot smuggle them into a worker either.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -54,20 +59,92 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+_PLAIN = ("Pass plain data (str, int, float, bool, None, list, dict, datetime, date, time, "
+          "UUID, Decimal), e.g. a model's primary key instead of the instance.")
+
+
 def dumps(value: Any, what: str = "value") -> str:
-    """Serialize ``value``; ``what`` names it in the error (``"arguments of add"``)."""
+    """Serialize ``value``; ``what`` names it in the error (``"arguments of add"``).
+
+    The text is UTF-8-clean: a string holding a lone surrogate (from bytes decoded with
+    ``errors="surrogateescape"``, say) is an :class:`EncodeError` here, not a failure in
+    whichever database or broker would have stored it."""
     try:
-        return json.dumps(value, default=_default, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, default=_default, separators=(",", ":"), allow_nan=False,
+                          ensure_ascii=False)
+    except RecursionError:
+        raise EncodeError(f"{what} cannot be serialized to JSON: it is nested too deeply "
+                          f"(or refers to itself). {_PLAIN}") from None
     except (TypeError, ValueError) as exc:
+        raise EncodeError(f"{what} cannot be serialized to JSON: {exc}. {_PLAIN}") from exc
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
         raise EncodeError(
-            f"{what} cannot be serialized to JSON: {exc}. Pass plain data (str, int, float, "
-            "bool, None, list, dict, datetime, date, time, UUID, Decimal), e.g. a model's "
-            "primary key instead of the instance."
-        ) from exc
+            f"{what} cannot be serialized to JSON: a string holds the lone surrogate "
+            f"{text[exc.start]!r}, which has no UTF-8 form. Decode bytes with a real "
+            "encoding (or pass them base64-encoded)."
+        ) from None
+    return text
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def loads(text: str | bytes) -> Any:
     try:
-        return json.loads(text, object_hook=_object_hook)
+        if isinstance(text, bytes | bytearray):
+            text = bytes(text).decode("utf-8")
+        value = json.loads(text, object_hook=_object_hook, parse_constant=_reject_constant)
+    except RecursionError:
+        raise DecodeError("not valid JSON: nested too deeply to decode") from None
     except (TypeError, ValueError) as exc:
         raise DecodeError(f"not valid JSON: {exc}") from exc
+    if _holds_surrogate(text, value):
+        raise DecodeError("not valid JSON for a task: a string holds a lone surrogate "
+                          "(U+D800 to U+DFFF), which has no UTF-8 form")
+    return value
+
+
+# A \\uD800-\\uDFFF escape: half of a pair (an emoji from an ASCII-only encoder) or a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _holds_surrogate(text: str, value: Any) -> bool:
+    """Cheap for the usual text: only one that escapes a surrogate has its strings looked at."""
+    if not text.isascii() and _unencodable(text):
+        return True
+    if "\\u" not in text or not _SURROGATE_ESCAPE.search(text):
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _unencodable(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def storable_text(text: str | None) -> str | None:
+    """``text`` as every database can store it: NUL and lone surrogates escaped.
+
+    Tracebacks and exception messages are free text; PostgreSQL refuses NUL in text columns
+    and no UTF-8 database takes a lone surrogate."""
+    if text is None or (text.isascii() and "\x00" not in text):
+        return text
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -4,16 +4,23 @@ A broker moves encoded messages between producers and workers, with leases:
 
 * ``publish`` puts messages on their queues; those with an ``eta`` stay invisible until due.
 * ``fetch`` leases up to ``limit`` due messages to ``owner`` (one consuming process) for
-  ``lease`` seconds and raises each one's delivery count.
+  ``lease`` seconds and raises each one's delivery count. Every claim gets a new ``token``.
 * ``renew`` extends every lease an owner holds; a lease runs out only when its owner stops
   renewing (killed, frozen, cut off), and the message is then delivered again.
 * ``ack`` removes finished messages; ``release`` hands messages back at once (optionally
   without counting the delivery); ``requeue`` hands one back after a delay.
+
+Fencing: ``ack``, ``release``, ``requeue`` and ``confirm`` act only on a message whose current
+lease is the one the delivery was given (its ``tag`` and ``token``). A worker that froze past
+its lease, or lost the database for longer, may come back holding deliveries that another
+worker has claimed since; whatever it then writes for them is refused, and each method says
+what it did so that the caller can log the rest and drop their outcomes.
 """
 
 from __future__ import annotations
 
 import abc
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -24,16 +31,24 @@ from ..message import Message
 class Delivery:
     """One leased message: ``tag`` identifies it to the broker, ``body`` is the envelope.
 
+    ``token`` names this lease: each claim of a message gets a new one, so a write made
+    under an old claim can be told from one made under the current claim.
     ``task_id`` is the id the broker stored beside the body, where it keeps one: it lets the
     worker record a FAILURE for a body that does not decode.
     """
 
-    tag: object
+    tag: int
     body: str
     queue: str
     deliveries: int
     owner: str
     task_id: str = ""
+    token: int = 0
+
+
+def new_token() -> int:
+    """A lease token: random, so that no two claims of one message ever share one."""
+    return secrets.randbits(62) + 1
 
 
 class Broker(abc.ABC):
@@ -48,30 +63,47 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def publish(self, messages: Sequence[Message]) -> None: ...
 
+    def publish_with_pending(self, messages: Sequence[Message]) -> bool:
+        """Publish and write the messages' PENDING result rows in one statement, where the
+        broker can and the results live beside it; False where the caller must write them
+        separately (the default)."""
+        return False
+
     @abc.abstractmethod
     def fetch(self, queues: Sequence[str], owner: str, limit: int,
               lease: float) -> list[Delivery]: ...
 
     @abc.abstractmethod
-    def ack(self, deliveries: Iterable[Delivery]) -> None: ...
+    def ack(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
+        """Remove these messages; return the deliveries acked (their lease was current)."""
 
     @abc.abstractmethod
-    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> None:
-        """Make these messages deliverable now; ``count=False`` undoes their delivery count."""
+    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> int:
+        """Make these messages deliverable now; ``count=False`` undoes their delivery count.
+
+        Returns how many were released; a message whose lease has moved on is left alone."""
 
     @abc.abstractmethod
-    def release_owner(self, owner: str, *, keep_count: Iterable[object] = ()) -> int:
+    def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),
+                      count_all: bool = False) -> int:
         """Release everything ``owner`` holds (it died or stopped); return how many.
 
-        Deliveries whose tag is in ``keep_count`` keep their count (they were running).
+        Deliveries whose tag is in ``keep_count`` keep their count (they had started), and
+        all of them do with ``count_all``; the others are handed back uncounted.
         """
 
     @abc.abstractmethod
-    def requeue(self, delivery: Delivery, message: Message, delay: float) -> None:
-        """Replace the delivered message with ``message``, deliverable after ``delay`` s."""
+    def requeue(self, delivery: Delivery, message: Message, delay: float) -> bool:
+        """Replace the delivered message with ``message``, deliverable after ``delay`` s;
+        False (nothing done) if the delivery's lease is no longer current."""
 
     @abc.abstractmethod
     def renew(self, owners: Sequence[str], lease: float) -> int: ...
+
+    @abc.abstractmethod
+    def confirm(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
+        """Extend these leases by ``lease`` seconds from now; return the deliveries whose
+        lease was still current (the others belong to someone else now)."""
 
     @abc.abstractmethod
     def depths(self, queues: Sequence[str] | None = None) -> dict[str, int]: ...
@@ -84,10 +116,6 @@ class Broker(abc.ABC):
 
     def describe(self) -> str:
         """The URL with any password hidden, for banners and logs."""
-        from urllib.parse import urlsplit, urlunsplit
+        from ..conf import mask_url
 
-        parts = urlsplit(self.url)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":**@")
-            return urlunsplit(parts._replace(netloc=netloc))
-        return self.url
+        return mask_url(self.url)

@@ -1,7 +1,8 @@
 """The database broker (``django://``, ``django://ALIAS``): queue rows through the ORM.
 
 Enqueue is an INSERT on the caller's connection, so it is part of the caller's transaction.
-A claim is one statement that moves due rows' ``visible_at`` to the end of a lease: on
+A claim is one statement that moves due rows' ``visible_at`` to the end of a lease and gives
+them a new ``lease_token``, which every later write for the delivery must name: on
 PostgreSQL an ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``, on SQLite
 the same ``UPDATE … RETURNING`` (SQLite runs one writer at a time, so the statement is atomic),
 and elsewhere (MySQL, MariaDB) a ``SELECT … FOR UPDATE SKIP LOCKED`` and an UPDATE in one
@@ -15,15 +16,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 
 from .. import clock
 from ..conf import database_alias
 from ..message import Message
 from ..models import QueuedMessage
-from .base import Broker, Delivery
+from .base import Broker, Delivery, new_token
 
 _CHUNK = 500
+# One delivery fewer, never below zero (unsigned on MySQL: no subtraction from 0 at all).
+_UNCOUNT = Case(When(deliveries__gt=0, then=F("deliveries") - 1), default=Value(0))
 
 
 def _now() -> dt.datetime:
@@ -33,6 +36,14 @@ def _now() -> dt.datetime:
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def _by_token(deliveries: Iterable[Delivery]) -> list[tuple[int, list[Delivery]]]:
+    """Deliveries grouped by lease token (one group per fetch they came from)."""
+    groups: dict[int, list[Delivery]] = {}
+    for delivery in deliveries:
+        groups.setdefault(delivery.token, []).append(delivery)
+    return list(groups.items())
 
 
 class DatabaseBroker(Broker):
@@ -100,33 +111,34 @@ class DatabaseBroker(Broker):
         connection = connections[self.database_alias]
         now = _now()
         until = now + dt.timedelta(seconds=lease)
+        token = new_token()
         if connection.vendor in ("postgresql", "sqlite"):
-            rows = self._claim_returning(connection, queues, owner, limit, now, until)
+            rows = self._claim_returning(connection, queues, owner, token, limit, now, until)
         else:
-            rows = self._claim_locking(queues, owner, limit, now, until)
+            rows = self._claim_locking(queues, owner, token, limit, now, until)
         rows.sort(key=lambda r: (-r[4], r[0]))
-        return [Delivery(r[0], r[2], r[1], r[3], owner, r[5]) for r in rows]
+        return [Delivery(r[0], r[2], r[1], r[3], owner, r[5], token) for r in rows]
 
-    def _claim_returning(self, connection: Any, queues: Sequence[str], owner: str,
+    def _claim_returning(self, connection: Any, queues: Sequence[str], owner: str, token: int,
                          limit: int, now: dt.datetime, until: dt.datetime) -> list[Any]:
         table = connection.ops.quote_name(QueuedMessage._meta.db_table)
         marks = ", ".join(["%s"] * len(queues))
         lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
         sql = (
-            f"UPDATE {table} SET lease_owner = %s, visible_at = %s, "
+            f"UPDATE {table} SET lease_owner = %s, lease_token = %s, visible_at = %s, "
             f"deliveries = deliveries + 1 WHERE id IN (SELECT id FROM {table} "
             f"WHERE queue IN ({marks}) AND visible_at <= %s "
             f"ORDER BY priority DESC, visible_at, id LIMIT %s{lock}) "
             "RETURNING id, queue, body, deliveries, priority, task_id"
         )
         adapt = connection.ops.adapt_datetimefield_value
-        params = [owner, adapt(until), *queues, adapt(now), limit]
+        params = [owner, token, adapt(until), *queues, adapt(now), limit]
         # One statement, so atomic on its own: no BEGIN/COMMIT round trips around it.
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
 
-    def _claim_locking(self, queues: Sequence[str], owner: str, limit: int,
+    def _claim_locking(self, queues: Sequence[str], owner: str, token: int, limit: int,
                        now: dt.datetime, until: dt.datetime) -> list[Any]:
         with transaction.atomic(using=self.database_alias):
             rows = list(
@@ -138,50 +150,88 @@ class DatabaseBroker(Broker):
             )
             if rows:
                 self._rows.filter(id__in=[r[0] for r in rows]).update(
-                    lease_owner=owner, visible_at=until, deliveries=F("deliveries") + 1
+                    lease_owner=owner, lease_token=token, visible_at=until,
+                    deliveries=F("deliveries") + 1,
                 )
         return [(r[0], r[1], r[2], r[3] + 1, r[4], r[5]) for r in rows]
 
-    # -- settling ------------------------------------------------------------------------
+    # -- settling: every write is fenced by the delivery's lease token ---------------------
 
-    def ack(self, deliveries: Iterable[Delivery]) -> None:
-        tags = [d.tag for d in deliveries]
-        for chunk in _chunks(tags):
-            self._rows.filter(id__in=chunk).delete()
+    def _held(self, token: int, tags: Sequence[int]) -> Any:
+        return self._rows.filter(lease_token=token, id__in=list(tags))
 
-    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> None:
-        items = list(deliveries)
-        for chunk in _chunks(items):
-            qs = self._rows.filter(id__in=[d.tag for d in chunk])
-            changes: dict[str, Any] = {"lease_owner": None, "visible_at": _now()}
-            if not count:
-                changes["deliveries"] = F("deliveries") - 1
-            qs.filter(deliveries__gt=0).update(**changes)
+    def ack(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
+        acked: list[Delivery] = []
+        for token, group in _by_token(deliveries):
+            for chunk in _chunks(group):
+                tags = self._delete_returning(token, [d.tag for d in chunk])
+                acked += [d for d in chunk if d.tag in tags]
+        return acked
 
-    def release_owner(self, owner: str, *, keep_count: Iterable[object] = ()) -> int:
+    def _delete_returning(self, token: int, tags: list[int]) -> set[int]:
+        connection = connections[self.database_alias]
+        if connection.vendor in ("postgresql", "sqlite") or getattr(
+                connection, "mysql_is_mariadb", False):
+            table = connection.ops.quote_name(QueuedMessage._meta.db_table)
+            marks = ", ".join(["%s"] * len(tags))
+            with connection.cursor() as cursor:
+                cursor.execute(f"DELETE FROM {table} WHERE lease_token = %s AND id IN ({marks}) "
+                               "RETURNING id", [token, *tags])
+                return {row[0] for row in cursor.fetchall()}
+        with transaction.atomic(using=self.database_alias):  # MySQL: no DELETE … RETURNING
+            held = set(self._held(token, tags).select_for_update().values_list("id", flat=True))
+            self._rows.filter(id__in=held).delete()
+        return held
+
+    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> int:
+        changes: dict[str, Any] = {"lease_owner": None, "lease_token": None,
+                                   "visible_at": _now()}
+        if not count:
+            changes["deliveries"] = _UNCOUNT
+        released = 0
+        for token, group in _by_token(deliveries):
+            for chunk in _chunks(group):
+                released += self._held(token, [d.tag for d in chunk]).update(**changes)
+        return released
+
+    def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),
+                      count_all: bool = False) -> int:
         keep = list(keep_count)
         now = _now()
         held = self._rows.filter(lease_owner=owner)
-        released = held.filter(id__in=keep).update(lease_owner=None, visible_at=now)
-        released += held.exclude(id__in=keep).filter(deliveries__gt=0).update(
-            lease_owner=None, visible_at=now, deliveries=F("deliveries") - 1
-        )
+        changes = {"lease_owner": None, "lease_token": None, "visible_at": now}
+        if count_all:
+            return int(held.update(**changes))
+        released = held.filter(id__in=keep).update(**changes)
+        released += held.exclude(id__in=keep).update(
+            **changes, deliveries=_UNCOUNT)
         return int(released)
 
-    def requeue(self, delivery: Delivery, message: Message, delay: float) -> None:
+    def requeue(self, delivery: Delivery, message: Message, delay: float) -> bool:
         visible_at = _now() + dt.timedelta(seconds=delay)
-        updated = self._rows.filter(id=delivery.tag).update(
+        return bool(self._held(delivery.token, [delivery.tag]).update(
             body=message.encode(), queue=message.queue, priority=message.priority,
-            visible_at=visible_at, lease_owner=None, deliveries=0,
-        )
-        if not updated:  # the row was acked by someone else meanwhile: publish anew
-            self.publish([message.replace(eta=visible_at)])
+            visible_at=visible_at, lease_owner=None, lease_token=None, deliveries=0,
+        ))
 
     def renew(self, owners: Sequence[str], lease: float) -> int:
         if not owners:
             return 0
         until = _now() + dt.timedelta(seconds=lease)
         return int(self._rows.filter(lease_owner__in=list(owners)).update(visible_at=until))
+
+    def confirm(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
+        until = _now() + dt.timedelta(seconds=lease)
+        held: list[Delivery] = []
+        for token, group in _by_token(deliveries):
+            for chunk in _chunks(group):
+                tags = [d.tag for d in chunk]
+                with transaction.atomic(using=self.database_alias):
+                    current = set(self._held(token, tags).select_for_update()
+                                  .values_list("id", flat=True))
+                    self._rows.filter(id__in=current).update(visible_at=until)
+                held += [d for d in chunk if d.tag in current]
+        return held
 
     # -- inspection ----------------------------------------------------------------------
 

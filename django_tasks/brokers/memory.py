@@ -12,7 +12,7 @@ from django.db import transaction
 
 from .. import clock
 from ..message import Message
-from .base import Broker, Delivery
+from .base import Broker, Delivery, new_token
 
 
 @dataclass
@@ -25,6 +25,7 @@ class _Row:
     task_id: str = ""
     owner: str | None = None
     deliveries: int = 0
+    token: int | None = None
 
 
 def _now() -> dt.datetime:
@@ -57,50 +58,67 @@ class MemoryBroker(Broker):
     def fetch(self, queues: Sequence[str], owner: str, limit: int,
               lease: float) -> list[Delivery]:
         now = _now()
+        token = new_token()
         with self._lock:
             due = sorted(
                 (r for r in self._rows.values() if r.queue in queues and r.visible_at <= now),
                 key=lambda r: (-r.priority, r.visible_at, r.id),
             )[:limit]
             for row in due:
-                row.owner, row.deliveries = owner, row.deliveries + 1
+                row.owner, row.token, row.deliveries = owner, token, row.deliveries + 1
                 row.visible_at = now + dt.timedelta(seconds=lease)
             # Within a batch, the order the database broker hands out: priority, then age.
             due.sort(key=lambda r: (-r.priority, r.id))
-            return [Delivery(r.id, r.body, r.queue, r.deliveries, owner, r.task_id)
+            return [Delivery(r.id, r.body, r.queue, r.deliveries, owner, r.task_id, token)
                     for r in due]
 
-    def ack(self, deliveries: Iterable[Delivery]) -> None:
-        with self._lock:
-            for d in deliveries:
-                self._rows.pop(d.tag, None)  # type: ignore[call-overload]
+    def _held(self, delivery: Delivery) -> _Row | None:
+        """The row of ``delivery`` while its lease is current (call with the lock held)."""
+        row = self._rows.get(delivery.tag)
+        return row if row is not None and row.token == delivery.token else None
 
-    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> None:
+    def ack(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
+        with self._lock:
+            acked = [d for d in deliveries if self._held(d) is not None]
+            for d in acked:
+                del self._rows[d.tag]
+            return acked
+
+    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> int:
+        released = 0
         with self._lock:
             for d in deliveries:
-                row = self._rows.get(d.tag)  # type: ignore[call-overload]
+                row = self._held(d)
                 if row is not None:
-                    row.owner, row.visible_at = None, _now()
-                    if not count:
-                        row.deliveries = max(0, row.deliveries - 1)
+                    self._free(row, uncount=not count)
+                    released += 1
+        return released
 
-    def release_owner(self, owner: str, *, keep_count: Iterable[object] = ()) -> int:
+    @staticmethod
+    def _free(row: _Row, *, uncount: bool) -> None:
+        row.owner, row.token, row.visible_at = None, None, _now()
+        if uncount:
+            row.deliveries = max(0, row.deliveries - 1)
+
+    def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),
+                      count_all: bool = False) -> int:
         keep = set(keep_count)
         with self._lock:
             held = [r for r in self._rows.values() if r.owner == owner]
             for row in held:
-                row.owner, row.visible_at = None, _now()
-                if row.id not in keep:
-                    row.deliveries = max(0, row.deliveries - 1)
+                self._free(row, uncount=not count_all and row.id not in keep)
             return len(held)
 
-    def requeue(self, delivery: Delivery, message: Message, delay: float) -> None:
+    def requeue(self, delivery: Delivery, message: Message, delay: float) -> bool:
         body = message.encode()
         with self._lock:
-            self._rows.pop(delivery.tag, None)  # type: ignore[call-overload]
+            if self._held(delivery) is None:
+                return False
+            del self._rows[delivery.tag]
             row_id = next(self._ids)
             self._rows[row_id] = _Row(row_id, message.queue, message.priority, body,
                                       _now() + dt.timedelta(seconds=delay), message.id)
+            return True
 
     def renew(self, owners: Sequence[str], lease: float) -> int:
         until = _now() + dt.timedelta(seconds=lease)
@@ -109,6 +127,14 @@ class MemoryBroker(Broker):
             for row in held:
                 row.visible_at = until
             return len(held)
+
+    def confirm(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
+        until = _now() + dt.timedelta(seconds=lease)
+        with self._lock:
+            current = [d for d in deliveries if self._held(d) is not None]
+            for d in current:
+                self._rows[d.tag].visible_at = until
+            return current
 
     def depths(self, queues: Sequence[str] | None = None) -> dict[str, int]:
         with self._lock:

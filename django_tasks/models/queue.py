@@ -9,7 +9,8 @@ class QueuedMessage(models.Model):
     ``visible_at`` is the one clock of a row: when a delayed message becomes due, or when
     the lease of the worker holding it runs out. A row is deliverable when
     ``visible_at <= now``; claiming it moves ``visible_at`` to the lease's end and every
-    heartbeat of the holder moves it again. Acking deletes the row.
+    heartbeat of the holder moves it again. Acking deletes the row. Each claim writes a new
+    ``lease_token``; a write for a delivery counts only while the row still has its token.
     """
 
     queue = models.CharField(max_length=255)
@@ -18,6 +19,9 @@ class QueuedMessage(models.Model):
     body = models.TextField(help_text="the message envelope, JSON")
     visible_at = models.DateTimeField()
     lease_owner = models.CharField(max_length=255, null=True, blank=True)
+    lease_token = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="names the current lease: acks and outcomes under an older one are refused")
     deliveries = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField()
 

@@ -11,6 +11,13 @@ from ..result import ResultMeta, TaskOutcome
 
 
 class ResultStore(abc.ABC):
+    """Outcomes by task id. A final state (SUCCESS, FAILURE, REVOKED) is never replaced: a
+    later write for the same id (a late worker's, a duplicate run's) leaves it as it is."""
+
+    #: The database alias the store writes to, when it lives in one of the project's
+    #: databases: outcomes and acks then share one transaction where the broker does too.
+    database_alias: str | None = None
+
     def __init__(self, url: str) -> None:
         self.url = url
 
@@ -20,11 +27,12 @@ class ResultStore(abc.ABC):
 
     @abc.abstractmethod
     def mark_started(self, outcomes: Sequence[TaskOutcome]) -> None:
-        """Record tasks as STARTED (for tasks that track it)."""
+        """Record tasks as STARTED (for tasks that track it), unless already final."""
 
     @abc.abstractmethod
     def store_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
-        """Record finished, retrying or failed runs, many at once."""
+        """Record finished, retrying or failed runs, many at once; ids already in a final
+        state keep it."""
 
     @abc.abstractmethod
     def get(self, task_id: str) -> ResultMeta | None: ...
@@ -45,4 +53,7 @@ class ResultStore(abc.ABC):
         """Delete up to ``batch_size`` results finished before ``before``; return how many."""
 
     def describe(self) -> str:
-        return self.url
+        """The URL with any password hidden, for banners and logs."""
+        from ..conf import mask_url
+
+        return mask_url(self.url)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 
 from .. import clock, serialization, states
 from ..conf import database_alias
 from ..message import Message
 from ..models import TaskResult
 from ..result import ResultMeta, TaskOutcome
+from ..serialization import storable_text
 from .base import ResultStore
 
 _BATCH = 500
@@ -25,14 +27,19 @@ def _now() -> dt.datetime:
     return clock.now()
 
 
+def _result_text(outcome: TaskOutcome) -> str | None:
+    return None if outcome.result is None else serialization.dumps(outcome.result)
+
+
 class DatabaseResultStore(ResultStore):
     def __init__(self, url: str = "django://") -> None:
         super().__init__(url)
-        self.database_alias = database_alias(url)
+        self.alias = database_alias(url)
+        self.database_alias = self.alias
 
     @property
     def _rows(self) -> Any:
-        return TaskResult.objects.using(self.database_alias)
+        return TaskResult.objects.using(self.alias)
 
     def create_pending(self, messages: Sequence[Message]) -> None:
         now = _now()
@@ -49,71 +56,92 @@ class DatabaseResultStore(ResultStore):
         return TaskResult(
             task_id=o.task_id, task_name=o.task_name, state=o.state,
             args=serialization.dumps(list(o.args)), kwargs=serialization.dumps(o.kwargs or {}),
-            result=None if o.result is None else serialization.dumps(o.result),
-            traceback=o.traceback, queue=o.queue, worker=o.worker, attempts=o.attempts,
-            retries=o.retries, started_at=o.started_at, date_done=o.date_done, created_at=now,
+            result=_result_text(o), traceback=storable_text(o.traceback), queue=o.queue,
+            worker=o.worker, attempts=o.attempts, retries=o.retries, started_at=o.started_at,
+            date_done=o.date_done, created_at=now,
         )
 
-    def _upsert(self, rows: list[TaskResult], fields: list[str]) -> None:
-        # MySQL and MariaDB cannot name the conflict target (ON DUPLICATE KEY UPDATE fires on
-        # any unique key); task_id is the only one a new row can collide on there.
-        features = connections[self.database_alias].features
-        target = ["task_id"] if features.supports_update_conflicts_with_target else None
-        self._rows.bulk_create(rows, batch_size=_BATCH, update_conflicts=True,
-                               unique_fields=target, update_fields=fields)
+    def _insert_missing(self, outcomes: Sequence[TaskOutcome]) -> None:
+        """Insert rows for ids that have none; an id that has one (final or not) is skipped."""
+        if outcomes:
+            now = _now()
+            self._rows.bulk_create([self._row(o, now) for o in outcomes], batch_size=_BATCH,
+                                   ignore_conflicts=True)
 
     def mark_started(self, outcomes: Sequence[TaskOutcome]) -> None:
-        now = _now()
-        rows = [self._row(o, now) for o in outcomes]
-        for row in rows:
-            row.state, row.result, row.date_done = states.STARTED, None, None
-        self._upsert(rows, ["state", "worker", "attempts", "retries", "started_at"])
+        missing = []
+        for o in outcomes:
+            updated = self._rows.filter(task_id=o.task_id).exclude(
+                state__in=states.READY_STATES).update(
+                state=states.STARTED, worker=o.worker, attempts=o.attempts,
+                retries=o.retries, started_at=o.started_at)
+            if not updated:
+                missing.append(replace(o, state=states.STARTED, result=None, date_done=None))
+        self._insert_missing(missing)
 
     def store_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
         if not outcomes:
             return
-        missing = list(outcomes)
-        if connections[self.database_alias].vendor == "postgresql":
-            missing = self._update_existing(missing)
-        if missing:
-            now = _now()
-            self._upsert([self._row(o, now) for o in missing], _OUTCOME_FIELDS)
+        latest = list({o.task_id: o for o in outcomes}.values())  # one write per id
+        vendor = connections[self.alias].vendor
+        for start in range(0, len(latest), _BATCH):
+            chunk = latest[start:start + _BATCH]
+            if vendor in ("postgresql", "sqlite"):
+                updated = self._update_returning(chunk)
+            else:
+                updated = self._update_locked(chunk)
+            self._insert_missing([o for o in chunk if o.task_id not in updated])
 
-    def _update_existing(self, outcomes: list[TaskOutcome]) -> list[TaskOutcome]:
-        """PostgreSQL: write the outcome columns of rows that exist (the PENDING rows made at
-        enqueue) in one ``UPDATE … FROM (VALUES …)``; return the outcomes that had no row.
-
-        Cheaper than the upsert: no arguments are encoded again, no row is built."""
-        connection = connections[self.database_alias]
+    def _update_returning(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
+        """PostgreSQL and SQLite: write the outcome columns of the rows that exist and are not
+        final (the PENDING rows made at enqueue) in one ``UPDATE … FROM (VALUES …)``; return
+        the ids of the rows it wrote, final or missing ones are not among them."""
+        connection = connections[self.alias]
         quote = connection.ops.quote_name
         adapt = connection.ops.adapt_datetimefield_value
         table = quote(TaskResult._meta.db_table)
-        latest = {o.task_id: o for o in outcomes}  # one row may be updated once per statement
-        updated: set[str] = set()
-        items = list(latest.values())
-        for start in range(0, len(items), _BATCH):
-            chunk = items[start:start + _BATCH]
-            params: list[Any] = []
-            for o in chunk:
-                params += [o.task_id, o.state,
-                           None if o.result is None else serialization.dumps(o.result),
-                           o.traceback, o.worker, o.attempts, o.retries,
-                           adapt(o.started_at) if o.started_at else None,
-                           adapt(o.date_done) if o.date_done else None]
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s::integer, %s::integer, "
-                                "%s::timestamptz, %s::timestamptz)"] * len(chunk))
-            sql = (
-                f"UPDATE {table} AS t SET state = v.state, result = v.result, "
-                "traceback = v.traceback, worker = v.worker, attempts = v.attempts, "
-                "retries = v.retries, started_at = v.started_at, date_done = v.date_done "
-                f"FROM (VALUES {values}) AS v(task_id, state, result, traceback, worker, "
-                "attempts, retries, started_at, date_done) "
-                "WHERE t.task_id = v.task_id RETURNING t.task_id"
-            )
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                updated.update(row[0] for row in cursor.fetchall())
-        return [o for o in items if o.task_id not in updated]
+        params: list[Any] = []
+        for o in outcomes:
+            params += [o.task_id, o.state, _result_text(o), storable_text(o.traceback), o.worker,
+                       o.attempts, o.retries,
+                       adapt(o.started_at) if o.started_at else None,
+                       adapt(o.date_done) if o.date_done else None]
+        if connection.vendor == "postgresql":
+            row = ("(%s, %s, %s, %s, %s, %s::integer, %s::integer, %s::timestamptz, "
+                   "%s::timestamptz)")
+        else:
+            row = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        final = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
+        sql = (
+            "WITH v(task_id, state, result, traceback, worker, attempts, retries, started_at, "
+            f"date_done) AS (VALUES {', '.join([row] * len(outcomes))}) "
+            f"UPDATE {table} SET state = v.state, result = v.result, "
+            "traceback = v.traceback, worker = v.worker, attempts = v.attempts, "
+            "retries = v.retries, started_at = v.started_at, date_done = v.date_done "
+            f"FROM v WHERE {table}.task_id = v.task_id AND {table}.state NOT IN ({final}) "
+            f"RETURNING {table}.task_id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return {row[0] for row in cursor.fetchall()}
+
+    def _update_locked(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
+        """Other databases (MySQL, MariaDB): lock the rows that exist and are not final, then
+        write them with one ``bulk_update``; return their ids."""
+        by_id = {o.task_id: o for o in outcomes}
+        with transaction.atomic(using=self.alias):
+            rows = list(self._rows.select_for_update()
+                        .filter(task_id__in=list(by_id))
+                        .exclude(state__in=states.READY_STATES)
+                        .only("id", "task_id"))
+            for row in rows:
+                o = by_id[row.task_id]
+                row.state, row.result = o.state, _result_text(o)
+                row.traceback, row.worker = storable_text(o.traceback), o.worker
+                row.attempts, row.retries = o.attempts, o.retries
+                row.started_at, row.date_done = o.started_at, o.date_done
+            self._rows.bulk_update(rows, _OUTCOME_FIELDS, batch_size=_BATCH)
+        return {row.task_id for row in rows}
 
     def get(self, task_id: str) -> ResultMeta | None:
         row = (self._rows.filter(task_id=task_id)

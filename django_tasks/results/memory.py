@@ -25,15 +25,22 @@ class MemoryResultStore(ResultStore):
                 self._results[m.id] = ResultMeta(m.id, states.PENDING, task_name=m.task,
                                                  queue=m.queue)
 
+    def _final(self, task_id: str) -> bool:
+        meta = self._results.get(task_id)
+        return meta is not None and meta.state in states.READY_STATES
+
     def mark_started(self, outcomes: Sequence[TaskOutcome]) -> None:
         with self._lock:
             for o in outcomes:
-                self._results[o.task_id] = replace(o.meta(), state=states.STARTED, result=None)
+                if not self._final(o.task_id):
+                    self._results[o.task_id] = replace(o.meta(), state=states.STARTED,
+                                                       result=None)
 
     def store_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
         with self._lock:
             for o in outcomes:
-                self._results[o.task_id] = o.meta()
+                if not self._final(o.task_id):
+                    self._results[o.task_id] = o.meta()
 
     def get(self, task_id: str) -> ResultMeta | None:
         return self._results.get(task_id)

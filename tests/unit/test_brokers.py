@@ -133,9 +133,11 @@ def test_ack_removes_for_good(any_broker: Broker, clock: Clock) -> None:
     any_broker.ack([first])
     assert any_broker.depths() == {"default": 1}
     clock.advance(LEASE + 1)
-    assert ids(fetch(any_broker)) == [kept]
-    any_broker.ack([second])
-    any_broker.ack([second])  # acking twice is harmless
+    [again] = fetch(any_broker)
+    assert ids([again]) == [kept]
+    assert any_broker.ack([second]) == []  # its lease ran out: the new claim holds it
+    assert any_broker.ack([again]) == [again]
+    assert any_broker.ack([again]) == []  # acking twice is harmless
     assert any_broker.depths() == {}
 
 
@@ -232,3 +234,83 @@ def test_purge_empties_one_queue(any_broker: Broker) -> None:
 def test_describe_hides_a_password() -> None:
     assert MemoryBroker("memory://").describe() == "memory://"
     assert MemoryBroker("memory://user:secret@host/0").describe() == "memory://user:**@host/0"
+    assert MemoryBroker("memory://user:p%40ss@host/0").describe() == "memory://user:**@host/0"
+    assert MemoryBroker("memory://:secret@host").describe() == "memory://:**@host"
+
+
+# -- fencing: a delivery whose lease has moved on writes nothing ---------------------------
+
+
+def _taken_over(broker: Broker, clock: Clock) -> tuple[Delivery, Delivery]:
+    """A delivery of ``w1`` whose lease ran out and was claimed by ``w2`` since."""
+    publish(broker)
+    [late] = fetch(broker, owner="w1")
+    clock.advance(LEASE + 1)
+    [current] = fetch(broker, owner="w2")
+    assert (late.tag, late.token != current.token) == (current.tag, True)
+    return late, current
+
+
+def test_each_claim_has_a_new_token(any_broker: Broker) -> None:
+    publish(any_broker)
+    [first] = fetch(any_broker, owner="w1")
+    any_broker.release([first])
+    [second] = fetch(any_broker, owner="w1")  # the same owner claims it again
+    assert first.tag == second.tag and first.token != second.token
+
+
+def test_a_late_ack_is_refused_and_the_current_holder_keeps_the_message(
+        any_broker: Broker, clock: Clock) -> None:
+    late, current = _taken_over(any_broker, clock)
+    assert any_broker.ack([late]) == []
+    assert any_broker.depths() == {"default": 1}
+    assert any_broker.ack([current]) == [current]
+    assert any_broker.depths() == {}
+
+
+def test_a_late_release_does_not_hand_back_what_another_worker_holds(
+        any_broker: Broker, clock: Clock) -> None:
+    late, current = _taken_over(any_broker, clock)
+    assert any_broker.release([late]) == 0
+    assert any_broker.release([late], count=True) == 0
+    assert fetch(any_broker, owner="w3") == []  # still leased to w2
+    assert any_broker.release([current]) == 1
+    assert fetch(any_broker, owner="w3")[0].deliveries == 2  # w1's lapsed lease counts
+
+
+def test_a_late_requeue_is_refused(any_broker: Broker, clock: Clock) -> None:
+    late, current = _taken_over(any_broker, clock)
+    retry = Message.decode(late.body).replace(retries=1)
+    assert any_broker.requeue(late, retry, 0) is False
+    assert any_broker.depths() == {"default": 1}
+    assert fetch(any_broker, owner="w3") == []
+    assert any_broker.requeue(current, retry, 0) is True
+    assert Message.decode(fetch(any_broker, owner="w3")[0].body).retries == 1
+
+
+def test_confirm_extends_current_leases_and_names_the_lost_ones(
+        any_broker: Broker, clock: Clock) -> None:
+    late, _ = _taken_over(any_broker, clock)
+    publish(any_broker)
+    [mine] = fetch(any_broker, owner="w1", lease=10)
+    clock.advance(8)
+    assert any_broker.confirm([late, mine], 10) == [mine]
+    clock.advance(5)  # past mine's first lease, within the confirmed one
+    assert fetch(any_broker, owner="w3") == []
+
+
+def test_acks_of_several_claims_at_once(any_broker: Broker) -> None:
+    publish(any_broker)
+    publish(any_broker)
+    [one] = fetch(any_broker, limit=1)
+    [two] = fetch(any_broker, limit=1)
+    assert one.token != two.token
+    assert sorted(d.tag for d in any_broker.ack([one, two])) == sorted([one.tag, two.tag])
+
+
+def test_an_acked_message_cannot_be_acked_or_released_again(any_broker: Broker) -> None:
+    publish(any_broker)
+    [delivery] = fetch(any_broker)
+    assert any_broker.ack([delivery]) == [delivery]
+    assert any_broker.ack([delivery]) == []
+    assert any_broker.release([delivery]) == 0

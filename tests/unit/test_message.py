@@ -194,3 +194,64 @@ def test_each_defect_is_a_decode_error_naming_it(env: dict[str, Any], reason: st
 def test_properties_that_are_not_objects_are_a_decode_error(properties: Any) -> None:
     with pytest.raises(DecodeError):
         decode(envelope(properties=properties))
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"id": "a\x00b", "task": "t"}, "header 'id'.*control character"),
+        ({"id": "x" * 256, "task": "t"}, "256 characters long; at most 255"),
+        ({"id": "abc", "task": "t\x00"}, "header 'task'.*control character"),
+        ({"id": "abc", "task": "t\x1b[31m"}, "control character"),
+        ({"id": "abc", "task": "t" * 256}, "at most 255"),
+        ({"id": "abc", "task": "t", "retries": 10 ** 30}, "'retries' must be a whole number"),
+        ({"id": "abc", "task": "t", "retries": -1}, "'retries' must be a whole number"),
+        ({"id": "abc", "task": "t", "root_id": 7}, "'root_id' must be a non-empty string"),
+        ({"id": "abc", "task": "t", "group": "g\x00"}, "'group'.*control character"),
+    ],
+    ids=["nul-id", "long-id", "nul-task", "escape-task", "long-task", "huge-retries",
+         "negative-retries", "int-root-id", "nul-group"],
+)
+def test_names_ids_and_counters_a_database_cannot_hold_are_refused(
+        headers: dict[str, Any], reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode(envelope(headers=headers))
+
+
+def test_a_priority_out_of_range_is_refused() -> None:
+    with pytest.raises(DecodeError, match="'priority' must be a whole number from 0 to 255"):
+        decode(envelope(properties={"priority": 1000}))
+
+
+def test_a_routing_key_with_a_nul_is_refused() -> None:
+    with pytest.raises(DecodeError, match="'routing_key'"):
+        decode(envelope(properties={"delivery_info": {"routing_key": "q\x00"}}))
+
+
+def test_origin_is_the_sending_process_even_after_a_fork() -> None:
+    import os
+    import warnings
+
+    from django_tasks import message as message_module
+
+    parent = message_module.origin()
+    assert parent.startswith(f"{os.getpid()}@")
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12 warns of fork beside threads; none run here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child reports its own origin, then leaves at once
+        os.write(write, message_module.origin().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 200).decode().startswith(f"{pid}@")
+
+
+def test_argsrepr_is_bounded_for_huge_and_deep_arguments() -> None:
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(500):
+        inner.append([])
+        inner = inner[0]
+    headers = Message(id="a", task="t", args=(deep, "x" * 10_000)).to_envelope()["headers"]
+    assert len(headers["argsrepr"]) <= 200

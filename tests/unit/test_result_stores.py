@@ -187,3 +187,53 @@ def test_prune_with_nothing_to_prune(store: ResultStore) -> None:
 
 def test_describe_is_the_url(store: ResultStore) -> None:
     assert store.describe() in ("memory://", "django://")
+
+
+@pytest.mark.parametrize("final", [states.SUCCESS, states.FAILURE, states.REVOKED])
+def test_a_final_state_is_never_replaced(store: ResultStore, final: str) -> None:
+    pending(store, "a")
+    store.store_outcomes([outcome("a", final, result=1, worker="rescuer", attempts=2)])
+    for late in (states.FAILURE, states.SUCCESS, states.RETRY):
+        store.store_outcomes([outcome("a", late, result=2, worker="late", attempts=1)])
+    store.mark_started([outcome("a", worker="late", attempts=1)])
+    meta = store.get("a")
+    assert meta is not None
+    assert (meta.state, meta.result, meta.worker) == (final, 1, "rescuer")
+
+
+def test_a_final_state_is_kept_for_an_id_written_without_a_pending_row(
+        store: ResultStore) -> None:
+    store.store_outcomes([outcome("solo", states.SUCCESS, result="first")])
+    store.store_outcomes([outcome("solo", states.FAILURE, result="late")])
+    meta = store.get("solo")
+    assert meta is not None and (meta.state, meta.result) == (states.SUCCESS, "first")
+
+
+def test_retry_and_started_are_not_final(store: ResultStore) -> None:
+    pending(store, "a")
+    store.mark_started([outcome("a", worker="w1")])
+    store.store_outcomes([outcome("a", states.RETRY, result={"exc_type": "X"})])
+    store.store_outcomes([outcome("a", states.SUCCESS, result=3)])
+    meta = store.get("a")
+    assert meta is not None and (meta.state, meta.result) == (states.SUCCESS, 3)
+
+
+def test_a_batch_mixing_new_final_and_pending_ids(store: ResultStore) -> None:
+    pending(store, "p1", "p2")
+    store.store_outcomes([outcome("p2", states.SUCCESS, result="kept")])
+    store.store_outcomes([outcome("p1", result=1), outcome("p2", states.FAILURE, result=2),
+                          outcome("new", result=3)])
+    got = {i: (m.state, m.result) for i in ("p1", "p2", "new") if (m := store.get(i))}
+    assert got == {"p1": (states.SUCCESS, 1), "p2": (states.SUCCESS, "kept"),
+                   "new": (states.SUCCESS, 3)}
+
+
+def test_text_no_database_can_hold_is_stored_escaped(store: ResultStore) -> None:
+    pending(store, "a")
+    store.store_outcomes([outcome("a", states.FAILURE, result={"exc_message": "nul\x00"},
+                                  traceback="Traceback: bad \x00 byte and \ud800")])
+    meta = store.get("a")
+    assert meta is not None and meta.state == states.FAILURE
+    assert meta.result == {"exc_message": "nul\x00"}  # inside JSON it is escaped anyway
+    if isinstance(store, DatabaseResultStore):
+        assert meta.traceback == "Traceback: bad \\x00 byte and \\ud800"

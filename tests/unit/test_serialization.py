@@ -147,3 +147,64 @@ def test_a_malformed_tagged_decimal_is_a_decode_error() -> None:
 def test_a_tagged_uuid_that_is_not_a_string_is_a_decode_error() -> None:
     with pytest.raises(DecodeError):
         serialization.loads('{"__type__":"uuid","__value__":5}')
+
+
+# -- what JSON or a database cannot carry faithfully ----------------------------------------
+
+
+def _deep(levels: int) -> list[Any]:
+    outer: list[Any] = []
+    inner = outer
+    for _ in range(levels):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("lone \ud800 surrogate", "lone surrogate"),
+        ({"key \udfff": 1}, "lone surrogate"),
+        (_deep(100_000), "nested too deeply"),
+        (10 ** 5000, "integer string conversion"),
+    ],
+    ids=["surrogate", "surrogate-key", "deep", "huge-int"],
+)
+def test_what_cannot_be_stored_is_an_encode_error(value: Any, reason: str) -> None:
+    with pytest.raises(EncodeError, match=reason):
+        serialization.dumps(value, "arguments of task 'app.t'")
+
+
+def test_nul_and_non_ascii_text_round_trip() -> None:
+    value = {"text": "a\x00b", "emoji": "\U0001f600", "accents": "éü"}
+    encoded = serialization.dumps(value)
+    assert "\x00" not in encoded and "\U0001f600" in encoded  # NUL escaped, UTF-8 kept
+    assert round_trip(value) == value
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('[NaN]', "NaN is not a JSON number"),
+        ('{"x": Infinity}', "Infinity is not a JSON number"),
+        ('["\\ud800"]', "lone surrogate"),
+        ('{"\\udc00": 1}', "lone surrogate"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("1" * 5000, "digits"),
+    ],
+    ids=["nan", "infinity", "surrogate", "surrogate-key", "deep", "huge-int"],
+)
+def test_what_a_task_cannot_be_given_is_a_decode_error(raw: str, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        serialization.loads(raw)
+
+
+def test_an_escaped_surrogate_pair_is_fine() -> None:
+    assert serialization.loads('["\\ud83d\\ude00", "\\\\ud800"]') == ["\U0001f600", "\\ud800"]
+
+
+def test_storable_text_escapes_only_what_a_database_refuses() -> None:
+    assert serialization.storable_text("plain") == "plain"
+    assert serialization.storable_text(None) is None
+    assert serialization.storable_text("é\x00\ud800") == "é\\x00\\ud800"
