@@ -51,6 +51,14 @@ class WorkerNameInUse(TaskError):
     """
 
 
+class BrokerUnreachable(TaskError):
+    """A worker could not reach its broker's database to start.
+
+    Check that the database runs and that ``DATABASES`` (or ``TASKS_BROKER_URL``) points at
+    it; the worker waits ``TASKS_WORKER_STALL_TIMEOUT`` seconds for it before giving up.
+    """
+
+
 class ResultBackendDisabled(TaskError):
     """Results were asked for, but ``TASKS_RESULT_BACKEND`` is ``None``.
 
@@ -110,3 +118,10 @@ class WorkerLostError(TaskError):
 
 class RemoteTaskError(TaskError):
     """Stands in for a task's exception whose type cannot be imported in this process."""
+
+
+class ColdShutdown(BaseException):
+    """Raised in the ``solo`` pool's main thread at a cold shutdown to stop the running task.
+
+    It is never recorded as the task's failure: the message goes back to the queue instead.
+    """

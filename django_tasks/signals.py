@@ -1,6 +1,11 @@
 """Signals sent by workers around each task (Celery's names, Django's ``Signal``)."""
 
+import logging
+from typing import Any
+
 from django.dispatch import Signal
+
+logger = logging.getLogger("django_tasks.worker")
 
 #: Before a task runs: ``sender`` is the task; ``task_id``, ``args``, ``kwargs``.
 task_prerun = Signal()
@@ -17,3 +22,13 @@ task_rejected = Signal()
 #: A worker started (``sender`` is the ``Worker``) or is shutting down.
 worker_ready = Signal()
 worker_shutdown = Signal()
+
+
+def send(signal: Signal, sender: Any, **named: Any) -> None:
+    """Send ``signal`` to every receiver; one that raises is logged and never breaks the
+    task or the worker (the other receivers still get it)."""
+    for receiver, result in signal.send_robust(sender, **named):
+        if isinstance(result, Exception):
+            logger.error("Receiver %s of a django_tasks signal raised %s: %s",
+                         getattr(receiver, "__qualname__", receiver), type(result).__name__,
+                         result, exc_info=result)

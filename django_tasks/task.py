@@ -19,8 +19,14 @@ from django.db import transaction
 
 from . import aio, clock, states
 from .conf import get_broker, get_result_store, task_settings, time_limit_error
-from .exceptions import ConfigurationError, EncodeError, MaxRetriesExceededError, Retry
-from .message import Message
+from .exceptions import (
+    ColdShutdown,
+    ConfigurationError,
+    EncodeError,
+    MaxRetriesExceededError,
+    Retry,
+)
+from .message import Message, name_error, printable
 from .registry import registry
 from .result import AsyncResult, EagerResult, TaskOutcome, exception_to_result
 
@@ -153,8 +159,10 @@ class Task(Generic[P, R]):
             isinstance(self.priority, int) and 0 <= self.priority <= MAX_PRIORITY
         ):
             raise ConfigurationError(f"{where}: priority must be an int from 0 to 9.")
-        if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
-            raise ConfigurationError(f"{where}: queue must be a non-empty string.")
+        if problem := name_error(self.name, "the task name"):
+            raise ConfigurationError(f"{where}: {problem}.")
+        if self.queue is not None and (problem := name_error(self.queue, "queue")):
+            raise ConfigurationError(f"{where}: {problem}.")
         if self.bind and not self._signature.parameters:
             raise ConfigurationError(
                 f"{where}: bind=True passes the task as the first argument; add a 'self' "
@@ -375,7 +383,13 @@ def run_message(task: Task[Any, Any], message: Message, *, worker: str, attempts
         reason = retry.exc if retry.exc is not None else retry
         outcome.result = exception_to_result(reason)
         outcome.traceback = _format_tb(reason)
-    except Exception as exc:  # noqa: BLE001 - any error of the task becomes FAILURE
+    except ColdShutdown:
+        raise  # the worker stopping the task, not the task failing
+    except BaseException as exc:
+        if is_eager and not isinstance(exc, Exception):
+            raise  # Ctrl-C or sys.exit() around an eager call is the caller's
+        # sys.exit() and KeyboardInterrupt raised by a task end it like any error: they
+        # must not take the worker down, nor send the message back uncounted for ever.
         outcome.state = states.FAILURE
         outcome.result = exception_to_result(exc)
         outcome.traceback = _format_tb(exc)
@@ -412,6 +426,10 @@ def build_message(
             raise TypeError(f"{option} {error}.")
     if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 9):
         raise TypeError(f"priority must be an int from 0 to 9, not {priority!r}.")
+    task_id = None if task_id is None or task_id == "" else str(task_id)
+    for what, text in (("task name", name), ("task_id", task_id), ("queue", queue)):
+        if text is not None and (problem := name_error(text, what)):
+            raise EncodeError(f"Cannot queue {printable(str(name))}: {problem}.")
     now = utcnow()
     when = _to_datetime(countdown, now) if countdown is not None else eta
     if when is not None and when.tzinfo is None:
@@ -433,8 +451,7 @@ def publish(message: Message) -> AsyncResult:
     store = get_result_store()
     broker = get_broker()
     if (store is not None and not message.ignore_result
-            and getattr(store, "database_alias", None) == broker.database_alias
-            and getattr(broker, "publish_with_pending", None) is not None
+            and store.database_alias == broker.database_alias
             and broker.publish_with_pending([message])):
         return AsyncResult(message.id, message.task)
     with transaction.atomic(using=broker.database_alias) if broker.transactional \

@@ -5,6 +5,11 @@ dispatcher, so throughput grows with processes. Batches start at one message and
 while tasks are quick, and drop back to one after a slow task; messages fetched but not yet
 started are handed back when a batch has been held longer than ``HOLD_SECONDS``, so a long
 task never keeps short ones waiting behind it.
+
+The consumer knows every message it holds: those of its batch not started yet, the one it
+runs, and those it ran whose settlement is not written yet (the :class:`Settler` keeps those
+until the database takes them). While anything is kept, it takes no new work; and whatever
+it holds is what its supervisor renews.
 """
 
 from __future__ import annotations
@@ -12,17 +17,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Any, Protocol
-
-from django.db import transaction
+from typing import Protocol
 
 from ..brokers.base import Delivery
 from ..conf import get_broker, get_result_store, task_settings
+from ..message import printable
+from ..task import utcnow
 from . import connections, limits
-from .execute import Prepared, Settlement, check, execute, prepare
+from .execute import Prepared, check, execute, prepare
 from .recycle import Recycler
+from .settle import Settlement, Settler, answers, pause
+from .slots import Running, Slot
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -37,75 +42,8 @@ class StopFlag(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Running:
-    """The task a consumer is running, as its supervisor sees it."""
-
-    tag: str
-    task_id: str
-    task_name: str
-    queue: str
-    deliveries: int
-    retries: int
-    started: float  # time.time()
-    hard_limit: float  # seconds; 0 is none
-    deadline: float  # time.monotonic() when the hard limit is reached; 0 is none
-
-    @property
-    def label(self) -> str:
-        return f"{self.task_name}[{self.task_id}]"
-
-    @property
-    def delivery_tag(self) -> object:
-        """The broker's tag, as the broker wrote it (the database broker's are row ids)."""
-        return int(self.tag) if self.tag.isdigit() else self.tag
-
-    def encode(self) -> str:
-        return "\t".join(str(getattr(self, name)) for name in self.__slots__)
-
-    @classmethod
-    def decode(cls, raw: str) -> Running | None:
-        fields = raw.split("\t")
-        if len(fields) != len(cls.__slots__):
-            return None
-        tag, task_id, name, queue, deliveries, retries, started, hard, deadline = fields
-        return cls(tag, task_id, name, queue, int(deliveries), int(retries), float(started),
-                   float(hard), float(deadline))
-
-
-class Slot:
-    """Where a consumer notes what it is running and when it last made progress (a poll
-    of the broker, a finished task), for its supervisor to read."""
-
-    def __init__(self) -> None:
-        self.value: Running | None = None
-        self.progress = time.monotonic()
-
-    def set(self, running: Running) -> None:
-        self.value = running
-
-    def clear(self) -> None:
-        self.value = None
-        self.mark()
-
-    def get(self) -> Running | None:
-        return self.value
-
-    def mark(self) -> None:
-        self.progress = time.monotonic()
-
-    def finished(self) -> None:
-        """The consumer has stopped: it is not stalled, whatever the time."""
-        self.progress = float("inf")
-
-
-def shared_alias(broker: Any, store: Any) -> str | None:
-    """The database alias to write outcomes and acks in one transaction, when the broker
-    and the result store both live there; else None."""
-    alias = getattr(broker, "database_alias", None)
-    if broker.transactional and getattr(store, "database_alias", None) == alias:
-        return alias
-    return None
+class DatabaseAway(Exception):
+    """The database stopped answering in the middle of a batch: hand back what is left."""
 
 
 class Consumer:
@@ -124,68 +62,93 @@ class Consumer:
         self.recycler = recycler or Recycler()
         self.broker = get_broker()
         self.store = get_result_store()
-        self._atomic = shared_alias(self.broker, self.store)
-        self._unsettled: list[Delivery] = []
+        self.settler = Settler(self.broker, self.store, lease, on_change=self.slot.ran)
         self._default_limits: tuple[float | None, float | None] = (None, None)
+
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.recycler.triggered.is_set()
 
     def run(self) -> None:
         batch, idle, failures = 1, MIN_IDLE, 0
         poll = float(task_settings.POLL_INTERVAL)
-        while not self.stop.is_set() and not self.recycler.triggered.is_set():
+        while not self._stopping():
+            if self.settler.waiting:  # settle what is kept before taking anything new
+                connections.refresh()
+                if not self.settler.retry():
+                    failures += 1
+                    self.stop.wait(pause(failures))
+                    continue
             try:
                 connections.refresh()
-                if self._unsettled:  # ran, but their outcomes could not be recorded
-                    self.broker.release(self._unsettled, count=False)
-                    self._unsettled.clear()
+                fetched_at = time.monotonic()
                 deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease)
                 self.slot.mark()
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the broker may be briefly away
                 failures += 1
-                pause = min(0.1 * 2 ** failures, 5.0)
-                logger.warning("Cannot fetch from the broker (%s); retrying in %.1fs", exc, pause)
+                logger.warning("Cannot fetch from the broker (%s); retrying in %.1fs", exc,
+                               pause(failures))
                 connections.close_all()
-                self.stop.wait(pause)
+                self.stop.wait(pause(failures))
                 continue
             if not deliveries:
                 self.stop.wait(idle)
                 idle = min(idle * 2, poll)
                 continue
             idle = MIN_IDLE
-            try:
-                slow = self.process(deliveries)
-            except Exception:  # a bug of ours must not loop a process to death
-                logger.exception("Unexpected error while processing a batch; its unsettled "
-                                 "messages go back to the queue, counted as deliveries")
-                try:  # counted, so a message that always trips this ends as a poison message
-                    self.broker.release(deliveries, count=True)
-                except Exception:  # noqa: BLE001 - the leases will lapse instead
-                    connections.close_all()
-                slow = True
+            slow = self.process(deliveries, fetched_at)
             batch = 1 if slow else min(batch * 2, self.prefetch)
+        self._settle_kept()
 
-    def process(self, deliveries: Sequence[Delivery]) -> bool:
-        """Run one batch; return True if a task in it was slow."""
+    def _settle_kept(self) -> None:
+        """Stopping: write what is kept while the database lets us (a cold shutdown ends
+        the wait; the supervisor then hands the messages back)."""
+        failures = 0
+        while self.settler.waiting and not self.settler.retry():
+            failures += 1
+            time.sleep(pause(failures))
+
+    def process(self, deliveries: Sequence[Delivery], fetched_at: float | None = None) -> bool:
+        """Run one batch; return True if a task in it was slow (or it ended early)."""
         deliveries = self._isolate_suspect(deliveries)
+        if fetched_at is not None and time.monotonic() - fetched_at > self.lease / 3:
+            deliveries = self._still_held(deliveries)  # the fetch itself took long: frozen?
         self._default_limits = limits.defaults()  # settings read once a batch, not a task
-        prepared = prepare(deliveries, self.store)
+        try:
+            prepared = prepare(deliveries, self.store)
+        except Exception as exc:  # noqa: BLE001 - the database went away, or a bug of ours
+            logger.warning("Cannot look up a batch of %d in the result store (%s); handing it "
+                           "back", len(deliveries), exc)
+            self.settler.hand_back(deliveries)
+            return True
         pending: list[Settlement] = []
         started = last_flush = time.monotonic()
         slow = False
         for index, item in enumerate(prepared):
-            if index and (self.stop.is_set() or self.recycler.triggered.is_set()
-                          or time.monotonic() - started > HOLD_SECONDS):
-                self.flush(pending)
-                self.broker.release([p.delivery for p in prepared[index:]], count=False)
+            if index and (self._stopping() or time.monotonic() - started > HOLD_SECONDS):
+                self._flush(pending)
+                self.settler.hand_back([p.delivery for p in prepared[index:]])
                 return True
-            settlement, took = self._handle(item, pending)
+            try:
+                settlement, took = self._handle(item, pending)
+            except DatabaseAway:
+                self._flush(pending)
+                self.settler.hand_back([p.delivery for p in prepared[index:]])
+                return True
+            except Exception:
+                logger.exception("Unexpected error while handling %s; its message goes back to "
+                                 "the queue, counted as a delivery", _label(item))
+                self.settler.hand_back([item.delivery], count=True)
+                continue
             slow = slow or took > SLOW_TASK_SECONDS
             if settlement is not None:
                 pending.append(settlement)
+                if not settlement.acked:
+                    self.slot.ran_add(settlement.delivery.tag)
             if time.monotonic() - last_flush > FLUSH_SECONDS:
-                self.flush(pending)
+                self._flush(pending)
                 last_flush = time.monotonic()
-        self.flush(pending)
+        self._flush(pending)
         return slow
 
     def _isolate_suspect(self, deliveries: Sequence[Delivery]) -> Sequence[Delivery]:
@@ -201,8 +164,24 @@ class Consumer:
         suspect = next((d for d in deliveries if d.deliveries > 1), None)
         if suspect is None:
             return deliveries
-        self.broker.release([d for d in deliveries if d is not suspect], count=False)
+        self.settler.hand_back([d for d in deliveries if d is not suspect])
         return [suspect]
+
+    def _still_held(self, deliveries: Sequence[Delivery]) -> Sequence[Delivery]:
+        """Deliveries whose lease is still this process's (extended now); the rest are
+        dropped unrun: another worker has them."""
+        try:
+            held = self.broker.confirm(deliveries, self.lease)
+        except Exception as exc:  # noqa: BLE001 - nothing is run on a lease not confirmed
+            logger.warning("Cannot confirm the leases of a batch of %d (%s); handing it back",
+                           len(deliveries), exc)
+            self.settler.hand_back(deliveries)
+            return []
+        if len(held) < len(deliveries):
+            logger.warning("%d message(s) of a batch fetched %.0fs ago went to another worker "
+                           "meanwhile; they are not run here", len(deliveries) - len(held),
+                           self.lease / 3)
+        return held
 
     def _handle(self, item: Prepared, pending: list[Settlement]) -> tuple[Settlement | None, float]:
         settlement = check(item, self.hostname)
@@ -210,28 +189,29 @@ class Consumer:
             return settlement, 0.0
         task, message = item.task, item.message
         assert task is not None and message is not None
+        label = _label(item)
         acked_early = not task.acks_late
         if acked_early:  # at most once: the ack is durable before the task starts
-            self.flush(pending)
-            self.broker.ack([item.delivery])
+            self._flush(pending)
+            try:
+                acked = self.broker.ack([item.delivery])
+            except Exception as exc:
+                self._away(exc)
+                raise  # a bug of ours, if the database answers
+            if not acked:
+                self.settler.refused([Settlement(item.delivery, label=label)])
+                return None, 0.0
         track = task.track_started if task.track_started is not None \
             else task_settings.TRACK_STARTED
         if track and self.store is not None and not message.ignore_result:
-            self.flush(pending)
-            from ..result import TaskOutcome
-            from ..task import utcnow
-
-            self.store.mark_started([TaskOutcome(
-                task_id=message.id, task_name=message.task, state="STARTED",
-                args=message.args, kwargs=message.kwargs, queue=message.queue,
-                worker=self.hostname, attempts=item.delivery.deliveries,
-                retries=message.retries, started_at=utcnow())])
+            self._flush(pending)
+            self._mark_started(item)
         soft, hard = limits.resolve(task, message, self._default_limits)
         began = time.monotonic()
         self.slot.set(Running(
-            str(item.delivery.tag), message.id, message.task, item.delivery.queue,
-            item.delivery.deliveries, message.retries, time.time(), hard or 0.0,
-            began + hard if hard else 0.0))
+            item.delivery.tag, item.delivery.token, message.id, message.task,
+            item.delivery.queue, item.delivery.deliveries, message.retries, time.time(),
+            hard or 0.0, began + hard if hard else 0.0))
         in_thread = hard if self.hard_limit_in_thread else None
         guard = None
         in_loop: tuple[float | None, float | None] = (None, None)
@@ -246,44 +226,39 @@ class Consumer:
             connections.refresh()
         took = time.monotonic() - began
         self.recycler.after_task()
-        if acked_early:
-            settlement.delivery = _ACKED
-            if settlement.retry is not None:  # the message is gone: publish the retry anew
-                self.broker.publish([settlement.retry])
-                settlement.retry = None
+        settlement.label = label
+        settlement.acked = acked_early
         return settlement, took
 
-    def flush(self, pending: list[Settlement]) -> None:
+    def _mark_started(self, item: Prepared) -> None:
+        from ..result import TaskOutcome
+
+        message = item.message
+        assert message is not None and self.store is not None
+        try:
+            self.store.mark_started([TaskOutcome(
+                task_id=message.id, task_name=message.task, state="STARTED",
+                args=message.args, kwargs=message.kwargs, queue=message.queue,
+                worker=self.hostname, attempts=item.delivery.deliveries,
+                retries=message.retries, started_at=utcnow())])
+        except Exception as exc:  # noqa: BLE001 - STARTED is a courtesy; the run is not
+            self._away(exc)
+            logger.warning("Cannot record %s as STARTED (%s)", _label(item), exc)
+
+    def _away(self, exc: Exception) -> None:
+        """Raise :class:`DatabaseAway` if the database stopped answering."""
+        if not answers(self.broker, self.store):
+            raise DatabaseAway(str(exc)) from exc
+
+    def _flush(self, pending: list[Settlement]) -> None:
         """Store outcomes, then ack (result before ack), emptying ``pending``."""
-        if not pending:
-            return
-        outcomes = [s.outcome for s in pending if s.outcome is not None and s.outcome.task_id]
-        acks = [s.delivery for s in pending if s.retry is None and s.delivery is not _ACKED]
-        retries = [s for s in pending if s.retry is not None]
-        for attempt in range(5):
-            try:
-                scope: Any = transaction.atomic(using=self._atomic) if self._atomic \
-                    else nullcontext()
-                with scope:
-                    if outcomes and self.store is not None:
-                        self.store.store_outcomes(outcomes)
-                    for s in retries:
-                        assert s.retry is not None
-                        self.broker.requeue(s.delivery, s.retry, s.retry_delay)
-                    if acks:
-                        self.broker.ack(acks)
-                break
-            except Exception as exc:  # noqa: BLE001 - keep the worker alive; retry, then hand back
-                logger.warning("Cannot record %d outcomes (%s); attempt %d of 5",
-                               len(outcomes), exc, attempt + 1)
-                connections.close_all()
-                time.sleep(0.2 * 2 ** attempt)
-        else:
-            logger.error("Gave up recording %d outcomes; their messages go back to the queue "
-                         "once the broker answers again.", len(outcomes))
-            self._unsettled.extend(acks)
-            self._unsettled.extend(s.delivery for s in retries)
-        pending.clear()
+        if pending:
+            self.settler.settle(pending)
+            pending.clear()
 
 
-_ACKED: Any = Delivery(tag=None, body="", queue="", deliveries=0, owner="")
+def _label(item: Prepared) -> str:
+    if item.message is not None:
+        return printable(f"{item.message.task}[{item.message.id}]")
+    return printable(f"message {item.delivery.tag}"
+                     + (f" [{item.readable_id}]" if item.readable_id else ""))

@@ -15,10 +15,11 @@ from .. import serialization, signals, states
 from ..brokers.base import Delivery
 from ..conf import task_settings
 from ..exceptions import DecodeError, NotRegistered, TaskRevokedError, WorkerLostError
-from ..message import Message
+from ..message import MAX_NAME, Message, name_error, printable
 from ..registry import registry
 from ..result import TaskOutcome, exception_to_result
 from ..task import Task, run_message, utcnow
+from .settle import Settlement
 
 logger = logging.getLogger("django_tasks.worker")
 _repr = reprlib.Repr()
@@ -38,22 +39,18 @@ class Prepared:
     readable_name: str = ""
 
 
-@dataclass(slots=True)
-class Settlement:
-    delivery: Delivery
-    outcome: TaskOutcome | None = None
-    retry: Message | None = None
-    retry_delay: float = 0.0
-
-
 def _read_id(body: str) -> tuple[str | None, str]:
-    """The task id and name of a message that does not fully decode, where readable."""
+    """The task id and name of a message that does not fully decode, where readable: an id
+    only if it can be stored (else None), the name made storable."""
     try:
         headers = serialization.loads(body).get("headers") or {}
         task_id = headers.get("id") if isinstance(headers, dict) else None
-        return (task_id if isinstance(task_id, str) else None), str(headers.get("task") or "")
+        name = str(headers.get("task") or "")
     except Exception:  # noqa: BLE001 - anything unreadable has no id
         return None, ""
+    if name_error(name, "name"):
+        name = printable(name, MAX_NAME) if name else ""
+    return (task_id if not name_error(task_id, "id") else None), name
 
 
 def prepare(deliveries: Sequence[Delivery], store: Any) -> list[Prepared]:
@@ -72,7 +69,8 @@ def prepare(deliveries: Sequence[Delivery], store: Any) -> list[Prepared]:
                 f"message cannot be decoded: {type(exc).__name__}: {exc}")
             found_id, item.readable_name = _read_id(delivery.body)
             # The broker's own record of the id, where the body has none it can give.
-            item.readable_id = found_id or delivery.task_id or None
+            stored_id = delivery.task_id if not name_error(delivery.task_id, "id") else None
+            item.readable_id = found_id or stored_id
         prepared.append(item)
     if store is not None:
         ids = [p.readable_id for p in prepared if p.readable_id]
@@ -101,13 +99,14 @@ def check(item: Prepared, hostname: str) -> Settlement | None:
     """Settle a delivery that must not run; ``None`` when it should run."""
     delivery, message = item.delivery, item.message
     if message is not None:
-        label = f"{message.task}[{message.id}]"
+        label = printable(f"{message.task}[{message.id}]")
     else:
-        label = f"message {delivery.tag}" + (f" [{item.readable_id}]" if item.readable_id else "")
+        label = printable(f"message {delivery.tag}"
+                          + (f" [{item.readable_id}]" if item.readable_id else ""))
     if item.final_state is not None:
         logger.info("Task %s is already %s; acked without running it again.",
                     label, item.final_state)
-        return Settlement(delivery)
+        return Settlement(delivery, label=label)
     problem = item.problem
     state = states.FAILURE
     if problem is None and message is not None:
@@ -125,10 +124,11 @@ def check(item: Prepared, hostname: str) -> Settlement | None:
             state = states.REVOKED
     if problem is None:
         return None
-    logger.error("Rejected %s on queue %r: %s", label, delivery.queue, problem)
-    signals.task_rejected.send(sender=None, task_id=item.readable_id, reason=str(problem))
+    logger.error("Rejected %s on queue %s: %s", label, printable(repr(delivery.queue)),
+                 printable(str(problem), 2000))
+    signals.send(signals.task_rejected, None, task_id=item.readable_id, reason=str(problem))
     outcome = _failure(item, problem, hostname, state) if item.readable_id else None
-    return Settlement(delivery, outcome)
+    return Settlement(delivery, outcome, label=label)
 
 
 def execute(item: Prepared, hostname: str,
@@ -140,9 +140,9 @@ def execute(item: Prepared, hostname: str,
     limits an async task's event loop enforces."""
     message, task = item.message, item.task
     assert message is not None and task is not None
-    label = f"{message.task}[{message.id}]"
+    label = printable(f"{message.task}[{message.id}]")
     logger.info("Task %s received", label)
-    signals.task_prerun.send(sender=task, task_id=message.id, task=task,
+    signals.send(signals.task_prerun, task, task_id=message.id, task=task,
                              args=message.args, kwargs=message.kwargs)
     started = time.monotonic()
     outcome, retry_in = run_message(task, message, worker=hostname,
@@ -152,7 +152,7 @@ def execute(item: Prepared, hostname: str,
     settlement = Settlement(item.delivery, None if message.ignore_result else outcome)
     if outcome.state == states.SUCCESS:
         logger.info("Task %s succeeded in %.6fs: %s", label, runtime, _repr.repr(outcome.result))
-        signals.task_success.send(sender=task, result=outcome.result)
+        signals.send(signals.task_success, task, result=outcome.result)
     elif retry_in is not None:
         reason = (outcome.traceback or "").strip().splitlines()
         logger.info("Task %s retry: retry in %.3gs: %s", label, retry_in,
@@ -162,14 +162,14 @@ def execute(item: Prepared, hostname: str,
         settlement.retry_delay = retry_in
         # A retry always records RETRY, so the id keeps a row even with ignore_result.
         settlement.outcome = outcome
-        signals.task_retry.send(sender=task, task_id=message.id, reason=outcome.result,
+        signals.send(signals.task_retry, task, task_id=message.id, reason=outcome.result,
                                 countdown=retry_in)
     else:
         logger.error("Task %s failed in %.6fs: %s", label, runtime,
                      (outcome.traceback or "").rstrip())
         settlement.outcome = outcome  # failures are recorded even with ignore_result
-        signals.task_failure.send(sender=task, task_id=message.id,
+        signals.send(signals.task_failure, task, task_id=message.id,
                                   exception=outcome.exception, traceback=outcome.traceback)
-    signals.task_postrun.send(sender=task, task_id=message.id, task=task,
+    signals.send(signals.task_postrun, task, task_id=message.id, task=task,
                               state=outcome.state, retval=outcome.result)
     return settlement

@@ -9,10 +9,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    transaction,
+)
 
 from ..conf import get_broker
-from ..exceptions import WorkerNameInUse
+from ..exceptions import BrokerUnreachable, ConfigurationError, WorkerNameInUse
 from . import connections
 
 if TYPE_CHECKING:
@@ -33,11 +39,52 @@ def _fields(worker: Worker) -> dict[str, Any]:
 def register(worker: Worker, poll: float = 0.25) -> None:
     """Take the worker's name in the worker table before consuming anything.
 
+    A database that does not answer yet (the worker started before it) is waited for, with
+    one log line per try, for up to the stall timeout; then :class:`BrokerUnreachable`.
+    Missing tables raise :class:`ConfigurationError` (run ``migrate``).
+
     A name is free when no row holds it, or when its row stops being renewed: a worker that
     was killed leaves its row behind, so a row is watched for two of our heartbeats before it
     is taken over (at once if it is older than a lease). A row whose heartbeat moves belongs
     to a live worker: raise :class:`WorkerNameInUse` rather than share its leases.
     """
+    wait = worker.stall_timeout or DEFAULT_STARTUP_WAIT
+    deadline, failures = time.monotonic() + wait, 0
+    while True:
+        try:
+            return _register(worker, poll)
+        except (OperationalError, InterfaceError, ProgrammingError) as exc:
+            connections.close_all()
+            if _missing_table(exc):
+                raise ConfigurationError(
+                    f"The django_tasks tables are missing from database {_alias()!r} "
+                    f"({_first_line(exc)}): run `manage.py migrate` first.") from None
+            failures += 1
+            if time.monotonic() >= deadline:
+                raise BrokerUnreachable(
+                    f"The database {_alias()!r} did not answer for {wait:g}s "
+                    f"({_first_line(exc)}).") from None
+            pause = min(2.0 ** (failures - 1), 10.0)
+            logger.warning("Cannot reach the database %r to start (%s); trying again in %gs",
+                           _alias(), _first_line(exc), pause)
+            time.sleep(pause)
+
+
+DEFAULT_STARTUP_WAIT = 120.0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _missing_table(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "no such table" in text or ("does not exist" in text and "relation" in text) \
+        or "doesn't exist" in text
+
+
+def _register(worker: Worker, poll: float) -> None:
     from ..models import WorkerState
 
     rows = WorkerState.objects.using(_alias())
@@ -98,9 +145,11 @@ def beat(worker: Worker, owners: Sequence[str]) -> bool:
     return True
 
 
-def release(owner: str, keep_count: Sequence[object] = ()) -> int:
+def release(owner: str, keep_count: Sequence[int] = (), *, count_all: bool = False) -> int:
+    """Hand back what ``owner`` holds: those in ``keep_count`` (or all) count a delivery."""
     try:
-        return int(get_broker().release_owner(owner, keep_count=keep_count))
+        return int(get_broker().release_owner(owner, keep_count=keep_count,
+                                              count_all=count_all))
     except Exception as exc:  # noqa: BLE001 - the lease will lapse instead
         logger.warning("Could not release messages of %s (%s); they return when the lease "
                        "runs out", owner, exc)
@@ -120,4 +169,4 @@ def goodbye(worker: Worker) -> None:
 
 def _alias() -> str:
     """Workers are recorded beside the queue on ``django://ALIAS``, else in ``default``."""
-    return str(getattr(get_broker(), "database_alias", "default"))
+    return get_broker().database_alias

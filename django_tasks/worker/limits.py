@@ -28,8 +28,9 @@ from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 if TYPE_CHECKING:
     from ..message import Message
+    from ..result import TaskOutcome
     from ..task import Task
-    from .consumer import Running
+    from .slots import Running
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -176,44 +177,30 @@ def _watchdog() -> _Watchdog:
 # -- past the hard limit: the supervisor records it ------------------------------------------
 
 
-def record_exceeded(running: Running, hostname: str, owner: str, what: str) -> None:
-    """Record FAILURE (``TimeLimitExceeded``) for a task stopped from outside, and ack it.
-
-    ``what`` says what was done to it (``its process was killed``). The outcome and the ack
-    are written in one transaction where the broker and the results share a database.
-    """
-    from contextlib import nullcontext
-
-    from django.db import transaction
-
-    from .. import signals, states
-    from ..brokers.base import Delivery
-    from ..conf import get_broker, get_result_store
-    from ..registry import registry
+def exceeded_outcome(running: Running, hostname: str,
+                     what: str) -> tuple[TaskOutcome, TimeLimitExceeded]:
+    """The FAILURE (``TimeLimitExceeded``) of a task stopped from outside; ``what`` says
+    what was done to it (``its process was killed``)."""
+    from .. import states
     from ..result import TaskOutcome, exception_to_result
     from ..task import utcnow
-    from .consumer import shared_alias
 
     exc = TimeLimitExceeded.for_task(running.label, running.hard_limit, what)
     logger.error("Hard time limit (%gs) exceeded for %s: %s", running.hard_limit,
                  running.label, what)
-    broker, store = get_broker(), get_result_store()
-    alias = shared_alias(broker, store)
-    started = dt.datetime.fromtimestamp(running.started, dt.UTC)
-    try:
-        with transaction.atomic(using=alias) if alias else nullcontext():
-            if store is not None:
-                store.store_outcomes([TaskOutcome(
-                    task_id=running.task_id, task_name=running.task_name,
-                    state=states.FAILURE, result=exception_to_result(exc),
-                    traceback=f"{type(exc).__name__}: {exc}", queue=running.queue,
-                    worker=hostname, attempts=running.deliveries, retries=running.retries,
-                    started_at=started, date_done=utcnow())])
-            broker.ack([Delivery(running.delivery_tag, "", running.queue, running.deliveries,
-                                 owner)])
-    except Exception as exc_:  # noqa: BLE001 - the lease lapses; the next holder sees it again
-        logger.warning("Could not record the time limit of %s (%s)", running.label, exc_)
-        return
+    outcome = TaskOutcome(
+        task_id=running.task_id, task_name=running.task_name, state=states.FAILURE,
+        result=exception_to_result(exc), traceback=f"{type(exc).__name__}: {exc}",
+        queue=running.queue, worker=hostname, attempts=running.deliveries,
+        retries=running.retries, started_at=dt.datetime.fromtimestamp(running.started, dt.UTC),
+        date_done=utcnow())
+    return outcome, exc
+
+
+def announce_exceeded(running: Running, exc: TimeLimitExceeded) -> None:
+    from .. import signals
+    from ..registry import registry
+
     task = registry.get(running.task_name) if running.task_name in registry else None
-    signals.task_failure.send(sender=task, task_id=running.task_id, exception=exc,
-                              traceback=None)
+    signals.send(signals.task_failure, task, task_id=running.task_id, exception=exc,
+                 traceback=None)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..conf import task_settings
+from ..message import name_error
 from . import logs
 
 POOLS = ("prefork", "threads", "solo")
@@ -79,9 +80,15 @@ class Worker:
         if self.pool == "solo":
             self.concurrency = 1
         self.hostname = expand_hostname(self.hostname or f"worker{os.getpid()}@%h")
+        if problem := name_error(self.hostname, "--hostname"):
+            raise ValueError(problem)
 
     def run(self) -> int:
-        """Consume until shutdown; raises ``WorkerNameInUse`` if the name is taken."""
+        """Consume until shutdown and return the exit code. Raises ``WorkerNameInUse`` if
+        the name is taken, ``BrokerUnreachable`` if the database never answered.
+
+        A threads or solo worker replaced after ``--max-*-per-child`` does not return: it
+        executes itself again, same pid, same arguments."""
         from .. import signals
         from . import heartbeat
         from .pool import run_pool
@@ -89,8 +96,25 @@ class Worker:
         logs.configure(self.loglevel)
         heartbeat.register(self)
         logs.banner(self, self.out)
-        signals.worker_ready.send(sender=self)
+        signals.send(signals.worker_ready, self)
         try:
-            return run_pool(self)
+            code = run_pool(self)
         finally:
-            signals.worker_shutdown.send(sender=self)
+            signals.send(signals.worker_shutdown, self)
+        if self.recycled:
+            restart_in_place()
+        return code
+
+
+def restart_in_place() -> None:
+    """Run this same program again in this process (same pid, same arguments): how the
+    ``threads`` and ``solo`` pools replace themselves after ``--max-*-per-child``."""
+    import logging
+
+    from django.db import connections
+
+    connections.close_all()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

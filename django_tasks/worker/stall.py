@@ -7,23 +7,33 @@ completed poll (or finished task) and of the last successful heartbeat with
 ``TASKS_WORKER_STALL_TIMEOUT``. Past it, the worker logs why and exits with status 4, so that
 systemd or Kubernetes starts a fresh one; its messages return when their leases lapse.
 
-With a health file (``--health-file``) the same thread rewrites, every second, a small JSON
+With a health file (``--health-file``) the same watchdog rewrites, every second, a small JSON
 file that ``python -m django_tasks.probe`` reads without importing Django: the file's age says
 whether the worker lives, the ages inside it whether it reaches the broker.
+
+In the ``threads`` and ``solo`` pools the watchdog is a thread. A ``prefork`` worker forks pool
+processes all its life, and forking a process that runs threads can leave the child holding a
+lock no thread will ever release; so there the watchdog is a small process of its own, forked
+first, that reads the pool's shared slots and asks the main process to exit (SIGUSR2, then
+SIGKILL if it does not) when it stalls.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-from .consumer import Running
+from .slots import Running
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -45,7 +55,7 @@ def stalled(entries: Iterable[Entry], last_beat: float, timeout: float,
 
 
 class StallWatch:
-    """The watchdog thread of one worker process."""
+    """The watchdog of one worker: a thread (``start``) or a process (``start_process``)."""
 
     def __init__(self, timeout: float | None, entries: Callable[[], Iterable[Entry]], *,
                  health_file: str | None = None, hostname: str = "") -> None:
@@ -53,41 +63,80 @@ class StallWatch:
         self.entries = entries
         self.health_file = Path(health_file) if health_file else None
         self.hostname = hostname
-        self.last_beat = time.monotonic()
-        self._stop = threading.Event()
+        # Shared memory, so that a watchdog process sees the main process's heartbeats.
+        context = multiprocessing.get_context("fork")
+        self._last_beat: Any = context.RawValue(ctypes.c_double, time.monotonic())
+        self._stopped: Any = context.RawValue(ctypes.c_bool, False)
+        self._main_pid = os.getpid()
+        self._process: multiprocessing.process.BaseProcess | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.timeout or self.health_file)
+
+    @property
+    def last_beat(self) -> float:
+        return float(self._last_beat.value)
 
     def beat_ok(self) -> None:
-        self.last_beat = time.monotonic()
+        self._last_beat.value = time.monotonic()
 
     def start(self) -> StallWatch:
-        if self.timeout or self.health_file:
+        """Watch from a thread of this process."""
+        if self.active:
             self._write_health()
             threading.Thread(target=self._loop, name="stall-watch", daemon=True).start()
         return self
 
+    def start_process(self) -> StallWatch:
+        """Watch from a process of its own: call before this process starts any thread."""
+        if self.active:
+            self._write_health()
+            signal.signal(signal.SIGUSR2, _exit_stalled)
+            context = multiprocessing.get_context("fork")
+            self._process = context.Process(target=self._watchdog_main, name="StallWatch",
+                                            daemon=True)
+            self._process.start()
+        return self
+
     def stop(self) -> None:
-        self._stop.set()
+        self._stopped.value = True
+        if self._process is not None:
+            self._process.join(timeout=5)
+            if self._process.is_alive():
+                self._process.kill()
         if self.health_file:
             self.health_file.unlink(missing_ok=True)
 
+    def _watchdog_main(self) -> None:
+        from .prefork import die_with_parent
+
+        die_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is for the parent
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self._loop()
+
     def _loop(self) -> None:
         period = min(1.0, self.timeout / 4) if self.timeout else 1.0
-        while not self._stop.wait(period):
+        while not self._stopped.value:
+            time.sleep(period)
+            if self._stopped.value:
+                break
             if self.timeout:
                 reason = stalled(self.entries(), self.last_beat, self.timeout,
                                  time.monotonic())
-                if reason and not self._stop.is_set():
+                if reason and not self._stopped.value:
                     self._exit(reason)
             self._write_health()
 
     def _write_health(self) -> None:
-        if not self.health_file or self._stop.is_set():
+        if not self.health_file or self._stopped.value:
             return
         now = time.monotonic()
         entries = list(self.entries())
         idle = [now - progress for _, progress, running in entries
                 if running is None and progress != float("inf")]
-        state = {"hostname": self.hostname, "pid": os.getpid(), "written": time.time(),
+        state = {"hostname": self.hostname, "pid": self._main_pid, "written": time.time(),
                  "heartbeat_age": round(now - self.last_beat, 3),
                  "poll_age": round(max(idle, default=0.0), 3),
                  "running": sum(1 for _, _, running in entries if running is not None),
@@ -103,7 +152,29 @@ class StallWatch:
         logger.critical("Worker stalled: %s (TASKS_WORKER_STALL_TIMEOUT=%gs); exiting with "
                         "status %d so that it is restarted. Its messages return to the queue "
                         "when their leases lapse.", reason, self.timeout, EXIT_STALLED)
-        for handler in logging.getLogger("django_tasks").handlers:
-            handler.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_STALLED)  # prefork children die with it (PR_SET_PDEATHSIG)
+        _flush_logs()
+        if os.getpid() == self._main_pid:
+            os._exit(EXIT_STALLED)  # prefork children die with it (PR_SET_PDEATHSIG)
+        # A watchdog process: the main process exits at once on SIGUSR2 unless it is stuck
+        # in C (a database driver waiting on a socket); then it is killed.
+        os.kill(self._main_pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and os.getppid() == self._main_pid:
+            time.sleep(0.05)
+        if os.getppid() == self._main_pid:
+            logger.critical("The main process did not exit; killing it")
+            _flush_logs()
+            os.kill(self._main_pid, signal.SIGKILL)
+        os._exit(0)
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger("django_tasks").handlers:
+        handler.flush()
+    sys.stderr.flush()
+
+
+def _exit_stalled(signum: int, frame: Any) -> None:
+    """SIGUSR2 from the watchdog process: the main process stalled; leave now."""
+    _flush_logs()
+    os._exit(EXIT_STALLED)

@@ -260,3 +260,43 @@ def test_send_task_rejects_unserializable_arguments() -> None:
     with pytest.raises(EncodeError):
         send_task("elsewhere.tasks.remote", [object()])
     assert get_broker().depths() == {}
+
+
+# -- what delay() refuses, with a message that says what to fix ------------------------------
+
+
+def _nested(levels: int) -> list[Any]:
+    outer: list[Any] = []
+    inner = outer
+    for _ in range(levels):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "reason"),
+    [
+        ((float("nan"),), {}, "Out of range float"),
+        (("\ud800",), {}, "lone surrogate"),
+        ((_nested(100_000),), {}, "nested too deeply"),
+        ((10 ** 5000,), {}, "integer string conversion"),
+        ((1,), {"task_id": "id\x00"}, "task_id .* control character"),
+        ((1,), {"task_id": "x" * 256}, "at most 255"),
+        ((1,), {"queue": "mail\x00"}, "queue .* control character"),
+    ],
+    ids=["nan", "surrogate", "deep", "huge-int", "nul-id", "long-id", "nul-queue"],
+)
+def test_delay_refuses_what_cannot_travel_or_be_stored(
+        define: Any, args: tuple[Any, ...], options: dict[str, Any], reason: str) -> None:
+    @define(name="unit.calling.one")
+    def one(value: object) -> None: ...
+
+    with pytest.raises(EncodeError, match=reason):
+        one.apply_async(args, **options)
+
+
+def test_a_task_name_with_a_control_character_is_refused_at_definition(define: Any) -> None:
+    with pytest.raises(ConfigurationError, match="control character"):
+        @define(name="unit.calling.bad\x00name")
+        def bad() -> None: ...

@@ -169,27 +169,17 @@ def test_no_limit_fires_after_a_thread_leaves_the_block() -> None:
 # -- what the supervisor reads ---------------------------------------------------------------
 
 
-def test_the_running_record_survives_the_shared_slot() -> None:
-    from django_tasks.worker.consumer import Running
-
-    running = Running("17", "id-1", "app.tasks.crunch", "default", 2, 1, 1700000000.5, 2.0,
-                      12345.25)
-    assert Running.decode(running.encode()) == running
-    assert running.label == "app.tasks.crunch[id-1]"
-    assert Running.decode("17\tid-1") is None  # cut short: not a record
-
-
 def test_stuck_finds_only_a_task_well_past_its_hard_limit() -> None:
-    from django_tasks.worker.consumer import Running, Slot
-    from django_tasks.worker.pool import HARD_LIMIT_GRACE, _stuck
+    from django_tasks.worker.slots import Running, Slot
+    from django_tasks.worker.supervisor import HARD_LIMIT_GRACE, stuck
 
     now = time.monotonic()
     on_time, unlimited, late = Slot(), Slot(), Slot()
-    on_time.set(Running("1", "a", "t", "q", 1, 0, 0.0, 2.0, now - 0.5))
-    unlimited.set(Running("2", "b", "t", "q", 1, 0, 0.0, 0.0, 0.0))
-    assert _stuck([on_time, unlimited, Slot()]) is None
-    late.set(Running("3", "c", "t", "q", 1, 0, 0.0, 2.0, now - HARD_LIMIT_GRACE - 0.1))
-    assert _stuck([on_time, late]) is late.get()
+    on_time.set(Running(1, 1, "a", "t", "q", 1, 0, 0.0, 2.0, now - 0.5))
+    unlimited.set(Running(2, 1, "b", "t", "q", 1, 0, 0.0, 0.0, 0.0))
+    assert stuck([on_time, unlimited, Slot()]) is None
+    late.set(Running(3, 1, "c", "t", "q", 1, 0, 0.0, 2.0, now - HARD_LIMIT_GRACE - 0.1))
+    assert stuck([on_time, late]) == 1
 
 
 @pytest.mark.parametrize("value", [0, "60"])

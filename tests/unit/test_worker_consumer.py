@@ -152,25 +152,24 @@ def test_malformed_envelope_fails_with_its_id_and_worker_goes_on() -> None:
     assert meta(good).result == "ok"
 
 
-def test_an_unexpected_error_hands_the_batch_back_counted(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    task_id = send(build_message("unit.worker.echo", (1,), {}))
-    consumer = make_consumer()
-    monkeypatch.setattr(consumer, "process", lambda deliveries: 1 / 0)
-    stop = consumer.stop
-    calls_before = list(calls)
+def test_an_unexpected_error_costs_only_its_own_message(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    ids = [send(build_message("unit.worker.echo", (i,), {})) for i in range(3)]
+    real_execute = consumer_module.execute
 
-    def fetch_once(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        stop.set()  # type: ignore[attr-defined]
-        return real_fetch(*args, **kwargs)
+    def execute(item, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if item.message.id == ids[1]:
+            raise RuntimeError("a bug of ours")
+        return real_execute(item, *args, **kwargs)
 
-    real_fetch = consumer.broker.fetch
-    monkeypatch.setattr(consumer.broker, "fetch", fetch_once)
-    consumer.run()
-    assert calls == calls_before
-    again = real_fetch(["default"], "other", 10, 30)
-    assert [d.deliveries for d in again] == [2]
-    assert meta(task_id) is None
+    monkeypatch.setattr(consumer_module, "execute", execute)
+    drain(make_consumer())
+    assert [meta(i).state if meta(i) else None for i in ids] == [
+        states.SUCCESS, None, states.SUCCESS]
+    assert calls == ["echo", "echo"]
+    assert "Unexpected error while handling" in caplog.text
+    [again] = get_broker().fetch(["default"], "other", 10, 30)
+    assert again.deliveries == 2  # counted: one that always trips a bug ends as poison
 
 
 def test_expired_message_is_revoked_not_run() -> None:

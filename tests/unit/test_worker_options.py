@@ -191,10 +191,10 @@ def test_the_banner_shows_recycling(settings: Any) -> None:
 
 
 def test_stalled_names_what_stopped_making_progress() -> None:
-    from django_tasks.worker.consumer import Running
+    from django_tasks.worker.slots import Running
     from django_tasks.worker.stall import stalled
 
-    busy = Running("1", "a", "t", "q", 1, 0, 0.0, 0.0, 0.0)
+    busy = Running(1, 1, "a", "t", "q", 1, 0, 0.0, 0.0, 0.0)
     now = 1000.0
     assert stalled([("p1", 990.0, None), ("p2", 0.0, busy)], 995.0, 30, now) is None
     assert stalled([("p1", 960.0, None)], 995.0, 30, now) == \

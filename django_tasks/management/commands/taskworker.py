@@ -8,8 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks.conf import task_settings
-from django_tasks.exceptions import WorkerNameInUse
+from django_tasks.exceptions import BrokerUnreachable, ConfigurationError, WorkerNameInUse
 from django_tasks.worker import Worker
+from django_tasks.worker.stall import EXIT_STALLED
 
 
 class Command(BaseCommand):
@@ -59,24 +60,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         try:
             code = worker.run()
-        except WorkerNameInUse as exc:
+        except (WorkerNameInUse, ConfigurationError) as exc:
             raise CommandError(str(exc)) from exc
-        if worker.recycled:
-            restart_in_place()
+        except BrokerUnreachable as exc:  # one line, and the status of a stalled worker
+            self.stderr.write(f"CommandError: {exc}")
+            raise SystemExit(EXIT_STALLED) from exc
         if code:
             raise SystemExit(code)
-
-
-def restart_in_place() -> None:
-    """Run this same command again in this process (same pid, same arguments): how the
-    ``threads`` and ``solo`` pools replace themselves after ``--max-*-per-child``."""
-    import logging
-    import sys
-
-    from django.db import connections
-
-    connections.close_all()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

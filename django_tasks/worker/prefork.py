@@ -1,0 +1,167 @@
+"""The ``prefork`` pool: one forked process per consumer, supervised by the main process.
+
+The main process starts no thread: its stall watchdog is a process too (see ``stall.py``),
+forked first, so that every pool process is forked from a single-threaded parent. The slots
+the children write are allocated before any fork and reused by a replacement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from . import connections, heartbeat
+from .consumer import Consumer
+from .recycle import Recycler
+from .slots import Running, SharedSlot
+from .stall import Entry
+from .supervisor import Pool, Signals, hand_back, record_exceeded
+
+if TYPE_CHECKING:
+    from .main import Worker
+
+logger = logging.getLogger("django_tasks.worker")
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, so no orphan keeps a lease."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Child:
+    def __init__(self, worker: Worker, index: int, slot: SharedSlot) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.index = index
+        self.slot = slot
+        self.killed_for: Running | None = None  # killed at this task's hard limit
+        slot.reset()
+        connections.close_all()  # a forked child must not share the parent's sockets
+        self.process = ctx.Process(target=_child_main, args=(worker, slot),
+                                   name=f"ForkPoolWorker-{index}", daemon=False)
+        self.process.start()
+        self.owner = f"{worker.hostname}/{self.process.pid}"
+
+
+def _child_main(worker: Worker, slot: SharedSlot) -> None:
+    from ..conf import reset_cache
+    from .logs import redirect_print
+
+    die_with_parent()
+    parent = os.getppid()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is for the parent
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR2, signal.SIG_DFL)  # the watchdog's signal is for the parent
+    reset_cache()
+    redirect_print()
+
+    class Stop:
+        def is_set(self) -> bool:
+            return stop.is_set() or os.getppid() != parent
+
+        def wait(self, timeout: float | None = None) -> bool:
+            return stop.wait(timeout)
+
+    recycler = Recycler(worker.max_tasks_per_child, worker.max_memory_per_child)
+    consumer = Consumer(queues=worker.queues, owner=f"{worker.hostname}/{os.getpid()}",
+                        hostname=worker.hostname, prefetch=worker.prefetch, lease=worker.lease,
+                        stop=Stop(), slot=slot, hard_limit_in_thread=False, recycler=recycler)
+    try:
+        consumer.run()
+    finally:
+        slot.finished()
+        connections.close_all()
+    if recycler.triggered.is_set():
+        logger.info("Replacing %s: %s", multiprocessing.current_process().name,
+                    recycler.reason)
+
+
+class PreforkPool(Pool):
+    def __init__(self, worker: Worker, signals: Signals) -> None:
+        super().__init__(worker, signals)
+        # Allocated before anything is forked: the watchdog process and every child see them.
+        self.slots = [SharedSlot() for _ in range(worker.concurrency)]
+        self.children: dict[int, _Child] = {}
+
+    def start(self) -> None:
+        for index, slot in enumerate(self.slots):
+            self.children[index] = _Child(self.worker, index + 1, slot)
+
+    def owners(self) -> list[str]:
+        return [child.owner for child in self.children.values()]
+
+    def entries(self) -> Iterable[Entry]:
+        return [(f"ForkPoolWorker-{index + 1}", slot.progress, slot.get())
+                for index, slot in enumerate(self.slots)]
+
+    def alive(self) -> bool:
+        return bool(self.children)
+
+    def warm(self) -> None:
+        for child in self.children.values():
+            _signal(child, signal.SIGTERM)
+
+    def cold(self) -> None:
+        for child in self.children.values():
+            _signal(child, signal.SIGKILL)
+        for child in self.children.values():
+            child.process.join(timeout=5)
+            heartbeat.release(child.owner)  # stopped by us: nothing counts a delivery
+        self.children.clear()
+        logger.warning("Cold shutdown: unfinished tasks returned to the queue")
+
+    def check(self, *, respawn: bool) -> None:
+        for index, child in list(self.children.items()):
+            if child.process.is_alive():
+                self._enforce_hard_limit(child)
+                continue
+            child.process.join()
+            del self.children[index]
+            self._reap(child)
+            if respawn:
+                self.children[index] = _Child(self.worker, child.index, child.slot)
+            else:
+                child.slot.finished()
+
+    def _enforce_hard_limit(self, child: _Child) -> None:
+        import time
+
+        running = child.slot.get()
+        if (running and running.deadline and time.monotonic() > running.deadline
+                and child.killed_for is None):
+            child.killed_for = running
+            _signal(child, signal.SIGKILL)
+
+    def _reap(self, child: _Child) -> None:
+        running = child.slot.get()
+        code = child.process.exitcode
+        name = child.process.name
+        if running is not None and child.killed_for is not None \
+                and running.tag == child.killed_for.tag:
+            record_exceeded(self.worker, running, child.owner, f"its process {name} was killed")
+            hand_back(child.owner, child.slot)
+            return
+        if running is not None:
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            logger.error("Process %s died (%s) while running task %s; it goes back to the "
+                         "queue and counts as one delivery", name, how, running.label)
+        elif code != 0:
+            logger.warning("Process %s exited (exit code %s); restarting it", name, code)
+        hand_back(child.owner, child.slot, running=running)
+
+
+def _signal(child: _Child, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child.process.pid or 0, signum)

@@ -1,0 +1,290 @@
+"""Settling deliveries: outcome first, then the ack, fenced by the lease, and never lost.
+
+A :class:`Settler` belongs to one consumer and knows every delivery that consumer has run or
+given up but not yet settled. It writes a batch of settlements in one transaction where the
+broker and the result store share a database (the ack first, so that only outcomes whose
+lease is still current are stored), and otherwise confirms the leases, stores the outcomes
+and acks. What it cannot write it keeps, so that nothing the consumer holds is forgotten:
+
+* the database does not answer: the whole batch waits in the backlog, the consumer takes no
+  new work, and the backlog is written as soon as the database answers again;
+* the database answers but refuses one settlement (an outcome it cannot store): each is
+  written on its own, and the one that fails ends as a FAILURE naming the reason, or, when
+  not even that can be stored, is acked with the reason logged. Its batch-mates are written
+  as they are and never run again.
+
+A settlement whose lease has moved on (the worker froze, or lost the database for longer
+than the lease, and another worker claimed the message) is refused by the broker: its
+outcome is dropped and the refusal logged. A final state in the result store is never
+replaced (see ``results/base.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from django.db import InterfaceError, OperationalError, connections, transaction
+
+from .. import states
+from ..brokers.base import Broker, Delivery
+from ..exceptions import EncodeError
+from ..result import TaskOutcome, exception_to_result
+from . import connections as worker_connections
+
+if TYPE_CHECKING:
+    from ..message import Message
+    from ..results.base import ResultStore
+
+logger = logging.getLogger("django_tasks.worker")
+_TRIES = 3
+
+
+@dataclass(slots=True)
+class Settlement:
+    """How one delivery ends: acked with its outcome, or requeued for a retry."""
+
+    delivery: Delivery
+    outcome: TaskOutcome | None = None
+    retry: Message | None = None
+    retry_delay: float = 0.0
+    #: Acked before the task ran (``acks_late=False``): only the outcome is left to write.
+    acked: bool = False
+    label: str = ""
+
+
+def shared_alias(broker: Broker, store: ResultStore | None) -> str | None:
+    """The database alias to write outcomes and acks in one transaction, when the broker
+    and the result store both live there; else None."""
+    if store is not None and broker.transactional \
+            and store.database_alias == broker.database_alias:
+        return broker.database_alias
+    return None
+
+
+def answers(broker: Broker, store: ResultStore | None) -> bool:
+    """Whether the broker's and the result store's databases answer a trivial query."""
+    aliases = {a for a in (broker.database_alias if broker.transactional else None,
+                           store.database_alias if store is not None else None) if a}
+    for alias in aliases:
+        connection = connections[alias]
+        try:
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception:  # noqa: BLE001 - any failure means: not now
+            worker_connections.close_all()
+            return False
+    return True
+
+
+def unstorable(settlement: Settlement, error: BaseException) -> Settlement:
+    """A FAILURE that stands in for an outcome the result store refused."""
+    outcome = settlement.outcome
+    label = settlement.label or (outcome.task_id if outcome else "")
+    exc = EncodeError(f"The outcome of task {label} could not be stored: "
+                      f"{type(error).__name__}: {error}")
+    substitute = None
+    if outcome is not None and outcome.task_id:
+        substitute = TaskOutcome(
+            task_id=outcome.task_id, task_name=outcome.task_name, state=states.FAILURE,
+            result=exception_to_result(exc), traceback=f"EncodeError: {exc}",
+            queue=outcome.queue, worker=outcome.worker, attempts=outcome.attempts,
+            retries=outcome.retries, started_at=outcome.started_at,
+            date_done=outcome.date_done)
+    return replace(settlement, outcome=substitute, retry=None, retry_delay=0.0)
+
+
+class Settler:
+    """Writes one consumer's settlements; keeps what it cannot write yet."""
+
+    def __init__(self, broker: Broker, store: ResultStore | None, lease: float,
+                 on_change: Callable[[list[int]], None] | None = None) -> None:
+        self.broker = broker
+        self.store = store
+        self.lease = lease
+        self._alias = shared_alias(broker, store)
+        self.backlog: list[Settlement] = []
+        self.handback: list[Delivery] = []
+        self._on_change = on_change or (lambda tags: None)
+        self._outage_logged = False
+
+    @property
+    def waiting(self) -> bool:
+        """Something could not be written yet: take no new work before it is."""
+        return bool(self.backlog or self.handback)
+
+    def unsettled_tags(self, pending: Iterable[Settlement] = ()) -> list[int]:
+        return [s.delivery.tag for s in (*self.backlog, *pending) if not s.acked]
+
+    # -- the public operations ----------------------------------------------------------
+
+    def settle(self, batch: Sequence[Settlement]) -> None:
+        """Write ``batch``; what the database cannot take now joins the backlog."""
+        if not batch:
+            return
+        for attempt in range(_TRIES):
+            try:
+                self._write(batch)
+                break
+            except Exception as exc:  # noqa: BLE001 - sorted out below
+                if transient(exc) and attempt + 1 < _TRIES and answers(self.broker, self.store):
+                    time.sleep(0.05 * 2 ** attempt)  # a lock, a busy database: again
+                    continue
+                self._after_failure(list(batch), exc)
+                break
+        self._on_change(self.unsettled_tags())
+
+    def hand_back(self, deliveries: Sequence[Delivery], *, count: bool = False) -> None:
+        """Release deliveries that did not start; kept for later if the database is away."""
+        if not deliveries:
+            return
+        try:
+            self.broker.release(deliveries, count=count)
+        except Exception as exc:  # noqa: BLE001 - kept, released when the database answers
+            self._outage(exc, len(deliveries), "hand back")
+            self.handback.extend(deliveries)
+
+    def retry(self) -> bool:
+        """Write what was kept; True when nothing is left."""
+        if self.handback:
+            held, self.handback = self.handback, []
+            self.hand_back(held)
+        if self.backlog and not self.handback:
+            kept, self.backlog = self.backlog, []
+            self.settle(kept)
+        if not self.waiting and self._outage_logged:
+            logger.warning("The database answers again: everything kept meanwhile is written")
+            self._outage_logged = False
+        return not self.waiting
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _write(self, batch: Sequence[Settlement]) -> None:
+        if self._alias is not None:
+            with transaction.atomic(using=self._alias):
+                kept = self._settle_leases(batch)
+                self._store(kept)
+            return
+        early = [s for s in batch if s.acked]
+        current = {d.tag for d in self.broker.confirm(
+            [s.delivery for s in batch if not s.acked], self.lease)}
+        live = [s for s in batch if not s.acked and s.delivery.tag in current]
+        self.refused([s for s in batch if not s.acked and s.delivery.tag not in current])
+        self._store([*early, *live])
+        scope = transaction.atomic(using=self.broker.database_alias) \
+            if self.broker.transactional else nullcontext()
+        with scope:
+            self._settle_leases(live)
+
+    def _settle_leases(self, batch: Sequence[Settlement]) -> list[Settlement]:
+        """Ack or requeue each delivery under its lease; return the settlements whose lease
+        was current (and those acked before they ran), logging the refused ones."""
+        acks = [s for s in batch if not s.acked and s.retry is None]
+        acked = {d.tag for d in self.broker.ack([s.delivery for s in acks])} if acks else set()
+        kept = [s for s in batch if s.acked]
+        # Acked before running, so there is no message to requeue: the retry is a new one.
+        retries = [s.retry for s in kept if s.retry is not None]
+        if retries:
+            self.broker.publish(retries)
+        refused: list[Settlement] = []
+        for s in acks:
+            (kept if s.delivery.tag in acked else refused).append(s)
+        for s in batch:
+            if s.retry is not None and not s.acked:
+                done = self.broker.requeue(s.delivery, s.retry, s.retry_delay)
+                (kept if done else refused).append(s)
+        self.refused(refused)
+        return kept
+
+    def _store(self, batch: Sequence[Settlement]) -> None:
+        outcomes = [s.outcome for s in batch if s.outcome is not None and s.outcome.task_id]
+        if outcomes and self.store is not None:
+            self.store.store_outcomes(outcomes)
+
+    def refused(self, refused: Sequence[Settlement]) -> None:
+        for s in refused:
+            state = s.outcome.state if s.outcome is not None else "no outcome"
+            logger.warning(
+                "Task %s: this worker's lease on it is no longer current (it stopped renewing "
+                "it, frozen or cut off from the database, and the message went to another "
+                "worker); this run's outcome (%s) is discarded.", s.label or s.delivery.tag,
+                state)
+
+    # -- when a write fails -----------------------------------------------------------------
+
+    def _after_failure(self, batch: list[Settlement], error: Exception) -> None:
+        if not answers(self.broker, self.store):
+            self._outage(error, len(batch), "record")
+            self.backlog.extend(batch)
+            return
+        if len(batch) > 1:
+            logger.warning("Cannot record %d outcomes together (%s: %s); recording each on "
+                           "its own", len(batch), type(error).__name__, error)
+        for index, settlement in enumerate(batch):
+            for attempt in range(_TRIES):
+                try:
+                    self._write([settlement])
+                except Exception as exc:  # noqa: BLE001 - this one, or the database again
+                    if not answers(self.broker, self.store):
+                        self._outage(exc, len(batch) - index, "record")
+                        self.backlog.extend(batch[index:])
+                        return
+                    if not transient(exc):
+                        self._write_instead(settlement, exc)
+                    elif attempt + 1 < _TRIES:
+                        time.sleep(0.05 * 2 ** attempt)
+                        continue
+                    else:  # it keeps failing for a passing reason: keep it for later
+                        self._outage(exc, 1, "record")
+                        self.backlog.append(settlement)
+                break
+
+    def _write_instead(self, settlement: Settlement, error: Exception) -> None:
+        """The database answers, yet refuses this settlement: end it another way."""
+        label = settlement.label or settlement.delivery.tag
+        logger.error("Cannot record the outcome of task %s (%s: %s); it is recorded as "
+                     "FAILURE instead", label, type(error).__name__, error)
+        substitute = unstorable(settlement, error)
+        for attempt in (substitute, replace(substitute, outcome=None)):
+            try:
+                self._write([attempt])
+                if attempt.outcome is None:
+                    logger.error("Rejected task %s: no outcome of it can be stored; its "
+                                 "message was acked", label)
+                return
+            except Exception as exc:  # noqa: BLE001 - try the next, plainer way
+                error = exc
+        try:  # counted: if it always comes to this, the delivery limit ends it
+            if not settlement.acked:
+                self.broker.release([settlement.delivery], count=True)
+            logger.error("Cannot settle task %s at all (%s: %s); its message goes back to "
+                         "the queue, counted as a delivery", label, type(error).__name__,
+                         error)
+        except Exception as exc:  # noqa: BLE001 - keep it; tried again later
+            self._outage(exc, 1, "settle")
+            self.backlog.append(settlement)
+
+    def _outage(self, error: BaseException, count: int, what: str) -> None:
+        worker_connections.close_all()
+        if not self._outage_logged:
+            logger.warning(
+                "Cannot %s %d message(s): the database does not answer (%s: %s). They are "
+                "kept, and written when it answers again; this process takes no new tasks "
+                "meanwhile.", what, count, type(error).__name__, error)
+            self._outage_logged = True
+
+
+def pause(failures: int) -> float:
+    """Back-off before trying an unreachable database again: 0.2 s doubling to 5 s."""
+    return min(0.1 * 2 ** max(failures, 1), 5.0)
+
+
+def transient(error: BaseException) -> bool:
+    """An error that says "not now" (a lost connection, a lock) rather than "not this"."""
+    return isinstance(error, OperationalError | InterfaceError)

@@ -1,0 +1,198 @@
+"""What a consumer tells its supervisor: the task it is running, the deliveries it has run but
+not yet settled, and when it last made progress.
+
+In the ``threads`` and ``solo`` pools a :class:`Slot` is a plain object. A ``prefork`` child
+writes a :class:`SharedSlot`, a C struct in memory shared with its supervisor, allocated
+before anything is forked. The supervisor reads it to renew, to enforce hard time limits,
+and, when the child dies, to count the deliveries that had started (the running one and
+those that ran but were not settled yet) while handing back the rest uncounted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: Started-but-unsettled deliveries a shared slot lists; past this the supervisor counts
+#: every delivery the child held as started.
+RAN_CAPACITY = 512
+_TEXT = 1024  # bytes: 255 characters of UTF-8, with room to spare
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """The task a consumer is running, as its supervisor sees it."""
+
+    tag: int
+    token: int
+    task_id: str
+    task_name: str
+    queue: str
+    deliveries: int
+    retries: int
+    started: float  # time.time()
+    hard_limit: float  # seconds; 0 is none
+    deadline: float  # time.monotonic() when the hard limit is reached; 0 is none
+
+    @property
+    def label(self) -> str:
+        return f"{self.task_name}[{self.task_id}]"
+
+
+class Slot:
+    """A consumer's slot in the supervisor's own process (``threads``, ``solo``)."""
+
+    def __init__(self) -> None:
+        self._running: Running | None = None
+        self._ran: list[int] = []
+        self.progress = time.monotonic()
+
+    def set(self, running: Running) -> None:
+        self._running = running
+
+    def clear(self) -> None:
+        self._running = None
+        self.mark()
+
+    def get(self) -> Running | None:
+        return self._running
+
+    def ran(self, tags: Sequence[int]) -> None:
+        """These deliveries have started and are not settled yet (replaces the last list)."""
+        self._ran = list(tags)
+
+    def ran_add(self, tag: int) -> None:
+        """One more delivery has run and is not settled yet."""
+        self._ran.append(tag)
+
+    def ran_tags(self) -> list[int] | None:
+        """What ``ran`` and ``ran_add`` were told; None when it could not all be kept."""
+        return list(self._ran)
+
+    def mark(self) -> None:
+        """Progress: a poll of the broker, or a finished task."""
+        self.progress = time.monotonic()
+
+    def finished(self) -> None:
+        """The consumer has stopped: it is not stalled, whatever the time."""
+        self.progress = float("inf")
+
+    def reset(self) -> None:
+        self._running, self._ran = None, []
+        self.mark()
+
+
+class _SlotData(ctypes.Structure):
+    _fields_ = [
+        ("seq", ctypes.c_uint64),  # odd while the child writes the record (a seqlock)
+        ("progress", ctypes.c_double),
+        ("busy", ctypes.c_bool),
+        ("tag", ctypes.c_int64),
+        ("token", ctypes.c_int64),
+        ("deliveries", ctypes.c_int64),
+        ("retries", ctypes.c_int64),
+        ("started", ctypes.c_double),
+        ("hard_limit", ctypes.c_double),
+        ("deadline", ctypes.c_double),
+        ("task_id", ctypes.c_char * _TEXT),
+        ("task_name", ctypes.c_char * _TEXT),
+        ("queue", ctypes.c_char * _TEXT),
+        ("ran_count", ctypes.c_int32),
+        ("ran_overflow", ctypes.c_bool),
+        ("ran", ctypes.c_int64 * RAN_CAPACITY),
+    ]
+
+
+def _fit(text: str) -> bytes:
+    data = text.encode("utf-8", "backslashreplace")
+    return data if len(data) < _TEXT else data[:_TEXT - 1].decode("utf-8", "ignore").encode()
+
+
+class SharedSlot(Slot):
+    """A slot in shared memory: written by one prefork child, read by the supervisor."""
+
+    def __init__(self) -> None:
+        self._data = multiprocessing.get_context("fork").RawValue(_SlotData)
+        self.reset()
+
+    # The struct is the state; these properties keep Slot's interface.
+    @property
+    def progress(self) -> float:
+        return float(self._data.progress)
+
+    @progress.setter
+    def progress(self, value: float) -> None:
+        if hasattr(self, "_data"):
+            self._data.progress = value
+
+    def _write(self, **fields: object) -> None:
+        data = self._data
+        data.seq += 1
+        for name, value in fields.items():
+            setattr(data, name, value)
+        data.seq += 1
+
+    def set(self, running: Running) -> None:
+        self._write(busy=True, tag=running.tag, token=running.token,
+                    deliveries=running.deliveries, retries=running.retries,
+                    started=running.started, hard_limit=running.hard_limit,
+                    deadline=running.deadline, task_id=_fit(running.task_id),
+                    task_name=_fit(running.task_name), queue=_fit(running.queue))
+
+    def clear(self) -> None:
+        self._write(busy=False)
+        self.mark()
+
+    def get(self) -> Running | None:
+        data = self._data
+        while True:
+            before = data.seq
+            if before % 2:
+                time.sleep(0)
+                continue
+            running = None if not data.busy else Running(
+                int(data.tag), int(data.token), data.task_id.decode(errors="replace"),
+                data.task_name.decode(errors="replace"), data.queue.decode(errors="replace"),
+                int(data.deliveries), int(data.retries), float(data.started),
+                float(data.hard_limit), float(data.deadline))
+            if data.seq == before:
+                return running
+
+    def ran(self, tags: Sequence[int]) -> None:
+        data = self._data
+        data.seq += 1
+        if len(tags) > RAN_CAPACITY:
+            data.ran_overflow, data.ran_count = True, 0
+        else:
+            data.ran_overflow, data.ran_count = False, len(tags)
+            for index, tag in enumerate(tags):
+                data.ran[index] = tag
+        data.seq += 1
+
+    def ran_add(self, tag: int) -> None:
+        data = self._data
+        data.seq += 1
+        if data.ran_count >= RAN_CAPACITY:
+            data.ran_overflow = True
+        elif not data.ran_overflow:
+            data.ran[data.ran_count] = tag
+            data.ran_count += 1
+        data.seq += 1
+
+    def ran_tags(self) -> list[int] | None:
+        data = self._data
+        while True:
+            before = data.seq
+            if before % 2:
+                time.sleep(0)
+                continue
+            tags = None if data.ran_overflow else list(data.ran[:data.ran_count])
+            if data.seq == before:
+                return tags
+
+    def reset(self) -> None:
+        self._write(busy=False, ran_count=0, ran_overflow=False)
+        self.mark()

@@ -1,0 +1,180 @@
+"""The one supervision loop every pool runs, and the contract of a pool.
+
+Every ``TICK`` the supervisor reaps consumers that died (handing back what they held: the
+deliveries they had started count one delivery, the others none) and replaces them, enforces
+hard time limits, and, every heartbeat, renews the leases of the live consumers and records
+the worker as alive. Shutdown comes in two steps. The first SIGTERM/SIGINT is a warm shutdown
+(stop fetching, let running tasks finish within ``shutdown_timeout``); a second signal, or the
+end of that time, is a cold one (running tasks are stopped and their messages go back to the
+queue at once).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import connections, heartbeat, limits
+from .settle import Settlement, Settler
+from .slots import Running, Slot
+from .stall import Entry, StallWatch
+
+if TYPE_CHECKING:
+    from .main import Worker
+
+logger = logging.getLogger("django_tasks.worker")
+TICK = 0.1
+#: How long a thread may go on past its hard limit before the whole worker exits.
+HARD_LIMIT_GRACE = 2.0
+#: Exit status after a task that could not be stopped at its hard limit (threads, solo).
+EXIT_STUCK = 3
+
+
+class Signals:
+    """Counts SIGTERM/SIGINT; the supervisor polls it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stop = threading.Event()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle)
+        signal.signal(signal.SIGINT, self.handle)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.stop.set()
+        kind = "warm" if self.count == 1 else "cold"
+        logger.warning("%s received: %s shutdown", signal.Signals(signum).name, kind)
+
+
+class Pool(abc.ABC):
+    """The consumers of one worker, as the supervisor drives them."""
+
+    def __init__(self, worker: Worker, signals: Signals) -> None:
+        self.worker = worker
+        self.signals = signals
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the consumers."""
+
+    @abc.abstractmethod
+    def owners(self) -> list[str]:
+        """The lease owners of the live consumers: what the heartbeat renews."""
+
+    @abc.abstractmethod
+    def entries(self) -> Iterable[Entry]:
+        """What the stall watchdog reads: (who, last progress, running task)."""
+
+    @abc.abstractmethod
+    def check(self, *, respawn: bool) -> None:
+        """Reap dead consumers (replacing them if ``respawn``); enforce hard limits."""
+
+    @abc.abstractmethod
+    def warm(self) -> None:
+        """Stop fetching; running tasks finish."""
+
+    @abc.abstractmethod
+    def cold(self) -> None:
+        """Stop now: running tasks are stopped, their messages handed back."""
+
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """Whether any consumer still runs."""
+
+    def watch(self) -> StallWatch:
+        return StallWatch(self.worker.stall_timeout, self.entries,
+                          health_file=self.worker.health_file, hostname=self.worker.hostname)
+
+
+def supervise(pool: Pool, watch: StallWatch) -> None:
+    """Run ``pool`` until it has no consumer left."""
+    worker, sigs = pool.worker, pool.signals
+    if heartbeat.beat(worker, pool.owners()):
+        watch.beat_ok()
+    next_beat = time.monotonic() + worker.heartbeat
+    deadline: float | None = None
+    while pool.alive():
+        time.sleep(TICK)
+        if sigs.count and deadline is None:
+            deadline = time.monotonic() + worker.shutdown_timeout
+            pool.warm()
+        if sigs.count >= 2 or (deadline is not None and time.monotonic() > deadline):
+            pool.cold()
+            break
+        pool.check(respawn=deadline is None)
+        if time.monotonic() >= next_beat:
+            if heartbeat.beat(worker, pool.owners()):
+                watch.beat_ok()
+            next_beat = time.monotonic() + worker.heartbeat
+
+
+def hand_back(owner: str, slot: Slot, *, running: Running | None = None) -> None:
+    """Release what a consumer that stopped held: what it had started counts a delivery."""
+    ran = slot.ran_tags()
+    started = [running.tag] if running is not None else []
+    if ran is None:
+        heartbeat.release(owner, count_all=True)
+    else:
+        heartbeat.release(owner, keep_count=[*started, *ran])
+
+
+def record_exceeded(worker: Worker, running: Running, owner: str, what: str) -> None:
+    """Record FAILURE (``TimeLimitExceeded``) for a task stopped from outside, and ack it
+    under its lease (a lease lost meanwhile is refused, like any late write)."""
+    from ..brokers.base import Delivery
+    from ..conf import get_broker, get_result_store
+
+    outcome, exc = limits.exceeded_outcome(running, worker.hostname, what)
+    delivery = Delivery(running.tag, "", running.queue, running.deliveries, owner,
+                        running.task_id, running.token)
+    Settler(get_broker(), get_result_store(), worker.lease).settle(
+        [Settlement(delivery, outcome, label=running.label)])
+    limits.announce_exceeded(running, exc)
+
+
+def stuck(slots: Sequence[Slot]) -> int | None:
+    """The index of a slot whose task runs well past its hard limit, although the limit was
+    raised in its thread; None if none does."""
+    now = time.monotonic()
+    for index, slot in enumerate(slots):
+        running = slot.get()
+        if running and running.deadline and now > running.deadline + HARD_LIMIT_GRACE:
+            return index
+    return None
+
+
+def exit_stuck(worker: Worker, slot: Slot, owner: str, owners: Sequence[str]) -> None:
+    """A thread cannot be killed: record the task as failed, hand back the rest, and exit
+    so that the process supervisor (systemd, Kubernetes) starts a fresh worker."""
+    running = slot.get()
+    if running is not None:
+        record_exceeded(worker, running, owner,
+                        "it did not stop (blocked outside Python, or it caught "
+                        f"TimeLimitExceeded), so worker {worker.hostname} exits with "
+                        f"status {EXIT_STUCK} to be restarted")
+        logger.critical("Exiting: task %s could not be stopped at its hard time limit",
+                        running.label)
+    for each in owners:
+        heartbeat.release(each)
+    heartbeat.goodbye(worker)
+    logging.shutdown()
+    os._exit(EXIT_STUCK)
+
+
+def leave_now(worker: Worker, owners: Sequence[str], message: str, code: int = 0) -> None:
+    """Hand back everything and exit at once (threads cannot be interrupted)."""
+    for owner in owners:
+        heartbeat.release(owner)
+    heartbeat.goodbye(worker)
+    logger.warning("%s", message)
+    logging.shutdown()
+    connections.close_all()
+    os._exit(code)

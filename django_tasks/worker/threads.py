@@ -1,0 +1,192 @@
+"""The ``threads`` and ``solo`` pools: consumers in the worker's own process.
+
+``threads`` runs one consumer per thread and supervises them from the main thread; a consumer
+thread that dies (a bug of ours; a task's own errors never end it) has its messages handed
+back, the one it ran counted, and is replaced. ``solo`` runs its one consumer in the main
+thread, so that time limits can interrupt a blocking call with SIGALRM, and supervises it
+from a thread. Neither can kill a task: a task still running past its hard limit, although
+the limit was raised in it, makes the worker exit with status 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ColdShutdown
+from . import connections, heartbeat
+from .consumer import Consumer
+from .recycle import Recycler
+from .slots import Slot
+from .stall import Entry
+from .supervisor import Pool, Signals, exit_stuck, hand_back, leave_now, stuck, supervise
+
+if TYPE_CHECKING:
+    from .main import Worker
+
+logger = logging.getLogger("django_tasks.worker")
+
+
+def _consumer(worker: Worker, owner: str, stop: Any, slot: Slot,
+              recycler: Recycler) -> Consumer:
+    return Consumer(queues=worker.queues, owner=owner, hostname=worker.hostname,
+                    prefetch=worker.prefetch, lease=worker.lease, stop=stop, slot=slot,
+                    hard_limit_in_thread=True, recycler=recycler)
+
+
+class _Member:
+    def __init__(self, owner: str, index: int) -> None:
+        self.owner = owner
+        self.index = index
+        self.slot = Slot()
+        self.thread: threading.Thread | None = None
+        self.crashed = False
+
+
+class ThreadPool(Pool):
+    def __init__(self, worker: Worker, signals: Signals, recycler: Recycler) -> None:
+        super().__init__(worker, signals)
+        self.recycler = recycler  # the process is the child: one count for all threads
+        self.members = [_Member(f"{worker.hostname}/t{i}", i) for i in range(worker.concurrency)]
+
+    def _serve(self, member: _Member) -> None:
+        try:
+            _consumer(self.worker, member.owner, self.signals.stop, member.slot,
+                      self.recycler).run()
+        except BaseException:
+            member.crashed = True
+            logger.critical("Consumer thread %d stopped on an unexpected error; its messages "
+                            "go back to the queue and the thread is replaced", member.index,
+                            exc_info=True)
+        finally:
+            if not member.crashed:
+                member.slot.finished()
+            connections.close_all()
+
+    def _launch(self, member: _Member) -> None:
+        member.crashed = False
+        member.slot.reset()
+        member.thread = threading.Thread(target=self._serve, args=(member,),
+                                         name=f"Thread-{member.index}", daemon=True)
+        member.thread.start()
+
+    def start(self) -> None:
+        for member in self.members:
+            self._launch(member)
+
+    def owners(self) -> list[str]:
+        return [m.owner for m in self.members if m.thread is not None and m.thread.is_alive()]
+
+    def entries(self) -> Iterable[Entry]:
+        return [(f"thread {m.index}", m.slot.progress, m.slot.get()) for m in self.members]
+
+    def alive(self) -> bool:
+        return any(m.thread is not None and m.thread.is_alive() for m in self.members)
+
+    def warm(self) -> None:
+        pass  # the consumers watch the signals' stop event themselves
+
+    def cold(self) -> None:
+        leave_now(self.worker, [m.owner for m in self.members],
+                  "Cold shutdown: unfinished tasks returned to the queue")
+
+    def check(self, *, respawn: bool) -> None:
+        index = stuck([m.slot for m in self.members])
+        if index is not None:
+            member = self.members[index]
+            exit_stuck(self.worker, member.slot, member.owner, [m.owner for m in self.members])
+        for member in self.members:
+            if member.crashed and member.thread is not None and not member.thread.is_alive():
+                hand_back(member.owner, member.slot, running=member.slot.get())
+                member.slot.clear()
+                if respawn:
+                    self._launch(member)
+                else:
+                    member.crashed = False
+                    member.slot.finished()
+
+
+class SoloPool(Pool):
+    """One consumer in the main thread; this pool's supervision runs in a thread."""
+
+    def __init__(self, worker: Worker, signals: Signals, recycler: Recycler) -> None:
+        super().__init__(worker, signals)
+        self.recycler = recycler
+        self.owner = f"{worker.hostname}/{os.getpid()}"
+        self.slot = Slot()
+        self.done = threading.Event()
+        self._cold = False
+
+    def start(self) -> None:
+        pass  # the main thread runs the consumer: see run_solo
+
+    def owners(self) -> list[str]:
+        return [self.owner]
+
+    def entries(self) -> Iterable[Entry]:
+        return [("the solo pool", self.slot.progress, self.slot.get())]
+
+    def alive(self) -> bool:
+        return not self.done.is_set()
+
+    def warm(self) -> None:
+        pass
+
+    def cold(self) -> None:
+        if self.signals.count < 2 and not self._cold:
+            self._cold = True
+            os.kill(os.getpid(), signal.SIGTERM)  # grace period over: go cold
+
+    def check(self, *, respawn: bool) -> None:
+        if stuck([self.slot]) is not None:
+            exit_stuck(self.worker, self.slot, self.owner, [self.owner])
+
+
+def run_threads(worker: Worker, recycler: Recycler) -> None:
+    sigs = Signals()
+    sigs.install()
+    pool = ThreadPool(worker, sigs, recycler)
+    watch = pool.watch().start()
+    pool.start()
+    try:
+        supervise(pool, watch)
+    finally:
+        watch.stop()
+
+
+def run_solo(worker: Worker, recycler: Recycler) -> None:
+    sigs = Signals()
+    pool = SoloPool(worker, sigs, recycler)
+
+    def handle(signum: int, frame: Any) -> None:
+        sigs.handle(signum, frame)
+        if sigs.count >= 2:
+            raise ColdShutdown()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    # The supervision thread could hang in the database: the watch is a thread of its own.
+    watch = pool.watch().start()
+
+    def supervision() -> None:
+        try:
+            supervise(pool, watch)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=supervision, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        _consumer(worker, pool.owner, sigs.stop, pool.slot, recycler).run()
+    except ColdShutdown:
+        heartbeat.release(pool.owner)
+        logger.warning("Cold shutdown: the unfinished task returned to the queue")
+    finally:
+        pool.slot.finished()
+        pool.done.set()
+        thread.join(timeout=5)
+        watch.stop()

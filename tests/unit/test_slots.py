@@ -1,0 +1,85 @@
+"""The slots a consumer writes for its supervisor, in particular the one in shared memory
+that a prefork child writes and its supervisor reads."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+
+import pytest
+
+from django_tasks.worker.slots import RAN_CAPACITY, Running, SharedSlot, Slot
+
+RUNNING = Running(17, 2**62, "id-1", "app.tasks.crunch", "default", 2, 1, 1700000000.5, 2.0,
+                  12345.25)
+
+
+@pytest.fixture(params=[Slot, SharedSlot])
+def slot(request: pytest.FixtureRequest) -> Slot:
+    return request.param()  # type: ignore[no-any-return]
+
+
+def test_a_running_record_reads_back_whole(slot: Slot) -> None:
+    assert slot.get() is None
+    slot.set(RUNNING)
+    assert slot.get() == RUNNING
+    assert RUNNING.label == "app.tasks.crunch[id-1]"
+    slot.clear()
+    assert slot.get() is None
+
+
+def test_ran_tags_accumulate_and_reset(slot: Slot) -> None:
+    assert slot.ran_tags() == []
+    slot.ran_add(5)
+    slot.ran_add(9)
+    assert slot.ran_tags() == [5, 9]
+    slot.ran([3])
+    assert slot.ran_tags() == [3]
+    slot.reset()
+    assert slot.ran_tags() == [] and slot.get() is None
+
+
+def test_too_many_ran_tags_for_shared_memory_say_so() -> None:
+    slot = SharedSlot()
+    slot.ran(list(range(RAN_CAPACITY + 1)))
+    assert slot.ran_tags() is None  # the supervisor then counts everything the child held
+    slot.ran([])
+    for tag in range(RAN_CAPACITY + 1):
+        slot.ran_add(tag)
+    assert slot.ran_tags() is None
+
+
+def test_names_that_fill_the_columns_fit(slot: Slot) -> None:
+    long = Running(1, 1, "é" * 255, "ü" * 255, "q" * 255, 1, 0, 0.0, 0.0, 0.0)
+    slot.set(long)
+    assert slot.get() == long
+
+
+def test_progress_and_finished(slot: Slot) -> None:
+    before = slot.progress
+    slot.mark()
+    assert slot.progress >= before
+    slot.finished()
+    assert slot.progress == float("inf")
+
+
+def test_a_forked_child_writes_what_the_parent_reads() -> None:
+    slot = SharedSlot()
+
+    def child() -> None:
+        slot.set(RUNNING)
+        slot.ran_add(41)
+        slot.ran_add(42)
+        slot.finished()
+        os._exit(0)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    with warnings.catch_warnings():  # Python 3.12 warns of fork beside threads; none run here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        process.start()
+    process.join(10)
+    assert process.exitcode == 0
+    assert slot.get() == RUNNING
+    assert slot.ran_tags() == [41, 42]
+    assert slot.progress == float("inf")
