@@ -11,6 +11,7 @@ from .conf import (
     BROKER_CLASSES,
     RESULT_STORE_CLASSES,
     database_alias,
+    mask_url,
     task_settings,
     time_limit_error,
 )
@@ -29,23 +30,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     broker = task_settings.BROKER_URL
     if _scheme(broker) not in BROKER_CLASSES:
         errors.append(Error(
-            f"TASKS_BROKER_URL={broker!r} names no supported broker.",
+            f"TASKS_BROKER_URL={mask_url(broker)!r} names no supported broker.",
             hint=f"Use one of: {', '.join(s + '://' for s in BROKER_CLASSES)}.",
             id="django_tasks.E001"))
     elif _scheme(broker) == "django" and _alias(broker) not in settings.DATABASES:
         errors.append(Error(
-            f"TASKS_BROKER_URL={broker!r} names database {_alias(broker)!r}, which is not "
-            "in DATABASES.", hint="Use django:// for the default database.",
+            f"TASKS_BROKER_URL={mask_url(broker)!r} names database {_alias(broker)!r}, which "
+            "is not in DATABASES.", hint="Use django:// for the default database.",
             id="django_tasks.E002"))
     backend = task_settings.RESULT_BACKEND
     if backend and _scheme(backend) not in RESULT_STORE_CLASSES:
         errors.append(Error(
-            f"TASKS_RESULT_BACKEND={backend!r} names no supported result store.",
+            f"TASKS_RESULT_BACKEND={mask_url(backend)!r} names no supported result store.",
             hint="Use 'django://' (the default), 'memory://' in tests, or None to store none.",
             id="django_tasks.E003"))
     elif backend and _scheme(backend) == "django" and _alias(backend) not in settings.DATABASES:
         errors.append(Error(
-            f"TASKS_RESULT_BACKEND={backend!r} names database {_alias(backend)!r}, which is "
+            f"TASKS_RESULT_BACKEND={mask_url(backend)!r} names database {_alias(backend)!r}, "
+            "which is "
             "not in DATABASES.", hint="Use django:// for the default database.",
             id="django_tasks.E002"))
     max_deliveries = task_settings.MAX_DELIVERIES

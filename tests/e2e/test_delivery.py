@@ -166,3 +166,19 @@ def test_task_succeeds_after_the_database_dropped_the_connection(project: Projec
     result = project.result(task_id)
     assert result is not None and json.loads(result["result"]) == 0
     assert worker.running()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_task_that_ran_beside_one_that_killed_its_process_counts_a_delivery(
+        project: Project) -> None:
+    first = project.delay("add", 1, 1)  # alone in the first batch of one
+    ran = project.delay("add", 2, 2)  # second batch: runs, its outcome not yet written...
+    died = project.delay("die")  # ...when this one kills the process
+    worker = project.worker("-c", "1", TASKS_MAX_DELIVERIES="2")
+    project.wait_state(died, "FAILURE")
+    project.wait_state(ran, "SUCCESS")
+    assert project.result(first)["attempts"] == 1  # type: ignore[index]
+    # It had run when its process died: its second run is its second delivery.
+    assert project.result(ran)["attempts"] == 2  # type: ignore[index]
+    assert "died (signal 9)" in worker.output()
+    assert project.count(QUEUE) == 0

@@ -123,3 +123,12 @@ def test_no_w002_with_another_broker() -> None:
 
 def test_the_test_project_database_passes() -> None:
     assert checks._check_sqlite(settings.TASKS_BROKER_URL) == []
+
+
+@pytest.mark.parametrize(("setting", "check_id"), [("TASKS_BROKER_URL", "django_tasks.E001"),
+                                                   ("TASKS_RESULT_BACKEND", "django_tasks.E003")])
+def test_a_password_in_a_url_is_masked_in_the_message(settings: Any, setting: str,
+                                                      check_id: str) -> None:
+    setattr(settings, setting, "rediss://user:s3cr%40t@cache.internal:6380/0")
+    [found] = [m for m in checks.check_settings() if m.id == check_id]
+    assert "s3cr" not in found.msg and "user:**@cache.internal:6380" in found.msg
