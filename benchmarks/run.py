@@ -8,7 +8,7 @@
 For each database (a temporary SQLite file; a new PostgreSQL database ``bench_<random>``,
 dropped at the end) after ``manage.py migrate``, it measures django_tasks (``django://``
 broker, results in the same database) and Celery (Redis broker db 15, django-celery-results
-in the same database; run from a separate virtualenv, /work/bench-venv, created on first use):
+in the same database; run from a separate virtualenv, .venv/bench-celery, created on first use):
 
 1. enqueue rate: ``noop.delay()`` one by one;
 2. drain rate of queued no-op tasks at concurrency 1 and 2 with results stored;
@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_VENV = Path(os.environ.get("BENCH_VENV", "/work/bench-venv"))
+BENCH_VENV = Path(os.environ.get("BENCH_VENV", ROOT / ".venv" / "bench-celery"))
 CELERY_PACKAGES = ["celery", "django-celery-results", "redis", "django", "psycopg[binary]",
                    "packaging"]  # kombu's Redis transport imports packaging
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -418,7 +418,7 @@ def flush_redis() -> None:
 
 
 def celery_ready(install: bool = True) -> str | None:
-    """None when /work/bench-venv runs Celery (creating it if missing), else why not."""
+    """None when .venv/bench-celery runs Celery (creating it if missing), else why not."""
     python = BENCH_VENV / "bin" / "python"
     check = ("import celery, django_celery_results, redis, django, psycopg, "
              "kombu.transport.redis")
@@ -833,7 +833,7 @@ It needs `psutil` and `psycopg` where it runs, PostgreSQL at `TEST_POSTGRES_URL`
 (default `postgres://postgres@127.0.0.1:5432/test`; the script creates and drops a database
 `bench_<random>`) and, for the Celery columns, Redis at `BENCH_REDIS_URL` (default
 `redis://127.0.0.1:6379/15`, flushed before and after) and the virtualenv `BENCH_VENV`
-(default `/work/bench-venv`), created when missing with
+(default `.venv/bench-celery`), created when missing with
 `pip install {packages}`. When any of these is missing, its columns say
 "unavailable" and the rest of the run goes on. A full run takes about five minutes on two
 cores.

@@ -1,6 +1,6 @@
 """A minimal Celery app for the side-by-side benchmark (``benchmarks/run.py``).
 
-It runs under a separate virtualenv (``/work/bench-venv``: celery, django-celery-results,
+It runs under a separate virtualenv (``.venv/bench-celery``: celery, django-celery-results,
 redis, django, psycopg) and imports nothing from ``django_tasks``: Redis is the broker and
 django-celery-results stores results in the same database django_tasks is measured on.
 
