@@ -1,4 +1,4 @@
-"""The worker admin: the ``taskworker`` processes and whether they still beat."""
+"""The worker admin: the ``taskworker`` and ``taskbeat`` processes and whether they still beat."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from .filters import AliveFilter, heartbeat_deadline
 @admin.register(WorkerState)
 class WorkerStateAdmin(ReadOnlyAdmin):
     superuser_may_delete = True  # rows that killed workers left behind
-    list_display = readonly_fields = ("hostname", "pid", "pool", "concurrency", "queues",
-                                      "started_at", "last_heartbeat", "alive")
-    list_filter = [AliveFilter]
+    list_display = readonly_fields = ("hostname", "kind", "pid", "pool", "concurrency",
+                                      "queues", "started_at", "last_heartbeat", "alive")
+    list_filter = [AliveFilter, "kind"]
     search_fields = ["hostname"]
     ordering = ["hostname"]
 

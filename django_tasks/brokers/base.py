@@ -44,6 +44,8 @@ class Delivery:
     owner: str
     task_id: str = ""
     token: int = 0
+    #: Times the message was known to be running when its process or worker died.
+    runs: int = 0
 
 
 def new_token() -> int:
@@ -85,12 +87,19 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),
-                      count_all: bool = False) -> int:
+                      count_all: bool = False, died_running: Iterable[int] = ()) -> int:
         """Release everything ``owner`` holds (it died or stopped); return how many.
 
         Deliveries whose tag is in ``keep_count`` keep their count (they had started), and
-        all of them do with ``count_all``; the others are handed back uncounted.
+        all of them do with ``count_all``; the others are handed back uncounted. Those in
+        ``died_running`` were running when their process died: their ``runs`` go up.
         """
+
+    @abc.abstractmethod
+    def record_start(self, delivery: Delivery) -> bool:
+        """Note, before it runs, that a message delivered before is starting (its ``runs``
+        go up: should it take its process down again, the poison limit knows); False if
+        the delivery's lease is no longer current."""
 
     @abc.abstractmethod
     def requeue(self, delivery: Delivery, message: Message, delay: float) -> bool:

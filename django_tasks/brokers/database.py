@@ -90,7 +90,7 @@ class DatabaseBroker(Broker):
             results.append("(%s, %s, 'PENDING', %s, %s, %s, %s, '', 0, 0, %s)")
             result_params += [m.id, m.task, serialization.dumps(list(m.args)),
                               serialization.dumps(m.kwargs), m.queue, m.priority, now]
-            queue.append("(%s, %s, %s, %s, %s, 0, %s)")
+            queue.append("(%s, %s, %s, %s, %s, 0, 0, %s)")
             queue_params += [m.queue, m.priority, m.id, m.encode(),
                              adapt(m.eta) if m.eta else now, now]
         sql = (
@@ -98,7 +98,7 @@ class DatabaseBroker(Broker):
             "task_name, state, args, kwargs, queue, priority, worker, attempts, retries, "
             f"created_at) VALUES {', '.join(results)}) "
             f"INSERT INTO {quote(QueuedMessage._meta.db_table)} (queue, priority, task_id, "
-            f"body, visible_at, deliveries, created_at) VALUES {', '.join(queue)}"
+            f"body, visible_at, deliveries, runs, created_at) VALUES {', '.join(queue)}"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, result_params + queue_params)
@@ -117,7 +117,7 @@ class DatabaseBroker(Broker):
         else:
             rows = self._claim_locking(queues, owner, token, limit, now, until)
         rows.sort(key=lambda r: (-r[4], r[0]))
-        return [Delivery(r[0], r[2], r[1], r[3], owner, r[5], token) for r in rows]
+        return [Delivery(r[0], r[2], r[1], r[3], owner, r[5], token, r[6]) for r in rows]
 
     def _claim_returning(self, connection: Any, queues: Sequence[str], owner: str, token: int,
                          limit: int, now: dt.datetime, until: dt.datetime) -> list[Any]:
@@ -129,7 +129,7 @@ class DatabaseBroker(Broker):
             f"deliveries = deliveries + 1 WHERE id IN (SELECT id FROM {table} "
             f"WHERE queue IN ({marks}) AND visible_at <= %s "
             f"ORDER BY priority DESC, visible_at, id LIMIT %s{lock}) "
-            "RETURNING id, queue, body, deliveries, priority, task_id"
+            "RETURNING id, queue, body, deliveries, priority, task_id, runs"
         )
         adapt = connection.ops.adapt_datetimefield_value
         params = [owner, token, adapt(until), *queues, adapt(now), limit]
@@ -146,14 +146,14 @@ class DatabaseBroker(Broker):
                 .filter(queue__in=queues, visible_at__lte=now)
                 .order_by("-priority", "visible_at", "id")
                 .values_list("id", "queue", "body", "deliveries", "priority",
-                             "task_id")[:limit]
+                             "task_id", "runs")[:limit]
             )
             if rows:
                 self._rows.filter(id__in=[r[0] for r in rows]).update(
                     lease_owner=owner, lease_token=token, visible_at=until,
                     deliveries=F("deliveries") + 1,
                 )
-        return [(r[0], r[1], r[2], r[3] + 1, r[4], r[5]) for r in rows]
+        return [(r[0], r[1], r[2], r[3] + 1, r[4], r[5], r[6]) for r in rows]
 
     # -- settling: every write is fenced by the delivery's lease token ---------------------
 
@@ -195,10 +195,13 @@ class DatabaseBroker(Broker):
         return released
 
     def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),
-                      count_all: bool = False) -> int:
+                      count_all: bool = False, died_running: Iterable[int] = ()) -> int:
         keep = list(keep_count)
         now = _now()
         held = self._rows.filter(lease_owner=owner)
+        died = list(died_running)
+        if died:
+            held.filter(id__in=died).update(runs=F("runs") + 1)
         changes = {"lease_owner": None, "lease_token": None, "visible_at": now}
         if count_all:
             return int(held.update(**changes))
@@ -211,8 +214,11 @@ class DatabaseBroker(Broker):
         visible_at = _now() + dt.timedelta(seconds=delay)
         return bool(self._held(delivery.token, [delivery.tag]).update(
             body=message.encode(), queue=message.queue, priority=message.priority,
-            visible_at=visible_at, lease_owner=None, lease_token=None, deliveries=0,
+            visible_at=visible_at, lease_owner=None, lease_token=None, deliveries=0, runs=0,
         ))
+
+    def record_start(self, delivery: Delivery) -> bool:
+        return bool(self._held(delivery.token, [delivery.tag]).update(runs=F("runs") + 1))
 
     def renew(self, owners: Sequence[str], lease: float) -> int:
         if not owners:

@@ -26,6 +26,7 @@ class _Row:
     owner: str | None = None
     deliveries: int = 0
     token: int | None = None
+    runs: int = 0
 
 
 def _now() -> dt.datetime:
@@ -69,7 +70,7 @@ class MemoryBroker(Broker):
                 row.visible_at = now + dt.timedelta(seconds=lease)
             # Within a batch, the order the database broker hands out: priority, then age.
             due.sort(key=lambda r: (-r.priority, r.id))
-            return [Delivery(r.id, r.body, r.queue, r.deliveries, owner, r.task_id, token)
+            return [Delivery(r.id, r.body, r.queue, r.deliveries, owner, r.task_id, token, r.runs)
                     for r in due]
 
     def _held(self, delivery: Delivery) -> _Row | None:
@@ -101,11 +102,12 @@ class MemoryBroker(Broker):
             row.deliveries = max(0, row.deliveries - 1)
 
     def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),
-                      count_all: bool = False) -> int:
-        keep = set(keep_count)
+                      count_all: bool = False, died_running: Iterable[int] = ()) -> int:
+        keep, died = set(keep_count), set(died_running)
         with self._lock:
             held = [r for r in self._rows.values() if r.owner == owner]
             for row in held:
+                row.runs += row.id in died
                 self._free(row, uncount=not count_all and row.id not in keep)
             return len(held)
 
@@ -119,6 +121,13 @@ class MemoryBroker(Broker):
             self._rows[row_id] = _Row(row_id, message.queue, message.priority, body,
                                       _now() + dt.timedelta(seconds=delay), message.id)
             return True
+
+    def record_start(self, delivery: Delivery) -> bool:
+        with self._lock:
+            row = self._held(delivery)
+            if row is not None:
+                row.runs += 1
+            return row is not None
 
     def renew(self, owners: Sequence[str], lease: float) -> int:
         until = _now() + dt.timedelta(seconds=lease)

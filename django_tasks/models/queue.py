@@ -23,6 +23,9 @@ class QueuedMessage(models.Model):
         null=True, blank=True,
         help_text="names the current lease: acks and outcomes under an older one are refused")
     deliveries = models.PositiveIntegerField(default=0)
+    runs = models.PositiveIntegerField(
+        default=0, db_default=0,
+        help_text="times it was known to be running when its process or worker died")
     created_at = models.DateTimeField()
 
     class Meta:

@@ -4,9 +4,11 @@ from django.db import models
 
 
 class WorkerState(models.Model):
-    """A running ``taskworker``, refreshed on every heartbeat."""
+    """A running ``taskworker`` or ``taskbeat``, refreshed on every heartbeat."""
 
     hostname = models.CharField(max_length=255, unique=True)
+    kind = models.CharField(max_length=16, default="worker",
+                            choices=[("worker", "worker"), ("beat", "beat")])
     pid = models.PositiveIntegerField()
     pool = models.CharField(max_length=16)
     concurrency = models.PositiveIntegerField()
@@ -16,6 +18,7 @@ class WorkerState(models.Model):
 
     class Meta:
         verbose_name = "worker"
+        verbose_name_plural = "workers and beats"
 
     def __str__(self) -> str:
         return self.hostname

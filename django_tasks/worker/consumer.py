@@ -22,8 +22,9 @@ from typing import Protocol
 from ..brokers.base import Delivery
 from ..conf import get_broker, get_result_store, task_settings
 from ..message import printable
+from ..process import connections
 from ..task import utcnow
-from . import connections, limits
+from . import limits
 from .execute import Prepared, check, execute, prepare
 from .recycle import Recycler
 from .settle import Settlement, Settler, answers, pause
@@ -64,6 +65,7 @@ class Consumer:
         self.store = get_result_store()
         self.settler = Settler(self.broker, self.store, lease, on_change=self.slot.ran)
         self._default_limits: tuple[float | None, float | None] = (None, None)
+        self._task_seconds = 0.0  # a task's run time here, smoothed
 
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.recycler.triggered.is_set()
@@ -97,8 +99,13 @@ class Consumer:
                 continue
             idle = MIN_IDLE
             slow = self.process(deliveries, fetched_at)
-            batch = 1 if slow else min(batch * 2, self.prefetch)
+            batch = 1 if slow else min(batch * 2, self.prefetch, self._batch_that_fits())
         self._settle_kept()
+
+    def _batch_that_fits(self) -> int:
+        """How many messages this process can run in ``HOLD_SECONDS``: no more are held, so
+        that few wait unstarted (and few count as delivered if the whole worker dies)."""
+        return max(1, int(HOLD_SECONDS / max(self._task_seconds, 1e-4)))
 
     def _settle_kept(self) -> None:
         """Stopping: write what is kept while the database lets us (a cold shutdown ends
@@ -201,6 +208,8 @@ class Consumer:
             if not acked:
                 self.settler.refused([Settlement(item.delivery, label=label)])
                 return None, 0.0
+        elif item.delivery.deliveries > 1 and not self._record_start(item):
+            return None, 0.0  # its lease went to another worker meanwhile
         track = task.track_started if task.track_started is not None \
             else task_settings.TRACK_STARTED
         if track and self.store is not None and not message.ignore_result:
@@ -225,10 +234,25 @@ class Consumer:
             self.slot.clear()
             connections.refresh()
         took = time.monotonic() - began
+        self._task_seconds = took if not self._task_seconds else \
+            0.8 * self._task_seconds + 0.2 * took
         self.recycler.after_task()
         settlement.label = label
         settlement.acked = acked_early
         return settlement, took
+
+    def _record_start(self, item: Prepared) -> bool:
+        """A message delivered before without being settled is about to run (alone): note it
+        in the broker first, so that if it takes this process down too, the poison limit
+        counts it. False if the lease is no longer this process's."""
+        try:
+            if self.broker.record_start(item.delivery):
+                return True
+        except Exception as exc:
+            self._away(exc)
+            raise  # a bug of ours, if the database answers
+        self.settler.refused([Settlement(item.delivery, label=_label(item))])
+        return False
 
     def _mark_started(self, item: Prepared) -> None:
         from ..result import TaskOutcome

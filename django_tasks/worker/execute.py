@@ -22,6 +22,10 @@ from ..task import Task, run_message, utcnow
 from .settle import Settlement
 
 logger = logging.getLogger("django_tasks.worker")
+#: A message whose holders keep dying before anyone knows it started (a whole worker
+#: killed while it waited in a batch, or while decoding it) ends after this many times
+#: TASKS_MAX_DELIVERIES deliveries.
+UNSTARTED_FACTOR = 3
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 80
 
@@ -111,11 +115,18 @@ def check(item: Prepared, hostname: str) -> Settlement | None:
     state = states.FAILURE
     if problem is None and message is not None:
         limit = int(task_settings.MAX_DELIVERIES)
-        if delivery.deliveries > limit:
+        if delivery.runs >= limit:
+            problem = WorkerLostError(
+                f"Task {label} was running {delivery.runs} times when its process died "
+                "(killed, out of memory or crashed), and never finished. "
+                f"TASKS_MAX_DELIVERIES={limit}; it is not delivered again."
+            )
+        elif delivery.deliveries > UNSTARTED_FACTOR * limit:
             problem = WorkerLostError(
                 f"Task {label} was delivered {delivery.deliveries - 1} times and never "
-                "finished: the process running it died each time (killed, out of memory or "
-                f"crashed). TASKS_MAX_DELIVERIES={limit}; it is not delivered again."
+                "finished: each time the worker holding it died or was cut off "
+                f"({UNSTARTED_FACTOR} x TASKS_MAX_DELIVERIES={limit}); it is not delivered "
+                "again."
             )
         elif message.expires is not None and message.expires < utcnow():
             problem = TaskRevokedError(

@@ -11,7 +11,8 @@ from typing import TextIO
 
 from ..conf import task_settings
 from ..message import name_error
-from . import logs
+from ..process import logs
+from . import banner
 
 POOLS = ("prefork", "threads", "solo")
 
@@ -95,26 +96,14 @@ class Worker:
 
         logs.configure(self.loglevel)
         heartbeat.register(self)
-        logs.banner(self, self.out)
+        banner.banner(self, self.out)
         signals.send(signals.worker_ready, self)
         try:
             code = run_pool(self)
         finally:
             signals.send(signals.worker_shutdown, self)
         if self.recycled:
+            from ..process.restart import restart_in_place
+
             restart_in_place()
         return code
-
-
-def restart_in_place() -> None:
-    """Run this same program again in this process (same pid, same arguments): how the
-    ``threads`` and ``solo`` pools replace themselves after ``--max-*-per-child``."""
-    import logging
-
-    from django.db import connections
-
-    connections.close_all()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from . import connections, heartbeat
+from ..process import connections
+from . import heartbeat
 from .prefork import PreforkPool
 from .recycle import Recycler
 from .supervisor import Signals, supervise

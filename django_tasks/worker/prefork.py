@@ -16,28 +16,19 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from . import connections, heartbeat
+from ..process import connections
+from ..process.children import die_with_parent
+from ..process.stall import Entry
+from . import heartbeat
 from .consumer import Consumer
 from .recycle import Recycler
 from .slots import Running, SharedSlot
-from .stall import Entry
-from .supervisor import Pool, Signals, hand_back, record_exceeded
+from .supervisor import Pool, Signals, hand_back, owner_name, record_exceeded
 
 if TYPE_CHECKING:
     from .main import Worker
 
 logger = logging.getLogger("django_tasks.worker")
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies, so no orphan keeps a lease."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class _Child:
@@ -47,16 +38,16 @@ class _Child:
         self.slot = slot
         self.killed_for: Running | None = None  # killed at this task's hard limit
         slot.reset()
+        self.owner = owner_name(worker.hostname, f"p{index}")
         connections.close_all()  # a forked child must not share the parent's sockets
-        self.process = ctx.Process(target=_child_main, args=(worker, slot),
+        self.process = ctx.Process(target=_child_main, args=(worker, slot, self.owner),
                                    name=f"ForkPoolWorker-{index}", daemon=False)
         self.process.start()
-        self.owner = f"{worker.hostname}/{self.process.pid}"
 
 
-def _child_main(worker: Worker, slot: SharedSlot) -> None:
+def _child_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
     from ..conf import reset_cache
-    from .logs import redirect_print
+    from ..process.logs import redirect_print
 
     die_with_parent()
     parent = os.getppid()
@@ -75,7 +66,7 @@ def _child_main(worker: Worker, slot: SharedSlot) -> None:
             return stop.wait(timeout)
 
     recycler = Recycler(worker.max_tasks_per_child, worker.max_memory_per_child)
-    consumer = Consumer(queues=worker.queues, owner=f"{worker.hostname}/{os.getpid()}",
+    consumer = Consumer(queues=worker.queues, owner=owner,
                         hostname=worker.hostname, prefetch=worker.prefetch, lease=worker.lease,
                         stop=Stop(), slot=slot, hard_limit_in_thread=False, recycler=recycler)
     try:

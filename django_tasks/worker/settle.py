@@ -33,8 +33,8 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 from .. import states
 from ..brokers.base import Broker, Delivery
 from ..exceptions import EncodeError
+from ..process import connections as worker_connections
 from ..result import TaskOutcome, exception_to_result
-from . import connections as worker_connections
 
 if TYPE_CHECKING:
     from ..message import Message

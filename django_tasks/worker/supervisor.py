@@ -14,16 +14,16 @@ from __future__ import annotations
 import abc
 import logging
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import connections, heartbeat, limits
+from ..process import connections
+from ..process.signals import Signals
+from ..process.stall import Entry, StallWatch
+from . import heartbeat, limits
 from .settle import Settlement, Settler
 from .slots import Running, Slot
-from .stall import Entry, StallWatch
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -34,24 +34,6 @@ TICK = 0.1
 HARD_LIMIT_GRACE = 2.0
 #: Exit status after a task that could not be stopped at its hard limit (threads, solo).
 EXIT_STUCK = 3
-
-
-class Signals:
-    """Counts SIGTERM/SIGINT; the supervisor polls it."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.stop = threading.Event()
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self.handle)
-        signal.signal(signal.SIGINT, self.handle)
-
-    def handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        self.stop.set()
-        kind = "warm" if self.count == 1 else "cold"
-        logger.warning("%s received: %s shutdown", signal.Signals(signum).name, kind)
 
 
 class Pool(abc.ABC):
@@ -116,14 +98,25 @@ def supervise(pool: Pool, watch: StallWatch) -> None:
             next_beat = time.monotonic() + worker.heartbeat
 
 
+def owner_name(hostname: str, part: str) -> str:
+    """A lease owner name for one consumer, new for each one started: a worker restarted
+    under the same name (or with the same pids, in a container) must never renew or release
+    the leases a dead predecessor left behind."""
+    import secrets
+
+    return f"{hostname[:200]}/{part}.{secrets.token_hex(4)}"
+
+
 def hand_back(owner: str, slot: Slot, *, running: Running | None = None) -> None:
     """Release what a consumer that stopped held: what it had started counts a delivery."""
     ran = slot.ran_tags()
     started = [running.tag] if running is not None else []
+    # A message run alone because it was delivered before has its start recorded already.
+    died = [running.tag] if running is not None and running.deliveries == 1 else []
     if ran is None:
-        heartbeat.release(owner, count_all=True)
+        heartbeat.release(owner, count_all=True, died_running=died)
     else:
-        heartbeat.release(owner, keep_count=[*started, *ran])
+        heartbeat.release(owner, keep_count=[*started, *ran], died_running=died)
 
 
 def record_exceeded(worker: Worker, running: Running, owner: str, what: str) -> None:

@@ -18,12 +18,22 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ColdShutdown
-from . import connections, heartbeat
+from ..process import connections
+from ..process.stall import Entry
+from . import heartbeat
 from .consumer import Consumer
 from .recycle import Recycler
 from .slots import Slot
-from .stall import Entry
-from .supervisor import Pool, Signals, exit_stuck, hand_back, leave_now, stuck, supervise
+from .supervisor import (
+    Pool,
+    Signals,
+    exit_stuck,
+    hand_back,
+    leave_now,
+    owner_name,
+    stuck,
+    supervise,
+)
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -51,7 +61,8 @@ class ThreadPool(Pool):
     def __init__(self, worker: Worker, signals: Signals, recycler: Recycler) -> None:
         super().__init__(worker, signals)
         self.recycler = recycler  # the process is the child: one count for all threads
-        self.members = [_Member(f"{worker.hostname}/t{i}", i) for i in range(worker.concurrency)]
+        self.members = [_Member(owner_name(worker.hostname, f"t{i}"), i)
+                        for i in range(worker.concurrency)]
 
     def _serve(self, member: _Member) -> None:
         try:
@@ -68,6 +79,7 @@ class ThreadPool(Pool):
             connections.close_all()
 
     def _launch(self, member: _Member) -> None:
+        member.owner = owner_name(self.worker.hostname, f"t{member.index}")
         member.crashed = False
         member.slot.reset()
         member.thread = threading.Thread(target=self._serve, args=(member,),
@@ -116,7 +128,7 @@ class SoloPool(Pool):
     def __init__(self, worker: Worker, signals: Signals, recycler: Recycler) -> None:
         super().__init__(worker, signals)
         self.recycler = recycler
-        self.owner = f"{worker.hostname}/{os.getpid()}"
+        self.owner = owner_name(worker.hostname, "solo")
         self.slot = Slot()
         self.done = threading.Event()
         self._cold = False

@@ -129,7 +129,7 @@ def test_bad_messages_leave_the_worker_running(project: Project) -> None:
     assert lost is not None and lost["state"] == "FAILURE"
     reason = json.loads(lost["result"])
     assert reason["exc_type"] == "WorkerLostError"
-    assert "delivered 2 times" in reason["exc_message"]
+    assert "was running 2 times when its process died" in reason["exc_message"]
 
     assert project.count(QUEUE) == 0, "the undecodable message is still queued"
     unreadable = project.result(garbage)  # recorded under the id its queue row keeps

@@ -314,3 +314,27 @@ def test_an_acked_message_cannot_be_acked_or_released_again(any_broker: Broker) 
     assert any_broker.ack([delivery]) == [delivery]
     assert any_broker.ack([delivery]) == []
     assert any_broker.release([delivery]) == 0
+
+
+def test_runs_count_only_what_was_known_to_be_running(any_broker: Broker,
+                                                       clock: Clock) -> None:
+    publish(any_broker)
+    [first] = fetch(any_broker, owner="dead")
+    assert first.runs == 0
+    any_broker.release_owner("dead", keep_count=[first.tag], died_running=[first.tag])
+    [second] = fetch(any_broker, owner="w2")
+    assert (second.deliveries, second.runs) == (2, 1)
+    assert any_broker.record_start(second) is True
+    clock.advance(LEASE + 1)  # w2's whole worker died: the lease lapses
+    [third] = fetch(any_broker, owner="w3")
+    assert (third.deliveries, third.runs) == (3, 2)
+    assert any_broker.record_start(second) is False  # fenced: w3 holds it now
+
+
+def test_a_requeued_retry_starts_its_counts_afresh(any_broker: Broker) -> None:
+    publish(any_broker)
+    [delivery] = fetch(any_broker)
+    any_broker.record_start(delivery)
+    assert any_broker.requeue(delivery, Message.decode(delivery.body).replace(retries=1), 0)
+    [again] = fetch(any_broker)
+    assert (again.deliveries, again.runs) == (1, 0)

@@ -180,17 +180,55 @@ def test_expired_message_is_revoked_not_run() -> None:
     assert meta(task_id).state == states.REVOKED
 
 
-def test_too_many_deliveries_end_as_failure(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_message_that_was_running_when_its_process_died_too_often_ends_as_failure(
+        settings) -> None:  # type: ignore[no-untyped-def]
     settings.TASKS_MAX_DELIVERIES = 2
     task_id = send(build_message("unit.worker.echo", (1,), {}))
     broker = get_broker()
-    for _ in range(2):  # two deliveries whose worker "died": leases handed back, counted
-        broker.release(broker.fetch(["default"], "dead", 1, 30), count=True)
+    for _ in range(2):  # it was running each time its process died
+        [delivery] = broker.fetch(["default"], "dead", 1, 30)
+        broker.release_owner("dead", keep_count=[delivery.tag], died_running=[delivery.tag])
     drain(make_consumer())
     assert calls == []
     assert meta(task_id).state == states.FAILURE
     assert meta(task_id).result["exc_type"] == "WorkerLostError"
-    assert "delivered 2 times" in meta(task_id).result["exc_message"]
+    assert "was running 2 times when its process died" in meta(task_id).result["exc_message"]
+
+
+def test_deliveries_whose_worker_died_before_they_started_count_less(settings) -> None:  # type: ignore[no-untyped-def]
+    """A whole worker killed while messages waited in its batches: nobody knows they
+    started, so they reach the limit only after three times as many deliveries."""
+    settings.TASKS_MAX_DELIVERIES = 2
+    task_id = send(build_message("unit.worker.echo", (1,), {}))
+    broker = get_broker()
+    for _ in range(5):  # its holders died (the lease lapsed, counted), never known to run
+        broker.release(broker.fetch(["default"], "dead", 1, 30), count=True)
+    drain(make_consumer())  # the sixth delivery: 6 <= 3 x 2, so it runs
+    assert meta(task_id).result == 1
+    again = send(build_message("unit.worker.echo", (2,), {}))
+    for _ in range(6):
+        broker.release(broker.fetch(["default"], "dead", 1, 30), count=True)
+    drain(make_consumer())  # the seventh: past 3 x 2
+    assert meta(again).state == states.FAILURE
+    assert "was delivered 6 times and never finished" in meta(again).result["exc_message"]
+
+
+def test_a_message_delivered_before_records_its_start_before_running() -> None:
+    task_id = send(build_message("unit.worker.echo", (1,), {}))
+    broker = get_broker()
+    broker.release(broker.fetch(["default"], "dead", 1, 30), count=True)
+    [delivery] = broker.fetch(["default"], "test/1", 1, 30)
+    assert (delivery.deliveries, delivery.runs) == (2, 0)
+    started: list[int] = []
+    real = broker.record_start
+
+    def record_start(d):  # type: ignore[no-untyped-def]
+        started.append(broker._rows[d.tag].runs)
+        return real(d)
+
+    broker.record_start = record_start
+    make_consumer().process([delivery])
+    assert started == [0] and meta(task_id).result == 1
 
 
 def test_retry_requeues_with_more_retries_and_a_delay() -> None:

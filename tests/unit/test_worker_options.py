@@ -62,7 +62,7 @@ def test_hostname_variables_expand_like_celery() -> None:
 
 
 def test_banner_lists_transport_queues_and_tasks(settings: Any) -> None:
-    from django_tasks.worker import logs
+    from django_tasks.worker import banner as logs
 
     settings.TASKS_BROKER_URL = "memory://"
     out = io.StringIO()
@@ -175,7 +175,7 @@ def test_the_recycler_counts_tasks_and_reads_memory() -> None:
 
 
 def test_the_banner_shows_recycling(settings: Any) -> None:
-    from django_tasks.worker import logs
+    from django_tasks.worker import banner as logs
 
     settings.TASKS_BROKER_URL = "memory://"
     out = io.StringIO()
@@ -192,7 +192,7 @@ def test_the_banner_shows_recycling(settings: Any) -> None:
 
 def test_stalled_names_what_stopped_making_progress() -> None:
     from django_tasks.worker.slots import Running
-    from django_tasks.worker.stall import stalled
+    from django_tasks.process.stall import stalled
 
     busy = Running(1, 1, "a", "t", "q", 1, 0, 0.0, 0.0, 0.0)
     now = 1000.0

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks.conf import task_settings
 from django_tasks.exceptions import BrokerUnreachable, ConfigurationError, WorkerNameInUse
+from django_tasks.process.stall import EXIT_STALLED
 from django_tasks.worker import Worker
-from django_tasks.worker.stall import EXIT_STALLED
 
 
 class Command(BaseCommand):

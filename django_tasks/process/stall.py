@@ -1,4 +1,4 @@
-"""Noticing a worker that is alive but no longer reaches its broker, and telling a probe.
+"""Noticing a process that is alive but no longer reaches its database, and telling a probe.
 
 A process can sit for hours in a database call that never returns (a connection cut without a
 reset, a lock that is never released), looking healthy to a process supervisor. A watchdog
@@ -26,31 +26,31 @@ import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .slots import Running
+from . import logs
+from .children import die_with_parent
 
-logger = logging.getLogger("django_tasks.worker")
+logger = logging.getLogger("django_tasks.process")
 
 EXIT_STALLED = 4
-#: (who, time.monotonic() of its last progress, what it is running or None)
-Entry = tuple[str, float, Running | None]
+#: (who, time.monotonic() of its last progress, what it is running or None: a task, say)
+Entry = tuple[str, float, object | None]
 
 
-def stalled(entries: Iterable[Entry], last_beat: float, timeout: float,
-            now: float) -> str | None:
-    """Why the worker is stalled, or None. A consumer running a task is not stalled: the
-    task's time limits govern it."""
+def stalled(entries: Iterable[Entry], last_beat: float, timeout: float, now: float,
+            progress_is: str = "completed a poll of the broker") -> str | None:
+    """Why the process is stalled, or None. An entry running something (a task) is not
+    stalled: the task's time limits govern it."""
     if now - last_beat > timeout:
         return f"its heartbeat has not succeeded for {now - last_beat:.0f}s"
     for who, progress, running in entries:
         if running is None and now - progress > timeout:
-            return f"{who} has not completed a poll of the broker for {now - progress:.0f}s"
+            return f"{who} has not {progress_is} for {now - progress:.0f}s"
     return None
 
 
@@ -58,7 +58,11 @@ class StallWatch:
     """The watchdog of one worker: a thread (``start``) or a process (``start_process``)."""
 
     def __init__(self, timeout: float | None, entries: Callable[[], Iterable[Entry]], *,
-                 health_file: str | None = None, hostname: str = "") -> None:
+                 health_file: str | None = None, hostname: str = "",
+                 what: str = "Worker", progress_is: str = "completed a poll of the broker",
+                 ) -> None:
+        self.what = what
+        self.progress_is = progress_is
         self.timeout = timeout
         self.entries = entries
         self.health_file = Path(health_file) if health_file else None
@@ -109,8 +113,6 @@ class StallWatch:
             self.health_file.unlink(missing_ok=True)
 
     def _watchdog_main(self) -> None:
-        from .prefork import die_with_parent
-
         die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is for the parent
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -124,7 +126,7 @@ class StallWatch:
                 break
             if self.timeout:
                 reason = stalled(self.entries(), self.last_beat, self.timeout,
-                                 time.monotonic())
+                                 time.monotonic(), self.progress_is)
                 if reason and not self._stopped.value:
                     self._exit(reason)
             self._write_health()
@@ -149,10 +151,10 @@ class StallWatch:
             logger.warning("Cannot write the health file %s: %s", self.health_file, exc)
 
     def _exit(self, reason: str) -> None:
-        logger.critical("Worker stalled: %s (TASKS_WORKER_STALL_TIMEOUT=%gs); exiting with "
-                        "status %d so that it is restarted. Its messages return to the queue "
-                        "when their leases lapse.", reason, self.timeout, EXIT_STALLED)
-        _flush_logs()
+        logger.critical("%s stalled: %s (TASKS_WORKER_STALL_TIMEOUT=%gs); exiting with "
+                        "status %d so that it is restarted.", self.what, reason, self.timeout,
+                        EXIT_STALLED)
+        logs.flush()
         if os.getpid() == self._main_pid:
             os._exit(EXIT_STALLED)  # prefork children die with it (PR_SET_PDEATHSIG)
         # A watchdog process: the main process exits at once on SIGUSR2 unless it is stuck
@@ -163,18 +165,12 @@ class StallWatch:
             time.sleep(0.05)
         if os.getppid() == self._main_pid:
             logger.critical("The main process did not exit; killing it")
-            _flush_logs()
+            logs.flush()
             os.kill(self._main_pid, signal.SIGKILL)
         os._exit(0)
 
 
-def _flush_logs() -> None:
-    for handler in logging.getLogger("django_tasks").handlers:
-        handler.flush()
-    sys.stderr.flush()
-
-
 def _exit_stalled(signum: int, frame: Any) -> None:
     """SIGUSR2 from the watchdog process: the main process stalled; leave now."""
-    _flush_logs()
+    logs.flush()
     os._exit(EXIT_STALLED)
