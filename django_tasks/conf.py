@@ -67,6 +67,8 @@ class TaskSettings:
     SOFT_TIME_LIMIT = Setting[float | None](None)
     PRUNE_BATCH_SIZE = Setting[int](1000)
     ACCEPT_CONTENT = Setting[list[str]](["json"])
+    BEAT_SCHEDULE = Setting[dict[str, Any]]({})
+    BEAT_TICK_SECONDS = Setting[float](1.0)
 
     @property
     def result_expires(self) -> timedelta | None:

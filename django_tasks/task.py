@@ -15,10 +15,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from django.db import transaction
-
 from . import aio, clock, states
-from .conf import get_broker, get_result_store, task_settings, time_limit_error
+from .conf import get_result_store, task_settings, time_limit_error
 from .exceptions import (
     ColdShutdown,
     ConfigurationError,
@@ -311,6 +309,8 @@ class Task(Generic[P, R]):
         )
         if task_settings.ALWAYS_EAGER:
             return self._apply_eager(message)
+        from .publishing import publish
+
         return publish(message)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
@@ -446,28 +446,14 @@ def build_message(
     return message
 
 
-def publish(message: Message) -> AsyncResult:
-    """Record the task as PENDING and hand it to the broker, in the caller's transaction."""
-    store = get_result_store()
-    broker = get_broker()
-    if (store is not None and not message.ignore_result
-            and store.database_alias == broker.database_alias
-            and broker.publish_with_pending([message])):
-        return AsyncResult(message.id, message.task)
-    with transaction.atomic(using=broker.database_alias) if broker.transactional \
-            else nullcontext():
-        if store is not None and not message.ignore_result:
-            store.create_pending([message])
-        broker.publish([message])
-    return AsyncResult(message.id, message.task)
-
-
 def send_task(name: str, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
     """Queue a task by name, without importing it (it is checked by the worker instead)."""
     message = build_message(name, tuple(args or ()), dict(kwargs or {}), **options)
     if task_settings.ALWAYS_EAGER and name in registry:
         return registry.get(name)._apply_eager(message)
+    from .publishing import publish
+
     return publish(message)
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 import django
 import environ
 
+from django_tasks.schedules import crontab
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
@@ -81,6 +83,18 @@ TASKS_LEASE_SECONDS = env.float("TASKS_LEASE_SECONDS", default=30.0)
 TASKS_HEARTBEAT_SECONDS = env.float("TASKS_HEARTBEAT_SECONDS", default=5.0)
 TASKS_WORKER_SHUTDOWN_TIMEOUT = env.float("TASKS_WORKER_SHUTDOWN_TIMEOUT", default=25.0)
 TASKS_MAX_DELIVERIES = env.int("TASKS_MAX_DELIVERIES", default=3)
+
+# Periodic tasks, synced into the database when `manage.py taskbeat` starts (the demo's; the
+# test suite turns them off with DEMO_BEAT_SCHEDULE=False).
+TASKS_BEAT_SCHEDULE = {
+    "add-every-30-seconds": {
+        "task": "testproject.demo.tasks.add", "schedule": 30.0, "args": (16, 16),
+    },
+    "monday-morning": {
+        "task": "testproject.demo.tasks.add",
+        "schedule": crontab(hour=7, minute=30, day_of_week=1), "args": (2, 3),
+    },
+} if env.bool("DEMO_BEAT_SCHEDULE", default=True) else {}
 
 LOGGING = {
     "version": 1,

@@ -1,5 +1,7 @@
 from .queue import QueuedMessage
 from .results import TaskResult
+from .schedules import BeatSlot, ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from .workers import WorkerState
 
-__all__ = ["QueuedMessage", "TaskResult", "WorkerState"]
+__all__ = ["BeatSlot", "ClockedSchedule", "CrontabSchedule", "IntervalSchedule",
+           "PeriodicTask", "QueuedMessage", "TaskResult", "WorkerState"]

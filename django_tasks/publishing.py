@@ -1,0 +1,42 @@
+"""The one publishing path: ``delay()``, ``send_task()``, the beat and the admin's re-run all
+hand their messages to the broker here.
+
+With the result store beside the broker, each message's PENDING result row is written with
+it, in the caller's transaction on the database broker (one statement on PostgreSQL), so a
+task never runs before the commit and a rollback leaves neither behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+from django.db import transaction
+
+from .conf import get_broker, get_result_store
+from .message import Message
+from .result import AsyncResult
+
+
+def publish(message: Message) -> AsyncResult:
+    """Record the task as PENDING and hand it to the broker, in the caller's transaction."""
+    publish_many([message])
+    return AsyncResult(message.id, message.task)
+
+
+def publish_many(messages: Sequence[Message]) -> None:
+    """Publish many messages at once (their PENDING rows and queue rows in batches)."""
+    if not messages:
+        return
+    store = get_result_store()
+    broker = get_broker()
+    pending = [m for m in messages if not m.ignore_result] if store is not None else []
+    if (store is not None and len(pending) == len(messages)
+            and store.database_alias == broker.database_alias
+            and broker.publish_with_pending(messages)):
+        return
+    with transaction.atomic(using=broker.database_alias) if broker.transactional \
+            else nullcontext():
+        if store is not None and pending:
+            store.create_pending(pending)
+        broker.publish(messages)
