@@ -81,11 +81,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             "is merely due would be taken for stalled.",
             hint="Keep the default (120) or set None to never exit on a stall.",
             id="django_tasks.E009"))
+    errors.extend(_check_beat())
     errors.extend(_check_sqlite(broker))
     if hasattr(settings, "TASKS") and not isinstance(getattr(settings, "TASKS", None), dict):
         errors.append(Warning(
             "A TASKS setting exists; django_tasks reads only TASKS_* settings (TASKS "
             "belongs to Django's own Tasks framework).", id="django_tasks.W001"))
+    return errors
+
+
+def _check_beat() -> list[CheckMessage]:
+    from .exceptions import ConfigurationError
+    from .schedules.entries import definitions
+
+    errors: list[CheckMessage] = []
+    try:
+        definitions(task_settings.BEAT_SCHEDULE)
+    except ConfigurationError as exc:
+        errors.append(Error(str(exc), hint="Each entry is {'task': 'app.tasks.name', "
+                            "'schedule': 30.0 | timedelta | crontab(...) | schedule(...), "
+                            "'args': [...], 'kwargs': {...}, 'options': {...}}.",
+                            id="django_tasks.E010"))
+    tick = task_settings.BEAT_TICK_SECONDS
+    if time_limit_error(tick) or not (isinstance(tick, int | float) and tick <= 60):
+        errors.append(Error(f"TASKS_BEAT_TICK_SECONDS ({tick!r}) must be a number of seconds "
+                            "more than 0 and at most 60.", id="django_tasks.E011"))
     return errors
 
 

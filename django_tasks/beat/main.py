@@ -133,6 +133,8 @@ class BeatLoop:
         self.stop = stop
         self.progress = time.monotonic()
         self.last: TickReport | None = None
+        #: Called after each completed tick (a prefork child marks its shared slot).
+        self.on_progress: Any = None
 
     def entries(self) -> list[tuple[str, float, object | None]]:
         return [("the schedule loop", self.progress, None)]
@@ -145,6 +147,8 @@ class BeatLoop:
                 connections.refresh()
                 self.last = self.scheduler.tick()
                 self.progress = time.monotonic()
+                if self.on_progress is not None:
+                    self.on_progress()
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the database may be briefly away
                 failures += 1

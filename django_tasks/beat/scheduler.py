@@ -121,7 +121,10 @@ class Scheduler:
             rows = self._rows.due(now).exclude(id__in=list(self._broken)).select_related(
                 "interval", "crontab", "clocked").order_by("next_run_at")
             if features.has_select_for_update_skip_locked:
-                rows = rows.select_for_update(skip_locked=True, of=("self",))
+                # Only the task rows where the database can say so (not the schedules,
+                # which tasks share); elsewhere the joined rows are locked too.
+                of = ("self",) if features.has_select_for_update_of else ()
+                rows = rows.select_for_update(skip_locked=True, of=of)
             claimed = [self._plan(row, now) for row in rows[:self.batch]]
             runs = [d for d in claimed if d is not None]
             queued = self._queue(runs, now)

@@ -30,6 +30,8 @@ def banner(worker: Worker, out: TextIO) -> None:
         *([f" .> recycle:     {_recycling(worker)}"]
           if worker.max_tasks_per_child or worker.max_memory_per_child else []),
         f" .> queues:      {', '.join(worker.queues)}",
+        *([" .> beat:        yes (periodic tasks are queued by this worker too)"]
+          if worker.beat else []),
         "",
         "[tasks]",
         *(f"  . {name}" for name in registry),

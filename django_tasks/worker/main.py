@@ -57,6 +57,9 @@ class Worker:
     stall_timeout: float | None = field(
         default_factory=lambda: task_settings.WORKER_STALL_TIMEOUT)
     health_file: str | None = field(default_factory=lambda: task_settings.WORKER_HEALTH_FILE)
+    #: Run the scheduler too (``taskworker --beat``): a process of its own in prefork, a
+    #: thread in the other pools.
+    beat: bool = False
     #: Set when a threads or solo pool stopped to be replaced: the reason.
     recycled: str = field(default="", init=False)
 

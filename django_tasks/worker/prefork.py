@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..process import connections
 from ..process.children import die_with_parent
@@ -32,20 +32,26 @@ logger = logging.getLogger("django_tasks.worker")
 
 
 class _Child:
-    def __init__(self, worker: Worker, index: int, slot: SharedSlot) -> None:
+    """A pool process: a consumer, or (``taskworker --beat``) the schedule loop."""
+
+    def __init__(self, worker: Worker, index: int, slot: SharedSlot, *,
+                 beat: bool = False) -> None:
         ctx = multiprocessing.get_context("fork")
         self.index = index
         self.slot = slot
+        self.beat = beat
         self.killed_for: Running | None = None  # killed at this task's hard limit
         slot.reset()
-        self.owner = owner_name(worker.hostname, f"p{index}")
+        self.owner = owner_name(worker.hostname, "beat" if beat else f"p{index}")
         connections.close_all()  # a forked child must not share the parent's sockets
-        self.process = ctx.Process(target=_child_main, args=(worker, slot, self.owner),
-                                   name=f"ForkPoolWorker-{index}", daemon=False)
+        self.process = ctx.Process(
+            target=_beat_main if beat else _child_main, args=(worker, slot, self.owner),
+            name="Beat" if beat else f"ForkPoolWorker-{index}", daemon=False)
         self.process.start()
 
 
-def _child_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
+def _child_setup() -> Any:
+    """What every pool process does first; returns its stop flag."""
     from ..conf import reset_cache
     from ..process.logs import redirect_print
 
@@ -65,10 +71,28 @@ def _child_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
         def wait(self, timeout: float | None = None) -> bool:
             return stop.wait(timeout)
 
+    return Stop()
+
+
+def _beat_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
+    from ..beat.main import embedded
+
+    stop = _child_setup()
+    try:
+        loop = embedded(worker.hostname, stop)
+        loop.on_progress = slot.mark
+        loop.run()
+    finally:
+        slot.finished()
+        connections.close_all()
+
+
+def _child_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
+    stop = _child_setup()
     recycler = Recycler(worker.max_tasks_per_child, worker.max_memory_per_child)
     consumer = Consumer(queues=worker.queues, owner=owner,
                         hostname=worker.hostname, prefetch=worker.prefetch, lease=worker.lease,
-                        stop=Stop(), slot=slot, hard_limit_in_thread=False, recycler=recycler)
+                        stop=stop, slot=slot, hard_limit_in_thread=False, recycler=recycler)
     try:
         consumer.run()
     finally:
@@ -84,18 +108,24 @@ class PreforkPool(Pool):
         super().__init__(worker, signals)
         # Allocated before anything is forked: the watchdog process and every child see them.
         self.slots = [SharedSlot() for _ in range(worker.concurrency)]
+        self.beat_slot = SharedSlot() if worker.beat else None
         self.children: dict[int, _Child] = {}
 
     def start(self) -> None:
         for index, slot in enumerate(self.slots):
             self.children[index] = _Child(self.worker, index + 1, slot)
+        if self.beat_slot is not None:
+            self.children[-1] = _Child(self.worker, 0, self.beat_slot, beat=True)
 
     def owners(self) -> list[str]:
-        return [child.owner for child in self.children.values()]
+        return [child.owner for child in self.children.values() if not child.beat]
 
     def entries(self) -> Iterable[Entry]:
-        return [(f"ForkPoolWorker-{index + 1}", slot.progress, slot.get())
-                for index, slot in enumerate(self.slots)]
+        entries: list[Entry] = [(f"ForkPoolWorker-{index + 1}", slot.progress, slot.get())
+                                for index, slot in enumerate(self.slots)]
+        if self.beat_slot is not None:
+            entries.append(("the beat process", self.beat_slot.progress, None))
+        return entries
 
     def alive(self) -> bool:
         return bool(self.children)
@@ -122,7 +152,8 @@ class PreforkPool(Pool):
             del self.children[index]
             self._reap(child)
             if respawn:
-                self.children[index] = _Child(self.worker, child.index, child.slot)
+                self.children[index] = _Child(self.worker, child.index, child.slot,
+                                              beat=child.beat)
             else:
                 child.slot.finished()
 
@@ -136,6 +167,11 @@ class PreforkPool(Pool):
             _signal(child, signal.SIGKILL)
 
     def _reap(self, child: _Child) -> None:
+        if child.beat:
+            if child.process.exitcode:
+                logger.warning("The beat process exited (exit code %s); restarting it",
+                               child.process.exitcode)
+            return
         running = child.slot.get()
         code = child.process.exitcode
         name = child.process.name

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -57,12 +58,50 @@ class _Member:
         self.crashed = False
 
 
+class _BeatThread:
+    """``taskworker --beat`` in the threads and solo pools: the schedule loop in a thread
+    (with its own database connection), restarted if it dies."""
+
+    def __init__(self, worker: Worker, stop: threading.Event) -> None:
+        self.worker, self.stop = worker, stop
+        self.progress = time.monotonic()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> _BeatThread:
+        self.thread = threading.Thread(target=self._run, name="beat", daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        from ..beat.main import embedded
+
+        try:
+            loop = embedded(self.worker.hostname, self.stop)
+            loop.on_progress = self._mark
+            loop.run()
+        except Exception:
+            logger.exception("The beat thread stopped on an unexpected error; restarting it")
+        finally:
+            connections.close_all()
+
+    def _mark(self) -> None:
+        self.progress = time.monotonic()
+
+    def entry(self) -> Entry:
+        return ("the beat thread", self.progress, None)
+
+    def check(self) -> None:
+        if self.thread is not None and not self.thread.is_alive() and not self.stop.is_set():
+            self.start()
+
+
 class ThreadPool(Pool):
     def __init__(self, worker: Worker, signals: Signals, recycler: Recycler) -> None:
         super().__init__(worker, signals)
         self.recycler = recycler  # the process is the child: one count for all threads
         self.members = [_Member(owner_name(worker.hostname, f"t{i}"), i)
                         for i in range(worker.concurrency)]
+        self.beat = _BeatThread(worker, signals.stop) if worker.beat else None
 
     def _serve(self, member: _Member) -> None:
         try:
@@ -89,12 +128,16 @@ class ThreadPool(Pool):
     def start(self) -> None:
         for member in self.members:
             self._launch(member)
+        if self.beat is not None:
+            self.beat.start()
 
     def owners(self) -> list[str]:
         return [m.owner for m in self.members if m.thread is not None and m.thread.is_alive()]
 
     def entries(self) -> Iterable[Entry]:
-        return [(f"thread {m.index}", m.slot.progress, m.slot.get()) for m in self.members]
+        entries: list[Entry] = [(f"thread {m.index}", m.slot.progress, m.slot.get())
+                                for m in self.members]
+        return [*entries, self.beat.entry()] if self.beat is not None else entries
 
     def alive(self) -> bool:
         return any(m.thread is not None and m.thread.is_alive() for m in self.members)
@@ -111,6 +154,8 @@ class ThreadPool(Pool):
         if index is not None:
             member = self.members[index]
             exit_stuck(self.worker, member.slot, member.owner, [m.owner for m in self.members])
+        if self.beat is not None and respawn:
+            self.beat.check()
         for member in self.members:
             if member.crashed and member.thread is not None and not member.thread.is_alive():
                 hand_back(member.owner, member.slot, running=member.slot.get())
@@ -132,15 +177,19 @@ class SoloPool(Pool):
         self.slot = Slot()
         self.done = threading.Event()
         self._cold = False
+        self.beat = _BeatThread(worker, signals.stop) if worker.beat else None
 
     def start(self) -> None:
-        pass  # the main thread runs the consumer: see run_solo
+        # The main thread runs the consumer (see run_solo); only the beat needs starting.
+        if self.beat is not None:
+            self.beat.start()
 
     def owners(self) -> list[str]:
         return [self.owner]
 
     def entries(self) -> Iterable[Entry]:
-        return [("the solo pool", self.slot.progress, self.slot.get())]
+        entry: Entry = ("the solo pool", self.slot.progress, self.slot.get())
+        return [entry, self.beat.entry()] if self.beat is not None else [entry]
 
     def alive(self) -> bool:
         return not self.done.is_set()
@@ -156,6 +205,8 @@ class SoloPool(Pool):
     def check(self, *, respawn: bool) -> None:
         if stuck([self.slot]) is not None:
             exit_stuck(self.worker, self.slot, self.owner, [self.owner])
+        if self.beat is not None and respawn:
+            self.beat.check()
 
 
 def run_threads(worker: Worker, recycler: Recycler) -> None:
@@ -192,6 +243,7 @@ def run_solo(worker: Worker, recycler: Recycler) -> None:
 
     thread = threading.Thread(target=supervision, name="heartbeat", daemon=True)
     thread.start()
+    pool.start()
     try:
         _consumer(worker, pool.owner, sigs.stop, pool.slot, recycler).run()
     except ColdShutdown:

@@ -132,3 +132,15 @@ def test_a_password_in_a_url_is_masked_in_the_message(settings: Any, setting: st
     setattr(settings, setting, "rediss://user:s3cr%40t@cache.internal:6380/0")
     [found] = [m for m in checks.check_settings() if m.id == check_id]
     assert "s3cr" not in found.msg and "user:**@cache.internal:6380" in found.msg
+
+
+def test_a_bad_beat_schedule_fails_the_checks_naming_the_entry(settings: Any) -> None:
+    settings.TASKS_BEAT_SCHEDULE = {"nightly": {"task": "app.tasks.report", "schedule": "1h"}}
+    [found] = [m for m in checks.check_settings() if m.id == "django_tasks.E010"]
+    assert "TASKS_BEAT_SCHEDULE['nightly']" in found.msg and "is not a schedule" in found.msg
+
+
+@pytest.mark.parametrize("tick", [0, -1, 61, "1"])
+def test_a_bad_beat_tick_fails_the_checks(settings: Any, tick: object) -> None:
+    settings.TASKS_BEAT_TICK_SECONDS = tick
+    assert "django_tasks.E011" in [m.id for m in checks.check_settings()]

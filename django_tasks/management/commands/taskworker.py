@@ -41,6 +41,9 @@ class Command(BaseCommand):
         parser.add_argument("--health-file", default=None, metavar="PATH",
                             help="keep this file up to date for `python -m "
                                  "django_tasks.probe PATH`")
+        parser.add_argument("-B", "--beat", action="store_true",
+                            help="also run the scheduler (taskbeat) in this worker; safe on "
+                                 "any number of workers: each run is queued once")
         parser.add_argument("--max-tasks-per-child", type=int, default=None,
                             help="replace a pool process after this many tasks")
         parser.add_argument("--max-memory-per-child", type=int, default=None, metavar="KIB",
@@ -54,6 +57,7 @@ class Command(BaseCommand):
         extra = {k: options[k] for k in optional if options[k] is not None}
         try:
             worker = Worker(queues=queues, pool=options["pool"], hostname=options["hostname"],
+                            beat=options["beat"],
                             loglevel=options["loglevel"], out=self.stdout,  # type: ignore[arg-type]
                             **extra)
         except ValueError as exc:
