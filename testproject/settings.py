@@ -88,7 +88,8 @@ TASKS_MAX_DELIVERIES = env.int("TASKS_MAX_DELIVERIES", default=3)
 # test suite turns them off with DEMO_BEAT_SCHEDULE=False).
 TASKS_BEAT_SCHEDULE = {
     "add-every-30-seconds": {
-        "task": "testproject.demo.tasks.add", "schedule": 30.0, "args": (16, 16),
+        "task": "testproject.demo.tasks.add", "args": (16, 16),
+        "schedule": env.float("DEMO_BEAT_EVERY", default=30.0),
     },
     "monday-morning": {
         "task": "testproject.demo.tasks.add",

@@ -33,7 +33,9 @@ import pytest
 from tests.conftest import MYSQL_URL, POSTGRES_URL, require_module, require_service
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = ("django_tasks_queuedmessage", "django_tasks_taskresult", "django_tasks_workerstate")
+TABLES = ("django_tasks_queuedmessage", "django_tasks_taskresult", "django_tasks_workerstate",
+          "django_tasks_beatslot", "django_tasks_periodictask", "django_tasks_intervalschedule",
+          "django_tasks_crontabschedule", "django_tasks_clockedschedule")
 POLL = 0.1
 
 # Pinned so that neither the caller's environment nor a .env file changes what workers do.
@@ -46,6 +48,7 @@ BASE_ENV = {
     "TASKS_HEARTBEAT_SECONDS": "5",
     "TASKS_WORKER_SHUTDOWN_TIMEOUT": "25",
     "TASKS_MAX_DELIVERIES": "3",
+    "DEMO_BEAT_SCHEDULE": "False",
     "PYTHONUNBUFFERED": "1",
 }
 
@@ -119,6 +122,20 @@ class Project:
         worker = Worker(proc, log, hostname)
         self.workers.append(worker)
         return worker
+
+    def beat(self, *args: str, hostname: str = "", **env: str) -> Worker:
+        """Start ``taskbeat`` with ``args`` (and extra environment variables)."""
+        hostname = hostname or f"beat-{len(self.workers)}"
+        log = self.tmp / f"beat-{len(self.workers)}-{hostname}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "manage.py", "taskbeat", "--hostname", hostname, *args],
+                cwd=ROOT, env={**self.env, **env}, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        beat = Worker(proc, log, hostname)
+        self.workers.append(beat)
+        return beat
 
     def wait_ready(self, worker: Worker, timeout: float = 30) -> None:
         """Wait until ``worker`` has written its first heartbeat (it is consuming)."""

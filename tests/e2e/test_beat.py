@@ -1,0 +1,137 @@
+"""End-to-end beats: several ``taskbeat`` processes killed with SIGKILL at random queue each
+slot of every-second schedules exactly once with none missed; an edit is picked up within a
+tick; the settings schedule is synced and run; ``taskworker --beat`` on two workers queues
+once; SIGTERM stops a beat cleanly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import random
+import signal
+import time
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from .conftest import Project
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)]
+FAST = {"TASKS_HEARTBEAT_SECONDS": "0.5", "TASKS_LEASE_SECONDS": "3"}
+SLOTS = "django_tasks_beatslot"
+
+
+def every_second(project: Project, count: int, task: str = "noop") -> None:
+    project.shell(
+        "from django_tasks.models import IntervalSchedule, PeriodicTask\n"
+        "second, _ = IntervalSchedule.objects.get_or_create(every=1, period='seconds')\n"
+        f"for i in range({count}):\n"
+        f"    PeriodicTask.objects.create(name=f'p{{i}}', task='testproject.demo.tasks.{task}',"
+        " interval=second)\n")
+
+
+def slots(project: Project) -> dict[int, list[Any]]:
+    """Due times of the queued slots, per periodic task, oldest first."""
+    found: dict[int, list[Any]] = defaultdict(list)
+    for task, due in project.query(f"SELECT periodic_task_id, due_at FROM {SLOTS} "
+                                   "ORDER BY periodic_task_id, due_at"):
+        found[task].append(due if isinstance(due, dt.datetime)
+                           else dt.datetime.fromisoformat(str(due)))
+    return found
+
+
+def assert_every_slot_once(project: Project, count: int, at_least: int) -> None:
+    found = slots(project)
+    assert len(found) == count, f"{len(found)} of {count} schedules were queued"
+    for task, dues in found.items():
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(dues)]
+        assert all(abs(g - 1.0) < 1e-3 for g in gaps), \
+            f"task {task}: slots not one second apart (missed or doubled): {gaps}"
+        assert len(dues) >= at_least, f"task {task} was queued {len(dues)} times"
+    queued = project.count("django_tasks_taskresult")
+    assert queued == sum(len(d) for d in found.values()), "a slot was queued twice or not at all"
+
+
+def test_three_beats_killed_at_random_queue_every_slot_once(project: Project) -> None:
+    every_second(project, 5)
+    beats = [project.beat("--tick", "0.2", hostname=f"b{i}", **FAST) for i in range(3)]
+    project.wait("the first slots", lambda: project.count(SLOTS) >= 5, timeout=30)
+    rng = random.Random(7)
+    for round_ in range(5):
+        time.sleep(rng.uniform(1.0, 2.5))
+        victim = rng.randrange(3)
+        beats[victim].kill()
+        beats[victim] = project.beat("--tick", "0.2", hostname=f"b{victim}-{round_}", **FAST)
+    time.sleep(2)
+    for beat in beats:
+        beat.proc.send_signal(signal.SIGTERM)
+    for beat in beats:
+        assert beat.wait_exit(30) == 0
+    assert_every_slot_once(project, 5, at_least=8)
+
+
+def test_an_edit_is_picked_up_within_a_tick(project: Project) -> None:
+    project.shell(
+        "from django_tasks.models import IntervalSchedule, PeriodicTask\n"
+        "hour, _ = IntervalSchedule.objects.get_or_create(every=1, period='hours')\n"
+        "PeriodicTask.objects.create(name='slow', task='testproject.demo.tasks.noop',"
+        " interval=hour)\n")
+    beat = project.beat("--tick", "1", **FAST)
+    project.wait_ready(beat)
+    time.sleep(1.5)
+    assert project.count(SLOTS) == 0
+    edited = time.monotonic()
+    project.shell(  # a bulk update, which no save() sees
+        "from django_tasks.models import IntervalSchedule, PeriodicTask\n"
+        "second, _ = IntervalSchedule.objects.get_or_create(every=1, period='seconds')\n"
+        "PeriodicTask.objects.filter(name='slow').update(interval=second)\n")
+    project.wait("the edit to take effect", lambda: project.count(SLOTS) >= 1, timeout=10)
+    # within a tick to notice, plus the one second the new interval waits first
+    assert time.monotonic() - edited < 6
+
+
+def test_the_settings_schedule_is_synced_and_run(project: Project) -> None:
+    seed = {"DEMO_BEAT_SCHEDULE": "True", "DEMO_BEAT_EVERY": "1"}
+    beat = project.beat("--tick", "0.5", **seed, **FAST)
+    project.worker("-c", "1", **seed)
+    project.wait("a result of the seed schedule", lambda: bool(project.query(
+        "SELECT 1 FROM django_tasks_taskresult WHERE state = 'SUCCESS' AND result = '32'")),
+        timeout=30)
+    rows = project.query("SELECT name, source, enabled FROM django_tasks_periodictask "
+                         "ORDER BY name")
+    assert [(r[0], r[1]) for r in rows] == [("add-every-30-seconds", "settings"),
+                                           ("monday-morning", "settings")]
+    assert "2 synced from TASKS_BEAT_SCHEDULE" in beat.output()
+
+
+def test_taskworker_beat_on_two_workers_queues_each_slot_once(project: Project) -> None:
+    every_second(project, 3, task="noop")
+    workers = [project.worker("-c", "1", "--beat", hostname=f"wb{i}", **FAST)
+               for i in range(2)]
+    project.wait("six seconds of slots", lambda: project.count(SLOTS) >= 15, timeout=40)
+    for worker in workers:
+        worker.proc.send_signal(signal.SIGTERM)
+    for worker in workers:
+        assert worker.wait_exit(30) == 0
+    assert_every_slot_once(project, 3, at_least=5)
+    project.wait("every queued run to succeed", lambda: project.count(
+        "django_tasks_taskresult", "state <> 'SUCCESS'") == 0, timeout=30)
+
+
+def test_a_beat_stops_on_sigterm_and_leaves_its_row(project: Project, tmp_path: Any) -> None:
+    health = tmp_path / "beat.health"
+    beat = project.beat("--health-file", str(health), hostname="solo-beat", **FAST)
+    project.wait_ready(beat)
+    project.wait("the health file", health.exists)
+    state = json.loads(health.read_text())
+    assert state["hostname"] == "solo-beat"
+    kinds = project.query("SELECT kind FROM django_tasks_workerstate WHERE hostname = %s",
+                          ("solo-beat",))
+    assert kinds == [("beat",)]
+    beat.proc.send_signal(signal.SIGTERM)
+    assert beat.wait_exit(30) == 0
+    assert project.count("django_tasks_workerstate") == 0
+    assert not health.exists()
