@@ -105,7 +105,7 @@ def bench(backend: str, size: dict[str, Any]) -> dict[str, Any]:
             cpu_before, wall_before = sum(process.cpu_times()[:2]), time.monotonic()
             time.sleep(size["seconds"])
             cpu = (sum(process.cpu_times()[:2]) - cpu_before) / (time.monotonic() - wall_before)
-            rss, pss, uss = memory_mib(proc.pid)
+            rss, _pss, uss = memory_mib(proc.pid)
         lateness = run_code(sys.executable, LATENESS, env)
         counts = run_code(sys.executable, QUERIES.format(**size), env)
         queries = sorted({c for c, _ in counts})

@@ -18,6 +18,7 @@ for the list.
 
 from .queue import QueuedMessageAdmin
 from .results import TaskResultAdmin
+from .schedules import PeriodicTaskAdmin
 from .workers import WorkerStateAdmin
 
-__all__ = ["QueuedMessageAdmin", "TaskResultAdmin", "WorkerStateAdmin"]
+__all__ = ["PeriodicTaskAdmin", "QueuedMessageAdmin", "TaskResultAdmin", "WorkerStateAdmin"]

@@ -98,7 +98,7 @@ class CrontabSchedule(_Schedule):
     minute = models.CharField(max_length=240, default="*", help_text="0-59, e.g. */15 or 0,30")
     hour = models.CharField(max_length=96, default="*", help_text="0-23, e.g. 7 or 9-17")
     day_of_week = models.CharField(max_length=64, default="*",
-                                   help_text="0-6 with Sunday 0, or mon-fri")
+                                   help_text="0-6 with Sunday 0 (or 7), or mon-fri")
     day_of_month = models.CharField(max_length=124, default="*", help_text="1-31")
     month_of_year = models.CharField(max_length=64, default="*", help_text="1-12, or jan-mar")
     timezone = models.CharField(max_length=63, blank=True, default="",
@@ -136,6 +136,11 @@ class PeriodicTaskQuerySet(models.QuerySet["PeriodicTask"]):
         changes.setdefault("next_run_at", None)
         changes.setdefault("date_changed", clock.now())
         return super().update(**changes)
+
+    def record(self, **bookkeeping: Any) -> int:
+        """Write what the beat keeps (``last_task_id``, run counts) without it counting as
+        an edit: the next run stays, and ``date_changed`` too."""
+        return super().update(**bookkeeping)
 
     def due(self, now: dt.datetime) -> PeriodicTaskQuerySet:
         return self.filter(enabled=True, next_run_at__lte=now)

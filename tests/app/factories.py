@@ -57,3 +57,35 @@ def make_worker(hostname: str, beat_ago: float = 0, queues: str = "default") -> 
                                       concurrency=2, queues=queues,
                                       started_at=beat - dt.timedelta(hours=1),
                                       last_heartbeat=beat)
+
+
+# -- periodic tasks ---------------------------------------------------------------------------
+# (imported here so that this section stays one block added at the end of the file)
+
+from django_tasks.models import (  # noqa: E402
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+)
+
+ADD_TASK = "testproject.demo.tasks.add"
+
+
+def make_interval(every: int = 15, period: str = "minutes") -> IntervalSchedule:
+    return IntervalSchedule.objects.get_or_create(every=every, period=period)[0]
+
+
+def make_crontab(**fields: str) -> CrontabSchedule:
+    return CrontabSchedule.objects.create(**fields)
+
+
+def make_periodic_task(name: str, task: str = ADD_TASK, *,
+                       schedule: IntervalSchedule | CrontabSchedule | ClockedSchedule | None
+                       = None, **extra: object) -> PeriodicTask:
+    """A periodic task adding 1 and 2, every 15 minutes unless ``schedule`` says otherwise."""
+    plan = schedule if schedule is not None else make_interval()
+    fields: dict[str, object] = {"name": name, "task": task, "args": "[1, 2]",
+                                 plan.periodic_field: plan}
+    fields.update(extra)
+    return PeriodicTask.objects.create(**fields)

@@ -191,8 +191,8 @@ def test_the_banner_shows_recycling(settings: Any) -> None:
 
 
 def test_stalled_names_what_stopped_making_progress() -> None:
-    from django_tasks.worker.slots import Running
     from django_tasks.process.stall import stalled
+    from django_tasks.worker.slots import Running
 
     busy = Running(1, 1, "a", "t", "q", 1, 0, 0.0, 0.0, 0.0)
     now = 1000.0
