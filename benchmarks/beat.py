@@ -92,6 +92,7 @@ def bench(backend: str, size: dict[str, Any]) -> dict[str, Any]:
     db = Database(backend)
     try:
         env = {**os.environ, "DATABASE_URL": db.url, "DEMO_BEAT_SCHEDULE": "False",
+               "DJANGO_SETTINGS_MODULE": "testproject.settings",
                "TASKS_LOGLEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
         run_command([sys.executable, "manage.py", "migrate", "-v", "0"], env)
         log(f"{backend}: {size['schedules']:,} schedules, {size['due']} due every second")

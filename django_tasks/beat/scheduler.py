@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connections, transaction
 
@@ -40,6 +41,8 @@ BATCH = 500
 SLOT_HISTORY = dt.timedelta(hours=1)
 PRUNE_EVERY = 60.0
 PRUNE_BATCH = 5000
+#: A tick that queues more runs than this logs one line for all of them (each at DEBUG).
+LOG_EACH = 10
 
 
 @dataclass
@@ -59,6 +62,42 @@ class _Due:
     due: dt.datetime
     message: Message | None
     next_run: dt.datetime | None
+
+
+_ADVANCED = ("next_run_at", "last_run_at", "total_run_count", "last_task_id", "enabled")
+
+
+def advance_rows(alias: str, rows: list[PeriodicTask]) -> None:
+    """Write the beat's columns of ``rows`` in one UPDATE joined to the new values (Django's
+    ``bulk_update`` builds a CASE per row and column: most of a tick's time at 100 rows)."""
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
+    table = quote(PeriodicTask._meta.db_table)
+    params: list[Any] = []
+    for row in rows:
+        params += [row.id, adapt(row.next_run_at), adapt(row.last_run_at),
+                   row.total_run_count, row.last_task_id, row.enabled]
+    sets = ", ".join(f"{quote(name)} = v.{quote(name)}" for name in _ADVANCED)
+    names = ", ".join(quote(name) for name in ("id", *_ADVANCED))
+    vendor = connection.vendor
+    if vendor == "postgresql":
+        values = ", ".join(["(%s::bigint, %s::timestamptz, %s::timestamptz, %s::integer, %s, "
+                            "%s::boolean)"] * len(rows))
+        sql = (f"UPDATE {table} SET {sets} FROM (VALUES {values}) AS v({names}) "
+               f"WHERE {table}.{quote('id')} = v.{quote('id')}")
+    elif vendor == "sqlite":
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
+        sql = (f"WITH v({names}) AS (VALUES {values}) UPDATE {table} SET {sets} FROM v "
+               f"WHERE {table}.{quote('id')} = v.{quote('id')}")
+    else:  # MySQL, MariaDB: a derived table joined in a multi-table UPDATE
+        first = "SELECT " + ", ".join(f"%s AS {quote(n)}" for n in ("id", *_ADVANCED))
+        rest = " UNION ALL SELECT %s, %s, %s, %s, %s, %s" * (len(rows) - 1)
+        sets = ", ".join(f"t.{quote(name)} = v.{quote(name)}" for name in _ADVANCED)
+        sql = (f"UPDATE {table} AS t JOIN ({first}{rest}) AS v ON t.{quote('id')} = "
+               f"v.{quote('id')} SET {sets}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 class Scheduler:
@@ -169,14 +208,19 @@ class Scheduler:
                    .values_list("task_id", flat=True))
         messages = [d.message for d in runs if d.message is not None and d.message.id in mine]
         publish_many(messages)
+        level = logging.INFO if len(mine) <= LOG_EACH else logging.DEBUG
         for d in runs:
             if d.message is not None and d.message.id in mine:
-                logger.info("Queued %s for periodic task %s (due %s)",
-                            printable(f"{d.message.task}[{d.message.id}]"),
-                            printable(d.row.name), d.due.isoformat())
+                logger.log(level, "Queued %s for periodic task %s (due %s)",
+                           printable(f"{d.message.task}[{d.message.id}]"),
+                           printable(d.row.name), d.due.isoformat())
+        if level == logging.DEBUG:
+            logger.info("Queued %d periodic runs (each is logged at DEBUG)", len(mine))
         return mine
 
     def _advance(self, runs: list[_Due], queued: set[str], now: dt.datetime) -> None:
+        """Move each claimed row on to its next run, in one statement (queueing is not an
+        edit: ``date_changed`` stays)."""
         for d in runs:
             row = d.row
             row.next_run_at = d.next_run
@@ -186,9 +230,8 @@ class Scheduler:
                 row.last_task_id = d.message.id
                 if d.next_run is None:
                     row.enabled = False  # one-off or clocked: done
-        fields = ["next_run_at", "last_run_at", "total_run_count", "last_task_id", "enabled",
-                  "date_changed"]  # date_changed as read: queueing is not an edit
-        self._rows.bulk_update([d.row for d in runs], fields)
+        if runs:
+            advance_rows(self.alias, [d.row for d in runs])
 
     # -- upkeep -------------------------------------------------------------------------
 
