@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+from .. import clock
 from ..conf import get_broker, mask_url, task_settings
 from ..message import name_error
 from ..process import connections, liveness, logs
@@ -165,7 +166,19 @@ class BeatLoop:
                     logger.warning("Heartbeat failed (%s)", exc)
                     connections.close_all()
                 next_beat = time.monotonic() + self.beat.heartbeat
-            self.stop.wait(max(0.0, self.beat.tick - (time.monotonic() - started)))
+            self.stop.wait(self._pause(started))
+
+    def _pause(self, started: float) -> float:
+        """Until the next tick, or sooner when a run falls due before it: a run is queued
+        within milliseconds of its time, and an edit is still seen within a tick."""
+        pause = max(0.0, self.beat.tick - (time.monotonic() - started))
+        try:
+            due = self.scheduler.next_due()
+        except Exception:  # noqa: BLE001 - the tick will report a database that is away
+            return pause
+        if due is None:
+            return pause
+        return min(pause, max(0.0, (due - clock.now()).total_seconds()) + 0.001)
 
 
 def embedded(hostname: str, stop: StopFlag | None = None) -> BeatLoop:
