@@ -117,3 +117,68 @@ async def nap(seconds: float = 1.0) -> str:
 
     await asyncio.sleep(seconds)
     return f"napped {seconds}s"
+
+
+# -- tasks of the fault suite (tests/faults) --
+# Each appends one short line per execution start ("S") and end ("E") to the journal file
+# named by its first argument:
+#     <S|E> <task id> <pid> <thread id> <hostname> <attempt> <time.time()> [<note>]
+# where the attempt is the delivery count (``self.request.delivery_info["attempts"]``). The
+# suite reads these files to count executions and to see where and when each one ran.
+
+
+def _journal(path: str, mark: str, task_id: str | None, hostname: str | None, attempt: int,
+             note: str = "") -> None:
+    import threading
+
+    line = (f"{mark} {task_id} {os.getpid()} {threading.get_ident()} {hostname} {attempt} "
+            f"{time.time():.6f} {note}").rstrip()
+    with open(path, "a") as fh:  # one short write per line: appends do not interleave
+        fh.write(line + "\n")
+
+
+def _attempt(delivery_info: dict[str, object]) -> int:
+    value = delivery_info.get("attempts", 0)
+    return value if isinstance(value, int) else 0
+
+
+@shared_task(bind=True)
+def record(self, journal: str, seconds: float = 0.0, payload: object = None) -> int:  # type: ignore[no-untyped-def]
+    """An innocent task: journal its start, sleep ``seconds``, journal its end. ``payload``
+    is ignored (the suite's bad messages carry odd values in it)."""
+    request = self.request
+    attempt = _attempt(request.delivery_info)
+    _journal(journal, "S", request.id, request.hostname, attempt)
+    if seconds:
+        time.sleep(seconds)
+    _journal(journal, "E", request.id, request.hostname, attempt)
+    return attempt
+
+
+@shared_task(bind=True)
+def poison(self, journal: str, how: str) -> None:  # type: ignore[no-untyped-def]
+    """Journal the start, then end as ``how`` says: ``os._exit`` (the process dies at once),
+    ``sys.exit`` (raises SystemExit) or ``KeyboardInterrupt``."""
+    request = self.request
+    _journal(journal, "S", request.id, request.hostname, _attempt(request.delivery_info), how)
+    if how == "os._exit":
+        os._exit(1)
+    if how == "sys.exit":
+        raise SystemExit(1)
+    if how == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    raise ValueError(f"unknown poison {how!r}")
+
+
+@shared_task(bind=True)
+def fail_first(self, journal: str, seconds: float = 4.0) -> int:  # type: ignore[no-untyped-def]
+    """Sleep ``seconds``; then fail on the first delivery and succeed on any later one."""
+    request = self.request
+    attempt = _attempt(request.delivery_info)
+    _journal(journal, "S", request.id, request.hostname, attempt)
+    time.sleep(seconds)
+    if attempt <= 1:
+        _journal(journal, "E", request.id, request.hostname, attempt, "fail")
+        raise RuntimeError(f"attempt {attempt} of fail_first fails, as it was told to")
+    _journal(journal, "E", request.id, request.hostname, attempt)
+    return attempt
