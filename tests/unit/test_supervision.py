@@ -1,0 +1,108 @@
+"""The supervisor's side of the pools, without processes: a consumer thread that dies is
+handed back and replaced, a dying child's started deliveries are counted, and owner names
+are never reused."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from django_tasks.process.signals import Signals
+from django_tasks.worker import Worker
+from django_tasks.worker import supervisor as supervisor_module
+from django_tasks.worker import threads as threads_module
+from django_tasks.worker.recycle import Recycler
+from django_tasks.worker.slots import Running, Slot
+from django_tasks.worker.supervisor import hand_back, owner_name
+
+
+@pytest.fixture
+def released(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    calls: list[dict[str, Any]] = []
+
+    def release(owner: str, keep_count: Any = (), *, count_all: bool = False,
+                died_running: Any = ()) -> int:
+        calls.append({"owner": owner, "keep": sorted(keep_count), "all": count_all,
+                      "died": sorted(died_running)})
+        return 0
+
+    monkeypatch.setattr(supervisor_module.heartbeat, "release", release)
+    yield calls
+
+
+def running(tag: int, deliveries: int = 1) -> Running:
+    return Running(tag, 7, "id", "t", "q", deliveries, 0, 0.0, 0.0, 0.0)
+
+
+def test_hand_back_counts_what_had_started(released: list[dict[str, Any]]) -> None:
+    slot = Slot()
+    slot.ran([11, 12])
+    hand_back("w/p1.x", slot, running=running(10))
+    assert released == [{"owner": "w/p1.x", "keep": [10, 11, 12], "all": False,
+                         "died": [10]}]
+
+
+def test_a_suspect_that_died_is_not_counted_twice(released: list[dict[str, Any]]) -> None:
+    hand_back("w/p1.x", Slot(), running=running(10, deliveries=2))  # it recorded its start
+    assert released[0]["died"] == [] and released[0]["keep"] == [10]
+
+
+def test_too_many_started_to_list_counts_everything(released: list[dict[str, Any]],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    slot = Slot()
+    monkeypatch.setattr(slot, "ran_tags", lambda: None)
+    hand_back("w/p1.x", slot)
+    assert released[0]["all"] is True
+
+
+def test_owner_names_are_new_every_time() -> None:
+    names = {owner_name("w@h", "t0") for _ in range(50)}
+    assert len(names) == 50 and all(n.startswith("w@h/t0.") for n in names)
+    assert len(owner_name("x" * 255, "p1")) <= 255
+
+
+def test_a_consumer_thread_that_dies_is_handed_back_and_replaced(
+        released: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    runs: list[str] = []
+    stop = threading.Event()
+
+    class Dying:
+        def __init__(self, owner: str, slot: Slot) -> None:
+            self.owner, self.slot = owner, slot
+
+        def run(self) -> None:
+            runs.append(self.owner)
+            if len(runs) == 1:
+                self.slot.set(running(42))
+                raise RuntimeError("a bug of ours")
+            stop.wait(5)
+
+    monkeypatch.setattr(threads_module, "_consumer",
+                        lambda worker, owner, stop_, slot, recycler: Dying(owner, slot))
+    worker = Worker(hostname="unit@host", concurrency=1, pool="threads", out=io.StringIO())
+    signals = Signals()
+    signals.stop = stop
+    pool = threads_module.ThreadPool(worker, signals, Recycler())
+    pool.start()
+    first = pool.members[0].owner
+    deadline = time.monotonic() + 5
+    while pool.members[0].thread and pool.members[0].thread.is_alive():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    pool.check(respawn=True)
+    try:
+        assert released == [{"owner": first, "keep": [42], "all": False, "died": [42]}]
+        deadline = time.monotonic() + 5
+        while len(runs) < 2:
+            assert time.monotonic() < deadline, "the thread was not replaced"
+            time.sleep(0.01)
+        assert runs[1] != first, "the replacement reused the dead consumer's owner name"
+        assert "Consumer thread 0 stopped on an unexpected error" in caplog.text
+    finally:
+        stop.set()
