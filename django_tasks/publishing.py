@@ -24,18 +24,22 @@ def publish(message: Message) -> AsyncResult:
     return AsyncResult(message.id, message.task)
 
 
-def publish_many(messages: Sequence[Message]) -> None:
-    """Publish many messages at once (their PENDING rows and queue rows in batches)."""
+def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> None:
+    """Publish many messages at once (their PENDING rows and queue rows in batches).
+
+    ``pending_rows=False`` for messages whose result row exists already (a retry of a task
+    acked before it ran: its RETRY row is written beside it)."""
     if not messages:
         return
-    store = get_result_store()
+    store = get_result_store() if pending_rows else None
     broker = get_broker()
     pending = [m for m in messages if not m.ignore_result] if store is not None else []
     if (store is not None and len(pending) == len(messages)
             and store.database_alias == broker.database_alias
             and broker.publish_with_pending(messages)):
         return
-    with transaction.atomic(using=broker.database_alias) if broker.transactional \
+    alias = broker.database_alias
+    with transaction.atomic(using=alias) if broker.capabilities.transactional and alias \
             else nullcontext():
         if store is not None and pending:
             store.create_pending(pending)

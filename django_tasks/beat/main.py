@@ -61,7 +61,7 @@ class Beat:
     @property
     def alias(self) -> str:
         """Schedules, slots and the liveness row live beside the queue (``django://``)."""
-        return get_broker().database_alias
+        return get_broker().home_alias
 
     def identity(self) -> liveness.Identity:
         return liveness.Identity(hostname=self.hostname, kind="beat", pool="beat",

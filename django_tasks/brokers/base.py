@@ -23,6 +23,7 @@ import abc
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..message import Message
 
@@ -48,16 +49,44 @@ class Delivery:
     runs: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a broker can do. The worker and the publishing path read these flags; they
+    never look at a broker's class."""
+
+    #: Deliveries are leased to an owner: ``renew`` extends an owner's leases and
+    #: ``release_owner`` hands back what a dead owner held. A broker without leases gives a
+    #: dead consumer's deliveries back by itself (AMQP: when its channel closes), and then a
+    #: redelivered message whose outcome is already final is acked without running.
+    leases: bool = True
+    #: The broker keeps messages with an ``eta`` until they are due.
+    native_delays: bool = True
+    #: The broker counts deliveries and runs of each message (for the poison limit).
+    delivery_counts: bool = True
+    #: Higher priorities are handed out first within a queue.
+    priorities: bool = True
+    #: ``publish`` writes into the caller's database transaction (``database_alias``), so a
+    #: message is visible at commit and gone on rollback; other brokers go through the
+    #: outbox when a transaction is open.
+    transactional: bool = False
+    #: Messages can be sent to every worker at once (the control channel).
+    broadcast: bool = False
+
+
 def new_token() -> int:
     """A lease token: random, so that no two claims of one message ever share one."""
     return secrets.randbits(62) + 1
 
 
 class Broker(abc.ABC):
-    #: Publishing happens inside the caller's database transaction (``django://``).
-    transactional: bool = False
-    #: The database alias such a broker writes to.
-    database_alias: str = "default"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: The database a transactional broker writes to; None for the others.
+    database_alias: str | None = None
+
+    @property
+    def home_alias(self) -> str:
+        """Where the app's own tables live beside this broker: liveness rows, schedules."""
+        return self.database_alias or "default"
 
     def __init__(self, url: str) -> None:
         self.url = url

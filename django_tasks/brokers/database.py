@@ -22,7 +22,7 @@ from .. import clock
 from ..conf import database_alias
 from ..message import Message
 from ..models import QueuedMessage
-from .base import Broker, Delivery, new_token
+from .base import Broker, Capabilities, Delivery, new_token
 
 _CHUNK = 500
 # One delivery fewer, never below zero (unsigned on MySQL: no subtraction from 0 at all).
@@ -47,16 +47,17 @@ def _by_token(deliveries: Iterable[Delivery]) -> list[tuple[int, list[Delivery]]
 
 
 class DatabaseBroker(Broker):
-    transactional = True
+    capabilities = Capabilities(transactional=True)
 
     def __init__(self, url: str = "django://") -> None:
         super().__init__(url)
-        self.database_alias = database_alias(url)
+        self.alias = database_alias(url)
+        self.database_alias = self.alias
         self._claim_sql: str | None = None
 
     @property
     def _rows(self) -> Any:
-        return QueuedMessage.objects.using(self.database_alias)
+        return QueuedMessage.objects.using(self.alias)
 
     def publish(self, messages: Sequence[Message]) -> None:
         now = _now()
@@ -74,7 +75,7 @@ class DatabaseBroker(Broker):
         instead of BEGIN, two INSERTs and COMMIT. Returns False where the caller must write
         them separately.
         """
-        connection = connections[self.database_alias]
+        connection = connections[self.alias]
         if connection.vendor != "postgresql" or not messages:
             return False
         from .. import serialization
@@ -108,7 +109,7 @@ class DatabaseBroker(Broker):
 
     def fetch(self, queues: Sequence[str], owner: str, limit: int,
               lease: float) -> list[Delivery]:
-        connection = connections[self.database_alias]
+        connection = connections[self.alias]
         now = _now()
         until = now + dt.timedelta(seconds=lease)
         token = new_token()
@@ -140,7 +141,7 @@ class DatabaseBroker(Broker):
 
     def _claim_locking(self, queues: Sequence[str], owner: str, token: int, limit: int,
                        now: dt.datetime, until: dt.datetime) -> list[Any]:
-        with transaction.atomic(using=self.database_alias):
+        with transaction.atomic(using=self.alias):
             rows = list(
                 self._rows.select_for_update(skip_locked=True)
                 .filter(queue__in=queues, visible_at__lte=now)
@@ -169,7 +170,7 @@ class DatabaseBroker(Broker):
         return acked
 
     def _delete_returning(self, token: int, tags: list[int]) -> set[int]:
-        connection = connections[self.database_alias]
+        connection = connections[self.alias]
         if connection.vendor in ("postgresql", "sqlite") or getattr(
                 connection, "mysql_is_mariadb", False):
             table = connection.ops.quote_name(QueuedMessage._meta.db_table)
@@ -178,7 +179,7 @@ class DatabaseBroker(Broker):
                 cursor.execute(f"DELETE FROM {table} WHERE lease_token = %s AND id IN ({marks}) "
                                "RETURNING id", [token, *tags])
                 return {row[0] for row in cursor.fetchall()}
-        with transaction.atomic(using=self.database_alias):  # MySQL: no DELETE … RETURNING
+        with transaction.atomic(using=self.alias):  # MySQL: no DELETE … RETURNING
             held = set(self._held(token, tags).select_for_update().values_list("id", flat=True))
             self._rows.filter(id__in=held).delete()
         return held
@@ -232,7 +233,7 @@ class DatabaseBroker(Broker):
         for token, group in _by_token(deliveries):
             for chunk in _chunks(group):
                 tags = [d.tag for d in chunk]
-                with transaction.atomic(using=self.database_alias):
+                with transaction.atomic(using=self.alias):
                     current = set(self._held(token, tags).select_for_update()
                                   .values_list("id", flat=True))
                     self._rows.filter(id__in=current).update(visible_at=until)

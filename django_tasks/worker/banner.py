@@ -17,8 +17,8 @@ def banner(worker: Worker, out: TextIO) -> None:
     broker = conf.get_broker()
     store = conf.get_result_store()
     vendor = ""
-    alias = getattr(broker, "database_alias", None)
-    if broker.transactional and alias:
+    alias = broker.database_alias
+    if broker.capabilities.transactional and alias:
         vendor = f" ({connections[alias].vendor})"
     lines = [
         f" -------------- {worker.hostname} v{_version()}",

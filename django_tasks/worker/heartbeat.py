@@ -22,7 +22,7 @@ def identity(worker: Worker) -> liveness.Identity:
         hostname=worker.hostname, kind="worker", pool=worker.pool,
         concurrency=worker.concurrency, queues=",".join(worker.queues),
         heartbeat=worker.heartbeat, stale_after=worker.lease,
-        startup_wait=worker.stall_timeout, alias=get_broker().database_alias)
+        startup_wait=worker.stall_timeout, alias=get_broker().home_alias)
 
 
 def register(worker: Worker, poll: float = 0.25) -> None:
@@ -34,7 +34,9 @@ def beat(worker: Worker, owners: Sequence[str]) -> bool:
     """Renew every lease ``owners`` hold and record that the worker is alive; False if
     that failed (it is tried again on the next beat)."""
     try:
-        get_broker().renew(owners, worker.lease)
+        broker = get_broker()
+        if broker.capabilities.leases:
+            broker.renew(owners, worker.lease)
         liveness.touch(identity(worker))
     except Exception as exc:  # noqa: BLE001 - a missed beat is retried on the next one
         logger.warning("Heartbeat failed (%s); leases are renewed on the next beat", exc)
@@ -46,9 +48,13 @@ def beat(worker: Worker, owners: Sequence[str]) -> bool:
 def release(owner: str, keep_count: Sequence[int] = (), *, count_all: bool = False,
             died_running: Sequence[int] = ()) -> int:
     """Hand back what ``owner`` holds: those in ``keep_count`` (or all) count a delivery,
-    those in ``died_running`` a run that took their process down."""
+    those in ``died_running`` a run that took their process down. A broker without leases
+    does this itself when the owner's connection ends."""
+    broker = get_broker()
+    if not broker.capabilities.leases:
+        return 0
     try:
-        return int(get_broker().release_owner(owner, keep_count=keep_count,
+        return int(broker.release_owner(owner, keep_count=keep_count,
                                               count_all=count_all,
                                               died_running=died_running))
     except Exception as exc:  # noqa: BLE001 - the lease will lapse instead

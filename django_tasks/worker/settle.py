@@ -60,15 +60,16 @@ class Settlement:
 def shared_alias(broker: Broker, store: ResultStore | None) -> str | None:
     """The database alias to write outcomes and acks in one transaction, when the broker
     and the result store both live there; else None."""
-    if store is not None and broker.transactional \
-            and store.database_alias == broker.database_alias:
-        return broker.database_alias
+    alias = broker.database_alias
+    if store is not None and broker.capabilities.transactional and alias is not None \
+            and store.database_alias == alias:
+        return alias
     return None
 
 
 def answers(broker: Broker, store: ResultStore | None) -> bool:
     """Whether the broker's and the result store's databases answer a trivial query."""
-    aliases = {a for a in (broker.database_alias if broker.transactional else None,
+    aliases = {a for a in (broker.database_alias,
                            store.database_alias if store is not None else None) if a}
     for alias in aliases:
         connection = connections[alias]
@@ -177,8 +178,9 @@ class Settler:
         live = [s for s in batch if not s.acked and s.delivery.tag in current]
         self.refused([s for s in batch if not s.acked and s.delivery.tag not in current])
         self._store([*early, *live])
-        scope = transaction.atomic(using=self.broker.database_alias) \
-            if self.broker.transactional else nullcontext()
+        alias = self.broker.database_alias
+        scope = transaction.atomic(using=alias) \
+            if self.broker.capabilities.transactional and alias else nullcontext()
         with scope:
             self._settle_leases(live)
 
@@ -188,10 +190,13 @@ class Settler:
         acks = [s for s in batch if not s.acked and s.retry is None]
         acked = {d.tag for d in self.broker.ack([s.delivery for s in acks])} if acks else set()
         kept = [s for s in batch if s.acked]
-        # Acked before running, so there is no message to requeue: the retry is a new one.
+        # Acked before running, so there is no message to requeue: the retry is a new one,
+        # published the way every message is, beside its RETRY row.
         retries = [s.retry for s in kept if s.retry is not None]
         if retries:
-            self.broker.publish(retries)
+            from ..publishing import publish_many
+
+            publish_many(retries, pending_rows=False)
         refused: list[Settlement] = []
         for s in acks:
             (kept if s.delivery.tag in acked else refused).append(s)

@@ -128,8 +128,12 @@ def record_exceeded(worker: Worker, running: Running, owner: str, what: str) -> 
     outcome, exc = limits.exceeded_outcome(running, worker.hostname, what)
     delivery = Delivery(running.tag, "", running.queue, running.deliveries, owner,
                         running.task_id, running.token)
-    Settler(get_broker(), get_result_store(), worker.lease).settle(
-        [Settlement(delivery, outcome, label=running.label)])
+    broker = get_broker()
+    # Without leases the message is not ours to ack (it comes back when the child's channel
+    # closes); its outcome is final, so whoever receives it next acks it without running.
+    Settler(broker, get_result_store(), worker.lease).settle(
+        [Settlement(delivery, outcome, label=running.label,
+                    acked=not broker.capabilities.leases)])
     limits.announce_exceeded(running, exc)
 
 

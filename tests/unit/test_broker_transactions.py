@@ -42,8 +42,8 @@ def test_the_database_alias_comes_from_the_url() -> None:
     assert DatabaseBroker("django://").database_alias == "default"
     assert DatabaseBroker("django:///").database_alias == "default"
     assert DatabaseBroker("django://replica").database_alias == "replica"
-    assert DatabaseBroker("django://").transactional is True
-    assert MemoryBroker().transactional is False
+    assert DatabaseBroker("django://").capabilities.transactional is True
+    assert MemoryBroker().capabilities.transactional is False
 
 
 @pytest.mark.django_db(transaction=True)

@@ -106,3 +106,53 @@ def test_a_consumer_thread_that_dies_is_handed_back_and_replaced(
         assert "Consumer thread 0 stopped on an unexpected error" in caplog.text
     finally:
         stop.set()
+
+
+# -- the supervisor asks the broker's capabilities, never its class ------------------------
+
+
+class LeaselessBroker:
+    """What the supervisor sees of a broker whose dead consumers' deliveries come back by
+    themselves (AMQP): no renew, no release_owner, no ack of a dead child's delivery."""
+
+    from django_tasks.brokers.base import Capabilities
+
+    capabilities = Capabilities(leases=False)
+    database_alias = None
+    home_alias = "default"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return []
+        return call
+
+
+def test_without_leases_nothing_is_renewed_or_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_tasks.worker import heartbeat
+
+    broker = LeaselessBroker()
+    monkeypatch.setattr(heartbeat, "get_broker", lambda: broker)
+    monkeypatch.setattr(heartbeat.liveness, "touch", lambda identity: None)
+    worker = Worker(hostname="unit@host", concurrency=1, out=io.StringIO())
+    assert heartbeat.beat(worker, ["w/p1.x"]) is True
+    assert heartbeat.release("w/p1.x", keep_count=[1]) == 0
+    assert broker.calls == []
+
+
+def test_without_leases_a_time_limit_records_the_outcome_and_leaves_the_ack(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_tasks.results.memory import MemoryResultStore
+
+    broker, store = LeaselessBroker(), MemoryResultStore()
+    monkeypatch.setattr("django_tasks.conf.get_broker", lambda: broker)
+    monkeypatch.setattr("django_tasks.conf.get_result_store", lambda: store)
+    worker = Worker(hostname="unit@host", concurrency=1, out=io.StringIO())
+    limited = Running(5, 9, "late-id", "t", "q", 1, 0, 0.0, 2.0, 0.0)
+    supervisor_module.record_exceeded(worker, limited, "w/p1.x", "its process was killed")
+    meta = store.get("late-id")
+    assert meta is not None and meta.state == "FAILURE"
+    assert "ack" not in broker.calls
