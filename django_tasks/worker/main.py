@@ -68,6 +68,13 @@ class Worker:
             raise ValueError(f"--pool {self.pool!r} is not one of {', '.join(POOLS)}")
         if self.concurrency < 1:
             raise ValueError("--concurrency must be at least 1")
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) \
+                or self.prefetch < 1:
+            raise ValueError(f"--prefetch must be a whole number of at least 1, not "
+                             f"{self.prefetch!r}")
+        if not (isinstance(self.shutdown_timeout, int | float) and self.shutdown_timeout >= 0):
+            raise ValueError(f"--shutdown-timeout must be a number of seconds, 0 or more, "
+                             f"not {self.shutdown_timeout!r}")
         self.queues = [q.strip() for q in self.queues if q.strip()]
         if not self.queues:
             raise ValueError("--queues names no queue")

@@ -144,3 +144,41 @@ def test_a_bad_beat_schedule_fails_the_checks_naming_the_entry(settings: Any) ->
 def test_a_bad_beat_tick_fails_the_checks(settings: Any, tick: object) -> None:
     settings.TASKS_BEAT_TICK_SECONDS = tick
     assert "django_tasks.E011" in [m.id for m in checks.check_settings()]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("TASKS_RESULT_EXPIRES", "1 day", "must be a timedelta or a number of seconds"),
+        ("TASKS_WORKER_CONCURRENCY", 0, "a whole number of at least 1, or None"),
+        ("TASKS_WORKER_PREFETCH", 0, "a whole number of at least 1"),
+        ("TASKS_WORKER_SHUTDOWN_TIMEOUT", -1, "0 or more"),
+        ("TASKS_ALWAYS_EAGER", "yes", "True or False"),
+        ("TASKS_POLL_INTERVAL", 0, "more than 0"),
+        ("TASKS_DEFAULT_QUEUE", "", "a queue name"),
+        ("TASKS_PRUNE_BATCH_SIZE", 1.5, "a whole number"),
+    ],
+)
+def test_every_setting_is_checked_for_type_and_range(settings: Any, setting: str,
+                                                     value: object, says: str) -> None:
+    setattr(settings, setting, value)
+    found = [m for m in checks.check_settings() if m.id == "django_tasks.E012"]
+    assert len(found) == 1 and found[0].msg.startswith(f"{setting} = {value!r} must be")
+    assert says in found[0].msg
+
+
+def test_the_defaults_pass_every_type_check() -> None:
+    assert [m for m in checks.check_settings() if m.id == "django_tasks.E012"] == []
+
+
+def test_a_celery_setting_names_its_counterpart(settings: Any) -> None:
+    settings.CELERY_BROKER_URL = "redis://localhost"
+    [found] = [m for m in checks.check_settings() if m.id == "django_tasks.W003"]
+    assert "CELERY_BROKER_URL is set, but django_tasks reads TASKS_BROKER_URL" in found.msg
+
+
+def test_a_misspelt_setting_gets_the_closest_name(settings: Any) -> None:
+    settings.TASKS_BROKER_ULR = "django://"
+    [found] = [m for m in checks.check_settings() if m.id == "django_tasks.W004"]
+    assert "TASKS_BROKER_ULR is not a django_tasks setting" in found.msg
+    assert found.hint == "Did you mean TASKS_BROKER_URL?"

@@ -35,6 +35,8 @@ def _worker(**options: Any) -> Worker:
     ({"concurrency": 0}, "--concurrency must be at least 1"),
     ({"queues": [" ", ""]}, "--queues names no queue"),
     ({"hostname": "w@%x"}, "unknown variable %x"),
+    ({"prefetch": 0}, "--prefetch must be a whole number of at least 1"),
+    ({"shutdown_timeout": -1}, "--shutdown-timeout must be a number of seconds, 0 or more"),
 ])
 def test_bad_options_say_what_to_fix(options: dict[str, Any], error: str) -> None:
     with pytest.raises(ValueError, match=error):
