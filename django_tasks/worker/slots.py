@@ -13,8 +13,11 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Started-but-unsettled deliveries a shared slot lists; past this the supervisor counts
 #: every delivery the child held as started.
@@ -146,20 +149,24 @@ class SharedSlot(Slot):
         self._write(busy=False)
         self.mark()
 
-    def get(self) -> Running | None:
+    def _read(self, copy: Callable[[_SlotData], T]) -> T:
+        """``copy(struct)`` taken while no write was under way (a sequence lock)."""
         data = self._data
         while True:
             before = data.seq
             if before % 2:
                 time.sleep(0)
                 continue
-            running = None if not data.busy else Running(
-                int(data.tag), int(data.token), data.task_id.decode(errors="replace"),
-                data.task_name.decode(errors="replace"), data.queue.decode(errors="replace"),
-                int(data.deliveries), int(data.retries), float(data.started),
-                float(data.hard_limit), float(data.deadline))
+            value = copy(data)
             if data.seq == before:
-                return running
+                return value
+
+    def get(self) -> Running | None:
+        return self._read(lambda data: None if not data.busy else Running(
+            int(data.tag), int(data.token), data.task_id.decode(errors="replace"),
+            data.task_name.decode(errors="replace"), data.queue.decode(errors="replace"),
+            int(data.deliveries), int(data.retries), float(data.started),
+            float(data.hard_limit), float(data.deadline)))
 
     def ran(self, tags: Sequence[int]) -> None:
         data = self._data
@@ -183,15 +190,8 @@ class SharedSlot(Slot):
         data.seq += 1
 
     def ran_tags(self) -> list[int] | None:
-        data = self._data
-        while True:
-            before = data.seq
-            if before % 2:
-                time.sleep(0)
-                continue
-            tags = None if data.ran_overflow else list(data.ran[:data.ran_count])
-            if data.seq == before:
-                return tags
+        return self._read(
+            lambda data: None if data.ran_overflow else list(data.ran[:data.ran_count]))
 
     def reset(self) -> None:
         self._write(busy=False, ran_count=0, ran_overflow=False)

@@ -311,24 +311,16 @@ def test_the_model_forms_refuse_bad_schedules_on_their_field() -> None:
 # -- daylight saving, through the beat --------------------------------------------------------
 
 
-def test_a_time_in_the_spring_gap_is_queued_once_at_the_gap_end() -> None:
+@pytest.mark.parametrize(("day", "due"), [
+    # CET -> CEST at 01:00 UTC: 02:30 does not exist; it is queued once, at the gap's end (03:00).
+    (dt.datetime(2026, 3, 29, 0, 0, tzinfo=dt.UTC), dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC)),
+    # CEST -> CET at 01:00 UTC: 02:30 happens twice; it is queued once, at the first.
+    (dt.datetime(2026, 10, 25, 0, 0, tzinfo=dt.UTC),
+     dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC)),
+], ids=["spring gap", "autumn overlap"])
+def test_a_local_time_across_a_dst_change_is_queued_once(day: dt.datetime,
+                                                          due: dt.datetime) -> None:
     row = cron(minute="30", hour="2", timezone="Europe/Prague")
-    gap_day = dt.datetime(2026, 3, 29, 0, 0, tzinfo=dt.UTC)  # CET -> CEST at 01:00 UTC
-    beat = Scheduler("b1")
-    PeriodicTask.objects.filter(pk=row.pk).update(next_run_at=None)
-    beat.tick(gap_day)
-    moment, count = gap_day, 0
-    while moment < gap_day + dt.timedelta(hours=4):
-        moment += dt.timedelta(minutes=1)
-        count += beat.tick(moment).queued
-    assert count == 1
-    [slot] = BeatSlot.objects.all()
-    assert slot.due_at == dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC)  # 03:00 CEST
-
-
-def test_a_time_in_the_autumn_overlap_is_queued_once() -> None:
-    row = cron(minute="30", hour="2", timezone="Europe/Prague")
-    day = dt.datetime(2026, 10, 25, 0, 0, tzinfo=dt.UTC)  # CEST -> CET at 01:00 UTC
     beat = Scheduler("b1")
     PeriodicTask.objects.filter(pk=row.pk).update(next_run_at=None)
     beat.tick(day)
@@ -338,7 +330,7 @@ def test_a_time_in_the_autumn_overlap_is_queued_once() -> None:
         count += beat.tick(moment).queued
     assert count == 1
     [slot] = BeatSlot.objects.all()
-    assert slot.due_at == dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC)  # the first 02:30
+    assert slot.due_at == due
 
 
 # -- TASKS_BEAT_SCHEDULE ----------------------------------------------------------------------

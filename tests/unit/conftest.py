@@ -64,3 +64,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     monkeypatch.setattr(memory_broker, "_now", frozen)
     monkeypatch.setattr(database_broker, "_now", frozen)
     return frozen
+
+
+def nested_list(levels: int) -> list[Any]:
+    """``[[[...]]]`` nested ``levels`` deep, built without recursion."""
+    outer: list[Any] = []
+    inner = outer
+    for _ in range(levels):
+        inner.append([])
+        inner = inner[0]
+    return outer

@@ -12,6 +12,8 @@ import pytest
 from django_tasks import serialization
 from django_tasks.exceptions import DecodeError, EncodeError, TaskError
 
+from .conftest import nested_list
+
 
 def round_trip(value: Any) -> Any:
     return serialization.loads(serialization.dumps(value))
@@ -152,21 +154,12 @@ def test_a_tagged_uuid_that_is_not_a_string_is_a_decode_error() -> None:
 # -- what JSON or a database cannot carry faithfully ----------------------------------------
 
 
-def _deep(levels: int) -> list[Any]:
-    outer: list[Any] = []
-    inner = outer
-    for _ in range(levels):
-        inner.append([])
-        inner = inner[0]
-    return outer
-
-
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
         ("lone \ud800 surrogate", "lone surrogate"),
         ({"key \udfff": 1}, "lone surrogate"),
-        (_deep(100_000), "nested too deeply"),
+        (nested_list(100_000), "nested too deeply"),
         (10 ** 5000, "integer string conversion"),
     ],
     ids=["surrogate", "surrogate-key", "deep", "huge-int"],

@@ -15,7 +15,7 @@ from django_tasks.message import Message
 from django_tasks.registry import registry
 from django_tasks.task import Task
 
-from .conftest import Clock
+from .conftest import Clock, nested_list
 
 pytestmark = pytest.mark.usefixtures("memory_tasks")
 
@@ -265,21 +265,12 @@ def test_send_task_rejects_unserializable_arguments() -> None:
 # -- what delay() refuses, with a message that says what to fix ------------------------------
 
 
-def _nested(levels: int) -> list[Any]:
-    outer: list[Any] = []
-    inner = outer
-    for _ in range(levels):
-        inner.append([])
-        inner = inner[0]
-    return outer
-
-
 @pytest.mark.parametrize(
     ("args", "options", "reason"),
     [
         ((float("nan"),), {}, "Out of range float"),
         (("\ud800",), {}, "lone surrogate"),
-        ((_nested(100_000),), {}, "nested too deeply"),
+        ((nested_list(100_000),), {}, "nested too deeply"),
         ((10 ** 5000,), {}, "integer string conversion"),
         ((1,), {"task_id": "id\x00"}, "task_id .* control character"),
         ((1,), {"task_id": "x" * 256}, "at most 255"),
