@@ -3,7 +3,9 @@ hand their messages to the broker here.
 
 With the result store beside the broker, each message's PENDING result row is written with
 it, in the caller's transaction on the database broker (one statement on PostgreSQL), so a
-task never runs before the commit and a rollback leaves neither behind.
+task never runs before the commit and a rollback leaves neither behind. A broker that cannot
+join the transaction (Redis, RabbitMQ) gets the messages through the outbox (``outbox.py``)
+when a transaction is open, and at once otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contextlib import nullcontext
 
 from django.db import transaction
 
+from . import outbox
 from .conf import get_broker, get_result_store
 from .message import Message
 from .result import AsyncResult
@@ -37,6 +40,11 @@ def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> N
     if (store is not None and len(pending) == len(messages)
             and store.database_alias == broker.database_alias
             and broker.publish_with_pending(messages)):
+        return
+    if outbox.needed(broker, broker.home_alias):
+        if store is not None and pending:
+            store.create_pending(pending)
+        outbox.write(broker, messages, broker.home_alias)
         return
     alias = broker.database_alias
     with transaction.atomic(using=alias) if broker.capabilities.transactional and alias \

@@ -71,6 +71,10 @@ class Capabilities:
     transactional: bool = False
     #: Messages can be sent to every worker at once (the control channel).
     broadcast: bool = False
+    #: Messages outlive the process that published them. A broker that is not durable
+    #: (``memory://``, for tests) publishes at once, even inside a transaction: there is no
+    #: other process an outbox row could be handed to.
+    durable: bool = True
 
 
 def new_token() -> int:

@@ -7,12 +7,13 @@ import itertools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from django.db import transaction
 
 from .. import clock
 from ..message import Message
-from .base import Broker, Delivery, new_token
+from .base import Broker, Capabilities, Delivery, new_token
 
 
 @dataclass
@@ -34,6 +35,12 @@ def _now() -> dt.datetime:
 
 
 class MemoryBroker(Broker):
+    """Messages in this process only, for tests: the database broker's leases, fencing and
+    counts; a message published in a transaction appears at its commit (``on_commit``).
+    It needs no outbox: its messages live and die with the process anyway."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(durable=False)
+
     def __init__(self, url: str = "memory://") -> None:
         super().__init__(url)
         self._rows: dict[int, _Row] = {}

@@ -1,7 +1,8 @@
+from .outbox import OutboxMessage
 from .queue import QueuedMessage
 from .results import TaskResult
 from .schedules import BeatSlot, ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from .workers import WorkerState
 
 __all__ = ["BeatSlot", "ClockedSchedule", "CrontabSchedule", "IntervalSchedule",
-           "PeriodicTask", "QueuedMessage", "TaskResult", "WorkerState"]
+           "OutboxMessage", "PeriodicTask", "QueuedMessage", "TaskResult", "WorkerState"]

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .. import outbox
+from ..brokers.base import Broker
 from ..conf import get_broker
 from ..process import connections, liveness
 
@@ -42,7 +44,21 @@ def beat(worker: Worker, owners: Sequence[str]) -> bool:
         logger.warning("Heartbeat failed (%s); leases are renewed on the next beat", exc)
         connections.close_all()
         return False
+    relay_outbox(broker)
     return True
+
+
+def relay_outbox(broker: Broker) -> None:
+    """Publish outbox rows whose process died between its commit and its publish."""
+    caps = broker.capabilities
+    if caps.transactional or not caps.durable:
+        return
+    try:
+        outbox.relay(broker, broker.home_alias)
+    except Exception as exc:  # noqa: BLE001 - the rows stay; the next beat tries again
+        logger.warning("Could not publish messages left in the outbox (%s); tried again on "
+                       "the next heartbeat", exc)
+        connections.close_all()
 
 
 def release(owner: str, keep_count: Sequence[int] = (), *, count_all: bool = False,

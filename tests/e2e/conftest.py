@@ -35,7 +35,8 @@ from tests.conftest import MYSQL_URL, POSTGRES_URL, require_module, require_serv
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("django_tasks_queuedmessage", "django_tasks_taskresult", "django_tasks_workerstate",
           "django_tasks_beatslot", "django_tasks_periodictask", "django_tasks_intervalschedule",
-          "django_tasks_crontabschedule", "django_tasks_clockedschedule")
+          "django_tasks_crontabschedule", "django_tasks_clockedschedule",
+          "django_tasks_outboxmessage")
 POLL = 0.1
 
 # Pinned so that neither the caller's environment nor a .env file changes what workers do.

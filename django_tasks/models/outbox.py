@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class OutboxMessage(models.Model):
+    """A message waiting for its transaction's commit before it goes to a broker that cannot
+    join the transaction (Redis, RabbitMQ).
+
+    ``delay()`` inside ``transaction.atomic()`` writes the row; after the commit the same
+    process claims it, publishes it and deletes it. A row whose process died in between is
+    claimed by a worker's relay. ``claimed_until`` is the claim's end: a row is free to claim
+    when it is empty (and the row is older than the relay's grace) or in the past.
+    """
+
+    task_id = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255)
+    body = models.TextField(help_text="the message envelope, JSON")
+    created_at = models.DateTimeField()
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim = models.BigIntegerField(
+        null=True, blank=True, help_text="names the current claim: only its holder deletes")
+
+    class Meta:
+        verbose_name = "outbox message"
+        indexes = [models.Index(fields=["created_at"], name="tasks_outbox_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.queue}: {self.task_id}"

@@ -1,0 +1,133 @@
+"""The transactional outbox: enqueue inside ``transaction.atomic()`` on a broker that cannot
+join the transaction (Redis, RabbitMQ).
+
+``delay()`` in an open transaction writes its message to the ``OutboxMessage`` table in that
+transaction, and registers an ``on_commit`` hook. So:
+
+* a rollback (of the transaction, or of the savepoint the call was made in) takes the row
+  and the hook with it: nothing is published;
+* after the commit the hook claims its rows, publishes them and deletes them: the task is on
+  the broker a few hundred microseconds after the commit, from the same process;
+* if that process dies between the commit and the publish, or the broker is down then, the
+  row stays; a worker's relay (every heartbeat) claims rows older than ``GRACE`` and
+  publishes them.
+
+A claim is an ``UPDATE`` that only takes a row nobody holds (or whose claim has run out),
+so two processes never publish one row at the same time. The one window left is a
+publisher that dies after the broker took the message and before its ``DELETE``: the relay
+then publishes the row again when the claim runs out, and the worker, which checks for a
+final outcome before it runs a message, acks the second copy without running it once the
+first has finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+
+from . import clock
+from .brokers.base import Broker
+from .message import Message
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from .models import OutboxMessage
+
+logger = logging.getLogger("django_tasks.outbox")
+
+#: How long a committed row waits for its own process before a relay takes it.
+GRACE = dt.timedelta(seconds=10)
+#: How long a claim holds a row: a publisher that has not deleted it by then is taken to be
+#: dead and the row is published again.
+CLAIM = dt.timedelta(seconds=60)
+#: Rows a relay publishes in one pass.
+BATCH = 500
+
+
+def needed(broker: Broker, alias: str) -> bool:
+    """Whether a message published now must go through the outbox: a transaction is open
+    on ``alias`` and the broker can neither join it nor lose its messages with the process."""
+    caps = broker.capabilities
+    return (not caps.transactional and caps.durable
+            and transaction.get_connection(alias).in_atomic_block)
+
+
+def write(broker: Broker, messages: Sequence[Message], alias: str) -> None:
+    """Store ``messages`` in the caller's transaction on ``alias``; publish them after its
+    commit."""
+    from .models import OutboxMessage
+
+    now = clock.now()
+    rows = OutboxMessage.objects.using(alias).bulk_create(
+        [OutboxMessage(task_id=m.id, queue=m.queue, body=m.encode(), created_at=now)
+         for m in messages])
+    ids = [row.pk for row in rows]
+    if None in ids:  # a backend that does not return ids from a bulk insert (MySQL)
+        ids = list(OutboxMessage.objects.using(alias)
+                   .filter(created_at=now, task_id__in=[m.id for m in messages])
+                   .values_list("pk", flat=True))
+    transaction.on_commit(lambda: publish_committed(broker, ids, list(messages), alias),
+                          using=alias)
+
+
+def publish_committed(broker: Broker, ids: Sequence[int], messages: Sequence[Message],
+                      alias: str) -> int:
+    """After the commit: claim the rows, publish what was claimed, delete it. Never raises:
+    the data is committed, and what fails here is left to the relay."""
+    from .models import OutboxMessage
+
+    try:
+        claim, claimed = _claim(OutboxMessage.objects.using(alias).filter(
+            pk__in=ids, claimed_until__isnull=True), alias)
+        if not claimed:
+            return 0
+        if claimed < len(ids):  # a relay got there first (a very slow commit hook)
+            taken = set(OutboxMessage.objects.using(alias).filter(claim=claim)
+                        .values_list("task_id", flat=True))
+            messages = [m for m in messages if m.id in taken]
+        broker.publish(messages)
+        OutboxMessage.objects.using(alias).filter(claim=claim).delete()
+    except Exception as exc:  # noqa: BLE001 - the relay publishes what is left
+        logger.warning(
+            "Could not publish %d message(s) after the commit (%s: %s); they stay in the "
+            "outbox, and a worker publishes them within %d seconds of the broker being back",
+            len(ids), type(exc).__name__, exc, (GRACE + CLAIM).seconds)
+        return 0
+    return len(messages)
+
+
+def relay(broker: Broker, alias: str, limit: int = BATCH) -> int:
+    """Publish rows left behind by a process that died (or lost the broker) after its
+    commit; how many. Called by workers on every heartbeat; raises on broker errors."""
+    from .models import OutboxMessage
+
+    now = clock.now()
+    rows = OutboxMessage.objects.using(alias)
+    free = (rows.filter(claimed_until__isnull=True, created_at__lt=now - GRACE)
+            | rows.filter(claimed_until__lt=now))
+    candidates = list(free.order_by("pk").values_list("pk", flat=True)[:limit])
+    if not candidates:
+        return 0
+    claim, claimed = _claim(free.filter(pk__in=candidates), alias)
+    if not claimed:
+        return 0
+    bodies = rows.filter(claim=claim).order_by("pk").values_list("body", flat=True)
+    messages = [Message.decode(body) for body in bodies]
+    broker.publish(messages)
+    rows.filter(claim=claim).delete()
+    logger.info("Published %d message(s) left in the outbox after their commit", len(messages))
+    return len(messages)
+
+
+def _claim(rows: QuerySet[OutboxMessage], alias: str) -> tuple[int, int]:
+    """Claim ``rows`` (free rows) under a new claim; the claim and how many rows it took."""
+    claim = secrets.randbits(62) + 1
+    with transaction.atomic(using=alias):
+        taken = rows.update(claim=claim, claimed_until=clock.now() + CLAIM)
+    return claim, taken

@@ -1,0 +1,189 @@
+"""The outbox: ``delay()`` in a transaction on a broker that cannot join it.
+
+The broker here is the memory broker declared durable and not transactional, as Redis and
+RabbitMQ are; the tests commit for real (``transaction=True``), so ``on_commit`` hooks run
+as they do in a web request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
+
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+
+from django_tasks import conf, outbox, shared_task
+from django_tasks.brokers.base import Capabilities
+from django_tasks.brokers.memory import MemoryBroker
+from django_tasks.conf import get_broker, reset_cache
+from django_tasks.message import Message
+from django_tasks.models import OutboxMessage, TaskResult
+from django_tasks.worker import heartbeat
+
+from .conftest import Clock
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class OutsideBroker(MemoryBroker):
+    """A broker outside the database, like Redis: durable, not transactional; it can be
+    made to fail as a broker that is down does."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(transactional=False, durable=True)
+    down = False
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        if self.down:
+            raise ConnectionError("broker is down")
+        super().publish(messages)
+
+    def queued_ids(self) -> list[str]:
+        return [Message.decode(row.body).id for _, row in sorted(self._rows.items())]
+
+
+@shared_task(name="unit.outbox.add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[OutsideBroker]:
+    monkeypatch.setitem(conf.BROKER_CLASSES, "outside", f"{__name__}.OutsideBroker")
+    with override_settings(TASKS_BROKER_URL="outside://", TASKS_RESULT_BACKEND="django://",
+                           TASKS_ALWAYS_EAGER=False):
+        reset_cache()
+        broker = get_broker()
+        assert isinstance(broker, OutsideBroker)
+        yield broker
+    reset_cache()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Here the outbox's clock is frozen too (``django_tasks.clock``)."""
+    frozen = Clock()
+    monkeypatch.setattr("django_tasks.clock.now", frozen)
+    return frozen
+
+
+def test_a_commit_publishes_what_the_transaction_queued(broker: OutsideBroker) -> None:
+    with transaction.atomic():
+        result = add.delay(1, 2)
+        assert result.id  # known at once
+        assert broker.queued_ids() == []  # nothing before the commit
+        assert list(OutboxMessage.objects.values_list("task_id", flat=True)) == [result.id]
+    assert broker.queued_ids() == [result.id]
+    assert not OutboxMessage.objects.exists()
+    assert TaskResult.objects.get(task_id=result.id).state == "PENDING"
+
+
+def test_a_rollback_publishes_nothing_and_leaves_nothing(broker: OutsideBroker) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        add.delay(1, 2)
+        raise RuntimeError
+    assert broker.queued_ids() == []
+    assert not OutboxMessage.objects.exists()
+    assert not TaskResult.objects.exists()
+
+
+def test_a_savepoint_rollback_drops_only_its_own_messages(broker: OutsideBroker) -> None:
+    with transaction.atomic():
+        kept = add.delay(1, 1)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            add.delay(2, 2)
+            raise RuntimeError
+    assert broker.queued_ids() == [kept.id]
+    assert not OutboxMessage.objects.exists()
+
+
+def test_outside_a_transaction_the_broker_gets_it_directly(broker: OutsideBroker) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        result = add.delay(3, 4)
+    assert broker.queued_ids() == [result.id]
+    assert not any("outboxmessage" in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_broker_that_lives_in_the_process_needs_no_outbox(monkeypatch: pytest.MonkeyPatch,
+                                                            ) -> None:
+    with override_settings(TASKS_BROKER_URL="memory://", TASKS_RESULT_BACKEND="django://",
+                           TASKS_ALWAYS_EAGER=False):
+        reset_cache()
+        try:
+            with transaction.atomic():
+                add.delay(1, 2)
+                assert not OutboxMessage.objects.exists()
+        finally:
+            reset_cache()
+
+
+def test_a_broker_down_at_commit_leaves_the_row_for_the_relay(
+        broker: OutsideBroker, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    broker.down = True
+    with caplog.at_level(logging.WARNING, "django_tasks.outbox"), transaction.atomic():
+        result = add.delay(5, 6)
+    assert "stay in the outbox" in caplog.text  # the request itself did not fail
+    broker.down = False
+    clock.advance(1)
+    assert outbox.relay(broker, "default") == 0  # its own process may still publish it
+    clock.advance(outbox.CLAIM.total_seconds() + 1)
+    assert outbox.relay(broker, "default") == 1
+    assert broker.queued_ids() == [result.id]
+    assert outbox.relay(broker, "default") == 0
+    assert not OutboxMessage.objects.exists()
+
+
+def test_a_process_that_died_after_its_commit_is_covered_by_a_worker(
+        broker: OutsideBroker, clock: Clock) -> None:
+    # The commit hook never ran: the row is there, unclaimed.
+    message = Message(id="orphan", task="unit.outbox.add", args=(1, 2))
+    OutboxMessage.objects.create(task_id="orphan", queue="default", body=message.encode(),
+                                 created_at=clock.now)
+    heartbeat.relay_outbox(broker)
+    assert broker.queued_ids() == []  # younger than the grace
+    clock.advance(outbox.GRACE.total_seconds() + 1)
+    heartbeat.relay_outbox(broker)
+    assert broker.queued_ids() == ["orphan"]
+    assert not OutboxMessage.objects.exists()
+
+
+def test_a_claimed_row_is_not_published_by_anyone_else(broker: OutsideBroker,
+                                                      clock: Clock) -> None:
+    for i in range(3):
+        OutboxMessage.objects.create(task_id=f"m{i}", queue="default", created_at=clock.now,
+                                     body=Message(id=f"m{i}", task="unit.outbox.add").encode())
+    clock.advance(outbox.GRACE.total_seconds() + 1)
+    inner: list[int] = []
+    publish = broker.publish
+
+    def publish_while_another_relay_runs(messages: Sequence[Message]) -> None:
+        inner.append(outbox.relay(broker, "default"))  # a second worker, at the same time
+        publish(messages)
+
+    broker.publish = publish_while_another_relay_runs  # type: ignore[method-assign]
+    assert outbox.relay(broker, "default") == 3
+    assert inner == [0]
+    assert sorted(broker.queued_ids()) == ["m0", "m1", "m2"]
+
+
+def test_a_publisher_that_died_holding_a_claim_is_replaced_when_the_claim_runs_out(
+        broker: OutsideBroker, clock: Clock) -> None:
+    OutboxMessage.objects.create(task_id="held", queue="default", created_at=clock.now,
+                                 claim=7, claimed_until=clock.now + outbox.CLAIM,
+                                 body=Message(id="held", task="unit.outbox.add").encode())
+    clock.advance(outbox.GRACE.total_seconds() + 1)
+    assert outbox.relay(broker, "default") == 0
+    clock.advance(outbox.CLAIM.total_seconds())
+    assert outbox.relay(broker, "default") == 1
+    assert broker.queued_ids() == ["held"]
+
+
+def test_many_messages_in_one_transaction_are_published_together(broker: OutsideBroker,
+                                                                 ) -> None:
+    with transaction.atomic():
+        ids = [add.delay(i, i).id for i in range(50)]
+    assert sorted(broker.queued_ids()) == sorted(ids)
+    assert not OutboxMessage.objects.exists()
