@@ -7,12 +7,15 @@ import datetime as dt
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import states
 from .conf import get_result_store
 from .exceptions import RemoteTaskError, ResultBackendDisabled, TaskRevokedError
 from .exceptions import TimeoutError as TaskTimeoutError
+
+if TYPE_CHECKING:
+    from .results.base import ResultStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,7 @@ class AsyncResult:
         return hash(self.id)
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> ResultStore:
         store = get_result_store()
         if store is None:
             raise ResultBackendDisabled(
@@ -181,22 +184,30 @@ class AsyncResult:
             propagate: bool = True) -> Any:
         """Wait for the task to finish and return its value.
 
-        Polls the store starting at a few milliseconds, backing off up to ``interval``.
-        With ``propagate``, a failed task's exception is raised here with its own type.
+        Where the store can wake readers (the database store on PostgreSQL, outside a
+        transaction), it waits for the worker's notification and reads again, at least every
+        ``interval`` seconds; elsewhere it polls, starting at a few milliseconds and backing off
+        up to ``interval``. With ``propagate``, a failed task's exception is raised here with
+        its own type.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = min(0.002, interval)
-        while True:
-            meta = self._meta()
-            if meta.state in states.READY_STATES:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TaskTimeoutError(
-                    f"Task {self.id} was not ready after {timeout} s (state {meta.state})."
-                )
-            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)
-            delay = min(delay * 1.5, interval)
+        store = self.backend
+        try:
+            while True:
+                meta = self._meta()
+                if meta.state in states.READY_STATES:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TaskTimeoutError(
+                        f"Task {self.id} was not ready after {timeout} s (state {meta.state})."
+                    )
+                left = interval if deadline is None else max(0.0, deadline - time.monotonic())
+                if store.wait(min(interval, left)) is None:
+                    time.sleep(min(delay, left))
+                    delay = min(delay * 1.5, interval)
+        finally:
+            store.stop_waiting()
         return self._value(meta, propagate)
 
     wait = get

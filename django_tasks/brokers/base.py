@@ -147,6 +147,12 @@ class Broker(abc.ABC):
         """Extend these leases by ``lease`` seconds from now; return the deliveries whose
         lease was still current (the others belong to someone else now)."""
 
+    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+        """Block up to ``timeout`` seconds until a message may be ready on ``queues``: True
+        when woken (fetch again), False on timeout, None where this broker cannot wake a
+        consumer (it polls instead). Called by a consumer whose last fetch was empty."""
+        return None
+
     @abc.abstractmethod
     def depths(self, queues: Sequence[str] | None = None) -> dict[str, int]: ...
 

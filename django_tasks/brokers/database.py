@@ -18,7 +18,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.models import Case, F, Value, When
 
-from .. import clock
+from .. import clock, notify
 from ..conf import database_alias
 from ..message import Message
 from ..models import QueuedMessage
@@ -67,6 +67,8 @@ class DatabaseBroker(Broker):
             for m in messages
         ]
         self._rows.bulk_create(rows, batch_size=_CHUNK)
+        if any(m.eta is None or m.eta <= now for m in messages):
+            notify.notify(connections[self.alias], notify.QUEUE_CHANNEL)
 
     def publish_with_pending(self, messages: Sequence[Message]) -> bool:
         """Write PENDING result rows and queue rows in one statement, where that is possible.
@@ -94,15 +96,23 @@ class DatabaseBroker(Broker):
             queue.append("(%s, %s, %s, %s, %s, 0, 0, %s)")
             queue_params += [m.queue, m.priority, m.id, m.encode(),
                              adapt(m.eta) if m.eta else now, now]
+        insert_queued = (
+            f"INSERT INTO {quote(QueuedMessage._meta.db_table)} (queue, priority, task_id, "
+            f"body, visible_at, deliveries, runs, created_at) VALUES {', '.join(queue)}")
         sql = (
             f"WITH pending AS (INSERT INTO {quote(TaskResult._meta.db_table)} (task_id, "
             "task_name, state, args, kwargs, queue, priority, worker, attempts, retries, "
             f"created_at) VALUES {', '.join(results)}) "
-            f"INSERT INTO {quote(QueuedMessage._meta.db_table)} (queue, priority, task_id, "
-            f"body, visible_at, deliveries, runs, created_at) VALUES {', '.join(queue)}"
         )
+        params = result_params + queue_params
+        if any(m.eta is None for m in messages):  # wake idle consumers, in the same statement
+            sql += (f", queued AS ({insert_queued} RETURNING 1) "
+                    "SELECT pg_notify(%s, '') FROM queued LIMIT 1")
+            params.append(notify.QUEUE_CHANNEL)
+        else:
+            sql += insert_queued
         with connection.cursor() as cursor:
-            cursor.execute(sql, result_params + queue_params)
+            cursor.execute(sql, params)
         return True
 
     # -- claiming ------------------------------------------------------------------------
@@ -118,7 +128,14 @@ class DatabaseBroker(Broker):
         else:
             rows = self._claim_locking(queues, owner, token, limit, now, until)
         rows.sort(key=lambda r: (-r[4], r[0]))
+        if rows:  # busy now: stop collecting wake-ups until the queue runs dry again
+            notify.unlisten(connection, notify.QUEUE_CHANNEL)
         return [Delivery(r[0], r[2], r[1], r[3], owner, r[5], token, r[6]) for r in rows]
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+        """On PostgreSQL, LISTEN for the notification every publish of a due message sends
+        (``notify.py``); elsewhere None (the consumer polls)."""
+        return notify.wait(connections[self.alias], notify.QUEUE_CHANNEL, timeout)
 
     def _claim_returning(self, connection: Any, queues: Sequence[str], owner: str, token: int,
                          limit: int, now: dt.datetime, until: dt.datetime) -> list[Any]:

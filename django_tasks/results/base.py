@@ -37,6 +37,15 @@ class ResultStore(abc.ABC):
     @abc.abstractmethod
     def get(self, task_id: str) -> ResultMeta | None: ...
 
+    def wait(self, timeout: float) -> bool | None:
+        """Block up to ``timeout`` seconds until some outcome may have been stored: True when
+        woken (read again), False on timeout, None where this store cannot wake a reader
+        (``AsyncResult.get()`` polls instead)."""
+        return None
+
+    def stop_waiting(self) -> None:  # noqa: B027 - optional hook
+        """The reader has its outcome: stop listening for wake-ups."""
+
     @abc.abstractmethod
     def final_states(self, task_ids: Sequence[str]) -> dict[str, str]:
         """The ids among ``task_ids`` that already reached a final state, with that state."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from .. import clock, serialization, states
+from .. import clock, notify, serialization, states
 from ..conf import database_alias
 from ..message import Message
 from ..models import TaskResult
@@ -91,6 +91,14 @@ class DatabaseResultStore(ResultStore):
             else:
                 updated = self._update_locked(chunk)
             self._insert_missing([o for o in chunk if o.task_id not in updated])
+        notify.notify(connections[self.alias], notify.RESULT_CHANNEL)
+
+    def wait(self, timeout: float) -> bool | None:
+        """On PostgreSQL, LISTEN for the notification each batch of outcomes sends."""
+        return notify.wait(connections[self.alias], notify.RESULT_CHANNEL, timeout)
+
+    def stop_waiting(self) -> None:
+        notify.unlisten(connections[self.alias], notify.RESULT_CHANNEL)
 
     def _update_returning(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
         """PostgreSQL and SQLite: write the outcome columns of the rows that exist and are not

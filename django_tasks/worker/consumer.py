@@ -36,6 +36,10 @@ HOLD_SECONDS = 1.0
 FLUSH_SECONDS = 0.02
 SLOW_TASK_SECONDS = 0.5
 MIN_IDLE = 0.001
+#: An idle consumer on a broker that wakes it fetches no more often than this.
+IDLE_FETCH_SECONDS = 1.0
+#: How often a consumer waiting to be woken looks at its stop flag.
+WAIT_SLICE_SECONDS = 0.25
 
 
 class StopFlag(Protocol):
@@ -94,13 +98,33 @@ class Consumer:
                 self.stop.wait(pause(failures))
                 continue
             if not deliveries:
-                self.stop.wait(idle)
-                idle = min(idle * 2, poll)
+                if self._wait_for_work() is None:  # the broker cannot wake us: back off
+                    self.stop.wait(idle)
+                    idle = min(idle * 2, poll)
                 continue
             idle = MIN_IDLE
             slow = self.process(deliveries, fetched_at)
             batch = 1 if slow else min(batch * 2, self.prefetch, self._batch_that_fits())
         self._settle_kept()
+
+    def _wait_for_work(self) -> bool | None:
+        """After an empty fetch, wait for the broker to say a message is ready, at most
+        ``IDLE_FETCH_SECONDS`` (delays that come due and lapsed leases are found by the next
+        fetch), in slices so that a stop is noticed. None where the broker cannot wake us."""
+        deadline = time.monotonic() + IDLE_FETCH_SECONDS
+        while not self._stopping():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                woken = self.broker.wait(self.queues, min(WAIT_SLICE_SECONDS, remaining))
+            except Exception as exc:  # noqa: BLE001 - the next fetch reports and backs off
+                logger.debug("Waiting for messages failed (%s)", exc)
+                connections.close_all()
+                return False
+            if woken is None or woken:
+                return woken
+        return False
 
     def _batch_that_fits(self) -> int:
         """How many messages this process can run in ``HOLD_SECONDS``: no more are held, so

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 from collections.abc import Iterator
 
@@ -308,3 +309,99 @@ def test_a_recycled_consumer_hands_back_the_rest_of_its_batch_uncounted() -> Non
     assert [(r.owner, r.deliveries) for r in left] == [(None, 0)] * 3
     consumer.run()  # returns at once: a recycled consumer takes nothing more
     assert calls == ["echo", "echo"]
+
+
+# -- waiting on an idle queue ------------------------------------------------------------------
+
+
+class _FakeTime:
+    """The consumer's clock: moves only when the consumer waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_an_idle_consumer_that_can_be_woken_fetches_once_a_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeTime()
+    monkeypatch.setattr(consumer_module, "time", fake)
+    stop = threading.Event()
+    consumer = make_consumer(stop)
+    fetches: list[float] = []
+    fetch = consumer.broker.fetch
+
+    def counted_fetch(*args: object, **kwargs: object) -> list[object]:
+        fetches.append(fake.now)
+        if len(fetches) == 5:
+            stop.set()
+        return fetch(*args, **kwargs)  # type: ignore[arg-type]
+
+    def wait(queues: object, timeout: float) -> bool:
+        fake.sleep(timeout)  # nothing is published: every wait runs out
+        return False
+
+    monkeypatch.setattr(consumer.broker, "fetch", counted_fetch)
+    monkeypatch.setattr(consumer.broker, "wait", wait)
+    consumer.run()
+    gaps = [b - a for a, b in itertools.pairwise(fetches)]
+    assert gaps and all(gap >= consumer_module.IDLE_FETCH_SECONDS for gap in gaps)
+
+
+def test_a_wake_up_makes_an_idle_consumer_fetch_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeTime()
+    monkeypatch.setattr(consumer_module, "time", fake)
+    stop = threading.Event()
+    consumer = make_consumer(stop)
+    fetch = consumer.broker.fetch
+    fetched_at: list[float] = []
+
+    def counted_fetch(*args: object, **kwargs: object) -> list[object]:
+        fetched_at.append(fake.now)
+        return fetch(*args, **kwargs)  # type: ignore[arg-type]
+
+    def wait(queues: object, timeout: float) -> bool:
+        fake.sleep(0.01)
+        send(Message(id="woken", task="unit.worker.echo", args=(1,)))
+        return True
+
+    monkeypatch.setattr(consumer.broker, "fetch", counted_fetch)
+    monkeypatch.setattr(consumer.broker, "wait", wait)
+    original = consumer.process
+
+    def process_then_stop(*args: object, **kwargs: object) -> bool:
+        stop.set()
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(consumer, "process", process_then_stop)
+    consumer.run()
+    assert get_result_store().get("woken").state == states.SUCCESS  # type: ignore[union-attr]
+    assert fetched_at[1] - fetched_at[0] < 0.05  # woken, not a second's poll
+
+
+def test_a_broker_that_cannot_wake_is_polled_with_back_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stop = threading.Event()
+    consumer = make_consumer(stop)
+    waits: list[float] = []
+
+    class Flag:
+        def is_set(self) -> bool:
+            return len(waits) >= 6
+
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout or 0.0)
+            return False
+
+    consumer.stop = Flag()
+    assert consumer.broker.wait(["default"], 0.1) is None  # the memory broker cannot
+    consumer.run()
+    assert waits == sorted(waits) and waits[0] == consumer_module.MIN_IDLE

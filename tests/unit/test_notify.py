@@ -1,0 +1,153 @@
+"""Wake-ups on PostgreSQL (LISTEN/NOTIFY): an idle consumer and a waiting ``get()`` are woken
+by the commit that concerns them. On other databases ``wait()`` says it cannot (None) and
+callers poll; those runs check that.
+
+Each publish here is made from another thread, on a connection of its own, and committed, as
+a web request would; a timeout long enough never to run out is used, so that a missed
+notification shows as ``False`` (timed out) rather than as a slow test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.db import connection, connections, transaction
+
+from django_tasks import notify
+from django_tasks.brokers.database import DatabaseBroker
+from django_tasks.message import Message
+from django_tasks.result import TaskOutcome
+from django_tasks.results.database import DatabaseResultStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ON_POSTGRES = connection.vendor == "postgresql"
+NEVER = 30.0
+
+
+@pytest.fixture
+def broker() -> Iterator[DatabaseBroker]:
+    broker = DatabaseBroker("django://")
+    yield broker
+    notify.unlisten(connection, notify.QUEUE_CHANNEL)
+
+
+def elsewhere(action: Callable[[], object]) -> None:
+    """Run ``action`` in another thread, with its own connection, and wait for it."""
+    def run() -> None:
+        try:
+            action()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+
+
+def message(eta: dt.datetime | None = None) -> Message:
+    return Message(id=f"n-{threading.get_ident()}-{eta}", task="unit.notify.t", eta=eta)
+
+
+def test_without_postgresql_callers_are_told_to_poll(broker: DatabaseBroker) -> None:
+    if ON_POSTGRES:
+        assert broker.wait(["default"], 0.01) is True  # it listens now
+    else:
+        assert broker.wait(["default"], 0.01) is None
+        assert DatabaseResultStore("django://").wait(0.01) is None
+
+
+def test_inside_a_transaction_nobody_waits(broker: DatabaseBroker) -> None:
+    with transaction.atomic():
+        assert broker.wait(["default"], 0.01) is None
+
+
+class TestOnPostgreSQL:
+    """On another database each of these checks only that callers are told to poll."""
+
+    @pytest.fixture
+    def postgres(self, broker: DatabaseBroker) -> bool:
+        if not ON_POSTGRES:
+            assert broker.wait(["default"], 0.01) is None
+            assert DatabaseResultStore("django://").wait(0.01) is None
+        return ON_POSTGRES
+
+    def test_the_first_wait_listens_and_says_look_again(self, postgres: bool,
+                                                        broker: DatabaseBroker) -> None:
+        if not postgres:
+            return
+        assert broker.wait(["default"], NEVER) is True
+        assert broker.wait(["default"], 0.05) is False  # nothing published since
+
+    def test_a_committed_publish_wakes_an_idle_consumer(self, postgres: bool,
+                                                        broker: DatabaseBroker) -> None:
+        if not postgres:
+            return
+        broker.wait(["default"], 0.01)
+        elsewhere(lambda: DatabaseBroker("django://").publish([message()]))
+        assert broker.wait(["default"], NEVER) is True
+
+    def test_a_wake_up_heard_during_another_query_is_kept(self, postgres: bool,
+                                                          broker: DatabaseBroker) -> None:
+        if not postgres:
+            return
+        if not postgres:
+            return
+        broker.wait(["default"], 0.01)
+        elsewhere(lambda: DatabaseBroker("django://").publish([message()]))
+        with connection.cursor() as cursor:  # reads the notification off the socket
+            cursor.execute("SELECT 1")
+        assert broker.wait(["default"], NEVER) is True
+
+    def test_a_rollback_wakes_nobody(self, postgres: bool,
+                                     broker: DatabaseBroker) -> None:
+        if not postgres:
+            return
+        broker.wait(["default"], 0.01)
+
+        def publish_and_roll_back() -> None:
+            with pytest.raises(RuntimeError), transaction.atomic():
+                DatabaseBroker("django://").publish([message()])
+                raise RuntimeError
+
+        elsewhere(publish_and_roll_back)
+        assert broker.wait(["default"], 0.2) is False
+
+    def test_a_delayed_message_wakes_nobody(self, postgres: bool,
+                                            broker: DatabaseBroker) -> None:
+        if not postgres:
+            return
+        broker.wait(["default"], 0.01)
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        elsewhere(lambda: DatabaseBroker("django://").publish([message(eta=later)]))
+        assert broker.wait(["default"], 0.2) is False
+
+    def test_a_busy_consumer_stops_listening(self, postgres: bool,
+                                             broker: DatabaseBroker) -> None:
+        if not postgres:
+            return
+        broker.wait(["default"], 0.01)
+        elsewhere(lambda: DatabaseBroker("django://").publish([message()]))
+        assert len(broker.fetch(["default"], "w1", 10, 30)) == 1
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_listening_channels()")
+            assert cursor.fetchall() == []
+        assert broker.wait(["default"], NEVER) is True  # listens again: look once more
+
+    def test_stored_outcomes_wake_a_waiting_reader(self, postgres: bool) -> None:
+        if not postgres:
+            return
+        store = DatabaseResultStore("django://")
+        try:
+            assert store.wait(NEVER) is True
+            outcome = TaskOutcome(task_id="woken", task_name="unit.notify.t", state="SUCCESS",
+                                  result=1, date_done=dt.datetime.now(dt.UTC))
+            elsewhere(lambda: DatabaseResultStore("django://").store_outcomes([outcome]))
+            assert store.wait(NEVER) is True
+        finally:
+            store.stop_waiting()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_listening_channels()")
+            assert cursor.fetchall() == []
