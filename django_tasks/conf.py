@@ -128,6 +128,8 @@ def time_limit_error(value: object) -> str:
 BROKER_CLASSES = {
     "django": "django_tasks.brokers.database.DatabaseBroker",
     "memory": "django_tasks.brokers.memory.MemoryBroker",
+    "redis": "django_tasks.brokers.redis.RedisBroker",
+    "rediss": "django_tasks.brokers.redis.RedisBroker",
 }
 RESULT_STORE_CLASSES = {
     "django": "django_tasks.results.database.DatabaseResultStore",

@@ -159,6 +159,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def purge(self, queue: str) -> int: ...
 
+    def ping(self) -> bool:
+        """Whether the broker answers (raises or returns False if not). A broker in a
+        database is asked through its database connection instead."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Drop connections (after ``fork``, at shutdown)."""
 

@@ -68,7 +68,14 @@ def shared_alias(broker: Broker, store: ResultStore | None) -> str | None:
 
 
 def answers(broker: Broker, store: ResultStore | None) -> bool:
-    """Whether the broker's and the result store's databases answer a trivial query."""
+    """Whether the broker's and the result store's databases answer a trivial query (and a
+    broker outside the database its ping)."""
+    if broker.database_alias is None:
+        try:
+            if not broker.ping():
+                return False
+        except Exception:  # noqa: BLE001 - any failure means: not now
+            return False
     aliases = {a for a in (broker.database_alias,
                            store.database_alias if store is not None else None) if a}
     for alias in aliases:
@@ -160,7 +167,8 @@ class Settler:
             kept, self.backlog = self.backlog, []
             self.settle(kept)
         if not self.waiting and self._outage_logged:
-            logger.warning("The database answers again: everything kept meanwhile is written")
+            logger.warning("The %s answers again: everything kept meanwhile is written",
+                           self._away)
             self._outage_logged = False
         return not self.waiting
 
@@ -275,13 +283,18 @@ class Settler:
             self._outage(exc, 1, "settle")
             self.backlog.append(settlement)
 
+    @property
+    def _away(self) -> str:
+        """What an outage is an outage of, for the log."""
+        return "database" if self.broker.database_alias is not None else "broker or database"
+
     def _outage(self, error: BaseException, count: int, what: str) -> None:
         worker_connections.close_all()
         if not self._outage_logged:
             logger.warning(
-                "Cannot %s %d message(s): the database does not answer (%s: %s). They are "
+                "Cannot %s %d message(s): the %s does not answer (%s: %s). They are "
                 "kept, and written when it answers again; this process takes no new tasks "
-                "meanwhile.", what, count, type(error).__name__, error)
+                "meanwhile.", what, count, self._away, type(error).__name__, error)
             self._outage_logged = True
 
 
@@ -291,5 +304,7 @@ def pause(failures: int) -> float:
 
 
 def transient(error: BaseException) -> bool:
-    """An error that says "not now" (a lost connection, a lock) rather than "not this"."""
-    return isinstance(error, OperationalError | InterfaceError)
+    """An error that says "not now" (a lost connection, a lock) rather than "not this".
+
+    ``ConnectionError``: a broker that is not a database (Redis) went away."""
+    return isinstance(error, OperationalError | InterfaceError | ConnectionError)

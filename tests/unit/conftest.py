@@ -11,6 +11,7 @@ from django.test import override_settings
 
 from django_tasks.brokers import database as database_broker
 from django_tasks.brokers import memory as memory_broker
+from django_tasks.brokers import redis as redis_broker
 from django_tasks.registry import registry
 from django_tasks.task import Task, shared_task
 
@@ -59,10 +60,11 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """Freeze the clock of the memory and database brokers (leases, delays, etas)."""
+    """Freeze the clock of the memory, database and Redis brokers (leases, delays, etas)."""
     frozen = Clock()
     monkeypatch.setattr(memory_broker, "_now", frozen)
     monkeypatch.setattr(database_broker, "_now", frozen)
+    monkeypatch.setattr(redis_broker, "_now", frozen)
     return frozen
 
 

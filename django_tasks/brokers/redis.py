@@ -1,0 +1,269 @@
+"""The Redis broker (``redis://``, ``rediss://``): reliable queues with leases, on redis-py.
+
+URL: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS), read by redis-py's
+``Redis.from_url``; the query option ``prefix=NAME`` (default ``tasks``) starts every key, so
+several projects can share one database. Redis Cluster is not supported: the scripts build
+their key names from the prefix.
+
+Key layout (``P`` is the prefix)::
+
+    P:seq                 INCR counter: the tag of each new message (Delivery.tag)
+    P:m:<tag>             hash: b body, q queue, p priority, id task id, d deliveries,
+                          r runs; o owner and t token while leased
+    P:ready:<queue>       ZSET of tags due now, scored (255 - priority) * 2**40 + tag:
+                          higher priority first, then publish order
+    P:delayed:<queue>     ZSET of tags not due yet, scored by their eta (Unix seconds)
+    P:leased:<queue>      ZSET of leased tags, scored by the end of their lease
+    P:owner:<owner>       SET of the tags an owner (one consuming process) holds
+    P:queues              SET of queue names with messages, for ``depths()``
+    P:wake:<queue>        LIST of wake-up tokens, one per due message published (at most
+                          32 kept): an idle consumer waits for one with BLPOP
+
+A message is in exactly one of its queue's three ZSETs. A message released, or whose lease
+ran out, goes back to ``ready`` under its old tag, so ahead of messages published after it.
+
+Atomicity: every change that touches more than one key is one Lua script
+(``redis_lua.py``), and a batch (``publish``, ``ack``, ``release``, ``confirm``) is one
+script call, or one pipeline of script calls for very large batches. ``fetch`` first moves
+its queues' due delayed messages and run-out leases to ``ready`` (whoever fetches first
+moves each exactly once, at most 1,000 of each kind per queue and call; a run-out lease keeps
+its delivery count), then leases the best ``limit`` across the queues, each with a new token.
+
+Clock: "now" is read from ``django_tasks.clock`` on the client and passed to the scripts
+(never Redis ``TIME``), so a test clock drives this broker as it drives the others. Lease
+ends and etas are therefore compared with the clocks of the hosts that publish and fetch:
+keep workers' clocks in agreement (NTP) to well within a small fraction of
+``TASKS_LEASE_SECONDS``; a worker whose clock runs ahead takes over leases early.
+
+Failures: connecting and each command are bounded by timeouts and one quick retry, so an
+operation while Redis is down fails within seconds with :class:`RedisUnreachable`, whose
+message names the URL with its password hidden. A retried script may run twice (its reply
+was lost): a message may then be published twice, which at-least-once delivery allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
+from redis.retry import Retry
+
+from .. import clock
+from ..exceptions import BrokerUnreachable
+from ..message import MAX_WIRE_PRIORITY, Message
+from . import redis_lua
+from .base import Broker, Capabilities, Delivery, new_token
+
+DEFAULT_PREFIX = "tasks"
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 5.0
+HEALTH_CHECK_INTERVAL = 15
+# Messages (or deliveries) per script call; a larger batch is several calls in one pipeline.
+_CHUNK = 1000
+
+
+class RedisUnreachable(BrokerUnreachable, ConnectionError):
+    """The Redis broker did not answer (down, unreachable, or too slow).
+
+    Check that Redis runs and that ``TASKS_BROKER_URL`` names its host, port, database and
+    password; a worker keeps trying on its next fetch.
+    """
+
+
+def _now() -> dt.datetime:
+    return clock.now()
+
+
+def _time() -> float:
+    """Now, in Unix seconds: what the scripts compare etas and lease ends with."""
+    return _now().timestamp()
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """``url`` without the ``prefix`` query option, and that prefix."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for key, value in query if key == "prefix"), "") or DEFAULT_PREFIX
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def _message_args(message: Message, visible_at: float) -> list[Any]:
+    priority = min(max(int(message.priority), 0), MAX_WIRE_PRIORITY)
+    return [message.queue, priority, message.id, message.encode(), repr(visible_at)]
+
+
+def _fenced(deliveries: Iterable[Delivery]) -> list[Any]:
+    """Tag, token pairs, flattened for a script."""
+    return [field for d in deliveries for field in (d.tag, str(d.token))]
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class RedisBroker(Broker):
+    capabilities = Capabilities(leases=True, native_delays=True, delivery_counts=True,
+                                priorities=True, transactional=False, broadcast=False)
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0") -> None:
+        super().__init__(url)
+        client_url, self.prefix = _split_url(url)
+        self._password = urlsplit(url).password or ""
+        self._client: redis.Redis = redis.Redis.from_url(
+            client_url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=1),
+            decode_responses=True,
+        )
+        register = self._client.register_script
+        self._publish = register(redis_lua.PUBLISH)
+        self._fetch = register(redis_lua.FETCH)
+        self._ack = register(redis_lua.ACK)
+        self._release = register(redis_lua.RELEASE)
+        self._release_owner = register(redis_lua.RELEASE_OWNER)
+        self._record_start = register(redis_lua.RECORD_START)
+        self._requeue = register(redis_lua.REQUEUE)
+        self._renew = register(redis_lua.RENEW)
+        self._confirm = register(redis_lua.CONFIRM)
+        self._depths = register(redis_lua.DEPTHS)
+        self._purge = register(redis_lua.PURGE)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn redis-py's connection errors into one that names the (masked) URL."""
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if self._password:
+                reason = reason.replace(self._password, "**")
+            raise RedisUnreachable(
+                f"Cannot reach the Redis broker at {self.describe()} "
+                f"({type(exc).__name__}: {reason})") from None
+
+    def _run(self, script: Script, args: Sequence[Any]) -> Any:
+        with self._errors():
+            return script(args=[self.prefix, *args])
+
+    def _run_chunks(self, script: Script, head: Sequence[Any], items: Sequence[Any],
+                    width: int) -> list[Any]:
+        """Call ``script`` once per chunk of ``items`` (``width`` fields each), all in one
+        round trip; return each call's reply."""
+        chunks = list(_chunks(items, _CHUNK * width))
+        with self._errors():
+            if len(chunks) == 1:
+                return [script(args=[self.prefix, *head, *chunks[0]])]
+            pipe = self._client.pipeline(transaction=False)
+            for chunk in chunks:
+                script(args=[self.prefix, *head, *chunk], client=pipe)
+            return list(pipe.execute())
+
+    def ping(self) -> bool:
+        """True if Redis answers; raises :class:`RedisUnreachable` if it does not."""
+        with self._errors():
+            return bool(self._client.ping())
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        now = _time()
+        fields = [field for m in messages
+                  for field in _message_args(m, m.eta.timestamp() if m.eta else now)]
+        self._run_chunks(self._publish, [repr(now)], fields, 5)
+
+    # -- claiming ------------------------------------------------------------------------
+
+    def fetch(self, queues: Sequence[str], owner: str, limit: int,
+              lease: float) -> list[Delivery]:
+        if limit <= 0 or not queues:
+            return []
+        now = _time()
+        tokens = [str(new_token()) for _ in range(limit)]
+        rows = self._run(self._fetch, [repr(now), repr(now + lease), owner, limit,
+                                       len(queues), *queues, *tokens])
+        return [Delivery(tag=int(tag), body=body, queue=queue, deliveries=int(deliveries),
+                         owner=owner, task_id=task_id or "", token=int(token),
+                         runs=int(runs or 0))
+                for tag, body, queue, deliveries, task_id, token, runs in rows]
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+        """Block (BLPOP) until a due message is published to one of ``queues``, at most
+        ``timeout`` seconds; True when woken."""
+        if not queues:
+            return False
+        keys = [f"{self.prefix}:wake:{queue}" for queue in queues]
+        with self._errors():
+            return self._client.blpop(keys, timeout=max(timeout, 0.01)) is not None
+
+    # -- settling: every write is fenced by the delivery's (tag, token) --------------------
+
+    def ack(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
+        batch = list(deliveries)
+        if not batch:
+            return []
+        replies = self._run_chunks(self._ack, [], _fenced(batch), 2)
+        acked = {int(tag) for reply in replies for tag in reply}
+        return [d for d in batch if d.tag in acked]
+
+    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> int:
+        batch = list(deliveries)
+        if not batch:
+            return 0
+        replies = self._run_chunks(self._release, [int(count)], _fenced(batch), 2)
+        return sum(int(n) for n in replies)
+
+    def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),
+                      count_all: bool = False, died_running: Iterable[int] = ()) -> int:
+        keep, died = list(keep_count), list(died_running)
+        return int(self._run(self._release_owner,
+                             [owner, int(count_all), len(keep), *keep, *died]))
+
+    def record_start(self, delivery: Delivery) -> bool:
+        return bool(self._run(self._record_start, [delivery.tag, str(delivery.token)]))
+
+    def requeue(self, delivery: Delivery, message: Message, delay: float) -> bool:
+        now = _time()
+        return bool(self._run(self._requeue, [repr(now), delivery.tag, str(delivery.token),
+                                              *_message_args(message, now + max(delay, 0))]))
+
+    def renew(self, owners: Sequence[str], lease: float) -> int:
+        if not owners:
+            return 0
+        return int(self._run(self._renew, [repr(_time() + lease), *owners]))
+
+    def confirm(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
+        if not deliveries:
+            return []
+        until = repr(_time() + lease)
+        replies = self._run_chunks(self._confirm, [until], _fenced(deliveries), 2)
+        current = {int(tag) for reply in replies for tag in reply}
+        return [d for d in deliveries if d.tag in current]
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def depths(self, queues: Sequence[str] | None = None) -> dict[str, int]:
+        if queues is not None and not queues:
+            return {}
+        reply = self._run(self._depths, list(queues or ()))
+        return {reply[i]: int(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    def purge(self, queue: str) -> int:
+        return int(self._run(self._purge, [queue]))
+
+    def close(self) -> None:
+        """Drop the pool's connections (after ``fork``: the child opens its own)."""
+        self._client.connection_pool.disconnect()

@@ -1,0 +1,264 @@
+"""The Lua scripts of the Redis broker (``redis.py`` describes the key layout).
+
+Every script takes the key prefix as ``ARGV[1]`` and builds its key names from it, so the
+broker needs a single Redis server (or a primary with replicas), not a Redis Cluster.
+Lua numbers are doubles: lease tokens (up to 2**62) are kept and compared as strings, and
+scores are formatted with ``%.0f`` (exact below 2**53) rather than ``tostring`` (14 digits).
+"""
+
+from __future__ import annotations
+
+# Shared helpers, prepended to every script.
+_PRELUDE = """
+local P = ARGV[1]
+local function mkey(tag) return P .. ':m:' .. tag end
+local function rkey(q) return P .. ':ready:' .. q end
+local function dkey(q) return P .. ':delayed:' .. q end
+local function lkey(q) return P .. ':leased:' .. q end
+local function okey(o) return P .. ':owner:' .. o end
+local function wkey(q) return P .. ':wake:' .. q end
+local QUEUES = P .. ':queues'
+
+-- Ready order: higher priority first, then publish order (the tag).
+local function ready(tag, q, priority)
+  local score = (255 - tonumber(priority)) * 1099511627776 + tonumber(tag)
+  redis.call('ZADD', rkey(q), string.format('%.0f', score), tag)
+end
+
+-- End the current lease of a message (owner, token, leased entry); returns its hash fields.
+local function unlease(tag)
+  local h = redis.call('HMGET', mkey(tag), 'q', 'p', 'o')
+  if not h[1] then return h end
+  redis.call('ZREM', lkey(h[1]), tag)
+  if h[3] then redis.call('SREM', okey(h[3]), tag) end
+  redis.call('HDEL', mkey(tag), 'o', 't')
+  return h
+end
+
+-- True while the lease named by (tag, token) is the message's current one.
+local function held(tag, token)
+  local current = redis.call('HGET', mkey(tag), 't')
+  return current and current == token
+end
+
+-- Delete a message and every index entry of it.
+local function drop(tag)
+  local h = unlease(tag)
+  if not h[1] then return end
+  redis.call('ZREM', rkey(h[1]), tag)
+  redis.call('ZREM', dkey(h[1]), tag)
+  redis.call('DEL', mkey(tag))
+end
+
+-- Store one new message; ARGV[i .. i+4] = queue, priority, task_id, body, visible_at.
+local function put(i, now)
+  local q, p, eta = ARGV[i], ARGV[i + 1], ARGV[i + 4]
+  local tag = string.format('%.0f', redis.call('INCR', P .. ':seq'))
+  redis.call('HSET', mkey(tag), 'b', ARGV[i + 3], 'q', q, 'p', p, 'id', ARGV[i + 2],
+             'd', 0, 'r', 0)
+  redis.call('SADD', QUEUES, q)
+  if tonumber(eta) > tonumber(now) then
+    redis.call('ZADD', dkey(q), eta, tag)
+    return nil
+  end
+  ready(tag, q, p)
+  return q
+end
+
+-- Wake up to one idle consumer per due message (``wait`` pops these with BLPOP); a token
+-- nobody pops costs at most one empty fetch later, so the list is kept short.
+local WAKE_KEEP = 32
+local function wake(counts)
+  for q, n in pairs(counts) do
+    local tokens = {}
+    for _ = 1, math.min(n, WAKE_KEEP) do table.insert(tokens, '1') end
+    redis.call('LPUSH', wkey(q), unpack(tokens))
+    redis.call('LTRIM', wkey(q), 0, WAKE_KEEP - 1)
+  end
+end
+"""
+
+# ARGV: prefix, now, then 5 fields per message (see ``put``).
+PUBLISH = _PRELUDE + """
+local now = ARGV[2]
+local due = {}
+for i = 3, #ARGV, 5 do
+  local q = put(i, now)
+  if q then due[q] = (due[q] or 0) + 1 end
+end
+wake(due)
+return (#ARGV - 2) / 5
+"""
+
+# ARGV: prefix, now, lease end, owner, limit, number of queues, queues..., one token per slot.
+# Returns {tag, body, queue, deliveries, task_id, token, runs} per leased message, in order.
+FETCH = _PRELUDE + """
+local now, lease_end, owner, limit, nq = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]),
+  tonumber(ARGV[6])
+local candidates = {}
+for i = 7, 6 + nq do
+  local q = ARGV[i]
+  -- Due delayed messages become ready (bounded, so one call never blocks Redis for long).
+  for _, tag in ipairs(redis.call('ZRANGEBYSCORE', dkey(q), '-inf', now, 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', dkey(q), tag)
+    ready(tag, q, redis.call('HGET', mkey(tag), 'p') or 0)
+  end
+  -- Leases that ran out: the message is ready again and keeps its delivery count.
+  for _, tag in ipairs(redis.call('ZRANGEBYSCORE', lkey(q), '-inf', now, 'LIMIT', 0, 1000)) do
+    local h = unlease(tag)
+    ready(tag, q, h[2] or 0)
+  end
+  local head = redis.call('ZRANGE', rkey(q), 0, limit - 1, 'WITHSCORES')
+  for j = 1, #head, 2 do
+    table.insert(candidates, {tonumber(head[j + 1]), head[j], q})
+  end
+end
+table.sort(candidates, function(a, b) return a[1] < b[1] end)
+local leased = {}
+for i = 1, math.min(limit, #candidates) do
+  local tag, q = candidates[i][2], candidates[i][3]
+  local token = ARGV[6 + nq + i]
+  redis.call('ZREM', rkey(q), tag)
+  local h = redis.call('HMGET', mkey(tag), 'b', 'id', 'r')
+  if h[1] then
+    local deliveries = redis.call('HINCRBY', mkey(tag), 'd', 1)
+    redis.call('HSET', mkey(tag), 'o', owner, 't', token)
+    redis.call('ZADD', lkey(q), lease_end, tag)
+    redis.call('SADD', okey(owner), tag)
+    table.insert(leased, {tag, h[1], q, deliveries, h[2], token, h[3]})
+  end
+end
+return leased
+"""
+
+# ARGV: prefix, then tag, token pairs. Returns the tags acked.
+ACK = _PRELUDE + """
+local acked = {}
+for i = 2, #ARGV, 2 do
+  if held(ARGV[i], ARGV[i + 1]) then
+    drop(ARGV[i])
+    table.insert(acked, ARGV[i])
+  end
+end
+return acked
+"""
+
+# ARGV: prefix, count (1 keeps the delivery count, 0 undoes it), then tag, token pairs.
+RELEASE = _PRELUDE + """
+local released = 0
+for i = 3, #ARGV, 2 do
+  local tag = ARGV[i]
+  if held(tag, ARGV[i + 1]) then
+    local h = unlease(tag)
+    if ARGV[2] == '0' and tonumber(redis.call('HGET', mkey(tag), 'd')) > 0 then
+      redis.call('HINCRBY', mkey(tag), 'd', -1)
+    end
+    ready(tag, h[1], h[2])
+    released = released + 1
+  end
+end
+return released
+"""
+
+# ARGV: prefix, owner, count_all, number of keep_count tags, those tags, died_running tags.
+RELEASE_OWNER = _PRELUDE + """
+local owner, count_all, nkeep = ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local keep, died = {}, {}
+for i = 5, 4 + nkeep do keep[ARGV[i]] = true end
+for i = 5 + nkeep, #ARGV do died[ARGV[i]] = true end
+local released = 0
+for _, tag in ipairs(redis.call('SMEMBERS', okey(owner))) do
+  if redis.call('HGET', mkey(tag), 'o') == owner then
+    if died[tag] then redis.call('HINCRBY', mkey(tag), 'r', 1) end
+    local h = unlease(tag)
+    if not count_all and not keep[tag]
+        and tonumber(redis.call('HGET', mkey(tag), 'd')) > 0 then
+      redis.call('HINCRBY', mkey(tag), 'd', -1)
+    end
+    ready(tag, h[1], h[2])
+    released = released + 1
+  end
+end
+redis.call('DEL', okey(owner))
+return released
+"""
+
+# ARGV: prefix, tag, token. Returns 1 if the run was counted.
+RECORD_START = _PRELUDE + """
+if not held(ARGV[2], ARGV[3]) then return 0 end
+redis.call('HINCRBY', mkey(ARGV[2]), 'r', 1)
+return 1
+"""
+
+# ARGV: prefix, now, tag, token, then the new message's 5 fields (see ``put``).
+REQUEUE = _PRELUDE + """
+if not held(ARGV[3], ARGV[4]) then return 0 end
+drop(ARGV[3])
+local q = put(5, ARGV[2])
+if q then wake({[q] = 1}) end
+return 1
+"""
+
+# ARGV: prefix, lease end, owners. Returns how many leases were extended.
+RENEW = _PRELUDE + """
+local renewed = 0
+for i = 3, #ARGV do
+  for _, tag in ipairs(redis.call('SMEMBERS', okey(ARGV[i]))) do
+    local q = redis.call('HGET', mkey(tag), 'q')
+    if q then
+      redis.call('ZADD', lkey(q), 'XX', ARGV[2], tag)
+      renewed = renewed + 1
+    end
+  end
+end
+return renewed
+"""
+
+# ARGV: prefix, lease end, then tag, token pairs. Returns the tags whose lease was current.
+CONFIRM = _PRELUDE + """
+local current = {}
+for i = 3, #ARGV, 2 do
+  local tag = ARGV[i]
+  if held(tag, ARGV[i + 1]) then
+    redis.call('ZADD', lkey(redis.call('HGET', mkey(tag), 'q')), 'XX', ARGV[2], tag)
+    table.insert(current, tag)
+  end
+end
+return current
+"""
+
+# ARGV: prefix, then queues (none: every known queue, empty ones forgotten).
+# Returns queue, count pairs.
+DEPTHS = _PRELUDE + """
+local queues, all = {}, #ARGV == 1
+if all then queues = redis.call('SMEMBERS', QUEUES) else
+  for i = 2, #ARGV do table.insert(queues, ARGV[i]) end
+end
+local out = {}
+for _, q in ipairs(queues) do
+  local n = redis.call('ZCARD', rkey(q)) + redis.call('ZCARD', dkey(q))
+    + redis.call('ZCARD', lkey(q))
+  if n > 0 or not all then
+    table.insert(out, q)
+    table.insert(out, n)
+  else
+    redis.call('SREM', QUEUES, q)
+  end
+end
+return out
+"""
+
+# ARGV: prefix, queue. Returns how many messages were removed.
+PURGE = _PRELUDE + """
+local q = ARGV[2]
+local removed = 0
+for _, key in ipairs({rkey(q), dkey(q), lkey(q)}) do
+  for _, tag in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    drop(tag)
+    removed = removed + 1
+  end
+end
+redis.call('SREM', QUEUES, q)
+redis.call('DEL', wkey(q))
+return removed
+"""

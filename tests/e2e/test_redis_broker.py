@@ -1,0 +1,146 @@
+"""End-to-end on the Redis broker: real ``taskworker`` processes, messages in Redis, results in
+the database (SQLite is enough: the database only holds results and liveness rows here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from django_tasks.brokers.redis import RedisBroker
+from tests.conftest import require_service
+
+from .conftest import Project, alive, children, group_members
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
+REDIS_URL = "redis://127.0.0.1:6379/14"
+RESULTS = "django_tasks_taskresult"
+SHORT_LEASE = {"TASKS_LEASE_SECONDS": "4", "TASKS_HEARTBEAT_SECONDS": "1"}
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture
+def broker(project: Project) -> Iterator[RedisBroker]:
+    """Point the project (workers and the shell that queues tasks) at Redis, under a key
+    prefix of this test's own; the broker returned reads the same keys."""
+    require_service("Redis", "127.0.0.1", 6379)
+    url = f"{REDIS_URL}?prefix=e2e-{uuid.uuid4().hex[:12]}"
+    project.env["TASKS_BROKER_URL"] = url
+    broker = RedisBroker(url)
+    try:
+        yield broker
+    finally:
+        for worker in project.workers:
+            worker.kill()
+        keys = list(broker._client.scan_iter(f"{broker.prefix}:*"))
+        if keys:
+            broker._client.delete(*keys)
+        broker.close()
+
+
+def test_two_hundred_tasks_all_run_once(project: Project, broker: RedisBroker) -> None:
+    project.shell("from testproject.demo.tasks import add\n"
+                  "for i in range(200):\n"
+                  "    add.delay(i, i)\n")
+    assert broker.depths() == {"default": 200}
+    project.worker("-c", "2", "-P", "prefork", "-l", "warning")
+    project.wait("200 results", lambda: project.count(RESULTS, "state = 'SUCCESS'") == 200,
+                 timeout=60)
+    rows = project.query(f"SELECT args, result, attempts FROM {RESULTS}")
+    pairs = sorted((json.loads(args), json.loads(result)) for args, result, _ in rows)
+    assert pairs == [([i, i], 2 * i) for i in range(200)]
+    assert {attempts for _, _, attempts in rows} == {1}
+    project.wait("the broker to be empty", lambda: broker.depths() == {}, timeout=10)
+
+
+def test_kill_9_means_exactly_one_more_run_after_the_lease(
+        project: Project, broker: RedisBroker, tmp_path: Path) -> None:
+    marker = tmp_path / "starts"
+    first = project.worker("-c", "1", hostname="A", **SHORT_LEASE)
+    project.wait_ready(first)
+    task_id = project.delay("slow", seconds=9, marker=str(marker))
+    project.wait("the task to start on A", lambda: len(lines(marker)) == 1)
+    second = project.worker("-c", "1", hostname="B", **SHORT_LEASE)
+    project.wait_ready(second)
+    time.sleep(4.5)  # longer than the 4 s lease: A renews it, so B must not get the task
+    assert len(lines(marker)) == 1, "the task was delivered again while its worker lived"
+
+    pool = children(first.pid)
+    assert pool, "worker A has no pool process"
+    os.kill(first.pid, signal.SIGKILL)
+    project.wait("A's pool processes to die with it",
+                 lambda: not any(alive(pid) for pid in pool), timeout=5)
+    project.wait("no process of A to remain", lambda: not group_members(first.pid), timeout=5)
+
+    project.wait_state(task_id, "SUCCESS", timeout=30)
+    assert lines(marker) == [f"{task_id} A", f"{task_id} B"]
+    result = project.result(task_id)
+    assert result is not None
+    assert (result["worker"], result["attempts"]) == ("B", 2)
+    project.wait("the broker to be empty", lambda: broker.depths() == {}, timeout=10)
+    assert second.running()
+
+
+def test_sigterm_lets_the_running_task_finish_and_ack(
+        project: Project, broker: RedisBroker, tmp_path: Path) -> None:
+    marker = tmp_path / "starts"
+    worker = project.worker("-c", "1")
+    task_id = project.delay("slow", seconds=3, marker=str(marker))
+    project.wait("the slow task to start", lambda: len(lines(marker)) == 1)
+    waiting = project.delay("add", 1, 2)  # queued behind the running task
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait_exit(20) == 0
+    assert project.state(task_id) == "SUCCESS"
+    assert project.state(waiting) == "PENDING"
+    assert "warm shutdown" in worker.output()
+    # The finished task was acked; the waiting one is back in the queue, not leased.
+    assert broker.depths() == {"default": 1}
+    [again] = broker.fetch(["default"], "check", 10, 30)
+    assert (again.task_id, again.deliveries) == (waiting, 1)
+
+
+def test_delay_inside_a_transaction_goes_through_the_outbox(
+        project: Project, broker: RedisBroker) -> None:
+    out = project.shell(
+        "from django.db import transaction\n"
+        "from testproject.demo.tasks import add\n"
+        "try:\n"
+        "    with transaction.atomic():\n"
+        "        print(add.delay(1, 2).id)\n"
+        "        raise RuntimeError('roll back')\n"
+        "except RuntimeError:\n"
+        "    pass\n"
+        "with transaction.atomic():\n"
+        "    print(add.delay(3, 4).id)\n")
+    rolled_back, committed = out.split()
+    assert broker.depths() == {"default": 1}  # published to Redis after the commit
+    project.worker("-c", "1")
+    project.wait_state(committed, "SUCCESS")
+    assert project.result(rolled_back) is None
+    assert project.count("django_tasks_outboxmessage") == 0
+
+
+def test_a_task_that_kills_its_process_ends_as_a_poison_message(
+        project: Project, broker: RedisBroker) -> None:
+    died = project.delay("die")
+    after = project.delay("add", 20, 22)
+    worker = project.worker("-c", "1", TASKS_MAX_DELIVERIES="2")
+    project.wait_state(died, "FAILURE", timeout=30)
+    project.wait_state(after, "SUCCESS", timeout=30)
+    lost = project.result(died)
+    assert lost is not None
+    reason = json.loads(lost["result"])
+    assert reason["exc_type"] == "WorkerLostError"
+    assert "was running 2 times when its process died" in reason["exc_message"]
+    project.wait("the broker to be empty", lambda: broker.depths() == {}, timeout=10)
+    assert worker.running()

@@ -1,0 +1,246 @@
+"""What only the Redis broker has: its URL, its key prefix, concurrent fetches, big batches.
+
+The contract every broker keeps runs on Redis too, in ``test_brokers.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.test import override_settings
+
+from django_tasks.brokers import redis as redis_module
+from django_tasks.brokers.base import Delivery
+from django_tasks.brokers.redis import RedisBroker, RedisUnreachable
+from django_tasks.conf import get_broker, reset_cache
+from django_tasks.exceptions import BrokerUnreachable
+from django_tasks.message import Message
+from django_tasks.result import TaskOutcome
+from django_tasks.results.memory import MemoryResultStore
+from django_tasks.worker.settle import Settlement, Settler
+
+from .conftest import Clock
+from .test_brokers import REDIS_TEST_URL, redis_broker
+
+
+@pytest.fixture
+def broker(clock: Clock) -> Iterator[RedisBroker]:
+    yield from redis_broker()
+
+
+def messages(count: int, queue: str = "default", eta: dt.datetime | None = None,
+             tag: str = "m") -> list[Message]:
+    return [Message(id=f"{tag}{i}", task="unit.redis.t", args=(i,), queue=queue, eta=eta)
+            for i in range(count)]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the URL -------------------------------------------------------------------------------
+
+
+def test_describe_hides_the_password_and_keeps_the_options() -> None:
+    broker = RedisBroker("redis://:s3cret@127.0.0.1:6379/13?prefix=app1")
+    assert broker.describe() == "redis://:**@127.0.0.1:6379/13?prefix=app1"
+    assert broker.prefix == "app1"
+    assert RedisBroker("rediss://user:s3cret@example.com:6380/2").describe() == \
+        "rediss://user:**@example.com:6380/2"
+
+
+def test_the_prefix_option_is_not_handed_to_redis_py() -> None:
+    assert redis_module._split_url("redis://h:1/2?prefix=p&ssl_cert_reqs=none") == (
+        "redis://h:1/2?ssl_cert_reqs=none", "p")
+    assert redis_module._split_url("redis://h:1/2") == ("redis://h:1/2", "tasks")
+    assert redis_module._split_url("redis://h:1/2?prefix=") == ("redis://h:1/2", "tasks")
+
+
+@pytest.mark.parametrize("scheme", ["redis", "rediss"])
+def test_the_broker_url_setting_picks_the_redis_broker(scheme: str) -> None:
+    with override_settings(TASKS_BROKER_URL=f"{scheme}://127.0.0.1:6379/13"):
+        reset_cache()
+        try:
+            assert isinstance(get_broker(), RedisBroker)
+        finally:
+            reset_cache()
+
+
+def test_an_unreachable_server_fails_fast_without_the_password() -> None:
+    url = f"redis://:s3cret@127.0.0.1:{closed_port()}/0"
+    broker = RedisBroker(url)
+    started = time.monotonic()
+    with pytest.raises(RedisUnreachable) as caught:
+        broker.publish(messages(1))
+    assert time.monotonic() - started < 2
+    text = str(caught.value)
+    assert "s3cret" not in text and "s3cret" not in repr(caught.value)
+    assert broker.describe() in text
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert isinstance(caught.value, BrokerUnreachable)
+    assert isinstance(caught.value, ConnectionError)
+    with pytest.raises(RedisUnreachable):
+        broker.fetch(["default"], "w1", 10, 30)
+
+
+def test_an_outcome_settled_while_redis_is_down_is_kept_not_replaced() -> None:
+    # The worker takes a lost broker for "not now": the outcome waits in the backlog; it is
+    # not stored, and not swapped for a FAILURE saying it could not be stored.
+    broker = RedisBroker(f"redis://127.0.0.1:{closed_port()}/0")
+    store = MemoryResultStore()
+    settler = Settler(broker, store, lease=30)
+    delivery = Delivery(tag=1, body="{}", queue="default", deliveries=1, owner="w1",
+                        task_id="t1", token=5)
+    done = Settlement(delivery, TaskOutcome("t1", "unit.redis.t", "SUCCESS", result=2))
+    settler.settle([done])
+    assert settler.backlog == [done]
+    assert store.get("t1") is None
+
+
+# -- prefixes ------------------------------------------------------------------------------
+
+
+def test_a_prefix_isolates_two_brokers_on_one_database(broker: RedisBroker) -> None:
+    one = RedisBroker(f"{REDIS_TEST_URL}?prefix=one")
+    two = RedisBroker(f"{REDIS_TEST_URL}?prefix=two")
+    one.publish(messages(3, tag="one"))
+    two.publish(messages(2, tag="two"))
+    assert one.depths() == {"default": 3}
+    assert two.depths() == {"default": 2}
+    assert broker.depths() == {}  # the default prefix sees neither
+    fetched = two.fetch(["default"], "w1", 10, 30)
+    assert [Message.decode(d.body).id for d in fetched] == ["two0", "two1"]
+    assert one.ack(fetched) == []  # the other prefix's tags are not one's to ack
+    assert two.purge("default") == 2
+    assert one.depths() == {"default": 3}
+    assert all(str(key).startswith(("one:", "two:")) for key in broker._client.keys("*"))
+
+
+# -- concurrency ---------------------------------------------------------------------------
+
+
+def test_due_delayed_messages_are_handed_out_once_to_concurrent_fetchers(
+        broker: RedisBroker, clock: Clock) -> None:
+    # Two broker instances (two pools, as on two hosts), four threads each.
+    brokers = [broker, RedisBroker(REDIS_TEST_URL)]
+    broker.publish(messages(200, eta=clock.now + dt.timedelta(seconds=60)))
+    assert broker.fetch(["default"], "early", 10, 30) == []
+    clock.advance(61)
+    got: list[list[Delivery]] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def consume(index: int) -> None:
+        mine = brokers[index % 2]
+        start.wait()
+        while batch := mine.fetch(["default"], f"w{index}", 7, 30):
+            got[index] += batch
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    delivered = [d for batch in got for d in batch]
+    assert sorted(Message.decode(d.body).id for d in delivered) == sorted(
+        f"m{i}" for i in range(200))
+    assert {d.deliveries for d in delivered} == {1}
+    assert broker.depths() == {"default": 200}  # all leased now
+    assert len(broker.ack(delivered)) == 200
+    assert broker.depths() == {}
+
+
+def test_a_run_out_lease_is_taken_over_once_by_concurrent_fetchers(
+        broker: RedisBroker, clock: Clock) -> None:
+    broker.publish(messages(50))
+    first = broker.fetch(["default"], "dead", 50, 10)
+    clock.advance(11)
+    other = RedisBroker(REDIS_TEST_URL)
+    results: list[list[Delivery]] = [[], []]
+
+    def consume(index: int) -> None:
+        results[index] = (broker, other)[index].fetch(["default"], f"w{index}", 50, 30)
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    taken = results[0] + results[1]
+    assert sorted(d.tag for d in taken) == sorted(d.tag for d in first)
+    assert {d.deliveries for d in taken} == {2}
+    assert broker.ack(first) == []
+    assert broker.release_owner("dead") == 0
+
+
+# -- batches -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [redis_module._CHUNK, 300])
+def test_a_thousand_messages_in_one_batch(broker: RedisBroker, chunk: int,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # With 300 per script call, the batch is four calls in one pipeline.
+    monkeypatch.setattr(redis_module, "_CHUNK", chunk)
+    batch = messages(1000)
+    broker.publish(batch)
+    assert broker.depths(["default"]) == {"default": 1000}
+    delivered = broker.fetch(["default"], "w1", 1000, 30)
+    assert [Message.decode(d.body).id for d in delivered] == [m.id for m in batch]
+    assert [d.task_id for d in delivered] == [m.id for m in batch]
+    assert len(broker.confirm(delivered, 30)) == 1000
+    assert broker.ack(delivered) == delivered
+    assert broker.depths() == {}
+    assert broker.ack(delivered) == []
+
+
+def test_priorities_are_honoured_across_queues(broker: RedisBroker) -> None:
+    broker.publish([Message(id="low", task="t", queue="a", priority=1),
+                    Message(id="high", task="t", queue="b", priority=9),
+                    Message(id="mid", task="t", queue="a", priority=5)])
+    delivered = broker.fetch(["a", "b"], "w1", 2, 30)
+    assert [Message.decode(d.body).id for d in delivered] == ["high", "mid"]
+
+
+def test_close_then_use_again_reconnects(broker: RedisBroker) -> None:
+    broker.publish(messages(1))
+    broker.close()
+    assert broker.depths() == {"default": 1}
+    assert broker.ping() is True
+
+
+# -- waking idle consumers -----------------------------------------------------------------
+
+
+def test_a_publish_wakes_one_idle_consumer_per_due_message(broker: RedisBroker) -> None:
+    assert broker.wait(["default"], 0.05) is False  # nothing published
+    RedisBroker(REDIS_TEST_URL).publish(messages(1))
+    assert broker.wait(["other", "default"], 30) is True
+    assert broker.wait(["default"], 0.05) is False  # that token was taken
+
+
+def test_a_delayed_message_wakes_nobody(broker: RedisBroker, clock: Clock) -> None:
+    RedisBroker(REDIS_TEST_URL).publish(messages(1, eta=clock.now + dt.timedelta(hours=1)))
+    assert broker.wait(["default"], 0.05) is False
+
+
+def test_wake_up_tokens_nobody_takes_are_bounded(broker: RedisBroker) -> None:
+    broker.publish(messages(500))
+    assert broker._client.llen(f"{broker.prefix}:wake:default") == 32
+    broker.purge("default")
+    assert broker._client.llen(f"{broker.prefix}:wake:default") == 0
+
+
+def test_a_waiting_consumer_is_woken_from_another_thread(broker: RedisBroker) -> None:
+    woken: list[bool | None] = []
+    waiter = threading.Thread(target=lambda: woken.append(broker.wait(["default"], 30)))
+    waiter.start()
+    time.sleep(0.1)
+    RedisBroker(REDIS_TEST_URL).publish(messages(1))
+    waiter.join(timeout=30)
+    assert woken == [True]
