@@ -9,8 +9,12 @@ transaction, and registers an ``on_commit`` hook. So:
 * after the commit the hook claims its rows, publishes them and deletes them: the task is on
   the broker a few hundred microseconds after the commit, from the same process;
 * if that process dies between the commit and the publish, or the broker is down then, the
-  row stays; a worker's relay (every heartbeat) claims rows older than ``GRACE`` and
+  row stays; a worker's relay (every second) claims rows older than ``GRACE`` and
   publishes them.
+
+A broker that cannot delay messages itself (AMQP) gets its countdowns, etas and retry delays
+through here too (``hold``): a row with ``due_at``, published by the relay when it is due,
+so that no worker holds a delayed message unacknowledged in its memory.
 
 A claim is an ``UPDATE`` that only takes a row nobody holds (or whose claim has run out),
 so two processes never publish one row at the same time. The one window left is a
@@ -76,6 +80,18 @@ def write(broker: Broker, messages: Sequence[Message], alias: str) -> None:
                           using=alias)
 
 
+def hold(messages: Sequence[Message], alias: str) -> None:
+    """Keep delayed ``messages`` here until their ``eta``, for a broker that cannot delay
+    messages itself (AMQP: a delayed message would sit unacked in a worker's memory). Written
+    in the caller's transaction, if one is open; a worker's relay publishes each when due."""
+    from .models import OutboxMessage
+
+    now = clock.now()
+    OutboxMessage.objects.using(alias).bulk_create(
+        [OutboxMessage(task_id=m.id, queue=m.queue, body=m.encode(), created_at=now,
+                       due_at=m.eta or now) for m in messages])
+
+
 def publish_committed(broker: Broker, ids: Sequence[int], messages: Sequence[Message],
                       alias: str) -> int:
     """After the commit: claim the rows, publish what was claimed, delete it. Never raises:
@@ -109,7 +125,9 @@ def relay(broker: Broker, alias: str, limit: int = BATCH) -> int:
 
     now = clock.now()
     rows = OutboxMessage.objects.using(alias)
-    free = (rows.filter(claimed_until__isnull=True, created_at__lt=now - GRACE)
+    unclaimed = rows.filter(claimed_until__isnull=True)
+    free = (unclaimed.filter(due_at__isnull=True, created_at__lt=now - GRACE)
+            | unclaimed.filter(due_at__lte=now)
             | rows.filter(claimed_until__lt=now))
     candidates = list(free.order_by("pk").values_list("pk", flat=True)[:limit])
     if not candidates:
@@ -121,7 +139,7 @@ def relay(broker: Broker, alias: str, limit: int = BATCH) -> int:
     messages = [Message.decode(body) for body in bodies]
     broker.publish(messages)
     rows.filter(claim=claim).delete()
-    logger.info("Published %d message(s) left in the outbox after their commit", len(messages))
+    logger.debug("Published %d message(s) from the outbox", len(messages))
     return len(messages)
 
 

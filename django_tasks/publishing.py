@@ -15,10 +15,12 @@ from contextlib import nullcontext
 
 from django.db import transaction
 
-from . import outbox
+from . import clock, outbox
+from .brokers.base import Broker
 from .conf import get_broker, get_result_store
 from .message import Message
 from .result import AsyncResult
+from .results.base import ResultStore
 
 
 def publish(message: Message) -> AsyncResult:
@@ -36,6 +38,10 @@ def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> N
         return
     store = get_result_store() if pending_rows else None
     broker = get_broker()
+    if not broker.capabilities.native_delays:
+        messages = _hold_delayed(broker, messages, store)
+        if not messages:
+            return
     pending = [m for m in messages if not m.ignore_result] if store is not None else []
     if (store is not None and len(pending) == len(messages)
             and store.database_alias == broker.database_alias
@@ -52,3 +58,20 @@ def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> N
         if store is not None and pending:
             store.create_pending(pending)
         broker.publish(messages)
+
+
+def _hold_delayed(broker: Broker, messages: Sequence[Message],
+                  store: ResultStore | None) -> Sequence[Message]:
+    """Keep messages not due yet in the outbox, for a broker that cannot delay them; return
+    the others."""
+    now = clock.now()
+    later = [m for m in messages if m.eta is not None and m.eta > now]
+    if not later:
+        return messages
+    with transaction.atomic(using=broker.home_alias):
+        if store is not None:
+            pending = [m for m in later if not m.ignore_result]
+            if pending:
+                store.create_pending(pending)
+        outbox.hold(later, broker.home_alias)
+    return [m for m in messages if not (m.eta is not None and m.eta > now)]

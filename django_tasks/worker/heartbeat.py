@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_tasks.worker")
 
+#: How often a worker publishes what is due in the outbox (brokers outside the database).
+RELAY_SECONDS = 1.0
+
 
 def identity(worker: Worker) -> liveness.Identity:
     """The worker as its liveness row records it; the row lives beside the queue on
@@ -44,12 +47,13 @@ def beat(worker: Worker, owners: Sequence[str]) -> bool:
         logger.warning("Heartbeat failed (%s); leases are renewed on the next beat", exc)
         connections.close_all()
         return False
-    relay_outbox(broker)
     return True
 
 
 def relay_outbox(broker: Broker) -> None:
-    """Publish outbox rows whose process died between its commit and its publish."""
+    """Publish outbox rows that are due: delayed messages held for a broker that cannot
+    delay, and rows whose process died between its commit and its publish. Called every
+    ``RELAY_SECONDS`` by the supervisor."""
     caps = broker.capabilities
     if caps.transactional or not caps.durable:
         return

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ..conf import get_broker
 from ..process import connections
 from ..process.signals import Signals
 from ..process.stall import Entry, StallWatch
@@ -82,6 +83,7 @@ def supervise(pool: Pool, watch: StallWatch) -> None:
     if heartbeat.beat(worker, pool.owners()):
         watch.beat_ok()
     next_beat = time.monotonic() + worker.heartbeat
+    next_relay = time.monotonic()
     deadline: float | None = None
     while pool.alive():
         time.sleep(TICK)
@@ -96,6 +98,9 @@ def supervise(pool: Pool, watch: StallWatch) -> None:
             if heartbeat.beat(worker, pool.owners()):
                 watch.beat_ok()
             next_beat = time.monotonic() + worker.heartbeat
+        if deadline is None and time.monotonic() >= next_relay:
+            heartbeat.relay_outbox(get_broker())
+            next_relay = time.monotonic() + heartbeat.RELAY_SECONDS
 
 
 def owner_name(hostname: str, part: str) -> str:

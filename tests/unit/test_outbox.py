@@ -187,3 +187,50 @@ def test_many_messages_in_one_transaction_are_published_together(broker: Outside
         ids = [add.delay(i, i).id for i in range(50)]
     assert sorted(broker.queued_ids()) == sorted(ids)
     assert not OutboxMessage.objects.exists()
+
+
+# -- delayed messages, for a broker that cannot delay ------------------------------------------
+
+
+class NoDelayBroker(OutsideBroker):
+    """Like AMQP: no leases of its own and no delays."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        transactional=False, durable=True, native_delays=False, leases=False)
+
+
+@pytest.fixture
+def no_delay_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[NoDelayBroker]:
+    monkeypatch.setitem(conf.BROKER_CLASSES, "nodelay", f"{__name__}.NoDelayBroker")
+    with override_settings(TASKS_BROKER_URL="nodelay://", TASKS_RESULT_BACKEND="django://",
+                           TASKS_ALWAYS_EAGER=False):
+        reset_cache()
+        broker = get_broker()
+        assert isinstance(broker, NoDelayBroker)
+        yield broker
+    reset_cache()
+
+
+def test_a_countdown_waits_in_the_database_until_due(no_delay_broker: NoDelayBroker,
+                                                     clock: Clock) -> None:
+    later = add.apply_async((1, 2), countdown=60)
+    now = add.delay(3, 4)  # due at once: straight to the broker
+    assert no_delay_broker.queued_ids() == [now.id]
+    [row] = OutboxMessage.objects.all()
+    assert row.task_id == later.id and row.due_at is not None
+    assert TaskResult.objects.get(task_id=later.id).state == "PENDING"
+    assert outbox.relay(no_delay_broker, "default") == 0
+    clock.advance(61)
+    heartbeat.relay_outbox(no_delay_broker)
+    assert no_delay_broker.queued_ids() == [now.id, later.id]
+    assert not OutboxMessage.objects.exists()
+
+
+def test_a_delayed_message_in_a_rolled_back_transaction_is_never_published(
+        no_delay_broker: NoDelayBroker, clock: Clock) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        add.apply_async((1, 2), countdown=5)
+        raise RuntimeError
+    clock.advance(10)
+    assert outbox.relay(no_delay_broker, "default") == 0
+    assert no_delay_broker.queued_ids() == []
