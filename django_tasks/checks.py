@@ -83,10 +83,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             id="django_tasks.E009"))
     errors.extend(_check_beat())
     errors.extend(_check_sqlite(broker))
-    from .setting_checks import check_names, check_types
+    from .setting_checks import check_names, check_routes, check_types
 
     errors.extend(check_types())
     errors.extend(check_names())
+    errors.extend(check_routes())
     if hasattr(settings, "TASKS") and not isinstance(getattr(settings, "TASKS", None), dict):
         errors.append(Warning(
             "A TASKS setting exists; django_tasks reads only TASKS_* settings (TASKS "

@@ -48,6 +48,7 @@ class TaskSettings:
     BROKER_URL = Setting[str]("django://")
     RESULT_BACKEND = Setting[str | None]("django://")
     DEFAULT_QUEUE = Setting[str]("default")
+    TASK_ROUTES = Setting[Any](None)
     ALWAYS_EAGER = Setting[bool](False)
     EAGER_PROPAGATES = Setting[bool](True)
     RESULT_EXPIRES = Setting[timedelta | int | float | None](timedelta(days=1))

@@ -84,6 +84,7 @@ CELERY_COUNTERPARTS = {
     "CELERY_WORKER_MAX_MEMORY_PER_CHILD": "TASKS_WORKER_MAX_MEMORY_PER_CHILD",
     "CELERY_WORKER_PREFETCH_MULTIPLIER": "TASKS_WORKER_PREFETCH",
     "CELERY_BEAT_SCHEDULE": "TASKS_BEAT_SCHEDULE",
+    "CELERY_TASK_ROUTES": "TASKS_TASK_ROUTES",
 }
 
 
@@ -96,6 +97,20 @@ def check_types() -> list[CheckMessage]:
                                 hint=f"Remove it for the default ({DEFAULTS[name]!r}).",
                                 id="django_tasks.E012"))
     return errors
+
+
+def check_routes() -> list[CheckMessage]:
+    """E013: ``TASKS_TASK_ROUTES`` in a shape Celery's ``task_routes`` has, and routes that
+    name a queue and a priority django_tasks can use."""
+    from .exceptions import ConfigurationError
+    from .routing import routers
+
+    try:
+        routers(getattr(settings, "TASKS_TASK_ROUTES", None))
+    except ConfigurationError as exc:
+        return [Error(str(exc), hint="See 'Routing' in the settings reference.",
+                      id="django_tasks.E013")]
+    return []
 
 
 def check_names() -> list[CheckMessage]:

@@ -424,6 +424,13 @@ def build_message(
         error = time_limit_error(value)
         if error:
             raise TypeError(f"{option} {error}.")
+    if (queue is None or priority is None) and task_settings.TASK_ROUTES:
+        from .routing import route_for
+
+        route = route_for(name, args, kwargs, {"queue": queue, "priority": priority},
+                          task_settings.TASK_ROUTES)
+        queue = queue or route.queue
+        priority = route.priority if priority is None else priority
     if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 9):
         raise TypeError(f"priority must be an int from 0 to 9, not {priority!r}.")
     task_id = None if task_id is None or task_id == "" else str(task_id)
