@@ -64,6 +64,7 @@ class TaskSettings:
     WORKER_MAX_MEMORY_PER_CHILD = Setting[int | None](None)
     POLL_INTERVAL = Setting[float](0.05)
     TRACK_STARTED = Setting[bool](False)
+    STORE_PENDING = Setting[bool](True)
     TIME_LIMIT = Setting[float | None](None)
     SOFT_TIME_LIMIT = Setting[float | None](None)
     PRUNE_BATCH_SIZE = Setting[int](1000)
@@ -131,6 +132,9 @@ BROKER_CLASSES = {
     "memory": "django_tasks.brokers.memory.MemoryBroker",
     "redis": "django_tasks.brokers.redis.RedisBroker",
     "rediss": "django_tasks.brokers.redis.RedisBroker",
+    "amqp": "django_tasks.brokers.amqp.AmqpBroker",
+    "amqps": "django_tasks.brokers.amqp.AmqpBroker",
+    "pyamqp": "django_tasks.brokers.amqp.AmqpBroker",
 }
 RESULT_STORE_CLASSES = {
     "django": "django_tasks.results.database.DatabaseResultStore",

@@ -17,7 +17,7 @@ from django.db import transaction
 
 from . import clock, outbox
 from .brokers.base import Broker
-from .conf import get_broker, get_result_store
+from .conf import get_broker, get_result_store, task_settings
 from .message import Message
 from .result import AsyncResult
 from .results.base import ResultStore
@@ -29,6 +29,21 @@ def publish(message: Message) -> AsyncResult:
     return AsyncResult(message.id, message.task)
 
 
+#: Messages written in one statement (PostgreSQL allows 65,535 parameters in one).
+CHUNK = 1000
+
+
+def publish_chunked(messages: Sequence[Message]) -> None:
+    """Publish any number of messages in chunks of ``CHUNK``; on the database broker in one
+    transaction (all or none)."""
+    broker = get_broker()
+    alias = broker.database_alias
+    with transaction.atomic(using=alias) if broker.capabilities.transactional and alias \
+            else nullcontext():
+        for start in range(0, len(messages), CHUNK):
+            publish_many(messages[start:start + CHUNK])
+
+
 def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> None:
     """Publish many messages at once (their PENDING rows and queue rows in batches).
 
@@ -36,7 +51,7 @@ def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> N
     acked before it ran: its RETRY row is written beside it)."""
     if not messages:
         return
-    store = get_result_store() if pending_rows else None
+    store = get_result_store() if pending_rows and task_settings.STORE_PENDING else None
     broker = get_broker()
     if not broker.capabilities.native_delays:
         messages = _hold_delayed(broker, messages, store)

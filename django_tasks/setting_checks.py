@@ -49,6 +49,7 @@ RULES: dict[str, Rule] = {
     "ALWAYS_EAGER": (lambda v: isinstance(v, bool), "True or False"),
     "EAGER_PROPAGATES": (lambda v: isinstance(v, bool), "True or False"),
     "TRACK_STARTED": (lambda v: isinstance(v, bool), "True or False"),
+    "STORE_PENDING": (lambda v: isinstance(v, bool), "True or False"),
     "RESULT_EXPIRES": (_expiry, "a timedelta or a number of seconds more than 0, or None "
                                 "to keep results for ever"),
     "WORKER_PREFETCH": (_whole(1), "a whole number of at least 1"),

@@ -1,0 +1,84 @@
+"""delay_many() and apply_many(): many calls queued in batches; TASKS_STORE_PENDING."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from django_tasks import shared_task
+from django_tasks.conf import get_broker, reset_cache
+from django_tasks.message import Message
+from django_tasks.models import QueuedMessage, TaskResult
+from django_tasks.publishing import CHUNK
+
+
+@shared_task(name="unit.bulk.add")
+def add(x: int, y: int = 0) -> int:
+    return x + y
+
+
+@pytest.fixture
+def database_tasks(db: None) -> Iterator[None]:
+    with override_settings(TASKS_BROKER_URL="django://", TASKS_RESULT_BACKEND="django://",
+                           TASKS_ALWAYS_EAGER=False):
+        reset_cache()
+        yield
+    reset_cache()
+
+
+def queued_messages() -> list[Message]:
+    return [Message.decode(body) for body in
+            QueuedMessage.objects.order_by("id").values_list("body", flat=True)]
+
+
+def test_delay_many_queues_one_message_per_call(database_tasks: None) -> None:
+    results = add.delay_many([(1, 2), (3, 4), [5]])
+    messages = queued_messages()
+    assert [m.id for m in messages] == [r.id for r in results]
+    assert [m.args for m in messages] == [(1, 2), (3, 4), (5,)]
+    assert TaskResult.objects.filter(state="PENDING").count() == 3
+
+
+def test_apply_many_takes_kwargs_and_shared_options(database_tasks: None) -> None:
+    add.apply_many([((1,), {"y": 2}), ((3,), {})], queue="bulk", priority=7, countdown=60)
+    messages = queued_messages()
+    assert [(m.kwargs, m.queue, m.priority) for m in messages] == [
+        ({"y": 2}, "bulk", 7), ({}, "bulk", 7)]
+    assert all(m.eta is not None for m in messages)
+
+
+def test_more_than_a_chunk_is_written_in_several_statements(database_tasks: None) -> None:
+    count = CHUNK * 2 + 17
+    results = add.delay_many((i, i) for i in range(count))
+    assert len({r.id for r in results}) == count
+    assert QueuedMessage.objects.count() == count == TaskResult.objects.count()
+    assert get_broker().depths() == {"default": count}
+
+
+def test_one_bad_call_queues_nothing(database_tasks: None) -> None:
+    with pytest.raises(TypeError, match=r"unit\.bulk\.add"):
+        add.delay_many([(1, 2)] * 1500 + [(1, 2, 3)])
+    assert not QueuedMessage.objects.exists() and not TaskResult.objects.exists()
+
+
+def test_one_id_for_many_calls_is_refused(database_tasks: None) -> None:
+    with pytest.raises(TypeError, match="an id of its own"):
+        add.apply_many([((1,), {})], task_id="same")
+
+
+def test_eager_mode_runs_each_call(memory_tasks: None, settings: Any) -> None:
+    settings.TASKS_ALWAYS_EAGER = True
+    assert [r.get() for r in add.delay_many([(1, 2), (3, 4)])] == [3, 7]
+
+
+def test_without_pending_rows_only_the_messages_are_written(database_tasks: None,
+                                                          settings: Any) -> None:
+    settings.TASKS_STORE_PENDING = False
+    result = add.delay(1, 2)
+    add.delay_many([(3, 4)])
+    assert QueuedMessage.objects.count() == 2
+    assert not TaskResult.objects.exists()
+    assert result.state == "PENDING" and not result.exists()
