@@ -210,6 +210,8 @@ class DatabaseBroker(Broker):
         for token, group in _by_token(deliveries):
             for chunk in _chunks(group):
                 released += self._held(token, [d.tag for d in chunk]).update(**changes)
+        if released:  # for idle consumers: these are theirs to take now
+            notify.notify(connections[self.alias], notify.QUEUE_CHANNEL)
         return released
 
     def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),

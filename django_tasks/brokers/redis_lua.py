@@ -145,7 +145,7 @@ return acked
 
 # ARGV: prefix, count (1 keeps the delivery count, 0 undoes it), then tag, token pairs.
 RELEASE = _PRELUDE + """
-local released = 0
+local released, woken = 0, {}
 for i = 3, #ARGV, 2 do
   local tag = ARGV[i]
   if held(tag, ARGV[i + 1]) then
@@ -154,9 +154,11 @@ for i = 3, #ARGV, 2 do
       redis.call('HINCRBY', mkey(tag), 'd', -1)
     end
     ready(tag, h[1], h[2])
+    woken[h[1]] = (woken[h[1]] or 0) + 1
     released = released + 1
   end
 end
+wake(woken)
 return released
 """
 

@@ -155,32 +155,46 @@ class Consumer:
         pending: list[Settlement] = []
         started = last_flush = time.monotonic()
         slow = False
-        for index, item in enumerate(prepared):
-            if index and (self._stopping() or time.monotonic() - started > HOLD_SECONDS):
-                self._flush(pending)
-                self.settler.hand_back([p.delivery for p in prepared[index:]])
-                return True
-            try:
-                settlement, took = self._handle(item, pending)
-            except DatabaseAway:
-                self._flush(pending)
-                self.settler.hand_back([p.delivery for p in prepared[index:]])
-                return True
-            except Exception:
-                logger.exception("Unexpected error while handling %s; its message goes back to "
-                                 "the queue, counted as a delivery", _label(item))
-                self.settler.hand_back([item.delivery], count=True)
-                continue
-            slow = slow or took > SLOW_TASK_SECONDS
-            if settlement is not None:
-                pending.append(settlement)
-                if not settlement.acked:
-                    self.slot.ran_add(settlement.delivery.tag)
-            if time.monotonic() - last_flush > FLUSH_SECONDS:
-                self._flush(pending)
-                last_flush = time.monotonic()
+        self.slot.hold([(p.delivery.tag, p.delivery.token, p.delivery.deliveries)
+                        for p in prepared])
+        try:
+            for index, item in enumerate(prepared):
+                if index and (self._stopping() or time.monotonic() - started > HOLD_SECONDS):
+                    self._flush(pending)
+                    self._hand_back_rest(prepared, index)
+                    return True
+                if not self.slot.take(index):  # given back while a long task ran
+                    continue
+                try:
+                    settlement, took = self._handle(item, pending)
+                except DatabaseAway:
+                    self._flush(pending)
+                    self._hand_back_rest(prepared, index + 1, item)
+                    return True
+                except Exception:
+                    logger.exception("Unexpected error while handling %s; its message goes "
+                                     "back to the queue, counted as a delivery", _label(item))
+                    self.settler.hand_back([item.delivery], count=True)
+                    continue
+                slow = slow or took > SLOW_TASK_SECONDS
+                if settlement is not None:
+                    pending.append(settlement)
+                    if not settlement.acked:
+                        self.slot.ran_add(settlement.delivery.tag)
+                if time.monotonic() - last_flush > FLUSH_SECONDS:
+                    self._flush(pending)
+                    last_flush = time.monotonic()
+        finally:
+            self.slot.hold([])
         self._flush(pending)
         return slow
+
+    def _hand_back_rest(self, prepared: Sequence[Prepared], start: int,
+                        current: Prepared | None = None) -> None:
+        """Hand back the batch from ``start`` on (and ``current``, which did not start),
+        leaving out what the supervisor gave back already."""
+        rest = [prepared[i].delivery for i in self.slot.take_rest(start, len(prepared))]
+        self.settler.hand_back(([current.delivery] if current else []) + rest)
 
     def _isolate_suspect(self, deliveries: Sequence[Delivery]) -> Sequence[Delivery]:
         """Run a message that was delivered before without being settled on its own.
@@ -190,7 +204,9 @@ class Consumer:
         and could end as a poison message without ever having run; so the rest of the batch
         goes back to the queue, uncounted, first.
         """
-        if len(deliveries) < 2:
+        # Without leases a hand-back counts too (a quorum queue counts every return): it
+        # would cost the rest of the batch what the suspect's crash would, every time.
+        if len(deliveries) < 2 or not self.broker.capabilities.leases:
             return deliveries
         suspect = next((d for d in deliveries if d.deliveries > 1), None)
         if suspect is None:

@@ -23,7 +23,14 @@ from . import heartbeat
 from .consumer import Consumer
 from .recycle import Recycler
 from .slots import Running, SharedSlot
-from .supervisor import Pool, Signals, hand_back, owner_name, record_exceeded
+from .supervisor import (
+    Pool,
+    Signals,
+    give_back_waiting,
+    hand_back,
+    owner_name,
+    record_exceeded,
+)
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -147,6 +154,8 @@ class PreforkPool(Pool):
         for index, child in list(self.children.items()):
             if child.process.is_alive():
                 self._enforce_hard_limit(child)
+                if not child.beat:
+                    give_back_waiting(child.owner, child.slot)
                 continue
             child.process.join()
             del self.children[index]

@@ -12,16 +12,24 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 #: Started-but-unsettled deliveries a shared slot lists; past this the supervisor counts
 #: every delivery the child held as started.
 RAN_CAPACITY = 512
+#: Deliveries of a batch a shared slot lists as waiting to start; later ones of a bigger
+#: batch are never given back by the supervisor (the consumer hands them back itself).
+HELD_CAPACITY = 256
+_WAITING, _TAKEN, _GIVEN_BACK = 0, 1, 2
+
+#: A delivery waiting in a consumer's batch: (tag, lease token, delivery count).
+Held = tuple[int, int, int]
 _TEXT = 1024  # bytes: 255 characters of UTF-8, with room to spare
 
 
@@ -51,6 +59,9 @@ class Slot:
     def __init__(self) -> None:
         self._running: Running | None = None
         self._ran: list[int] = []
+        self._held: list[Held] = []
+        self._states = bytearray()
+        self._lock: Any = threading.Lock()
         self.progress = time.monotonic()
 
     def set(self, running: Running) -> None:
@@ -85,7 +96,77 @@ class Slot:
 
     def reset(self) -> None:
         self._running, self._ran = None, []
+        self._held, self._states = [], bytearray()
         self.mark()
+
+    # -- the batch's deliveries not started yet --------------------------------------------
+    # The consumer lists them (hold), and takes each as it starts it (take). While a long
+    # task runs, the supervisor may give the rest back to the broker for idle consumers
+    # (give_back); the consumer then skips them. A lock makes each delivery either taken or
+    # given back, never both.
+
+    def hold(self, entries: Sequence[Held]) -> None:
+        """These deliveries of the new batch wait to start, in this order."""
+        with self._lock:
+            self._store_held(entries[:self._held_capacity()])
+
+    def take(self, index: int) -> bool:
+        """The consumer starts the ``index``-th delivery of its batch; False if the supervisor
+        gave it back meanwhile (skip it: it is no longer this consumer's)."""
+        with self._lock:
+            if index >= self._held_count():
+                return True
+            if self._state(index) == _GIVEN_BACK:
+                return False
+            self._set_state(index, _TAKEN)
+            return True
+
+    def take_rest(self, start: int, total: int) -> list[int]:
+        """Take every delivery of the batch (``total`` long) from ``start`` on that was not
+        given back (the consumer hands them back itself); their indexes."""
+        with self._lock:
+            count = self._held_count()
+            taken = [i for i in range(start, min(count, total)) if self._state(i) == _WAITING]
+            for index in taken:
+                self._set_state(index, _TAKEN)
+        return taken + list(range(max(start, count), total))
+
+    def give_back(self, release: Callable[[list[Held]], object],
+                  timeout: float = 0.05) -> list[Held]:
+        """Supervisor: hand the waiting deliveries back with ``release`` (while the consumer
+        cannot take one), then mark them given back; what was given back. Nothing if the
+        lock is busy or ``release`` raises (the consumer then runs them itself)."""
+        if not self._lock.acquire(timeout=timeout):
+            return []
+        try:
+            waiting = [i for i in range(self._held_count()) if self._state(i) == _WAITING]
+            if not waiting:
+                return []
+            held = [self._held_entry(i) for i in waiting]
+            release(held)
+            for index in waiting:
+                self._set_state(index, _GIVEN_BACK)
+            return held
+        finally:
+            self._lock.release()
+
+    def _held_capacity(self) -> int:
+        return 1 << 30
+
+    def _store_held(self, entries: Sequence[Held]) -> None:
+        self._held, self._states = list(entries), bytearray(len(entries))
+
+    def _held_count(self) -> int:
+        return len(self._held)
+
+    def _held_entry(self, index: int) -> Held:
+        return self._held[index]
+
+    def _state(self, index: int) -> int:
+        return self._states[index]
+
+    def _set_state(self, index: int, state: int) -> None:
+        self._states[index] = state
 
 
 class _SlotData(ctypes.Structure):
@@ -106,6 +187,11 @@ class _SlotData(ctypes.Structure):
         ("ran_count", ctypes.c_int32),
         ("ran_overflow", ctypes.c_bool),
         ("ran", ctypes.c_int64 * RAN_CAPACITY),
+        ("held_count", ctypes.c_int32),
+        ("held_tag", ctypes.c_int64 * HELD_CAPACITY),
+        ("held_token", ctypes.c_int64 * HELD_CAPACITY),
+        ("held_deliveries", ctypes.c_int64 * HELD_CAPACITY),
+        ("held_state", ctypes.c_uint8 * HELD_CAPACITY),
     ]
 
 
@@ -194,5 +280,32 @@ class SharedSlot(Slot):
             lambda data: None if data.ran_overflow else list(data.ran[:data.ran_count]))
 
     def reset(self) -> None:
-        self._write(busy=False, ran_count=0, ran_overflow=False)
+        """Before a child is forked: a fresh record, and a fresh lock (one a killed child
+        held would stay taken)."""
+        self._lock = multiprocessing.get_context("fork").Lock()
+        self._write(busy=False, ran_count=0, ran_overflow=False, held_count=0)
         self.mark()
+
+    def _held_capacity(self) -> int:
+        return HELD_CAPACITY
+
+    def _store_held(self, entries: Sequence[Held]) -> None:
+        data = self._data
+        for index, (tag, token, deliveries) in enumerate(entries):
+            data.held_tag[index], data.held_token[index] = tag, token
+            data.held_deliveries[index], data.held_state[index] = deliveries, _WAITING
+        data.held_count = len(entries)
+
+    def _held_count(self) -> int:
+        return int(self._data.held_count)
+
+    def _held_entry(self, index: int) -> Held:
+        data = self._data
+        return (int(data.held_tag[index]), int(data.held_token[index]),
+                int(data.held_deliveries[index]))
+
+    def _state(self, index: int) -> int:
+        return int(self._data.held_state[index])
+
+    def _set_state(self, index: int, state: int) -> None:
+        self._data.held_state[index] = state

@@ -18,13 +18,15 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ..brokers.base import Delivery
 from ..conf import get_broker
 from ..process import connections
 from ..process.signals import Signals
 from ..process.stall import Entry, StallWatch
 from . import heartbeat, limits
+from .consumer import HOLD_SECONDS
 from .settle import Settlement, Settler
-from .slots import Running, Slot
+from .slots import Held, Running, Slot
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -110,6 +112,35 @@ def owner_name(hostname: str, part: str) -> str:
     import secrets
 
     return f"{hostname[:200]}/{part}.{secrets.token_hex(4)}"
+
+
+def give_back_waiting(owner: str, slot: Slot) -> None:
+    """While a consumer runs one task for longer than ``HOLD_SECONDS``, hand the rest of its
+    batch back to the broker, uncounted, so that idle consumers take them instead of letting
+    them wait behind it (the prefetch trap). Only where deliveries are leased: an AMQP
+    channel's deliveries belong to the process that received them."""
+    running = slot.get()
+    if running is None or time.time() - running.started < HOLD_SECONDS:
+        return
+    broker = get_broker()
+    if not broker.capabilities.leases:
+        return
+
+    def release(held: list[Held]) -> None:
+        broker.release([Delivery(tag, "", running.queue, count, owner, token=token)
+                        for tag, token, count in held], count=False)
+
+    try:
+        given = slot.give_back(release)
+    except Exception as exc:  # noqa: BLE001 - the consumer runs them itself instead
+        logger.warning("Could not hand back the messages waiting behind %s (%s)",
+                       running.label, exc)
+        connections.close_all()
+        return
+    if given:
+        logger.info("Handed back %d message(s) waiting behind %s, which has run for %.1f s, "
+                    "for other processes to take", len(given), running.label,
+                    time.time() - running.started)
 
 
 def hand_back(owner: str, slot: Slot, *, running: Running | None = None) -> None:

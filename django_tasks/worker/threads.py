@@ -29,6 +29,7 @@ from .supervisor import (
     Pool,
     Signals,
     exit_stuck,
+    give_back_waiting,
     hand_back,
     leave_now,
     owner_name,
@@ -157,6 +158,8 @@ class ThreadPool(Pool):
         if self.beat is not None and respawn:
             self.beat.check()
         for member in self.members:
+            if member.thread is not None and member.thread.is_alive():
+                give_back_waiting(member.owner, member.slot)
             if member.crashed and member.thread is not None and not member.thread.is_alive():
                 hand_back(member.owner, member.slot, running=member.slot.get())
                 member.slot.clear()

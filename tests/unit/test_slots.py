@@ -83,3 +83,80 @@ def test_a_forked_child_writes_what_the_parent_reads() -> None:
     assert slot.get() == RUNNING
     assert slot.ran_tags() == [41, 42]
     assert slot.progress == float("inf")
+
+
+# -- a batch's waiting deliveries: taken by the consumer or given back by the supervisor --
+
+HELD = [(10, 100, 1), (11, 100, 1), (12, 100, 2)]
+
+
+def test_what_the_consumer_takes_is_never_given_back(slot: Slot) -> None:
+    slot.hold(HELD)
+    assert slot.take(0)
+    released: list[list[tuple[int, int, int]]] = []
+    assert slot.give_back(released.append) == HELD[1:]
+    assert released == [HELD[1:]]
+    assert not slot.take(1) and not slot.take(2)  # given back: skipped
+    assert slot.give_back(released.append) == []  # nothing is given back twice
+
+
+def test_a_failed_release_leaves_the_deliveries_to_the_consumer(slot: Slot) -> None:
+    slot.hold(HELD)
+
+    def broken(held: object) -> None:
+        raise ConnectionError("database away")
+
+    with pytest.raises(ConnectionError):
+        slot.give_back(broken)
+    assert slot.take(0) and slot.take(1) and slot.take(2)
+
+
+def test_the_rest_of_a_batch_is_taken_except_what_was_given_back(slot: Slot) -> None:
+    slot.hold(HELD)
+    assert slot.take(0)
+    slot.give_back(lambda held: None)
+    assert slot.take_rest(1, 3) == []
+    slot.hold(HELD)
+    assert slot.take(0)
+    assert slot.take_rest(1, 5) == [1, 2, 3, 4]  # 3 and 4 were never listed
+    assert slot.give_back(lambda held: None) == []
+
+
+def test_a_new_batch_replaces_the_last(slot: Slot) -> None:
+    slot.hold(HELD)
+    slot.hold([(20, 7, 1)])
+    assert slot.give_back(lambda held: None) == [(20, 7, 1)]
+    slot.hold([])
+    assert slot.give_back(lambda held: None) == []
+
+
+def test_a_shared_slot_lists_at_most_its_capacity() -> None:
+    from django_tasks.worker.slots import HELD_CAPACITY
+
+    slot = SharedSlot()
+    slot.hold([(i, 1, 1) for i in range(HELD_CAPACITY + 10)])
+    assert len(slot.give_back(lambda held: None)) == HELD_CAPACITY
+    assert slot.take(HELD_CAPACITY + 5)  # not listed: the consumer's own
+
+
+def test_a_busy_lock_gives_nothing_back(slot: Slot) -> None:
+    slot.hold(HELD)
+    with slot._lock:
+        assert slot.give_back(lambda held: None, timeout=0.01) == []
+    assert slot.take(0)
+
+
+def test_a_forked_child_and_its_supervisor_agree_on_what_was_given_back() -> None:
+    slot = SharedSlot()
+    slot.hold(HELD)
+    assert slot.give_back(lambda held: None) == HELD  # the supervisor, in the parent
+
+    def child() -> None:
+        os._exit(0 if [slot.take(i) for i in range(3)] == [False] * 3 else 1)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        process.start()
+    process.join(10)
+    assert process.exitcode == 0

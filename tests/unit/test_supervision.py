@@ -156,3 +156,42 @@ def test_without_leases_a_time_limit_records_the_outcome_and_leaves_the_ack(
     meta = store.get("late-id")
     assert meta is not None and meta.state == "FAILURE"
     assert "ack" not in broker.calls
+
+
+# -- the prefetch trap: what waits behind a long task is given back ---------------------------
+
+
+def _batch_behind(task_started: float) -> tuple[Slot, list[Any]]:
+    from django_tasks.conf import get_broker
+    from django_tasks.message import Message
+
+    broker = get_broker()
+    broker.publish([Message(id=f"m{i}", task="unit.sup.t") for i in range(3)])
+    deliveries = broker.fetch(["default"], "w/p1.x", 3, 30)
+    slot = Slot()
+    slot.hold([(d.tag, d.token, d.deliveries) for d in deliveries])
+    assert slot.take(0)
+    first = deliveries[0]
+    slot.set(Running(first.tag, first.token, "m0", "unit.sup.t", "default", 1, 0,
+                     task_started, 0.0, 0.0))
+    return slot, deliveries
+
+
+def test_a_long_task_gives_back_what_waits_behind_it(memory_tasks: None) -> None:
+    from django_tasks.conf import get_broker
+
+    slot, deliveries = _batch_behind(time.time() - supervisor_module.HOLD_SECONDS - 1)
+    supervisor_module.give_back_waiting("w/p1.x", slot)
+    taken = get_broker().fetch(["default"], "w/p2.y", 10, 30)
+    assert sorted(d.tag for d in taken) == sorted(d.tag for d in deliveries[1:])
+    assert all(d.deliveries == 1 for d in taken)  # handed back uncounted
+    assert not slot.take(1) and not slot.take(2)
+
+
+def test_a_short_task_keeps_its_batch(memory_tasks: None) -> None:
+    from django_tasks.conf import get_broker
+
+    slot, _ = _batch_behind(time.time())
+    supervisor_module.give_back_waiting("w/p1.x", slot)
+    assert get_broker().fetch(["default"], "w/p2.y", 10, 30) == []
+    assert slot.take(1) and slot.take(2)
