@@ -1,0 +1,467 @@
+"""The AMQP broker (``amqp://``, ``amqps://``, ``pyamqp://`` and other kombu transports).
+
+URL: anything ``kombu.Connection`` reads, e.g. ``amqp://user:password@host:5672/vhost``, plus
+two query options of ours, removed before kombu sees the URL:
+
+* ``queue_type=quorum`` (default) or ``classic``: the type of every queue this broker
+  declares. Quorum queues are replicated and count deliveries (``x-delivery-count``), which
+  the poison limit needs; classic queues have priorities (``x-max-priority`` 9) but only a
+  ``redelivered`` flag, so a task that kills its process is delivered again forever.
+* ``consumer_timeout=SECONDS`` (default 86400): the queue argument ``x-consumer-timeout``.
+  RabbitMQ closes the channel of a consumer that holds a delivery unacked longer than its
+  consumer timeout (server default 30 minutes), which would hand a long task that still
+  runs to a second worker. RabbitMQ 3.12+ honours the queue argument; older servers ignore
+  it, and need ``consumer_timeout`` in ``rabbitmq.conf`` instead.
+
+No leases: a delivery belongs to the channel that received it. A consumer that dies closes
+its connection, and RabbitMQ puts what it held back in the queue at once (counted on quorum
+queues). ``ack`` of a delivery whose channel is gone is refused: that is this broker's
+fencing. Delays are not RabbitMQ's: messages not due yet wait in the outbox table and a
+worker's relay publishes them when due, so ``publish`` only ever sees due messages.
+
+Wire format: Celery's protocol v2 as Celery puts it on AMQP: the envelope's headers as AMQP
+headers, ``[args, kwargs, embed]`` as a JSON body, the id as ``correlation_id``; persistent
+(``delivery_mode`` 2), confirmed by the server (publisher confirms). A received message is put
+back together into the JSON envelope that ``Message.decode`` reads.
+
+Failures: connecting is bounded by ``CONNECT_TIMEOUT`` and one quick retry, a publisher
+confirm by ``CONFIRM_TIMEOUT``, so an operation while RabbitMQ is down fails within seconds
+with :class:`AmqpUnreachable`, whose message names the URL with its password hidden. A
+publish retried on a new connection may publish a message twice, which at-least-once allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import amqp.exceptions
+import kombu
+import kombu.exceptions
+from django.db import transaction
+
+from .. import clock, outbox
+from ..exceptions import BrokerUnreachable, ConfigurationError
+from ..message import Message
+from .base import Broker, Capabilities, Delivery
+
+CONNECT_TIMEOUT = 2.0
+CONFIRM_TIMEOUT = 5.0
+QUEUE_TYPES = ("quorum", "classic")
+DEFAULT_QUEUE_TYPE = "quorum"
+#: Long enough for any task a worker should run under one delivery (see the module doc).
+DEFAULT_CONSUMER_TIMEOUT = 24 * 3600.0
+#: Classic queues: priorities 0-9 (RabbitMQ advises few levels; Celery's tasks use 0-9).
+MAX_PRIORITY = 9
+_OPTIONS = ("queue_type", "consumer_timeout")
+#: Headers RabbitMQ sets on a delivery: never carried into the envelope, so a message
+#: published again (a retry) does not take them along.
+_BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-", "x-last-death-",
+                   "x-acquired-count")
+# kombu and py-amqp have no type stubs: their objects are ``Any`` at this boundary.
+_LOST = (OSError, amqp.exceptions.ConnectionError, amqp.exceptions.RecoverableConnectionError,
+         kombu.exceptions.OperationalError)
+
+
+class AmqpUnreachable(BrokerUnreachable, ConnectionError):
+    """The AMQP broker did not answer (down, unreachable, or too slow).
+
+    Check that RabbitMQ runs and that ``TASKS_BROKER_URL`` names its host, port, virtual host,
+    user and password; a worker keeps trying on its next fetch.
+    """
+
+
+class QueueMismatch(ConfigurationError):
+    """A queue exists on the server with other arguments than this broker declares.
+
+    Its type (``queue_type=``) or, on classic queues, its ``x-max-priority`` differs: delete
+    the queue (after draining it), or set ``queue_type=`` to what the queue is.
+    """
+
+
+def _split_url(url: str) -> tuple[str, str, float]:
+    """``url`` without our query options; the queue type and the consumer timeout."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {key: value for key, value in query if key in _OPTIONS}
+    rest = urlencode([(key, value) for key, value in query if key not in _OPTIONS])
+    queue_type = ours.get("queue_type") or DEFAULT_QUEUE_TYPE
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigurationError(f"TASKS_BROKER_URL: queue_type={queue_type!r} is not one of "
+                                 f"{', '.join(QUEUE_TYPES)}.")
+    try:
+        timeout = float(ours.get("consumer_timeout") or DEFAULT_CONSUMER_TIMEOUT)
+    except ValueError:
+        timeout = 0.0
+    if not timeout > 0:
+        raise ConfigurationError("TASKS_BROKER_URL: consumer_timeout= must be a positive "
+                                 f"number of seconds, not {ours['consumer_timeout']!r}.")
+    return urlunsplit(parts._replace(query=rest)), queue_type, timeout
+
+
+def _outgoing(message: Message) -> tuple[str, dict[str, Any]]:
+    """The JSON body and the AMQP headers of ``message``, Celery's way."""
+    envelope = json.loads(message.encode())  # plain JSON values: what AMQP tables carry
+    return json.dumps(envelope["body"], separators=(",", ":")), envelope["headers"]
+
+
+def _envelope(raw: bytes | str, headers: dict[str, Any], properties: dict[str, Any],
+              queue: str) -> str:
+    """The JSON envelope ``Message.decode`` reads, from a delivery's parts. A body that is
+    not JSON is handed on as it is: the worker rejects it as undecodable."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(body, dict) and "headers" in body:  # a whole envelope as the body
+        return text
+    kept = {k: v for k, v in headers.items() if not str(k).startswith(_BROKER_HEADERS)}
+    return json.dumps({
+        "headers": kept,
+        "properties": {
+            "correlation_id": properties.get("correlation_id"),
+            "content_type": properties.get("content_type"),
+            "content_encoding": properties.get("content_encoding"),
+            "priority": properties.get("priority") or 0,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+        },
+        "body": body,
+    })
+
+
+class _Session:
+    """One connection and channel of one thread: a consumer's (with its buffer of messages
+    received but not handed out yet), or a publisher's."""
+
+    def __init__(self, connection: Any) -> None:
+        self.pid = os.getpid()
+        self.connection = connection
+        self.channel: Any = connection.channel()
+        self.lock = threading.RLock()
+        self.open = True
+        self.declared: set[str] = set()
+        self.queues: tuple[str, ...] = ()
+        self.consumers: list[Any] = []
+        self.buffer: deque[tuple[str, Any]] = deque()
+        self.prefetch = 0
+
+    def usable(self) -> bool:
+        return self.open and self.pid == os.getpid() and bool(self.channel.is_open)
+
+    def close(self) -> None:
+        """Drop the connection; in a forked child, only close its copy of the parent's
+        socket (no AMQP close: the parent's connection lives on)."""
+        self.open = False
+        self.buffer.clear()
+        with contextlib.suppress(Exception):
+            if self.pid == os.getpid():
+                self.connection.close()
+            else:
+                self.connection.connection.transport.sock.close()
+
+    def drain(self, timeout: float) -> bool:
+        """Read what the server sent, waiting up to ``timeout`` for the first frame; True
+        if anything arrived."""
+        arrived = False
+        try:
+            while True:
+                self.connection.drain_events(timeout=timeout)
+                arrived, timeout = True, 0
+        except TimeoutError:  # socket.timeout: nothing (more) to read
+            return arrived
+
+
+class AmqpBroker(Broker):
+    # The flags of the default queue type (quorum); ``queue_type=classic`` changes two.
+    capabilities = Capabilities(leases=False, native_delays=False, delivery_counts=True,
+                                priorities=False, transactional=False, durable=True,
+                                broadcast=False)
+
+    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672//") -> None:
+        super().__init__(url)
+        self._kombu_url, self.queue_type, self.consumer_timeout = _split_url(url)
+        self._password = urlsplit(url).password or ""
+        if self.queue_type == "classic":
+            # Per instance: the worker reads ``broker.capabilities``, never the class.
+            vars(self)["capabilities"] = Capabilities(
+                leases=False, native_delays=False, delivery_counts=False, priorities=True,
+                transactional=False, durable=True, broadcast=False)
+        self._arguments: dict[str, Any] = {"x-queue-type": self.queue_type,
+                                           "x-consumer-timeout": int(self.consumer_timeout * 1000)}
+        if self.queue_type == "classic":
+            self._arguments["x-max-priority"] = MAX_PRIORITY
+        self._local = threading.local()
+        self._tags = itertools.count(1)
+        self._held: dict[int, tuple[_Session, Any]] = {}
+        self._held_lock = threading.Lock()
+        self._known: set[str] = set()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, session: _Session | None = None) -> Iterator[None]:
+        """Turn a lost or refused connection into :class:`AmqpUnreachable`, naming the
+        (masked) URL; the session it happened on is dropped."""
+        try:
+            yield
+        except _LOST as exc:
+            if session is not None:
+                session.close()
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if self._password:
+                reason = reason.replace(self._password, "**")
+            raise AmqpUnreachable(f"Cannot reach the AMQP broker at {self.describe()} "
+                                  f"({type(exc).__name__}: {reason})") from None
+
+    def _connect(self) -> _Session:
+        connection = kombu.Connection(
+            self._kombu_url, connect_timeout=CONNECT_TIMEOUT,
+            # No AMQP heartbeats: a consumer running a long task sends none, and the server
+            # would close its connection (and redeliver the task). Dead peers are found by
+            # TCP: the server sees a closed socket at once when a process dies.
+            heartbeat=0, transport_options={"confirm_publish": True})
+        with self._errors():
+            connection.ensure_connection(max_retries=1, interval_start=0.25,
+                                         interval_step=0.25, interval_max=0.25)
+            return _Session(connection)
+
+    def _declare(self, session: _Session, queue: str) -> None:
+        """Declare ``queue`` durably with our arguments, once per connection."""
+        if queue in session.declared:
+            return
+        try:
+            session.channel.queue_declare(queue=queue, durable=True, auto_delete=False,
+                                          arguments=self._arguments)
+        except amqp.exceptions.PreconditionFailed as exc:
+            session.close()
+            raise QueueMismatch(f"Queue {queue!r} on {self.describe()} does not match "
+                                f"queue_type={self.queue_type}: {exc}. Delete it (after "
+                                "draining it), or set queue_type= to its type.") from None
+        session.declared.add(queue)
+        self._known.add(queue)
+
+    def _publisher(self) -> tuple[_Session, bool]:
+        """This thread's publishing session, and whether it was opened just now."""
+        session: _Session | None = getattr(self._local, "publisher", None)
+        if session is not None and session.usable():
+            return session, False
+        self._local.publisher = session = self._connect()
+        return session, True
+
+    def _consumer(self, queues: Sequence[str], prefetch: int | None) -> _Session:
+        """This thread's consuming session on ``queues``, with ``prefetch`` set (None: as
+        it is, 1 on a new session)."""
+        session: _Session | None = getattr(self._local, "consumer", None)
+        if session is not None and session.usable() and session.queues == tuple(queues):
+            if prefetch is not None:
+                with self._errors(session):
+                    self._set_prefetch(session, prefetch)
+            return session
+        if session is not None:  # other queues: what it received goes back
+            session.close()
+        session = self._connect()
+        with self._errors(session):
+            for queue in queues:
+                self._declare(session, queue)
+            self._set_prefetch(session, prefetch or 1)  # before consuming: bounded
+            for queue in queues:
+                consumer = kombu.Consumer(
+                    session.channel, [kombu.Queue(queue, no_declare=True)],
+                    on_message=lambda msg, q=queue, s=session: s.buffer.append((q, msg)),
+                    auto_declare=False, no_ack=False)
+                consumer.consume()
+                session.consumers.append(consumer)
+        session.queues = tuple(queues)
+        self._local.consumer = session
+        return session
+
+    @staticmethod
+    def _set_prefetch(session: _Session, prefetch: int) -> None:
+        # Per consumer (global QoS is not supported by quorum queues).
+        if prefetch != session.prefetch:
+            session.channel.basic_qos(prefetch_size=0, prefetch_count=prefetch,
+                                      a_global=False)
+            session.prefetch = prefetch
+
+    def ping(self) -> bool:
+        """True if the server answers (one round trip); raises :class:`AmqpUnreachable`."""
+        session, _ = self._publisher()
+        with self._errors(session), session.lock:
+            session.channel.basic_qos(prefetch_size=0, prefetch_count=0, a_global=False)
+        return True
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        session, fresh = self._publisher()
+        try:
+            self._publish_on(session, messages)
+        except AmqpUnreachable:
+            if fresh:
+                raise
+            session, _ = self._publisher()  # the old connection went stale: once more
+            self._publish_on(session, messages)
+
+    def _publish_on(self, session: _Session, messages: Sequence[Message]) -> None:
+        with self._errors(session), session.lock:
+            producer = kombu.Producer(session.channel, auto_declare=False)
+            for message in messages:
+                self._declare(session, message.queue)
+                body, headers = _outgoing(message)
+                producer.publish(
+                    body, exchange="", routing_key=message.queue, headers=headers,
+                    content_type="application/json", content_encoding="utf-8",
+                    correlation_id=message.id, delivery_mode=2, retry=False,
+                    priority=min(max(int(message.priority), 0), MAX_PRIORITY),
+                    timeout=CONFIRM_TIMEOUT)
+
+    # -- consuming -----------------------------------------------------------------------
+
+    def fetch(self, queues: Sequence[str], owner: str, limit: int,
+              lease: float) -> list[Delivery]:
+        """Up to ``limit`` messages already received, reading without blocking. The
+        prefetch is ``limit``: the server sends no more than the worker asked for."""
+        if limit <= 0 or not queues:
+            return []
+        session = self._consumer(queues, limit)
+        with self._errors(session), session.lock:
+            session.drain(0)
+            taken = [session.buffer.popleft() for _ in range(min(limit, len(session.buffer)))]
+        return [self._delivery(session, queue, raw, owner) for queue, raw in taken]
+
+    def _delivery(self, session: _Session, queue: str, raw: Any, owner: str) -> Delivery:
+        headers = dict(raw.headers or {})
+        properties = dict(raw.properties or {})
+        if self.queue_type == "quorum":  # returns so far; absent on the first delivery
+            deliveries = int(headers.get("x-delivery-count") or 0) + 1
+        else:
+            deliveries = 2 if raw.delivery_info.get("redelivered") else 1
+        task_id = headers.get("id") or properties.get("correlation_id") or ""
+        tag = next(self._tags)
+        with self._held_lock:
+            self._held[tag] = (session, raw)
+        return Delivery(tag=tag, body=_envelope(raw.body, headers, properties, queue),
+                        queue=queue, deliveries=deliveries, owner=owner,
+                        task_id=str(task_id))
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+        """Block until a message arrives on ``queues``, at most ``timeout`` seconds."""
+        if not queues:
+            return False
+        session = self._consumer(queues, None)
+        with self._errors(session), session.lock:
+            return bool(session.buffer) or (session.drain(max(timeout, 0.01))
+                                             and bool(session.buffer))
+
+    # -- settling: a delivery is settled on the channel that received it -------------------
+
+    def _take(self, deliveries: Iterable[Delivery]) -> list[tuple[Delivery, _Session, Any]]:
+        """The deliveries still held on an open channel, forgotten here."""
+        found = []
+        with self._held_lock:
+            for d in deliveries:
+                held = self._held.pop(d.tag, None)
+                if held is not None and held[0].usable():
+                    found.append((d, *held))
+        return found
+
+    def _settle(self, deliveries: Iterable[Delivery], how: str) -> list[Delivery]:
+        done = []
+        for delivery, session, raw in self._take(deliveries):
+            try:
+                with session.lock:
+                    if how == "ack":
+                        raw.ack()
+                    else:
+                        raw.reject(requeue=True)
+            except Exception:  # noqa: BLE001 - the channel is gone: the server redelivers
+                session.close()
+                continue
+            done.append(delivery)
+        return done
+
+    def ack(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
+        return self._settle(deliveries, "ack")
+
+    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> int:
+        """Reject with requeue. ``count`` cannot be honoured: a quorum queue counts every
+        return, a classic queue marks every one ``redelivered``."""
+        return len(self._settle(deliveries, "reject"))
+
+    def confirm(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
+        with self._held_lock:
+            return [d for d in deliveries
+                    if d.tag in self._held and self._held[d.tag][0].usable()]
+
+    def requeue(self, delivery: Delivery, message: Message, delay: float) -> bool:
+        """Hold the new message in the outbox until due and ack the delivery, in one
+        transaction: an ack refused rolls the held row back."""
+        eta = clock.now() + dt.timedelta(seconds=max(delay, 0))
+        try:
+            with transaction.atomic(using=self.home_alias):
+                outbox.hold([message.replace(eta=eta)], self.home_alias)
+                if not self.ack([delivery]):
+                    raise _Refused
+        except _Refused:
+            return False
+        return True
+
+    def record_start(self, delivery: Delivery) -> bool:
+        return True  # runs are not counted here: the poison limit counts deliveries
+
+    def renew(self, owners: Sequence[str], lease: float) -> int:
+        return 0
+
+    def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),
+                      count_all: bool = False, died_running: Iterable[int] = ()) -> int:
+        return 0  # the server hands back what a closed channel held
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def depths(self, queues: Sequence[str] | None = None) -> dict[str, int]:
+        """Messages ready in each queue (not those delivered and unacked); without
+        ``queues``, the non-empty queues this process has declared."""
+        names = list(queues) if queues is not None else sorted(self._known)
+        counts = {name: self._queue_op(name, "depth") for name in names}
+        return counts if queues is not None else {q: n for q, n in counts.items() if n}
+
+    def purge(self, queue: str) -> int:
+        return self._queue_op(queue, "purge")
+
+    def _queue_op(self, queue: str, op: str) -> int:
+        session, _ = self._publisher()
+        with self._errors(session), session.lock:
+            try:
+                if op == "purge":
+                    return int(session.channel.queue_purge(queue=queue) or 0)
+                return int(session.channel.queue_declare(queue=queue, passive=True)
+                           .message_count)
+            except amqp.exceptions.NotFound:  # the channel closed with it: a new one
+                session.channel = session.connection.channel()
+                return 0
+
+    def close(self) -> None:
+        """Drop this thread's connections (after ``fork``: the parent's are only forgotten;
+        at shutdown: what a consumer received and did not ack goes back to the queue)."""
+        for name in ("consumer", "publisher"):
+            session: _Session | None = self._local.__dict__.pop(name, None)
+            if session is not None:
+                session.close()
+        with self._held_lock:
+            self._held = {t: h for t, h in self._held.items() if h[0].usable()}
+
+
+class _Refused(Exception):
+    """An ack refused inside ``requeue``'s transaction: roll the held row back."""
+

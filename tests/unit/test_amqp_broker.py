@@ -1,0 +1,201 @@
+"""The AMQP broker against the local RabbitMQ (skipped where none runs, failed under CI=true).
+
+Not in the contract suite of ``test_brokers.py``: that one assumes leases, and a delivery here
+belongs to the channel that received it. Each test uses queues of its own, deleted after it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from django_tasks.brokers.amqp import AmqpBroker, AmqpUnreachable
+from django_tasks.brokers.base import Delivery
+from django_tasks.message import Message
+from tests.conftest import require_service
+
+URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def _make(url: str, queues: list[str]) -> Iterator[AmqpBroker]:
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    broker = AmqpBroker(url)
+    try:
+        yield broker
+    finally:
+        broker.close()
+        cleaner = AmqpBroker(URL)
+        session, _ = cleaner._publisher()
+        for name in queues:
+            session.channel.queue_delete(queue=name)
+        cleaner.close()
+
+
+@pytest.fixture
+def created() -> list[str]:
+    """Queue names to delete after the test."""
+    return []
+
+
+@pytest.fixture
+def broker(queue: str, created: list[str]) -> Iterator[AmqpBroker]:
+    created.append(queue)
+    yield from _make(URL, created)
+
+
+@pytest.fixture
+def classic(queue: str, created: list[str]) -> Iterator[AmqpBroker]:
+    created.append(queue)
+    yield from _make(URL + "?queue_type=classic", created)
+
+
+def message(queue: str, priority: int = 0, **kwargs: object) -> Message:
+    return Message(id=uuid.uuid4().hex, task="unit.amqp.t", args=(1, "x"),
+                   kwargs=dict(kwargs), queue=queue, priority=priority)
+
+
+def fetch(broker: AmqpBroker, queue: str, limit: int = 10, want: int = 1,
+          timeout: float = 3.0) -> list[Delivery]:
+    """Fetch until ``want`` deliveries came (they arrive asynchronously), or time out."""
+    got: list[Delivery] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        got += broker.fetch([queue], "w1", limit - len(got), 30)
+        if len(got) < want:
+            broker.wait([queue], 0.1)
+    return got
+
+
+def ids(deliveries: Sequence[Delivery]) -> list[str]:
+    return [Message.decode(d.body).id for d in deliveries]
+
+
+def test_round_trip_decodes_to_the_same_message(broker: AmqpBroker, queue: str) -> None:
+    sent = message(queue, priority=3, when="now", nested={"a": [1, None, 2.5]})
+    sent = sent.replace(headers={"custom": [1, None, "x"]})
+    broker.publish([sent])
+    [delivery] = fetch(broker, queue)
+    assert Message.decode(delivery.body) == sent.replace(root_id=sent.id)
+    assert (delivery.queue, delivery.deliveries, delivery.task_id) == (queue, 1, sent.id)
+    assert broker.ack([delivery]) == [delivery]
+    assert broker.ack([delivery]) == []  # twice is harmless
+    assert broker.depths([queue]) == {queue: 0}
+
+
+def test_classic_queues_hand_out_higher_priorities_first(
+        classic: AmqpBroker, queue: str) -> None:
+    assert classic.capabilities.priorities and not classic.capabilities.delivery_counts
+    sent = [message(queue, priority=p) for p in (0, 5, 0, 9)]
+    classic.publish(sent)
+    time.sleep(0.2)  # all in the queue before the first is consumed
+    got = fetch(classic, queue, limit=4, want=4)
+    assert ids(got)[:2] == [sent[3].id, sent[1].id]
+    classic.ack(got)
+
+
+def test_quorum_queues_count_deliveries(broker: AmqpBroker) -> None:
+    caps = broker.capabilities
+    assert (caps.leases, caps.native_delays, caps.delivery_counts, caps.priorities) == (
+        False, False, True, False)
+
+
+def test_fetch_limit_and_prefetch_leave_the_rest_to_others(
+        broker: AmqpBroker, queue: str) -> None:
+    broker.publish([message(queue) for _ in range(5)])
+    first = fetch(broker, queue, limit=2, want=2)
+    assert len(first) == 2
+    other = AmqpBroker(URL)
+    try:
+        rest = fetch(other, queue, limit=10, want=3)
+        assert len(rest) == 3  # the prefetch of 2 kept the others on the server
+        assert other.ack(rest) == rest
+    finally:
+        other.close()
+    assert broker.ack(first) == first
+
+
+def test_release_requeues(broker: AmqpBroker, queue: str) -> None:
+    sent = message(queue)
+    broker.publish([sent])
+    [delivery] = fetch(broker, queue)
+    assert broker.release([delivery]) == 1
+    [again] = fetch(broker, queue)
+    assert ids([again]) == [sent.id]
+    assert again.deliveries == 2  # a quorum queue counts every return
+    assert broker.ack([again]) == [again]
+
+
+def test_a_closed_connection_cannot_ack_and_the_message_is_redelivered(
+        broker: AmqpBroker, queue: str) -> None:
+    sent = message(queue)
+    broker.publish([sent])
+    [delivery] = fetch(broker, queue)
+    assert broker.confirm([delivery], 30) == [delivery]
+    broker.close()  # the consumer's connection ends
+    assert broker.confirm([delivery], 30) == []
+    assert broker.ack([delivery]) == []
+    other = AmqpBroker(URL)
+    try:
+        [again] = fetch(other, queue)
+        assert (ids([again]), again.deliveries) == ([sent.id], 2)
+        assert other.ack([again]) == [again]
+    finally:
+        other.close()
+
+
+def test_wait_wakes_on_a_message_and_times_out_otherwise(
+        broker: AmqpBroker, queue: str) -> None:
+    assert fetch(broker, queue, want=0) == []
+    started = time.monotonic()
+    assert broker.wait([queue], 0.3) is False
+    assert 0.25 < time.monotonic() - started < 2
+    publisher = AmqpBroker(URL)
+    try:
+        publisher.publish([message(queue)])
+    finally:
+        publisher.close()
+    assert broker.wait([queue], 3) is True
+    [delivery] = broker.fetch([queue], "w1", 1, 30)
+    broker.ack([delivery])
+
+
+def test_the_password_is_masked_and_an_unreachable_server_fails_fast(queue: str) -> None:
+    broker = AmqpBroker("amqp://guest:s3cret-pw@127.0.0.1:1//?queue_type=classic")
+    assert "s3cret-pw" not in broker.describe()
+    started = time.monotonic()
+    with pytest.raises(AmqpUnreachable) as info:
+        broker.publish([message(queue)])
+    assert time.monotonic() - started < 5
+    assert "s3cret-pw" not in str(info.value)
+    assert "127.0.0.1:1" in str(info.value)
+    assert isinstance(info.value, ConnectionError)
+
+
+def test_depths_and_purge(broker: AmqpBroker, queue: str) -> None:
+    broker.publish([message(queue) for _ in range(3)])
+    assert broker.depths([queue]) == {queue: 3}
+    assert broker.depths() == {queue: 3}
+    assert broker.purge(queue) == 3
+    assert broker.depths([queue]) == {queue: 0}
+    assert broker.depths(["no-such-queue-" + queue]) == {"no-such-queue-" + queue: 0}
+    assert broker.ping() is True
+
+
+def test_url_options_are_checked() -> None:
+    from django_tasks.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="queue_type"):
+        AmqpBroker(URL + "?queue_type=stream")
+    with pytest.raises(ConfigurationError, match="consumer_timeout"):
+        AmqpBroker(URL + "?consumer_timeout=-1")
+    broker = AmqpBroker(URL + "?consumer_timeout=60&queue_type=classic")
+    assert broker._arguments["x-consumer-timeout"] == 60_000
+    assert "consumer_timeout" not in broker._kombu_url
