@@ -72,7 +72,7 @@ def test_kill_9_means_exactly_one_more_run(
     marker = tmp_path / "starts"
     first = project.worker("-c", "1", hostname="A")
     project.wait_ready(first)
-    task_id = project.delay("slow", seconds=4, marker=str(marker))
+    task_id = project.delay("slow", seconds=10, marker=str(marker))
     project.wait("the task to start on A", lambda: len(lines(marker)) == 1)
     second = project.worker("-c", "1", hostname="B")
     project.wait_ready(second)
@@ -81,6 +81,7 @@ def test_kill_9_means_exactly_one_more_run(
 
     pool = children(first.pid)
     assert pool, "worker A has no pool process"
+    assert project.state(task_id) != "SUCCESS", "the task ended before A could be killed"
     os.kill(first.pid, signal.SIGKILL)
     project.wait("A's pool processes to die with it",
                  lambda: not any(alive(pid) for pid in pool), timeout=5)

@@ -46,7 +46,9 @@ def test_kill_9_means_exactly_one_more_run_after_the_lease(project: Project,
     marker = tmp_path / "starts"
     first = project.worker("-c", "1", hostname="A", **SHORT_LEASE)
     project.wait_ready(first)
-    task_id = project.delay("slow", seconds=6, marker=str(marker))
+    # Long enough to outlast B's start and the 5 s below on a loaded machine: A must be
+    # killed while the task runs.
+    task_id = project.delay("slow", seconds=12, marker=str(marker))
     project.wait("the task to start on A", lambda: len(lines(marker)) == 1)
     assert lines(marker)[0] == f"{task_id} A"
     second = project.worker("-c", "1", hostname="B", **SHORT_LEASE)
@@ -56,6 +58,7 @@ def test_kill_9_means_exactly_one_more_run_after_the_lease(project: Project,
 
     pool = children(first.pid)
     assert pool, "worker A has no pool process"
+    assert project.state(task_id) != "SUCCESS", "the task ended before A could be killed"
     os.kill(first.pid, signal.SIGKILL)  # the main process only; its pool must die with it
     project.wait("A's pool processes to die with it",
                  lambda: not any(alive(pid) for pid in pool), timeout=5)

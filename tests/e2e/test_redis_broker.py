@@ -68,7 +68,7 @@ def test_kill_9_means_exactly_one_more_run_after_the_lease(
     marker = tmp_path / "starts"
     first = project.worker("-c", "1", hostname="A", **SHORT_LEASE)
     project.wait_ready(first)
-    task_id = project.delay("slow", seconds=9, marker=str(marker))
+    task_id = project.delay("slow", seconds=14, marker=str(marker))
     project.wait("the task to start on A", lambda: len(lines(marker)) == 1)
     second = project.worker("-c", "1", hostname="B", **SHORT_LEASE)
     project.wait_ready(second)
@@ -77,6 +77,7 @@ def test_kill_9_means_exactly_one_more_run_after_the_lease(
 
     pool = children(first.pid)
     assert pool, "worker A has no pool process"
+    assert project.state(task_id) != "SUCCESS", "the task ended before A could be killed"
     os.kill(first.pid, signal.SIGKILL)
     project.wait("A's pool processes to die with it",
                  lambda: not any(alive(pid) for pid in pool), timeout=5)
