@@ -127,3 +127,33 @@ def test_a_countdown_waits_in_the_database_until_due(
     project.wait_state(task_id, "SUCCESS", timeout=20)
     assert time.monotonic() - queued >= 2.5
     assert project.count("django_tasks_outboxmessage") == 0
+
+
+def test_a_cut_connection_mid_drain_loses_nothing(project: Project, broker: AmqpBroker,
+                                                  tmp_path: Path) -> None:
+    """The worker reaches RabbitMQ through a proxy that cuts every connection (RST) and
+    refuses new ones for a few seconds mid-drain: what it held comes back, nothing is lost,
+    and the worker goes on by itself."""
+    from tests.faults.proxy import REFUSE, Proxy
+
+    journal = tmp_path / "journal"
+    count = 300
+    project.shell("from testproject.demo.tasks import record\n"
+                  f"record.delay_many([({str(journal)!r}, 0.01)] * {count})\n")
+    with Proxy(("127.0.0.1", 5672)) as proxy:
+        worker = project.worker(
+            "-c", "2", "-l", "warning",
+            TASKS_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{proxy.port}//")
+        project.wait("a quarter of the drain",
+                     lambda: project.count(RESULTS, "state = 'SUCCESS'") >= count // 4)
+        with proxy.outage(REFUSE):
+            time.sleep(3)
+        project.wait(f"all {count} tasks", lambda: project.count(
+            RESULTS, "state = 'SUCCESS'") == count, timeout=90)
+        assert worker.running()
+        assert "Cannot reach the AMQP broker" in worker.output()  # the cut was seen
+    starts = [line.split()[1] for line in lines(journal) if line.startswith("S ")]
+    assert len(set(starts)) == count  # none lost
+    assert len(starts) - count <= 4, "more re-runs than one batch per process"
+    project.wait("the queue to be empty", lambda: broker.depths(["default"]) == {"default": 0},
+                 timeout=20)

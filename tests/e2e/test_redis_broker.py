@@ -3,9 +3,12 @@ the database (SQLite is enough: the database only holds results and liveness row
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from django_tasks.brokers.redis import RedisBroker
-from tests.conftest import require_service
+from tests.conftest import IN_CI, require_service
 
 from .conftest import Project, alive, children, group_members
 
@@ -145,3 +148,90 @@ def test_a_task_that_kills_its_process_ends_as_a_poison_message(
     assert "was running 2 times when its process died" in reason["exc_message"]
     project.wait("the broker to be empty", lambda: broker.depths() == {}, timeout=10)
     assert worker.running()
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+
+def test_a_crash_between_commit_and_publish_is_covered_by_the_outbox(
+        project: Project, broker: RedisBroker, tmp_path: Path) -> None:
+    """The process that queued the task dies right after its commit, before its commit hook
+    publishes: the outbox row stays, and a worker publishes it; the task runs once."""
+    journal = tmp_path / "journal"
+    out = project.shell(
+        "import os\n"
+        "from django.db import transaction\n"
+        "from testproject.demo.tasks import record\n"
+        "with transaction.atomic():\n"
+        "    transaction.on_commit(lambda: os._exit(0))  # runs before the publish hook\n"
+        f"    print(record.delay({str(journal)!r}).id, flush=True)\n")
+    task_id = out.split()[-1]
+    assert project.count("django_tasks_outboxmessage") == 1
+    assert broker.depths() == {}  # nothing reached Redis
+    project.worker("-c", "1")
+    project.wait_state(task_id, "SUCCESS", timeout=40)  # after the relay's grace period
+    assert [line.split()[:2] for line in lines(journal)] == [["S", task_id], ["E", task_id]]
+    assert project.count("django_tasks_outboxmessage") == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    import shutil
+
+    server = shutil.which("redis-server")
+    if server is None:
+        if IN_CI:
+            pytest.fail("redis-server is not installed, and CI=true forbids skipping.")
+        pytest.skip("redis-server is not installed")
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"redis-server did not start on port {port}")
+
+
+def test_a_redis_restart_mid_drain_loses_nothing(project: Project, tmp_path: Path) -> None:
+    """Redis (append-only, fsync always) is stopped for a few seconds in the middle of a drain
+    and started again on the same files: every task ends SUCCESS, none is lost, and the
+    worker goes on by itself."""
+    port = _free_port()
+    server = _redis_server(port, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    project.env["TASKS_BROKER_URL"] = url
+    journal = tmp_path / "journal"
+    count = 400
+    try:
+        project.shell("from testproject.demo.tasks import record\n"
+                      f"record.delay_many([({str(journal)!r}, 0.01)] * {count})\n")
+        worker = project.worker("-c", "2", "-l", "warning")
+        project.wait("a quarter of the drain",
+                     lambda: project.count(RESULTS, "state = 'SUCCESS'") >= count // 4)
+        server.terminate()  # SIGTERM: Redis writes its append-only file and exits
+        server.wait(10)
+        time.sleep(3)
+        server = _redis_server(port, tmp_path)
+        project.wait(f"all {count} tasks", lambda: project.count(
+            RESULTS, "state = 'SUCCESS'") == count, timeout=90)
+        assert worker.running()
+        assert "Cannot reach the Redis broker" in worker.output()  # the outage was seen
+        starts = [line.split()[1] for line in lines(journal) if line.startswith("S ")]
+        assert len(set(starts)) == count  # none lost
+        repeated = len(starts) - count
+        assert repeated <= 4, f"{repeated} tasks ran twice"  # at most one batch per process
+        project.wait("the queue to be empty",
+                     lambda: RedisBroker(url).depths() == {}, timeout=20)
+    finally:
+        server.kill()
