@@ -498,6 +498,37 @@ class Stuck(Exception):
     """A wait ended without its condition: no progress for too long, or the cap."""
 
 
+@contextlib.contextmanager
+def use_broker(project: ProjectLike, broker: str) -> Iterator[None]:
+    """Producers and workers of the block use ``broker`` ("database", "redis" or "amqp",
+    on the local servers, emptied first); results stay in the project's database."""
+    if broker == "database":
+        yield
+        return
+    before = project.env.get("TASKS_BROKER_URL")
+    if broker == "redis":
+        url = f"redis://127.0.0.1:6379/12?prefix=faults-{uuid.uuid4().hex[:8]}"
+    elif broker == "amqp":
+        url = "amqp://guest:guest@127.0.0.1:5672//"
+        from django_tasks.brokers.amqp import AmqpBroker
+
+        cleaner = AmqpBroker(url)
+        try:
+            cleaner._publisher()[0].channel.queue_delete(queue="default")
+        finally:
+            cleaner.close()
+    else:
+        raise ValueError(f"no broker {broker!r}")
+    project.env["TASKS_BROKER_URL"] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            project.env.pop("TASKS_BROKER_URL", None)
+        else:
+            project.env["TASKS_BROKER_URL"] = before
+
+
 class Run:
     """One scenario variant on one backend: its journal, workers, faults and figures."""
 
@@ -514,6 +545,7 @@ class Run:
         self.journal = self.dir / "journal.txt"
         self.origin = time.time()
         self.finished = False
+        self._broker: Any = None  # a broker outside the database, to count its messages
         if reset:
             reset_tables(project)
 
@@ -555,15 +587,28 @@ class Run:
             self.tick()
             time.sleep(min(TICK, left))
 
+    def queued(self) -> int:
+        """Messages on the broker: queue rows on the database broker, else what the
+        broker counts (on RabbitMQ: those not delivered yet)."""
+        url = self.project.env.get("TASKS_BROKER_URL", "django://")
+        if url.startswith("django:"):
+            return self.project.count(QUEUE)
+        if self._broker is None:
+            from django.utils.module_loading import import_string
+
+            from django_tasks.conf import BROKER_CLASSES
+
+            self._broker = import_string(BROKER_CLASSES[url.split("://", 1)[0]])(url)
+        return sum(self._broker.depths(["default"]).values())
+
     def progress(self) -> tuple[int, ...]:
-        """What moves while a drain makes progress: queue rows and final results."""
-        queued = self.project.count(QUEUE)
+        """What moves while a drain makes progress: queued messages and final results."""
         final = self.project.count(RESULTS, f"state IN {FINAL!r}")
-        return queued, final
+        return self.queued(), final
 
     def drained(self) -> bool:
         """The queue is empty and no result row waits for an outcome."""
-        return (self.project.count(QUEUE) == 0
+        return (self.queued() == 0
                 and self.project.count(RESULTS, f"state NOT IN {FINAL!r}") == 0)
 
     def wait_drained(self, what: str = "the queue to drain and every result to be final",
@@ -665,7 +710,10 @@ class Run:
             if task_id not in expected and task_id not in rolled:
                 wrong.append(f"a result row for {_short(task_id, 80)!r}, which nobody queued: "
                              f"{row['state']} {_short(row['name'], 80)!r}")
-        leftovers = self.project.query(f"SELECT task_id, lease_owner, deliveries FROM {QUEUE}")
+        leftovers: list[Any] = self.project.query(
+            f"SELECT task_id, lease_owner, deliveries FROM {QUEUE}")
+        if not leftovers and self.queued():
+            leftovers = [("messages on the broker", "", self.queued())]
         figures.lost, figures.unexpected = len(lost), len(wrong)
         if lost:
             self.problem(f"lost: {len(lost)} committed tasks did not reach a final state")

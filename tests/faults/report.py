@@ -21,6 +21,11 @@ PARAGRAPHS: dict[str, str] = {
         "execution of a task follows one that ran in a process the harness killed "
         "(explained duplicates); no task runs twice at once outside a killed worker. "
         "Recovery is counted from the last kill."),
+    "kill-loop-brokers": (
+        "**Kill loop on Redis and RabbitMQ.** The kill loop again, with the messages on the "
+        "local Redis (leases renewed by the heartbeat) and on the local RabbitMQ (quorum "
+        "queue: a killed process's channel closes and its deliveries come back at once); "
+        "results stay in the database. Must hold: the same as the kill loop."),
     "poison": (
         "**Poison among innocents.** One poison task among {poison_innocents} innocent ones, "
         "in each pool (`prefork -c 2`, `threads -c 2`, `solo`), with "
@@ -237,6 +242,7 @@ BEGIN, END = "<!-- fault-suite figures: begin -->", "<!-- fault-suite figures: e
 #: The guarantee each scenario tests, as the delivery page words it.
 GUARANTEES = {
     "kill-loop": "at least once, with leases: a killed worker's tasks run again elsewhere",
+    "kill-loop-brokers": "the same on Redis and RabbitMQ",
     "poison": "poison messages end; `sys.exit()` and `KeyboardInterrupt` are failures",
     "freeze": "fencing: a frozen worker's late outcome is refused",
     "outage": "nothing is forgotten when the database goes away",

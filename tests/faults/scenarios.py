@@ -15,7 +15,6 @@ from pathlib import Path
 from .harness import (
     LEASE,
     MAX_DELIVERIES,
-    QUEUE,
     ROOT,
     TASKS,
     Fault,
@@ -33,6 +32,7 @@ from .harness import (
     read_journal,
     script_command,
     upstream,
+    use_broker,
 )
 from .proxy import Proxy
 
@@ -47,42 +47,48 @@ Scenario = Callable[[ProjectLike, Scale], list[Figures]]
 # -- 1. the kill loop -----------------------------------------------------------------------
 
 
-def kill_loop(project: ProjectLike, scale: Scale) -> list[Figures]:
+#: Brokers the kill loop runs on besides the database (results stay in the database).
+OTHER_BROKERS = ("redis", "amqp")
+
+
+def kill_loop(project: ProjectLike, scale: Scale, broker: str = "database") -> list[Figures]:
     """Two workers drain ``kill_tasks`` short tasks; every ``kill_every`` seconds one of them
     (in turn) has its whole process group SIGKILLed and is started again under its name."""
     c = scale.kill_concurrency
+    on = "" if broker == "database" else f", on {broker}"
     run = Run(project, scale, "kill-loop", f"2 workers -c {c}, SIGKILL every "
-                                           f"{scale.kill_every:g}s")
+                                           f"{scale.kill_every:g}s{on}")
     expected: dict[str, str] = {}
-    with run.guarded():
-        expected = dict.fromkeys(run.enqueue(scale.kill_tasks, scale.kill_task_seconds),
-                                 "SUCCESS")
-        workers = [run.worker(name, "-c", str(c), "-P", "prefork", "-l", "warning")
-                   for name in ("kill-a", "kill-b")]
-        kills: list[float] = []
-        next_kill = time.monotonic() + scale.kill_every
+    with use_broker(project, broker):
+        with run.guarded():
+            expected = dict.fromkeys(run.enqueue(scale.kill_tasks, scale.kill_task_seconds),
+                                     "SUCCESS")
+            workers = [run.worker(name, "-c", str(c), "-P", "prefork", "-l", "warning")
+                       for name in ("kill-a", "kill-b")]
+            kills: list[float] = []
+            next_kill = time.monotonic() + scale.kill_every
 
-        def killer() -> None:
-            nonlocal next_kill
-            if time.monotonic() >= next_kill and run.project.count(QUEUE):
-                workers[len(kills) % 2].kill(restart=True)
-                kills.append(time.time())
-                next_kill = time.monotonic() + scale.kill_every
+            def killer() -> None:
+                nonlocal next_kill
+                if time.monotonic() >= next_kill and run.queued():
+                    workers[len(kills) % 2].kill(restart=True)
+                    kills.append(time.time())
+                    next_kill = time.monotonic() + scale.kill_every
 
-        run.ticks.append(killer)
-        done = run.wait_drained()
-        run.ticks.clear()
-        run.hold(QUIET)
-        if len(kills) < scale.min_kills:
-            run.problem(f"only {len(kills)} kills happened before the queue drained (at least "
-                        f"{scale.min_kills} wanted): the drain was too quick to test anything")
-        if done is not None:
-            if kills:
-                run.figures.recovery = max(0.0, done - kills[-1])
-            run.figures.throughput = _rate(run, list(expected), until=done)
-        run.require_running()
-    run.judge(expected)
-    return [run.finish()]
+            run.ticks.append(killer)
+            done = run.wait_drained()
+            run.ticks.clear()
+            run.hold(QUIET)
+            if len(kills) < scale.min_kills:
+                run.problem(f"only {len(kills)} kills happened before the queue drained (at least "
+                            f"{scale.min_kills} wanted): the drain was too quick to test anything")
+            if done is not None:
+                if kills:
+                    run.figures.recovery = max(0.0, done - kills[-1])
+                run.figures.throughput = _rate(run, list(expected), until=done)
+            run.require_running()
+        run.judge(expected)
+        return [run.finish()]
 
 
 # -- 2. poison among innocents --------------------------------------------------------------
@@ -625,8 +631,14 @@ class Entry:
     backends: tuple[str, ...]
 
 
+def kill_loop_on_other_brokers(project: ProjectLike, scale: Scale) -> list[Figures]:
+    """The kill loop with the messages on Redis and on RabbitMQ (results in the database)."""
+    return [row for broker in OTHER_BROKERS for row in kill_loop(project, scale, broker)]
+
+
 SCENARIOS: dict[str, Entry] = {
     "kill-loop": Entry(kill_loop, ALL_BACKENDS),
+    "kill-loop-brokers": Entry(kill_loop_on_other_brokers, ("sqlite",)),
     "poison": Entry(poison, ALL_BACKENDS),
     "freeze": Entry(freeze, ALL_BACKENDS),
     "outage": Entry(outage, SERVER_BACKENDS),

@@ -15,10 +15,12 @@ from dataclasses import replace
 
 import pytest
 
+from tests.conftest import require_service
 from tests.e2e.conftest import Project
 
 from .harness import CI, Figures
 from .scenarios import (
+    OTHER_BROKERS,
     POOLS,
     bad_rows,
     enqueue,
@@ -30,6 +32,8 @@ from .scenarios import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+BROKER_SERVERS = {"redis": ("Redis", "127.0.0.1", 6379),
+                  "amqp": ("RabbitMQ", "127.0.0.1", 5672)}
 servers_only = pytest.mark.parametrize("backend", ["postgres", "mysql"], indirect=True)
 
 
@@ -44,6 +48,13 @@ def verdict(rows: list[Figures]) -> None:
 
 def test_kill_loop(project: Project) -> None:
     verdict(kill_loop(project, CI))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the results' database
+@pytest.mark.parametrize("broker", list(OTHER_BROKERS))
+def test_kill_loop_on_other_brokers(project: Project, broker: str) -> None:
+    require_service(*BROKER_SERVERS[broker])
+    verdict(kill_loop(project, CI, broker=broker))
 
 
 @pytest.mark.parametrize("pool", list(POOLS))
