@@ -89,11 +89,16 @@ class Consumer:
                 fetched_at = time.monotonic()
                 deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease)
                 self.slot.mark()
+                if failures:
+                    logger.warning("The broker answers again, after %d failed fetches",
+                                   failures)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the broker may be briefly away
                 failures += 1
-                logger.warning("Cannot fetch from the broker (%s); retrying in %.1fs", exc,
-                               pause(failures))
+                # Once per outage at WARNING; each retry after that at DEBUG.
+                logger.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                           "Cannot fetch from the broker (%s); retrying with back-off (%.1fs "
+                           "now), and logging again when it answers", exc, pause(failures))
                 connections.close_all()
                 self.stop.wait(pause(failures))
                 continue

@@ -405,3 +405,32 @@ def test_a_broker_that_cannot_wake_is_polled_with_back_off(
     assert consumer.broker.wait(["default"], 0.1) is None  # the memory broker cannot
     consumer.run()
     assert waits == sorted(waits) and waits[0] == consumer_module.MIN_IDLE
+
+
+def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    consumer = make_consumer()
+    calls = []
+    fetch = consumer.broker.fetch
+
+    def flaky_fetch(*args: object, **kwargs: object) -> list[object]:
+        calls.append(1)
+        if len(calls) <= 5:
+            raise ConnectionError("broker away")
+        return fetch(*args, **kwargs)  # type: ignore[arg-type]
+
+    class Flag:
+        def is_set(self) -> bool:
+            return len(calls) >= 7
+
+        def wait(self, timeout: float | None = None) -> bool:
+            return False
+
+    monkeypatch.setattr(consumer.broker, "fetch", flaky_fetch)
+    consumer.stop = Flag()
+    with caplog.at_level("DEBUG", "django_tasks.worker"):
+        consumer.run()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert "Cannot fetch from the broker (broker away)" in warnings[0]
+    assert warnings[1] == "The broker answers again, after 5 failed fetches"
