@@ -37,6 +37,11 @@ class ResultStore(abc.ABC):
     @abc.abstractmethod
     def get(self, task_id: str) -> ResultMeta | None: ...
 
+    def create_missing(self, messages: Sequence[Message]) -> None:
+        """PENDING rows for those of ``messages`` that have none yet: the worker writes them
+        as it takes a batch when enqueue left them out (``TASKS_STORE_PENDING = False``)."""
+        self.create_pending([m for m in messages if self.get(m.id) is None])
+
     def wait(self, timeout: float) -> bool | None:
         """Block up to ``timeout`` seconds until some outcome may have been stored: True when
         woken (read again), False on timeout, None where this store cannot wake a reader

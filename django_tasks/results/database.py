@@ -52,6 +52,16 @@ class DatabaseResultStore(ResultStore):
         ]
         self._rows.bulk_create(rows, batch_size=_BATCH)
 
+    def create_missing(self, messages: Sequence[Message]) -> None:
+        """One INSERT for the batch; rows that exist are left as they are."""
+        now = _now()
+        self._rows.bulk_create(
+            [TaskResult(task_id=m.id, task_name=m.task, state=states.PENDING,
+                        args=serialization.dumps(list(m.args)),
+                        kwargs=serialization.dumps(m.kwargs), queue=m.queue,
+                        priority=m.priority, created_at=now) for m in messages],
+            batch_size=_BATCH, ignore_conflicts=True)
+
     def _row(self, o: TaskOutcome, now: dt.datetime) -> TaskResult:
         return TaskResult(
             task_id=o.task_id, task_name=o.task_name, state=o.state,

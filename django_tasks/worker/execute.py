@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import serialization, signals, states
 from ..brokers.base import Delivery
@@ -20,6 +20,9 @@ from ..registry import registry
 from ..result import TaskOutcome, exception_to_result
 from ..task import Task, run_message, utcnow
 from .settle import Settlement
+
+if TYPE_CHECKING:
+    from ..results.base import ResultStore
 
 logger = logging.getLogger("django_tasks.worker")
 #: A message whose holders keep dying before anyone knows it started (a whole worker
@@ -57,8 +60,9 @@ def _read_id(body: str) -> tuple[str | None, str]:
     return (task_id if not name_error(task_id, "id") else None), name
 
 
-def prepare(deliveries: Sequence[Delivery], store: Any) -> list[Prepared]:
-    """Decode a batch and find, in one query, the ids that already finished."""
+def prepare(deliveries: Sequence[Delivery], store: ResultStore | None) -> list[Prepared]:
+    """Decode a batch and find, in one query, the ids that already finished; where enqueue
+    wrote no PENDING rows, write them now, so that a running task has its row."""
     prepared: list[Prepared] = []
     for delivery in deliveries:
         item = Prepared(delivery)
@@ -82,6 +86,9 @@ def prepare(deliveries: Sequence[Delivery], store: Any) -> list[Prepared]:
         for item in prepared:
             if item.readable_id in final:
                 item.final_state = final[item.readable_id]
+        if not task_settings.STORE_PENDING:
+            store.create_missing([p.message for p in prepared if p.message is not None
+                                  and p.final_state is None and not p.message.ignore_result])
     return prepared
 
 

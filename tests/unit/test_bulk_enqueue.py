@@ -82,3 +82,29 @@ def test_without_pending_rows_only_the_messages_are_written(database_tasks: None
     assert QueuedMessage.objects.count() == 2
     assert not TaskResult.objects.exists()
     assert result.state == "PENDING" and not result.exists()
+
+
+seen: list[bool] = []
+
+
+@shared_task(name="unit.bulk.sees_its_row", bind=True)
+def sees_its_row(self: Any) -> None:
+    seen.append(TaskResult.objects.filter(task_id=self.request.id).exists())
+
+
+def test_without_pending_rows_the_worker_writes_them_as_it_takes_the_batch(
+        database_tasks: None, settings: Any) -> None:
+    import threading
+
+    from django_tasks.worker.consumer import Consumer
+
+    settings.TASKS_STORE_PENDING = False
+    seen.clear()
+    results = sees_its_row.delay_many([()] * 3)
+    assert not TaskResult.objects.exists()
+    consumer = Consumer(queues=["default"], owner="t/1", hostname="t@h", prefetch=8, lease=30,
+                        stop=threading.Event())
+    while QueuedMessage.objects.exists():
+        consumer.process(get_broker().fetch(["default"], "t/1", 8, 30))
+    assert seen == [True, True, True]
+    assert {r.state for r in results} == {"SUCCESS"}
