@@ -51,17 +51,17 @@ def broker(project: Project) -> Iterator[AmqpBroker]:
         _drop("default")
 
 
-def test_two_hundred_tasks_all_run_once(project: Project, broker: AmqpBroker) -> None:
+def test_a_thousand_tasks_all_run_once(project: Project, broker: AmqpBroker) -> None:
     project.shell("from testproject.demo.tasks import add\n"
-                  "for i in range(200):\n"
+                  "for i in range(1000):\n"
                   "    add.delay(i, i)\n")
-    assert broker.depths(["default"]) == {"default": 200}
+    assert broker.depths(["default"]) == {"default": 1000}
     project.worker("-c", "2", "-P", "prefork", "-l", "warning")
-    project.wait("200 results", lambda: project.count(RESULTS, "state = 'SUCCESS'") == 200,
+    project.wait("1000 results", lambda: project.count(RESULTS, "state = 'SUCCESS'") == 1000,
                  timeout=30)
     rows = project.query(f"SELECT args, result, attempts FROM {RESULTS}")
     pairs = sorted((json.loads(args), json.loads(result)) for args, result, _ in rows)
-    assert pairs == [([i, i], 2 * i) for i in range(200)]
+    assert pairs == [([i, i], 2 * i) for i in range(1000)]
     assert {attempts for _, _, attempts in rows} == {1}
     project.wait("the queue to be empty", lambda: broker.depths(["default"]) == {"default": 0},
                  timeout=10)
@@ -157,3 +157,23 @@ def test_a_cut_connection_mid_drain_loses_nothing(project: Project, broker: Amqp
     assert len(starts) - count <= 4, "more re-runs than one batch per process"
     project.wait("the queue to be empty", lambda: broker.depths(["default"]) == {"default": 0},
                  timeout=20)
+
+
+def test_a_bad_message_is_rejected_and_the_worker_goes_on(
+        project: Project, broker: AmqpBroker) -> None:
+    import kombu
+
+    session, _ = broker._publisher()
+    broker._declare(session, "default")  # the default exchange drops what no queue takes
+    kombu.Producer(session.channel).publish(
+        b"not json {", routing_key="default", correlation_id="bad-1",
+        content_type="application/json", content_encoding="utf-8", delivery_mode=2)
+    after = project.delay("add", 1, 1)
+    worker = project.worker("-c", "1")
+    project.wait_state(after, "SUCCESS")
+    project.wait_state("bad-1", "FAILURE")
+    bad = project.result("bad-1")
+    assert bad is not None and json.loads(bad["result"])["exc_type"] == "DecodeError"
+    project.wait("the queue to be empty", lambda: broker.depths(["default"]) == {"default": 0},
+                 timeout=10)
+    assert worker.running()

@@ -51,17 +51,17 @@ def broker(project: Project) -> Iterator[RedisBroker]:
         broker.close()
 
 
-def test_two_hundred_tasks_all_run_once(project: Project, broker: RedisBroker) -> None:
+def test_a_thousand_tasks_all_run_once(project: Project, broker: RedisBroker) -> None:
     project.shell("from testproject.demo.tasks import add\n"
-                  "for i in range(200):\n"
+                  "for i in range(1000):\n"
                   "    add.delay(i, i)\n")
-    assert broker.depths() == {"default": 200}
+    assert broker.depths() == {"default": 1000}
     project.worker("-c", "2", "-P", "prefork", "-l", "warning")
-    project.wait("200 results", lambda: project.count(RESULTS, "state = 'SUCCESS'") == 200,
+    project.wait("1000 results", lambda: project.count(RESULTS, "state = 'SUCCESS'") == 1000,
                  timeout=60)
     rows = project.query(f"SELECT args, result, attempts FROM {RESULTS}")
     pairs = sorted((json.loads(args), json.loads(result)) for args, result, _ in rows)
-    assert pairs == [([i, i], 2 * i) for i in range(200)]
+    assert pairs == [([i, i], 2 * i) for i in range(1000)]
     assert {attempts for _, _, attempts in rows} == {1}
     project.wait("the broker to be empty", lambda: broker.depths() == {}, timeout=10)
 
@@ -235,3 +235,17 @@ def test_a_redis_restart_mid_drain_loses_nothing(project: Project, tmp_path: Pat
                      lambda: RedisBroker(url).depths() == {}, timeout=20)
     finally:
         server.kill()
+
+
+def test_a_bad_message_is_rejected_and_the_worker_goes_on(
+        project: Project, broker: RedisBroker) -> None:
+    now = repr(time.time())
+    broker._run_chunks(broker._publish, [now], ["default", 0, "bad-1", "not json {", now], 5)
+    after = project.delay("add", 1, 1)
+    worker = project.worker("-c", "1")
+    project.wait_state(after, "SUCCESS")
+    project.wait_state("bad-1", "FAILURE")
+    bad = project.result("bad-1")
+    assert bad is not None and json.loads(bad["result"])["exc_type"] == "DecodeError"
+    project.wait("the broker to be empty", lambda: broker.depths() == {}, timeout=10)
+    assert worker.running()
