@@ -19,9 +19,11 @@ so that no worker holds a delayed message unacknowledged in its memory.
 A claim is an ``UPDATE`` that only takes a row nobody holds (or whose claim has run out),
 so two processes never publish one row at the same time. The one window left is a
 publisher that dies after the broker took the message and before its ``DELETE``: the relay
-then publishes the row again when the claim runs out, and the worker, which checks for a
-final outcome before it runs a message, acks the second copy without running it once the
-first has finished.
+then publishes the row again when the claim runs out. Rows are published with
+``Broker.publish_once``, keyed by the row: Redis remembers the key in the same script that
+queues the message and drops the second copy (exactly once). A broker that cannot (AMQP)
+publishes it again, and the worker, which checks for a final outcome before it runs a
+message, acks the second copy without running it once the first has finished.
 """
 
 from __future__ import annotations
@@ -71,13 +73,19 @@ def write(broker: Broker, messages: Sequence[Message], alias: str) -> None:
     rows = OutboxMessage.objects.using(alias).bulk_create(
         [OutboxMessage(task_id=m.id, queue=m.queue, body=m.encode(), created_at=now)
          for m in messages])
-    ids = [row.pk for row in rows]
-    if None in ids:  # a backend that does not return ids from a bulk insert (MySQL)
-        ids = list(OutboxMessage.objects.using(alias)
-                   .filter(created_at=now, task_id__in=[m.id for m in messages])
-                   .values_list("pk", flat=True))
-    transaction.on_commit(lambda: publish_committed(broker, ids, list(messages), alias),
-                          using=alias)
+    if any(row.pk is None for row in rows):  # no ids back from a bulk insert (MySQL)
+        found = dict(OutboxMessage.objects.using(alias)
+                     .filter(created_at=now, task_id__in=[m.id for m in messages])
+                     .values_list("task_id", "pk"))
+        pairs = [(found[m.id], m) for m in messages]
+    else:
+        pairs = [(row.pk, m) for row, m in zip(rows, messages, strict=True)]
+    transaction.on_commit(lambda: publish_committed(broker, pairs, alias), using=alias)
+
+
+def once_key(pk: int, task_id: str) -> str:
+    """What a broker that can deduplicate remembers of a published outbox row."""
+    return f"outbox:{pk}:{task_id}"
 
 
 def hold(messages: Sequence[Message], alias: str) -> None:
@@ -92,30 +100,31 @@ def hold(messages: Sequence[Message], alias: str) -> None:
                        due_at=m.eta or now) for m in messages])
 
 
-def publish_committed(broker: Broker, ids: Sequence[int], messages: Sequence[Message],
+def publish_committed(broker: Broker, pairs: Sequence[tuple[int, Message]],
                       alias: str) -> int:
-    """After the commit: claim the rows, publish what was claimed, delete it. Never raises:
-    the data is committed, and what fails here is left to the relay."""
+    """After the commit: claim the rows (``(pk, message)`` pairs), publish what was claimed,
+    delete it. Never raises: the data is committed, and what fails here is left to the
+    relay."""
     from .models import OutboxMessage
 
     try:
         claim, claimed = _claim(OutboxMessage.objects.using(alias).filter(
-            pk__in=ids, claimed_until__isnull=True), alias)
+            pk__in=[pk for pk, _ in pairs], claimed_until__isnull=True), alias)
         if not claimed:
             return 0
-        if claimed < len(ids):  # a relay got there first (a very slow commit hook)
+        if claimed < len(pairs):  # a relay got there first (a very slow commit hook)
             taken = set(OutboxMessage.objects.using(alias).filter(claim=claim)
-                        .values_list("task_id", flat=True))
-            messages = [m for m in messages if m.id in taken]
-        broker.publish(messages)
+                        .values_list("pk", flat=True))
+            pairs = [(pk, m) for pk, m in pairs if pk in taken]
+        broker.publish_once([(once_key(pk, m.id), m) for pk, m in pairs])
         OutboxMessage.objects.using(alias).filter(claim=claim).delete()
     except Exception as exc:  # noqa: BLE001 - the relay publishes what is left
         logger.warning(
             "Could not publish %d message(s) after the commit (%s: %s); they stay in the "
             "outbox, and a worker publishes them within %d seconds of the broker being back",
-            len(ids), type(exc).__name__, exc, (GRACE + CLAIM).seconds)
+            len(pairs), type(exc).__name__, exc, (GRACE + CLAIM).seconds)
         return 0
-    return len(messages)
+    return len(pairs)
 
 
 def relay(broker: Broker, alias: str, limit: int = BATCH) -> int:
@@ -135,12 +144,13 @@ def relay(broker: Broker, alias: str, limit: int = BATCH) -> int:
     claim, claimed = _claim(free.filter(pk__in=candidates), alias)
     if not claimed:
         return 0
-    bodies = rows.filter(claim=claim).order_by("pk").values_list("body", flat=True)
-    messages = [Message.decode(body) for body in bodies]
-    broker.publish(messages)
+    taken = rows.filter(claim=claim).order_by("pk").values_list("pk", "body")
+    keyed = [(once_key(pk, message.id), message)
+             for pk, message in ((pk, Message.decode(body)) for pk, body in taken)]
+    broker.publish_once(keyed)
     rows.filter(claim=claim).delete()
-    logger.debug("Published %d message(s) from the outbox", len(messages))
-    return len(messages)
+    logger.debug("Published %d message(s) from the outbox", len(keyed))
+    return len(keyed)
 
 
 def _claim(rows: QuerySet[OutboxMessage], alias: str) -> tuple[int, int]:

@@ -98,6 +98,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def publish(self, messages: Sequence[Message]) -> None: ...
 
+    def publish_once(self, keyed: Sequence[tuple[str, Message]]) -> None:
+        """Publish each message unless one was published under the same key before (an
+        outbox row published again after its publisher died). A broker that cannot tell
+        publishes again: the worker acks a copy whose task already finished, unrun."""
+        self.publish([message for _, message in keyed])
+
     def publish_with_pending(self, messages: Sequence[Message]) -> bool:
         """Publish and write the messages' PENDING result rows in one statement, where the
         broker can and the results live beside it; False where the caller must write them

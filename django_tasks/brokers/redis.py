@@ -16,6 +16,7 @@ Key layout (``P`` is the prefix)::
     P:leased:<queue>      ZSET of leased tags, scored by the end of their lease
     P:owner:<owner>       SET of the tags an owner (one consuming process) holds
     P:queues              SET of queue names with messages, for ``depths()``
+    P:once:<key>          a published outbox row (``publish_once``), kept for a day
     P:wake:<queue>        LIST of wake-up tokens, one per due message published (at most
                           32 kept): an idle consumer waits for one with BLPOP
 
@@ -64,6 +65,8 @@ DEFAULT_PREFIX = "tasks"
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
 HEALTH_CHECK_INTERVAL = 15
+#: How long a ``publish_once`` key is remembered: far longer than an outbox claim.
+ONCE_SECONDS = 86400
 # Messages (or deliveries) per script call; a larger batch is several calls in one pipeline.
 _CHUNK = 1000
 
@@ -127,6 +130,7 @@ class RedisBroker(Broker):
         )
         register = self._client.register_script
         self._publish = register(redis_lua.PUBLISH)
+        self._publish_once = register(redis_lua.PUBLISH_ONCE)
         self._fetch = register(redis_lua.FETCH)
         self._ack = register(redis_lua.ACK)
         self._release = register(redis_lua.RELEASE)
@@ -184,6 +188,16 @@ class RedisBroker(Broker):
         fields = [field for m in messages
                   for field in _message_args(m, m.eta.timestamp() if m.eta else now)]
         self._run_chunks(self._publish, [repr(now)], fields, 5)
+
+    def publish_once(self, keyed: Sequence[tuple[str, Message]]) -> None:
+        """Queue each message whose key Redis has not seen in the last ``ONCE_SECONDS``;
+        the key is set in the same script that queues the message."""
+        if not keyed:
+            return
+        now = _time()
+        fields = [field for key, m in keyed
+                  for field in (key, *_message_args(m, m.eta.timestamp() if m.eta else now))]
+        self._run_chunks(self._publish_once, [repr(now), ONCE_SECONDS], fields, 6)
 
     # -- claiming ------------------------------------------------------------------------
 

@@ -90,6 +90,22 @@ wake(due)
 return (#ARGV - 2) / 5
 """
 
+# ARGV: prefix, now, seconds to remember a key, then per message its key and the 5 fields
+# of ``put``. A message whose key was seen is dropped. Returns how many were queued.
+PUBLISH_ONCE = _PRELUDE + """
+local now, ttl = ARGV[2], ARGV[3]
+local due, queued = {}, 0
+for i = 4, #ARGV, 6 do
+  if redis.call('SET', P .. ':once:' .. ARGV[i], '1', 'NX', 'EX', ttl) then
+    local q = put(i + 1, now)
+    if q then due[q] = (due[q] or 0) + 1 end
+    queued = queued + 1
+  end
+end
+wake(due)
+return queued
+"""
+
 # ARGV: prefix, now, lease end, owner, limit, number of queues, queues..., one token per slot.
 # Returns {tag, body, queue, deliveries, task_id, token, runs} per leased message, in order.
 FETCH = _PRELUDE + """

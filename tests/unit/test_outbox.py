@@ -41,6 +41,16 @@ class OutsideBroker(MemoryBroker):
             raise ConnectionError("broker is down")
         super().publish(messages)
 
+    def publish_once(self, keyed: Sequence[tuple[str, Message]]) -> None:
+        self.keys.extend(key for key, _ in keyed)
+        super().publish_once(keyed)
+
+    @property
+    def keys(self) -> list[str]:
+        if not hasattr(self, "_keys"):
+            self._keys: list[str] = []
+        return self._keys
+
     def queued_ids(self) -> list[str]:
         return [Message.decode(row.body).id for _, row in sorted(self._rows.items())]
 
@@ -234,3 +244,20 @@ def test_a_delayed_message_in_a_rolled_back_transaction_is_never_published(
     clock.advance(10)
     assert outbox.relay(no_delay_broker, "default") == 0
     assert no_delay_broker.queued_ids() == []
+
+
+def test_a_row_published_again_after_its_publisher_died_carries_the_same_key(
+        broker: OutsideBroker, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """So that a broker that remembers keys (Redis) queues it once."""
+    def delete_fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the publisher died before its DELETE")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("django.db.models.query.QuerySet.delete", delete_fails)
+        with transaction.atomic():
+            result = add.delay(1, 2)
+    assert OutboxMessage.objects.filter(claim__isnull=False).count() == 1
+    clock.advance(outbox.CLAIM.total_seconds() + 1)
+    assert outbox.relay(broker, "default") == 1
+    [first, again] = broker.keys
+    assert first == again and result.id in first

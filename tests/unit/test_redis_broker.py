@@ -244,3 +244,12 @@ def test_a_waiting_consumer_is_woken_from_another_thread(broker: RedisBroker) ->
     RedisBroker(REDIS_TEST_URL).publish(messages(1))
     waiter.join(timeout=30)
     assert woken == [True]
+
+
+def test_an_outbox_row_published_twice_is_queued_once(broker: RedisBroker) -> None:
+    first, second = messages(2)
+    broker.publish_once([("outbox:1:m0", first), ("outbox:2:m1", second)])
+    broker.publish_once([("outbox:1:m0", first)])  # a relay after a publisher died
+    assert broker.depths() == {"default": 2}
+    assert sorted(Message.decode(d.body).id for d in broker.fetch(["default"], "w", 10, 30)) \
+        == ["m0", "m1"]
