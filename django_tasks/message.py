@@ -44,6 +44,8 @@ class Message:
     headers: dict[str, Any] = field(default_factory=dict)
     callbacks: tuple[dict[str, Any], ...] = ()
     errbacks: tuple[dict[str, Any], ...] = ()
+    #: The encoded envelope, once ``encode()`` has made it (``replace()`` starts afresh).
+    _encoded: str | None = field(default=None, init=False, compare=False, repr=False)
 
     def replace(self, **changes: Any) -> Message:
         return replace(self, **changes)
@@ -85,7 +87,13 @@ class Message:
                 "body": [list(self.args), self.kwargs, embed]}
 
     def encode(self) -> str:
-        return serialization.dumps(self.to_envelope(), f"arguments of task {self.task!r}")
+        """The JSON envelope; made once per message (``delay()`` checks the arguments by
+        encoding, and the broker then sends the same text)."""
+        if self._encoded is None:
+            object.__setattr__(self, "_encoded", serialization.dumps(
+                self.to_envelope(), f"arguments of task {self.task!r}"))
+        assert self._encoded is not None
+        return self._encoded
 
     @classmethod
     def decode(cls, raw: str | bytes) -> Message:
