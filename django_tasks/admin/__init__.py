@@ -7,8 +7,8 @@ Permissions, as an operator expects them:
   (and superusers) can look at everything.
 - Superusers may delete a task result from its page (bulk deletion is ``taskprune``'s job,
   in bounded batches) and may delete worker rows a killed worker left behind.
-- Queued messages cannot be deleted: that would drop a task silently and leave its result
-  PENDING forever. Revoke it instead (``AsyncResult(id).revoke()``).
+- Queued messages and outbox rows cannot be deleted: that would drop a task silently and
+  leave its result PENDING forever. Revoke it instead (``AsyncResult(id).revoke()``).
 
 The result list is built for tables of millions of rows: the count behind the pagination
 stops at ``CappedCountPaginator.limit``, filters list their choices without scanning the
@@ -16,9 +16,11 @@ table, search by task id uses the unique index, and the big text columns are not
 for the list.
 """
 
+from .outbox import OutboxMessageAdmin
 from .queue import QueuedMessageAdmin
 from .results import TaskResultAdmin
 from .schedules import PeriodicTaskAdmin
 from .workers import WorkerStateAdmin
 
-__all__ = ["PeriodicTaskAdmin", "QueuedMessageAdmin", "TaskResultAdmin", "WorkerStateAdmin"]
+__all__ = ["OutboxMessageAdmin", "PeriodicTaskAdmin", "QueuedMessageAdmin", "TaskResultAdmin",
+           "WorkerStateAdmin"]
