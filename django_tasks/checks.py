@@ -24,6 +24,20 @@ def _scheme(url: object) -> str:
 _alias = database_alias
 
 
+#: The package each broker scheme imports, and the extra that installs it.
+BROKER_DRIVERS = {"redis": "redis", "rediss": "redis", "amqp": "kombu", "amqps": "kombu",
+                  "pyamqp": "kombu"}
+DRIVER_EXTRAS = {"redis": "redis", "kombu": "kombu"}
+
+
+def _missing_driver(scheme: str) -> str:
+    """The package a broker needs that cannot be imported, or ''."""
+    import importlib.util
+
+    package = BROKER_DRIVERS.get(scheme, "")
+    return package if package and importlib.util.find_spec(package) is None else ""
+
+
 @register("django_tasks")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
@@ -33,6 +47,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             f"TASKS_BROKER_URL={mask_url(broker)!r} names no supported broker.",
             hint=f"Use one of: {', '.join(s + '://' for s in BROKER_CLASSES)}.",
             id="django_tasks.E001"))
+    elif (missing := _missing_driver(_scheme(broker))):
+        errors.append(Error(
+            f"TASKS_BROKER_URL={mask_url(broker)!r} needs the {missing} package, which is not "
+            "installed.", hint=f"pip install 'django-taskworker[{DRIVER_EXTRAS[missing]}]'.",
+            id="django_tasks.E014"))
     elif _scheme(broker) == "django" and _alias(broker) not in settings.DATABASES:
         errors.append(Error(
             f"TASKS_BROKER_URL={mask_url(broker)!r} names database {_alias(broker)!r}, which "
