@@ -73,6 +73,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return LightChangeList
 
 
+def envelope_task_name(body: str) -> str:
+    """The task name in a message envelope, for the queue and outbox lists."""
+    try:
+        return str(json.loads(body)["headers"]["task"])
+    except (ValueError, KeyError, TypeError):
+        return "(undecodable)"
+
+
 def pretty_json(text: str | None) -> str:
     """JSON text indented for reading, in a <pre> block; other text as it is."""
     if not text:

@@ -3,13 +3,11 @@ yet, and delayed messages held for a broker that cannot delay them (RabbitMQ).""
 
 from __future__ import annotations
 
-import json
-
 from django.contrib import admin
 
 from .. import clock, outbox
 from ..models import OutboxMessage
-from .base import ReadOnlyAdmin, pretty_json
+from .base import ReadOnlyAdmin, envelope_task_name, pretty_json
 
 
 @admin.register(OutboxMessage)
@@ -26,10 +24,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="task name")
     def task_name(self, obj: OutboxMessage) -> str:
-        try:
-            return str(json.loads(obj.body)["headers"]["task"])
-        except (ValueError, KeyError, TypeError):
-            return "(undecodable)"
+        return envelope_task_name(obj.body)
 
     @admin.display(description="status")
     def status(self, obj: OutboxMessage) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 from django.contrib import admin
@@ -11,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from ..models import QueuedMessage
-from .base import ReadOnlyAdmin, pretty_json
+from .base import ReadOnlyAdmin, envelope_task_name, pretty_json
 from .filters import MessageStatusFilter, QueueFilter
 
 
@@ -36,10 +35,7 @@ class QueuedMessageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="task name")
     def task_name(self, obj: QueuedMessage) -> str:
-        try:
-            return str(json.loads(obj.body)["headers"]["task"])
-        except (ValueError, KeyError, TypeError):
-            return "(undecodable)"
+        return envelope_task_name(obj.body)
 
     @admin.display(description="status")
     def status(self, obj: QueuedMessage) -> str:

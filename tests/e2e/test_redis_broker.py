@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -19,17 +17,18 @@ import pytest
 from django_tasks.brokers.redis import RedisBroker
 from tests.conftest import IN_CI, require_service
 
-from .conftest import Project, alive, children, group_members
+from . import broker_checks as check
+from .broker_checks import lines
+from .conftest import Project
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
 REDIS_URL = "redis://127.0.0.1:6379/14"
-RESULTS = "django_tasks_taskresult"
 SHORT_LEASE = {"TASKS_LEASE_SECONDS": "4", "TASKS_HEARTBEAT_SECONDS": "1"}
 
 
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
+def depth_of(broker: RedisBroker) -> check.Depth:
+    return lambda: sum(broker.depths().values())
 
 
 @pytest.fixture
@@ -52,64 +51,20 @@ def broker(project: Project) -> Iterator[RedisBroker]:
 
 
 def test_a_thousand_tasks_all_run_once(project: Project, broker: RedisBroker) -> None:
-    project.shell("from testproject.demo.tasks import add\n"
-                  "for i in range(1000):\n"
-                  "    add.delay(i, i)\n")
-    assert broker.depths() == {"default": 1000}
-    project.worker("-c", "2", "-P", "prefork", "-l", "warning")
-    project.wait("1000 results", lambda: project.count(RESULTS, "state = 'SUCCESS'") == 1000,
-                 timeout=60)
-    rows = project.query(f"SELECT args, result, attempts FROM {RESULTS}")
-    pairs = sorted((json.loads(args), json.loads(result)) for args, result, _ in rows)
-    assert pairs == [([i, i], 2 * i) for i in range(1000)]
-    assert {attempts for _, _, attempts in rows} == {1}
-    project.wait("the broker to be empty", lambda: broker.depths() == {}, timeout=10)
+    check.a_thousand_tasks_run_once(project, depth_of(broker))
 
 
 def test_kill_9_means_exactly_one_more_run_after_the_lease(
         project: Project, broker: RedisBroker, tmp_path: Path) -> None:
-    marker = tmp_path / "starts"
-    first = project.worker("-c", "1", hostname="A", **SHORT_LEASE)
-    project.wait_ready(first)
-    task_id = project.delay("slow", seconds=14, marker=str(marker))
-    project.wait("the task to start on A", lambda: len(lines(marker)) == 1)
-    second = project.worker("-c", "1", hostname="B", **SHORT_LEASE)
-    project.wait_ready(second)
-    time.sleep(4.5)  # longer than the 4 s lease: A renews it, so B must not get the task
-    assert len(lines(marker)) == 1, "the task was delivered again while its worker lived"
-
-    pool = children(first.pid)
-    assert pool, "worker A has no pool process"
-    assert project.state(task_id) != "SUCCESS", "the task ended before A could be killed"
-    os.kill(first.pid, signal.SIGKILL)
-    project.wait("A's pool processes to die with it",
-                 lambda: not any(alive(pid) for pid in pool), timeout=5)
-    project.wait("no process of A to remain", lambda: not group_members(first.pid), timeout=5)
-
-    project.wait_state(task_id, "SUCCESS", timeout=30)
-    assert lines(marker) == [f"{task_id} A", f"{task_id} B"]
-    result = project.result(task_id)
-    assert result is not None
-    assert (result["worker"], result["attempts"]) == ("B", 2)
-    project.wait("the broker to be empty", lambda: broker.depths() == {}, timeout=10)
-    assert second.running()
+    # 4.5 s beside B: longer than the 4 s lease, which A renews, so B must not get the task.
+    check.kill_9_means_one_more_run(project, depth_of(broker), tmp_path, live_wait=4.5,
+                                    **SHORT_LEASE)
 
 
 def test_sigterm_lets_the_running_task_finish_and_ack(
         project: Project, broker: RedisBroker, tmp_path: Path) -> None:
-    marker = tmp_path / "starts"
-    worker = project.worker("-c", "1")
-    task_id = project.delay("slow", seconds=3, marker=str(marker))
-    project.wait("the slow task to start", lambda: len(lines(marker)) == 1)
-    waiting = project.delay("add", 1, 2)  # queued behind the running task
-    worker.proc.send_signal(signal.SIGTERM)
-    assert worker.wait_exit(20) == 0
-    assert project.state(task_id) == "SUCCESS"
-    assert project.state(waiting) == "PENDING"
-    assert "warm shutdown" in worker.output()
-    # The finished task was acked; the waiting one is back in the queue, not leased.
-    assert broker.depths() == {"default": 1}
-    [again] = broker.fetch(["default"], "check", 10, 30)
+    waiting = check.sigterm_finishes_the_running_task(project, depth_of(broker), tmp_path)
+    [again] = broker.fetch(["default"], "check", 10, 30)  # back in the queue, not leased
     assert (again.task_id, again.deliveries) == (waiting, 1)
 
 
@@ -205,47 +160,32 @@ def _redis_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
 
 def test_a_redis_restart_mid_drain_loses_nothing(project: Project, tmp_path: Path) -> None:
     """Redis (append-only, fsync always) is stopped for a few seconds in the middle of a drain
-    and started again on the same files: every task ends SUCCESS, none is lost, and the
-    worker goes on by itself."""
+    and started again on the same files."""
     port = _free_port()
-    server = _redis_server(port, tmp_path)
+    servers = [_redis_server(port, tmp_path)]
     url = f"redis://127.0.0.1:{port}/0"
     project.env["TASKS_BROKER_URL"] = url
-    journal = tmp_path / "journal"
-    count = 400
+
+    @contextlib.contextmanager
+    def restart() -> Iterator[None]:
+        servers[-1].terminate()  # SIGTERM: Redis writes its append-only file and exits
+        servers[-1].wait(10)
+        yield
+        servers.append(_redis_server(port, tmp_path))
+
     try:
-        project.shell("from testproject.demo.tasks import record\n"
-                      f"record.delay_many([({str(journal)!r}, 0.01)] * {count})\n")
-        worker = project.worker("-c", "2", "-l", "warning")
-        project.wait("a quarter of the drain",
-                     lambda: project.count(RESULTS, "state = 'SUCCESS'") >= count // 4)
-        server.terminate()  # SIGTERM: Redis writes its append-only file and exits
-        server.wait(10)
-        time.sleep(3)
-        server = _redis_server(port, tmp_path)
-        project.wait(f"all {count} tasks", lambda: project.count(
-            RESULTS, "state = 'SUCCESS'") == count, timeout=90)
-        assert worker.running()
-        assert "Cannot reach the Redis broker" in worker.output()  # the outage was seen
-        starts = [line.split()[1] for line in lines(journal) if line.startswith("S ")]
-        assert len(set(starts)) == count  # none lost
-        repeated = len(starts) - count
-        assert repeated <= 4, f"{repeated} tasks ran twice"  # at most one batch per process
-        project.wait("the queue to be empty",
-                     lambda: RedisBroker(url).depths() == {}, timeout=20)
+        check.an_outage_mid_drain_loses_nothing(
+            project, depth_of(RedisBroker(url)), tmp_path, restart,
+            "Cannot reach the Redis broker")
     finally:
-        server.kill()
+        for server in servers:
+            server.kill()
 
 
 def test_a_bad_message_is_rejected_and_the_worker_goes_on(
         project: Project, broker: RedisBroker) -> None:
-    now = repr(time.time())
-    broker._run_chunks(broker._publish, [now], ["default", 0, "bad-1", "not json {", now], 5)
-    after = project.delay("add", 1, 1)
-    worker = project.worker("-c", "1")
-    project.wait_state(after, "SUCCESS")
-    project.wait_state("bad-1", "FAILURE")
-    bad = project.result("bad-1")
-    assert bad is not None and json.loads(bad["result"])["exc_type"] == "DecodeError"
-    project.wait("the broker to be empty", lambda: broker.depths() == {}, timeout=10)
-    assert worker.running()
+    def publish_raw(task_id: str, body: str) -> None:
+        now = repr(time.time())
+        broker._run_chunks(broker._publish, [now], ["default", 0, task_id, body, now], 5)
+
+    check.a_bad_message_is_rejected(project, depth_of(broker), publish_raw)

@@ -60,16 +60,23 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-@pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[OutsideBroker]:
-    monkeypatch.setitem(conf.BROKER_CLASSES, "outside", f"{__name__}.OutsideBroker")
-    with override_settings(TASKS_BROKER_URL="outside://", TASKS_RESULT_BACKEND="django://",
+def configured(monkeypatch: pytest.MonkeyPatch, cls: type[OutsideBroker],
+               ) -> Iterator[OutsideBroker]:
+    """``cls`` as the configured broker (its own URL scheme), results in the database."""
+    scheme = cls.__name__.lower()
+    monkeypatch.setitem(conf.BROKER_CLASSES, scheme, f"{__name__}.{cls.__name__}")
+    with override_settings(TASKS_BROKER_URL=f"{scheme}://", TASKS_RESULT_BACKEND="django://",
                            TASKS_ALWAYS_EAGER=False):
         reset_cache()
         broker = get_broker()
-        assert isinstance(broker, OutsideBroker)
+        assert isinstance(broker, cls)
         yield broker
     reset_cache()
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[OutsideBroker]:
+    yield from configured(monkeypatch, OutsideBroker)
 
 
 @pytest.fixture
@@ -210,18 +217,11 @@ class NoDelayBroker(OutsideBroker):
 
 
 @pytest.fixture
-def no_delay_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[NoDelayBroker]:
-    monkeypatch.setitem(conf.BROKER_CLASSES, "nodelay", f"{__name__}.NoDelayBroker")
-    with override_settings(TASKS_BROKER_URL="nodelay://", TASKS_RESULT_BACKEND="django://",
-                           TASKS_ALWAYS_EAGER=False):
-        reset_cache()
-        broker = get_broker()
-        assert isinstance(broker, NoDelayBroker)
-        yield broker
-    reset_cache()
+def no_delay_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[OutsideBroker]:
+    yield from configured(monkeypatch, NoDelayBroker)
 
 
-def test_a_countdown_waits_in_the_database_until_due(no_delay_broker: NoDelayBroker,
+def test_a_countdown_waits_in_the_database_until_due(no_delay_broker: OutsideBroker,
                                                      clock: Clock) -> None:
     later = add.apply_async((1, 2), countdown=60)
     now = add.delay(3, 4)  # due at once: straight to the broker
@@ -237,7 +237,7 @@ def test_a_countdown_waits_in_the_database_until_due(no_delay_broker: NoDelayBro
 
 
 def test_a_delayed_message_in_a_rolled_back_transaction_is_never_published(
-        no_delay_broker: NoDelayBroker, clock: Clock) -> None:
+        no_delay_broker: OutsideBroker, clock: Clock) -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
         add.apply_async((1, 2), countdown=5)
         raise RuntimeError

@@ -1,0 +1,130 @@
+"""The foundation's end-to-end checks, written once for every broker outside the database.
+
+Each takes the project (pointed at the broker already) and ``depth``, a function that counts
+the messages waiting on the broker's ``default`` queue; the test modules of each broker
+(``test_redis_broker.py``, ``test_amqp_broker.py``) call them and add what only their broker
+has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from .conftest import Project, alive, children, group_members
+
+RESULTS = "django_tasks_taskresult"
+Depth = Callable[[], int]
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def a_thousand_tasks_run_once(project: Project, depth: Depth) -> None:
+    project.shell("from testproject.demo.tasks import add\n"
+                  "for i in range(1000):\n"
+                  "    add.delay(i, i)\n")
+    assert depth() == 1000
+    project.worker("-c", "2", "-P", "prefork", "-l", "warning")
+    project.wait("1000 results", lambda: project.count(RESULTS, "state = 'SUCCESS'") == 1000,
+                 timeout=60)
+    rows = project.query(f"SELECT args, result, attempts FROM {RESULTS}")
+    pairs = sorted((json.loads(args), json.loads(result)) for args, result, _ in rows)
+    assert pairs == [([i, i], 2 * i) for i in range(1000)]
+    assert {attempts for _, _, attempts in rows} == {1}
+    project.wait("the broker to be empty", lambda: depth() == 0, timeout=10)
+
+
+def kill_9_means_one_more_run(project: Project, depth: Depth, tmp_path: Path, *,
+                              live_wait: float, **env: str) -> None:
+    """Worker A is SIGKILLed mid-task after ``live_wait`` seconds beside worker B, in which
+    B must not get the task; then B runs it once more (delivery 2)."""
+    marker = tmp_path / "starts"
+    first = project.worker("-c", "1", hostname="A", **env)
+    project.wait_ready(first)
+    # Long enough to outlast B's start and the wait on a loaded machine: A must be killed
+    # while the task runs.
+    task_id = project.delay("slow", seconds=live_wait + 9, marker=str(marker))
+    project.wait("the task to start on A", lambda: len(lines(marker)) == 1)
+    second = project.worker("-c", "1", hostname="B", **env)
+    project.wait_ready(second)
+    time.sleep(live_wait)
+    assert len(lines(marker)) == 1, "the task was delivered again while its worker lived"
+
+    pool = children(first.pid)
+    assert pool, "worker A has no pool process"
+    assert project.state(task_id) != "SUCCESS", "the task ended before A could be killed"
+    os.kill(first.pid, signal.SIGKILL)  # the main process only; its pool must die with it
+    project.wait("A's pool processes to die with it",
+                 lambda: not any(alive(pid) for pid in pool), timeout=5)
+    project.wait("no process of A to remain", lambda: not group_members(first.pid), timeout=5)
+
+    project.wait_state(task_id, "SUCCESS", timeout=40)
+    assert lines(marker) == [f"{task_id} A", f"{task_id} B"]
+    result = project.result(task_id)
+    assert result is not None
+    assert (result["worker"], result["attempts"]) == ("B", 2)
+    project.wait("the broker to be empty", lambda: depth() == 0, timeout=10)
+    assert second.running()
+
+
+def sigterm_finishes_the_running_task(project: Project, depth: Depth, tmp_path: Path) -> str:
+    """The running task finishes and is acked; the one queued behind it goes back to the
+    queue. Returns the id of that one."""
+    marker = tmp_path / "starts"
+    worker = project.worker("-c", "1")
+    task_id = project.delay("slow", seconds=3, marker=str(marker))
+    project.wait("the slow task to start", lambda: len(lines(marker)) == 1)
+    waiting = project.delay("add", 1, 2)  # queued behind the running task
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait_exit(20) == 0
+    assert project.state(task_id) == "SUCCESS"
+    assert project.state(waiting) == "PENDING"
+    assert "warm shutdown" in worker.output()
+    project.wait("the waiting task back in the queue", lambda: depth() == 1, timeout=5)
+    return waiting
+
+
+def a_bad_message_is_rejected(project: Project, depth: Depth,
+                              publish_raw: Callable[[str, str], None]) -> None:
+    """``publish_raw(task_id, body)`` puts a body that is not JSON on the queue."""
+    publish_raw("bad-1", "not json {")
+    after = project.delay("add", 1, 1)
+    worker = project.worker("-c", "1")
+    project.wait_state(after, "SUCCESS")
+    project.wait_state("bad-1", "FAILURE")
+    bad = project.result("bad-1")
+    assert bad is not None and json.loads(bad["result"])["exc_type"] == "DecodeError"
+    project.wait("the broker to be empty", lambda: depth() == 0, timeout=10)
+    assert worker.running()
+
+
+def an_outage_mid_drain_loses_nothing(project: Project, depth: Depth, tmp_path: Path,
+                                      outage: Callable[[], AbstractContextManager[object]],
+                                      seen: str, **env: str) -> None:
+    """``outage()`` cuts the worker off from the broker for the block's length, a quarter
+    into a drain of journaled tasks: every task ends SUCCESS, none is lost, at most one
+    batch per process runs again, the worker logged ``seen`` and goes on by itself."""
+    journal = tmp_path / "journal"
+    count = 400
+    project.shell("from testproject.demo.tasks import record\n"
+                  f"record.delay_many([({str(journal)!r}, 0.01)] * {count})\n")
+    worker = project.worker("-c", "2", "-l", "warning", **env)
+    project.wait("a quarter of the drain",
+                 lambda: project.count(RESULTS, "state = 'SUCCESS'") >= count // 4)
+    with outage():
+        time.sleep(3)
+    project.wait(f"all {count} tasks", lambda: project.count(
+        RESULTS, "state = 'SUCCESS'") == count, timeout=90)
+    assert worker.running()
+    assert seen in worker.output()  # the outage was noticed
+    starts = [line.split()[1] for line in lines(journal) if line.startswith("S ")]
+    assert len(set(starts)) == count  # none lost
+    assert len(starts) - count <= 4, f"{len(starts) - count} tasks ran twice"
+    project.wait("the broker to be empty", lambda: depth() == 0, timeout=20)
