@@ -65,6 +65,7 @@ class TaskSettings:
     POLL_INTERVAL = Setting[float](0.05)
     TRACK_STARTED = Setting[bool](False)
     STORE_PENDING = Setting[bool](True)
+    SENSITIVE_TASKS = Setting[list[str]]([])
     TIME_LIMIT = Setting[float | None](None)
     SOFT_TIME_LIMIT = Setting[float | None](None)
     PRUNE_BATCH_SIZE = Setting[int](1000)

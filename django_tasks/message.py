@@ -51,6 +51,9 @@ class Message:
         return replace(self, **changes)
 
     def to_envelope(self) -> dict[str, Any]:
+        from .masking import shown
+
+        shown_args, shown_kwargs = shown(self.task, self.args, self.kwargs)
         headers = {
             **self.headers,
             "lang": "py",
@@ -65,8 +68,8 @@ class Message:
             "timelimit": list(self.timelimit),
             "root_id": self.root_id or self.id,
             "parent_id": self.parent_id,
-            "argsrepr": _short_repr(self.args),
-            "kwargsrepr": _short_repr(self.kwargs),
+            "argsrepr": _short_repr(shown_args),
+            "kwargsrepr": _short_repr(shown_kwargs),
             "origin": origin(),
             "ignore_result": self.ignore_result,
         }

@@ -50,6 +50,9 @@ RULES: dict[str, Rule] = {
     "EAGER_PROPAGATES": (lambda v: isinstance(v, bool), "True or False"),
     "TRACK_STARTED": (lambda v: isinstance(v, bool), "True or False"),
     "STORE_PENDING": (lambda v: isinstance(v, bool), "True or False"),
+    "SENSITIVE_TASKS": (lambda v: isinstance(v, list | tuple)
+                        and all(isinstance(p, str) for p in v),
+                        "a list of task names or globs such as 'accounts.tasks.*'"),
     "RESULT_EXPIRES": (_expiry, "a timedelta or a number of seconds more than 0, or None "
                                 "to keep results for ever"),
     "WORKER_PREFETCH": (_whole(1), "a whole number of at least 1"),

@@ -116,8 +116,11 @@ class Task(Generic[P, R]):
         track_started: bool | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        sensitive: bool = False,
     ) -> None:
         self.fn = fn
+        #: Mask the arguments wherever they are written for people (``masking.py``).
+        self.sensitive = bool(sensitive)
         self.name = name or f"{_module_name(fn)}.{fn.__qualname__}"
         self.location = _location(fn)
         self.bind = bind

@@ -81,6 +81,23 @@ def envelope_task_name(body: str) -> str:
         return "(undecodable)"
 
 
+def envelope_shown(body: str) -> str:
+    """A message envelope as the admin shows it: a sensitive task's arguments masked."""
+    from ..masking import shown
+
+    try:
+        envelope = json.loads(body)
+        task = str(envelope["headers"]["task"])
+        args, kwargs = envelope["body"][0], envelope["body"][1]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return body
+    masked_args, masked_kwargs = shown(task, args, kwargs)
+    if (masked_args, masked_kwargs) == (args, kwargs):
+        return body
+    envelope["body"] = [masked_args, masked_kwargs, *envelope["body"][2:]]
+    return json.dumps(envelope)
+
+
 def pretty_json(text: str | None) -> str:
     """JSON text indented for reading, in a <pre> block; other text as it is."""
     if not text:

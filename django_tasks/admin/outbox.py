@@ -7,7 +7,7 @@ from django.contrib import admin
 
 from .. import clock, outbox
 from ..models import OutboxMessage
-from .base import ReadOnlyAdmin, envelope_task_name, pretty_json
+from .base import ReadOnlyAdmin, envelope_shown, envelope_task_name, pretty_json
 
 
 @admin.register(OutboxMessage)
@@ -39,4 +39,4 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="message")
     def body_pretty(self, obj: OutboxMessage) -> str:
-        return pretty_json(obj.body)
+        return pretty_json(envelope_shown(obj.body))

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from ..models import QueuedMessage
-from .base import ReadOnlyAdmin, envelope_task_name, pretty_json
+from .base import ReadOnlyAdmin, envelope_shown, envelope_task_name, pretty_json
 from .filters import MessageStatusFilter, QueueFilter
 
 
@@ -46,4 +46,4 @@ class QueuedMessageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="message")
     def body_pretty(self, obj: QueuedMessage) -> str:
-        return pretty_json(obj.body)
+        return pretty_json(envelope_shown(obj.body))

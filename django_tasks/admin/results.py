@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from .. import serialization
+from ..masking import is_sensitive
 from ..models import TaskResult
 from ..states import READY_STATES, TaskState
 from .base import ReadOnlyAdmin, preformatted, pretty_json
@@ -77,6 +78,12 @@ class TaskResultAdmin(ReadOnlyAdmin):
             return
         finished = [row for row in rows if row.state in READY_STATES]
         skipped = len(rows) - len(finished)
+        masked = [row for row in finished if is_sensitive(row.task_name)]
+        if masked:
+            self.message_user(request, f"{masked[0].task_name} is a sensitive task: its "
+                              "arguments were never stored, so it cannot be queued again from "
+                              "here. Nothing was queued.", messages.ERROR)
+            return
         sent = []
         with transaction.atomic():  # all or none
             for row in finished:

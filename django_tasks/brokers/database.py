@@ -80,7 +80,7 @@ class DatabaseBroker(Broker):
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not messages:
             return False
-        from .. import serialization
+        from .. import masking
         from ..models import TaskResult
 
         adapt = connection.ops.adapt_datetimefield_value
@@ -91,8 +91,8 @@ class DatabaseBroker(Broker):
         queue_params: list[Any] = []
         for m in messages:
             results.append("(%s, %s, 'PENDING', %s, %s, %s, %s, '', 0, 0, %s)")
-            result_params += [m.id, m.task, serialization.dumps(list(m.args)),
-                              serialization.dumps(m.kwargs), m.queue, m.priority, now]
+            args, kwargs = masking.stored(m.task, m.args, m.kwargs)
+            result_params += [m.id, m.task, args, kwargs, m.queue, m.priority, now]
             queue.append("(%s, %s, %s, %s, %s, 0, 0, %s)")
             queue_params += [m.queue, m.priority, m.id, m.encode(),
                              adapt(m.eta) if m.eta else now, now]

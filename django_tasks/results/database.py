@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from .. import clock, notify, serialization, states
+from .. import clock, masking, notify, serialization, states
 from ..conf import database_alias
 from ..message import Message
 from ..models import TaskResult
@@ -43,29 +43,19 @@ class DatabaseResultStore(ResultStore):
 
     def create_pending(self, messages: Sequence[Message]) -> None:
         now = _now()
-        rows = [
-            TaskResult(task_id=m.id, task_name=m.task, state=states.PENDING,
-                       args=serialization.dumps(list(m.args)),
-                       kwargs=serialization.dumps(m.kwargs), queue=m.queue,
-                       priority=m.priority, created_at=now)
-            for m in messages
-        ]
-        self._rows.bulk_create(rows, batch_size=_BATCH)
+        self._rows.bulk_create(_pending_rows(messages, now), batch_size=_BATCH)
 
     def create_missing(self, messages: Sequence[Message]) -> None:
         """One INSERT for the batch; rows that exist are left as they are."""
         now = _now()
-        self._rows.bulk_create(
-            [TaskResult(task_id=m.id, task_name=m.task, state=states.PENDING,
-                        args=serialization.dumps(list(m.args)),
-                        kwargs=serialization.dumps(m.kwargs), queue=m.queue,
-                        priority=m.priority, created_at=now) for m in messages],
-            batch_size=_BATCH, ignore_conflicts=True)
+        self._rows.bulk_create(_pending_rows(messages, now), batch_size=_BATCH,
+                               ignore_conflicts=True)
 
     def _row(self, o: TaskOutcome, now: dt.datetime) -> TaskResult:
+        args, kwargs = masking.stored(o.task_name, o.args, o.kwargs or {})
         return TaskResult(
             task_id=o.task_id, task_name=o.task_name, state=o.state,
-            args=serialization.dumps(list(o.args)), kwargs=serialization.dumps(o.kwargs or {}),
+            args=args, kwargs=kwargs,
             result=_result_text(o), traceback=storable_text(o.traceback), queue=o.queue,
             worker=o.worker, attempts=o.attempts, retries=o.retries, started_at=o.started_at,
             date_done=o.date_done, created_at=now,
@@ -202,3 +192,13 @@ class DatabaseResultStore(ResultStore):
             return 0
         deleted, _ = self._rows.filter(id__in=ids).delete()
         return int(deleted)
+
+
+def _pending_rows(messages: Sequence[Message], now: dt.datetime) -> list[TaskResult]:
+    rows = []
+    for m in messages:
+        args, kwargs = masking.stored(m.task, m.args, m.kwargs)
+        rows.append(TaskResult(task_id=m.id, task_name=m.task, state=states.PENDING,
+                               args=args, kwargs=kwargs, queue=m.queue, priority=m.priority,
+                               created_at=now))
+    return rows
