@@ -33,9 +33,15 @@ DRIVER_EXTRAS = {"redis": "redis", "kombu": "kombu"}
 def _missing_driver(scheme: str) -> str:
     """The package a broker needs that cannot be imported, or ''."""
     import importlib.util
+    import sys
 
     package = BROKER_DRIVERS.get(scheme, "")
-    return package if package and importlib.util.find_spec(package) is None else ""
+    if not package or package in sys.modules:
+        return ""
+    try:
+        return package if importlib.util.find_spec(package) is None else ""
+    except ValueError:  # a module without a spec: it is there
+        return ""
 
 
 @register("django_tasks")

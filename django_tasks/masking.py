@@ -28,15 +28,15 @@ def is_sensitive(task_name: str) -> bool:
 
 
 def shown(task_name: str, args: Sequence[Any],
-          kwargs: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+          kwargs: Mapping[str, Any]) -> tuple[Sequence[Any], Mapping[str, Any]]:
     """The arguments as people may see them: one mask per value of a sensitive task (the
-    count and the keyword names stay), else as they are."""
+    count and the keyword names stay), else the very objects given."""
     if is_sensitive(task_name):
         return [MASK] * len(args), dict.fromkeys(kwargs, MASK)
-    return list(args), dict(kwargs)
+    return args, kwargs
 
 
 def stored(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
     """``args`` and ``kwargs`` as JSON text for a result row, masked where they must be."""
     shown_args, shown_kwargs = shown(task_name, args, kwargs)
-    return serialization.dumps(shown_args), serialization.dumps(shown_kwargs)
+    return serialization.dumps(list(shown_args)), serialization.dumps(dict(shown_kwargs))
