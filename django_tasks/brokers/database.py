@@ -80,31 +80,23 @@ class DatabaseBroker(Broker):
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not messages:
             return False
-        from .. import masking
-        from ..models import TaskResult
+        from ..results.database import pending_insert
 
         adapt = connection.ops.adapt_datetimefield_value
         now = adapt(_now())
-        quote = connection.ops.quote_name
-        results, queue = [], []
-        result_params: list[Any] = []
+        queue: list[str] = []
         queue_params: list[Any] = []
         for m in messages:
-            results.append("(%s, %s, 'PENDING', %s, %s, %s, %s, '', 0, 0, %s)")
-            args, kwargs = masking.stored(m.task, m.args, m.kwargs)
-            result_params += [m.id, m.task, args, kwargs, m.queue, m.priority, now]
             queue.append("(%s, %s, %s, %s, %s, 0, 0, %s)")
             queue_params += [m.queue, m.priority, m.id, m.encode(),
                              adapt(m.eta) if m.eta else now, now]
+        insert_pending, params = pending_insert(connection, messages)
         insert_queued = (
-            f"INSERT INTO {quote(QueuedMessage._meta.db_table)} (queue, priority, task_id, "
-            f"body, visible_at, deliveries, runs, created_at) VALUES {', '.join(queue)}")
-        sql = (
-            f"WITH pending AS (INSERT INTO {quote(TaskResult._meta.db_table)} (task_id, "
-            "task_name, state, args, kwargs, queue, priority, worker, attempts, retries, "
-            f"created_at) VALUES {', '.join(results)}) "
-        )
-        params = result_params + queue_params
+            f"INSERT INTO {connection.ops.quote_name(QueuedMessage._meta.db_table)} (queue, "
+            f"priority, task_id, body, visible_at, deliveries, runs, created_at) VALUES "
+            f"{', '.join(queue)}")
+        sql = f"WITH pending AS ({insert_pending}) "
+        params += queue_params
         if any(m.eta is None for m in messages):  # wake idle consumers, in the same statement
             sql += (f", queued AS ({insert_queued} RETURNING 1) "
                     "SELECT pg_notify(%s, '') FROM queued LIMIT 1")
