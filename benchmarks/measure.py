@@ -1,0 +1,233 @@
+"""The measurements, each run on one framework (``frameworks.py``) and turned into cells of
+the report: an error becomes its cell's text, never a failed run.
+
+- enqueue: ``noop.delay()`` one by one; bulk: ``delay_many`` (Celery: a group);
+- drain of queued no-op tasks at -c 1 and -c 2, with the worker's start-up measured
+  separately and subtracted, then its memory idle after the drain;
+- on the warm -c 2 worker: round trips ``add.delay(i, i).get()``, and the worker's memory
+  with many countdown tasks pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.common import log, memory_mib, other_load, percentile, running, tail
+from benchmarks.frameworks import Celery, Framework
+
+
+@dataclass
+class Cell:
+    value: float | tuple[float, ...] | None = None
+    note: str = ""
+    error: str = ""
+
+
+@dataclass
+class Drain:
+    tasks: int
+    done: int = 0
+    elapsed: float = 0.0  # spawn → all done
+    startup: float = 0.0
+    first_at: float | None = None
+    first_count: int = 0
+
+    @property
+    def rate(self) -> float:
+        """From spawn minus the start-up time measured separately; from the first task seen
+        done when the drain was over sooner than that start-up time suggests."""
+        if self.elapsed - self.startup < 0.1 and self.rate_from_first is not None:
+            return self.rate_from_first
+        return self.done / max(1e-6, self.elapsed - self.startup)
+
+    @property
+    def early(self) -> bool:
+        """Done before the measured start-up time (less 0.1 s) had passed."""
+        return self.elapsed - self.startup < 0.1
+
+    @property
+    def rate_from_first(self) -> float | None:
+        if self.first_at is None or self.elapsed <= self.first_at:
+            return None
+        return (self.done - self.first_count) / (self.elapsed - self.first_at)
+
+
+@dataclass
+class Plan:
+    """What to measure on one framework, and with which environment for enqueue."""
+
+    enqueue_env: dict[str, str] = field(default_factory=dict)
+    bulk: bool = True
+    latency: bool = True
+    countdown: bool = True
+
+
+def wait_for(fw: Framework, worker: subprocess.Popen[bytes], n: int, cap: float,
+             poll: float, started: float, drain: Drain | None = None) -> tuple[int, float]:
+    """Poll the count of finished tasks until it reaches ``n`` or ``cap`` seconds pass."""
+    deadline = started + cap
+    while True:
+        time.sleep(poll)
+        done = fw.done()
+        now = time.monotonic() - started
+        if drain is not None and done and drain.first_at is None:
+            drain.first_at, drain.first_count = now, done
+        if done >= n:
+            return done, now
+        if worker.poll() is not None:
+            raise RuntimeError(f"{fw.name} worker exited with {worker.returncode}:\n"
+                               f"{tail(fw.logfile)}")
+        if time.monotonic() > deadline:
+            return done, now
+
+
+def startup_time(fw: Framework, concurrency: int, repeats: int) -> float:
+    """Median time from spawning a worker to the end of one task queued beforehand."""
+    samples = []
+    for _ in range(repeats):
+        fw.reset()
+        fw.fill(1)
+        started = time.monotonic()
+        with running(fw.worker_cmd(concurrency), fw.env(), fw.logfile) as worker:
+            done, took = wait_for(fw, worker, 1, 60.0, 0.01, started)
+        if not done:
+            raise RuntimeError(f"{fw.name} worker ran no task in 60 s:\n{tail(fw.logfile)}")
+        samples.append(took)
+    return statistics.median(samples)
+
+
+class Measurement:
+    """All measurements of one framework; ``run()`` returns its cells and raw-number lines."""
+
+    def __init__(self, fw: Framework, size: dict[str, Any], label: str, plan: Plan) -> None:
+        self.fw, self.size, self.label, self.plan = fw, size, label, plan
+        self.celery = isinstance(fw, Celery)
+        self.cells: dict[str, Cell] = {}
+        self.details: list[str] = []
+
+    def run(self) -> tuple[dict[str, Cell], list[str]]:
+        busy = other_load()
+        if busy is not None and busy >= 10:
+            self.details.append(f"{self.label}: the machine was {busy:.0f}% busy (all CPUs) "
+                                "in the second before, with no benchmark process running")
+        self.attempt(["enqueue"], "enqueue", self.enqueue)
+        if self.plan.bulk:
+            self.attempt(["bulk"], "bulk enqueue", self.bulk)
+        for concurrency in (1, 2):
+            keys = [f"startup{concurrency}", f"drain{concurrency}", f"memory{concurrency}"]
+            if concurrency == 2:
+                keys += ["latency", "latency_fast", "memory_countdown"]
+            self.attempt(keys, f"drain -c {concurrency}",
+                         lambda c=concurrency: self.drain(c))  # type: ignore[misc]
+        with contextlib.suppress(Exception):  # the next framework resets again
+            self.fw.reset()
+        return self.cells, self.details
+
+    def attempt(self, keys: list[str], what: str, fn: Callable[[], None]) -> None:
+        log(f"{self.label}: {what}")
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - one failed row, not a failed run
+            message = str(exc).strip().splitlines()
+            short = f"{type(exc).__name__}: {message[-1] if message else ''}"[:120]
+            log(f"{self.label}: {what} failed: {exc}")
+            if os.environ.get("BENCH_DEBUG"):
+                traceback.print_exc()
+            for key in keys:
+                self.cells.setdefault(key, Cell(error=short))
+            self.details.append(f"{self.label}, {what}: failed ({short})")
+
+    def enqueue(self) -> None:
+        self.fw.reset()
+        rate = self.fw.run(self.fw.enqueue_code.format(n=self.size["enqueue"]),
+                           self.plan.enqueue_env)
+        self.cells["enqueue"] = Cell(float(rate))
+
+    def bulk(self) -> None:
+        self.fw.reset()
+        rate = self.fw.run(self.fw.bulk_code.format(n=self.size["bulk"]),
+                           self.plan.enqueue_env)
+        self.cells["bulk"] = Cell(float(rate))
+
+    def drain(self, concurrency: int) -> None:
+        fw, size = self.fw, self.size
+        tasks = size["celery_drain"] if self.celery else size["drain"]
+        cap = size["celery_drain_cap"] if self.celery else size["drain_cap"]
+        startup = startup_time(fw, concurrency, size["startup_repeats"])
+        self.cells[f"startup{concurrency}"] = Cell(startup)
+        fw.reset()
+        fw.fill(tasks)
+        fw.db.vacuum(fw.tables)
+        result = Drain(tasks, startup=startup)
+        started = time.monotonic()
+        with running(fw.worker_cmd(concurrency), fw.env(), fw.logfile) as worker:
+            result.done, result.elapsed = wait_for(fw, worker, tasks, cap, fw.poll, started,
+                                                   result)
+            note = "(from the first done)" if result.early else ""
+            if result.done < tasks:
+                note = f"({result.done:,} of {tasks:,} done in {cap:.0f} s)"
+            elif tasks != size["drain"]:
+                note = f"({tasks:,} tasks)"
+            self.cells[f"drain{concurrency}"] = Cell(result.rate, note)
+            first = result.rate_from_first
+            self.details.append(
+                f"{self.label}, drain -c {concurrency}: {result.done:,} of {tasks:,} tasks "
+                f"done {result.elapsed:.2f} s after spawn; start-up {startup:.2f} s; "
+                f"{result.rate:,.0f} tasks/s from spawn minus start-up"
+                + (f", {first:,.0f} tasks/s from the first one seen done "
+                   f"({result.first_at:.2f} s)" if first is not None else ""))
+            time.sleep(2.0)  # idle after the drain
+            self.cells[f"memory{concurrency}"] = Cell(memory_mib(worker.pid))
+            if concurrency == 2:
+                if self.plan.latency and fw.results:
+                    self.latency(worker)
+                if self.plan.countdown:
+                    self.attempt(["memory_countdown"], "countdown tasks pending",
+                                 lambda: self.countdown(worker))
+
+    def latency(self, worker: subprocess.Popen[bytes]) -> None:
+        size = self.size
+        for key, kw, calls, warm in (
+            ("latency", {}, size["celery_default_calls"] if self.celery else size["calls"],
+             5 if self.celery else size["warm"]),
+            ("latency_fast", {"interval": 0.005}, size["calls"], size["warm"]),
+        ):
+            if self.celery and size["quick"]:
+                warm = min(warm, 2)
+            log(f"{self.label}: round trips {kw or 'get()'}: {warm} warm-up + {calls} calls")
+            try:
+                code = self.fw.latency_code.format(warm=warm, n=calls, kw=repr(kw))
+                samples = self.fw.run(code, timeout=240)
+                values = tuple(percentile(samples, q) for q in (0.50, 0.95, 0.99))
+                note = f"({calls} calls)" if calls != size["calls"] else ""
+                self.cells[key] = Cell(values, note)
+            except Exception as exc:  # noqa: BLE001 - one failed row
+                self.cells[key] = Cell(error=f"{type(exc).__name__}"[:120])
+                log(f"{self.label}: round trips failed: {exc}")
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker died:\n{tail(self.fw.logfile)}")
+
+    def countdown(self, worker: subprocess.Popen[bytes]) -> None:
+        """Queue many tasks due in an hour, let the worker see them, read its memory."""
+        n = self.size["countdown"]
+        self.fw.fill_countdown(n)
+        started = time.monotonic()
+        if isinstance(self.fw, Celery):  # the worker takes every ETA task into memory
+            while self.fw.queued() and time.monotonic() - started < 120:
+                time.sleep(0.2)
+            left = self.fw.queued()
+            took = time.monotonic() - started
+            self.details.append(f"{self.label}: the worker held {n - left:,} of {n:,} "
+                                f"countdown tasks {took:.1f} s after the last was published")
+        time.sleep(3.0)  # ours: a fetch or two (once a second when idle) moves nothing
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker died:\n{tail(self.fw.logfile)}")
+        self.cells["memory_countdown"] = Cell(memory_mib(worker.pid))
