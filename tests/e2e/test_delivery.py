@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +13,8 @@ import pytest
 
 from django_tasks.message import Message
 
-from .conftest import Project, alive, children, group_members
+from . import broker_checks as check
+from .conftest import Project
 
 pytestmark = pytest.mark.e2e
 SHORT_LEASE = {"TASKS_LEASE_SECONDS": "3", "TASKS_HEARTBEAT_SECONDS": "0.5"}
@@ -43,35 +41,9 @@ def test_a_thousand_tasks_all_succeed(project: Project) -> None:
 
 def test_kill_9_means_exactly_one_more_run_after_the_lease(project: Project,
                                                            tmp_path: Path) -> None:
-    marker = tmp_path / "starts"
-    first = project.worker("-c", "1", hostname="A", **SHORT_LEASE)
-    project.wait_ready(first)
-    # Long enough to outlast B's start and the 5 s below on a loaded machine: A must be
-    # killed while the task runs.
-    task_id = project.delay("slow", seconds=12, marker=str(marker))
-    project.wait("the task to start on A", lambda: len(lines(marker)) == 1)
-    assert lines(marker)[0] == f"{task_id} A"
-    second = project.worker("-c", "1", hostname="B", **SHORT_LEASE)
-    project.wait_ready(second)
-    time.sleep(5)  # longer than the 3 s lease: A renews it, so B must not get the task
-    assert len(lines(marker)) == 1, "the task was delivered again while its worker lived"
-
-    pool = children(first.pid)
-    assert pool, "worker A has no pool process"
-    assert project.state(task_id) != "SUCCESS", "the task ended before A could be killed"
-    os.kill(first.pid, signal.SIGKILL)  # the main process only; its pool must die with it
-    project.wait("A's pool processes to die with it",
-                 lambda: not any(alive(pid) for pid in pool), timeout=5)
-    project.wait("no process of A to remain", lambda: not group_members(first.pid), timeout=5)
-
-    project.wait_state(task_id, "SUCCESS", timeout=30)
-    starts = lines(marker)
-    assert starts == [f"{task_id} A", f"{task_id} B"]
-    result = project.result(task_id)
-    assert result is not None
-    assert (result["worker"], result["attempts"]) == ("B", 2)
-    assert project.count(QUEUE) == 0
-    assert second.running()
+    # 5 s beside B: longer than the 3 s lease, which A renews, so B must not get the task.
+    check.kill_9_means_one_more_run(project, lambda: project.count(QUEUE), tmp_path,
+                                    live_wait=5.0, **SHORT_LEASE)
 
 
 def test_rollback_inside_atomic_never_runs_the_task(project: Project) -> None:
