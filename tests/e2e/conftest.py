@@ -112,31 +112,25 @@ class Project:
 
     def worker(self, *args: str, hostname: str = "", **env: str) -> Worker:
         """Start ``taskworker`` with ``args`` (and extra environment variables)."""
-        hostname = hostname or f"e2e-{len(self.workers)}"
-        log = self.tmp / f"worker-{len(self.workers)}-{hostname}.log"
-        with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-            proc = subprocess.Popen(
-                [sys.executable, "manage.py", "taskworker", "--hostname", hostname, *args],
-                cwd=ROOT, env={**self.env, **env}, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        worker = Worker(proc, log, hostname)
-        self.workers.append(worker)
-        return worker
+        return self._start("taskworker", hostname or f"e2e-{len(self.workers)}", args, env)
 
     def beat(self, *args: str, hostname: str = "", **env: str) -> Worker:
         """Start ``taskbeat`` with ``args`` (and extra environment variables)."""
-        hostname = hostname or f"beat-{len(self.workers)}"
-        log = self.tmp / f"beat-{len(self.workers)}-{hostname}.log"
-        with log.open("wb") as out:
+        return self._start("taskbeat", hostname or f"beat-{len(self.workers)}", args, env)
+
+    def _start(self, command: str, hostname: str, args: tuple[str, ...],
+               env: dict[str, str]) -> Worker:
+        kind = "worker" if command == "taskworker" else "beat"
+        log = self.tmp / f"{kind}-{len(self.workers)}-{hostname}.log"
+        with log.open("wb") as out:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
-                [sys.executable, "manage.py", "taskbeat", "--hostname", hostname, *args],
+                [sys.executable, "manage.py", command, "--hostname", hostname, *args],
                 cwd=ROOT, env={**self.env, **env}, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
-        beat = Worker(proc, log, hostname)
-        self.workers.append(beat)
-        return beat
+        started = Worker(proc, log, hostname)
+        self.workers.append(started)
+        return started
 
     def wait_ready(self, worker: Worker, timeout: float = 30) -> None:
         """Wait until ``worker`` has written its first heartbeat (it is consuming)."""
