@@ -62,7 +62,7 @@ class TaskSettings:
     WORKER_STALL_TIMEOUT = Setting[float | None](120.0)
     WORKER_HEALTH_FILE = Setting[str | None](None)
     WORKER_MAX_MEMORY_PER_CHILD = Setting[int | None](None)
-    POLL_INTERVAL = Setting[float](0.05)
+    POLL_INTERVAL = Setting[float](1.0)
     TRACK_STARTED = Setting[bool](False)
     STORE_PENDING = Setting[bool](True)
     SENSITIVE_TASKS = Setting[list[str]]([])

@@ -7,21 +7,35 @@ from django.dispatch import Signal
 
 logger = logging.getLogger("django_tasks.worker")
 
-#: Before a task runs: ``sender`` is the task; ``task_id``, ``args``, ``kwargs``.
+# Task signals, sent in the process (or thread) that runs the task, with Celery's arguments.
+# Every receiver also gets Django's ``signal``; take ``**kwargs`` for what may be added.
+
+#: A message was taken and is about to run: ``sender`` is the consumer; ``request``.
+task_received = Signal()
+#: Before a task runs: ``sender`` is the task; ``task_id``, ``task``, ``args``, ``kwargs``.
 task_prerun = Signal()
-#: After a task ran, whatever the outcome: ``task_id``, ``state``, ``retval``.
+#: After a task ran, whatever the outcome: ``task_id``, ``task``, ``args``, ``kwargs``,
+#: ``retval``, ``state``.
 task_postrun = Signal()
 #: A task succeeded: ``result``.
 task_success = Signal()
-#: A task failed: ``task_id``, ``exception``, ``traceback``.
+#: A task failed: ``task_id``, ``exception``, ``args``, ``kwargs``, ``traceback`` (text),
+#: ``einfo``.
 task_failure = Signal()
-#: A task asked to be retried: ``task_id``, ``reason``, ``countdown``.
+#: A task asked to be retried: ``request``, ``reason`` (the exception), ``einfo``; also
+#: ``task_id`` and ``countdown``.
 task_retry = Signal()
-#: A message was rejected without running: ``task_id`` (may be None), ``reason``.
+#: A message was settled without running because it was revoked or expired: ``request``,
+#: ``terminated``, ``signum``, ``expired``.
+task_revoked = Signal()
+#: A message was rejected without running: ``task_id`` (may be None), ``reason``,
+#: ``message`` (the delivery), ``exc``.
 task_rejected = Signal()
 #: A worker started (``sender`` is the ``Worker``) or is shutting down.
 worker_ready = Signal()
 worker_shutdown = Signal()
+#: A prefork pool process started, before it takes work (``sender`` is None).
+worker_process_init = Signal()
 
 
 def send(signal: Signal, sender: Any, **named: Any) -> None:

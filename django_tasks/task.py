@@ -1,4 +1,8 @@
-"""``@shared_task`` and the ``Task`` object: defining, calling and retrying tasks."""
+"""``@shared_task`` and the ``Task`` object: defining, calling and retrying tasks.
+
+Running a task is the kernel's (``kernel.py``); the request a bound task sees is in
+``request.py``, building a message in ``calling.py``. Their names stay importable from here.
+"""
 
 from __future__ import annotations
 
@@ -8,64 +12,32 @@ import functools
 import inspect
 import random
 import sys
-import traceback as tb
-import uuid
+import types
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from . import aio, clock, states
+from . import aio, states
+from .calling import MAX_PRIORITY, build_message, send_task, utcnow
 from .conf import get_result_store, task_settings, time_limit_error
-from .exceptions import (
-    ColdShutdown,
-    ConfigurationError,
-    EncodeError,
-    MaxRetriesExceededError,
-    Retry,
-)
-from .message import Message, name_error, printable
+from .exceptions import ConfigurationError, MaxRetriesExceededError, Retry
+from .kernel import Run, eager_kernel, run_message
+from .message import Message, name_error
+from .options import task_options
 from .registry import registry
-from .result import AsyncResult, EagerResult, TaskOutcome, exception_to_result
+from .request import Request
+from .result import AsyncResult as _AsyncResult
+from .result import EagerResult
+
+__all__ = ["MAX_PRIORITY", "Request", "Task", "build_message", "run_message", "send_task",
+           "shared_task", "utcnow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-MAX_PRIORITY = 9
-
-
-@dataclass
-class Request:
-    """What a bound task sees as ``self.request`` while it runs."""
-
-    id: str | None = None
-    task: str | None = None
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    eta: dt.datetime | None = None
-    expires: dt.datetime | None = None
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    hostname: str | None = None
-    delivery_info: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, Any] = field(default_factory=dict)
-    is_eager: bool = False
-    called_directly: bool = True
-
-    @classmethod
-    def from_message(cls, message: Message, *, hostname: str | None = None,
-                     attempts: int = 1, is_eager: bool = False) -> Request:
-        return cls(
-            id=message.id, task=message.task, args=message.args, kwargs=message.kwargs,
-            retries=message.retries, eta=message.eta, expires=message.expires,
-            root_id=message.root_id, parent_id=message.parent_id, group=message.group,
-            hostname=hostname, headers=message.headers, is_eager=is_eager,
-            called_directly=False,
-            delivery_info={"queue": message.queue, "routing_key": message.queue,
-                           "priority": message.priority, "attempts": attempts},
-        )
+#: The task's own hooks, as Celery's ``Task`` has them; the kernel calls those a task
+#: defines (in a base class, or passed as options).
+HANDLERS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+_RETRY_KWARGS = frozenset({"max_retries", "countdown", "eta"})
 
 
 def _location(fn: Callable[..., Any]) -> str:
@@ -88,12 +60,13 @@ def _module_name(fn: Callable[..., Any]) -> str:
     return module
 
 
-def utcnow() -> dt.datetime:
-    return clock.now()
-
-
 class Task(Generic[P, R]):
-    """A function registered as a task. Call it to run it here; ``delay()`` to queue it."""
+    """A function registered as a task. Call it to run it here; ``delay()`` to queue it.
+
+    Subclass it for a base class with Celery's hooks (``@shared_task(base=MyTask)``):
+    ``before_start``, ``on_success``, ``on_failure``, ``on_retry`` and ``after_return``;
+    class attributes of a base class (``max_retries = 5``) are its tasks' defaults.
+    """
 
     def __init__(
         self,
@@ -108,6 +81,8 @@ class Task(Generic[P, R]):
         max_retries: int | None = 3,
         default_retry_delay: float = 180.0,
         autoretry_for: tuple[type[BaseException], ...] = (),
+        dont_autoretry_for: tuple[type[BaseException], ...] = (),
+        retry_kwargs: dict[str, Any] | None = None,
         retry_backoff: bool | float = False,
         retry_backoff_max: float = 600.0,
         retry_jitter: bool = True,
@@ -117,7 +92,21 @@ class Task(Generic[P, R]):
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
         sensitive: bool = False,
+        throws: tuple[type[BaseException], ...] = (),
+        typing: bool = True,
+        before_start: Callable[..., Any] | None = None,
+        on_success: Callable[..., Any] | None = None,
+        on_failure: Callable[..., Any] | None = None,
+        on_retry: Callable[..., Any] | None = None,
+        after_return: Callable[..., Any] | None = None,
+        **celery_options: Any,
     ) -> None:
+        if celery_options:  # Celery's other options: a warning each, or a TypeError
+            taken = task_options(celery_options, TASK_PARAMETERS)
+            if taken:
+                given = {k: v for k, v in locals().items() if k in TASK_PARAMETERS}
+                type(self).__init__(self, fn, **{**given, **taken})
+                return
         self.fn = fn
         #: Mask the arguments wherever they are written for people (``masking.py``).
         self.sensitive = bool(sensitive)
@@ -131,6 +120,8 @@ class Task(Generic[P, R]):
         self.max_retries = max_retries
         self.default_retry_delay = default_retry_delay
         self.autoretry_for = tuple(autoretry_for)
+        self.dont_autoretry_for = tuple(dont_autoretry_for)
+        self.retry_kwargs = dict(retry_kwargs or {})
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
         self.retry_jitter = retry_jitter
@@ -139,13 +130,33 @@ class Task(Generic[P, R]):
         self.track_started = track_started
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
-        self._signature = inspect.signature(fn)
+        #: Expected errors: logged at INFO without a traceback (still a FAILURE).
+        self.throws = tuple(throws)
+        #: Check each call's arguments against the signature (``typing=False``: don't).
+        self.typing = bool(typing)
+        # A bound task's first parameter is the task. Celery reads the signature of the
+        # function it is given, not of what functools.wraps says it wraps: a decorator's
+        # (self, *args) wrapper around fn(x) is bound like that.
+        self._signature = inspect.signature(fn, follow_wrapped=not bind)
         # The requests this task runs under, innermost last. A context variable, not a
         # thread-local: an async task's coroutine runs in another thread, in a copy of the
         # context, and must see its request.
         self._requests: contextvars.ContextVar[tuple[Request, ...]] = contextvars.ContextVar(
             f"django_tasks.request:{self.name}", default=())
         self.is_async = inspect.iscoroutinefunction(fn)
+        passed = {"before_start": before_start, "on_success": on_success,
+                  "on_failure": on_failure, "on_retry": on_retry, "after_return": after_return}
+        for handler, function in passed.items():
+            if function is not None:
+                if not callable(function):
+                    raise ConfigurationError(
+                        f"@shared_task on {self.location}: {handler} must be a function "
+                        "taking the task first, as a method would.")
+                setattr(self, handler, types.MethodType(function, self))
+        #: The handlers this task defines (the kernel calls only these).
+        self.handlers = frozenset(
+            h for h in HANDLERS
+            if h in vars(self) or getattr(type(self), h) is not getattr(Task, h))
         self._check_options()
         functools.update_wrapper(self, fn)
 
@@ -173,12 +184,40 @@ class Task(Generic[P, R]):
             error = time_limit_error(getattr(self, option))
             if error:
                 raise ConfigurationError(f"{where}: {option} {error}.")
-        for exc_type in self.autoretry_for:
-            if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-                raise ConfigurationError(f"{where}: autoretry_for must hold exception types.")
+        for option in ("autoretry_for", "dont_autoretry_for", "throws"):
+            for exc_type in getattr(self, option):
+                if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+                    raise ConfigurationError(f"{where}: {option} must hold exception types.")
+        if unknown := set(self.retry_kwargs) - _RETRY_KWARGS:
+            raise ConfigurationError(
+                f"{where}: retry_kwargs takes {', '.join(sorted(_RETRY_KWARGS))}, not "
+                f"{', '.join(sorted(unknown))}.")
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
+
+    # -- Celery's hooks: override in a base class, or pass as options ----------------------
+
+    def before_start(self, task_id: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> None:
+        """Before the task runs (after ``task_prerun``)."""
+
+    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> None:
+        """After the task returned ``retval`` (as stored: after the JSON round trip)."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any], einfo: Any) -> None:
+        """After the task raised ``exc``; ``einfo`` has ``exception``, ``type``, ``tb`` and
+        the formatted ``traceback``."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], einfo: Any) -> None:
+        """After the task asked for a retry; ``exc`` is its reason."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], einfo: Any) -> None:
+        """After every run, after the handler of its outcome; ``status`` is its state."""
 
     # -- the request context ------------------------------------------------------------
 
@@ -210,33 +249,41 @@ class Task(Generic[P, R]):
 
     def run_with_request(self, request: Request,
                          limits: tuple[float | None, float | None] = (None, None)) -> R:
-        """Run under ``request``, turning ``autoretry_for`` exceptions into retries.
-
-        An async task's coroutine is run to completion here, within ``limits`` (soft, hard
-        seconds; sync tasks get theirs from the worker's guard instead)."""
+        """Run under ``request`` (see :meth:`_invoke`)."""
         token = self._push(request)
         try:
-            try:
-                value: Any = self.run(*request.args, **request.kwargs)
-                if self.is_async:
-                    value = aio.run(value, f"{self.name}[{request.id}]", *limits)
-                return value
-            except Retry:
-                raise
-            except self.autoretry_for as exc:
-                raise self._autoretry(exc) from exc
+            return self._invoke(request, limits)
         finally:
             self._pop(token)
 
+    def _invoke(self, request: Request,
+                limits: tuple[float | None, float | None] = (None, None)) -> R:
+        """Run with the request pushed already, turning ``autoretry_for`` exceptions into
+        retries. An async task's coroutine is run to completion here, within ``limits``
+        (soft, hard seconds; sync tasks get theirs from the time-limit hook instead)."""
+        try:
+            value: Any = self.run(*request.args, **request.kwargs)
+            if self.is_async:
+                value = aio.run(value, f"{self.name}[{request.id}]", *limits)
+            return value
+        except Retry:
+            raise
+        except self.autoretry_for as exc:
+            if self.dont_autoretry_for and isinstance(exc, self.dont_autoretry_for):
+                raise
+            raise self._autoretry(exc) from exc
+
     def _autoretry(self, exc: BaseException) -> BaseException:
-        countdown = self.default_retry_delay
+        options = self.retry_kwargs
+        countdown = float(options.get("countdown", self.default_retry_delay))
         if self.retry_backoff:
             factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
             countdown = min(self.retry_backoff_max, factor * (2 ** self.request.retries))
             if self.retry_jitter:
                 countdown = random.uniform(0, countdown)
         try:
-            self.retry(exc=exc, countdown=countdown)
+            self.retry(exc=exc, countdown=countdown, eta=options.get("eta"),
+                       max_retries=options.get("max_retries"))
         except BaseException as raised:  # noqa: BLE001 - retry() always raises; keep what it raised
             return raised
         raise AssertionError("retry() returned")  # pragma: no cover
@@ -278,7 +325,7 @@ class Task(Generic[P, R]):
         except TypeError as exc:
             raise TypeError(f"{self.name}{self._signature}: {exc}") from None
 
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> _AsyncResult:
         """Queue the task with these arguments; shortcut for ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
 
@@ -297,13 +344,16 @@ class Task(Generic[P, R]):
         ignore_result: bool | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
-    ) -> AsyncResult:
+        **celery_options: Any,
+    ) -> _AsyncResult:
         """Queue the task. ``countdown``/``eta`` delay it, ``expires`` drops it if late;
-        ``time_limit``/``soft_time_limit`` override the task's limits for this call."""
+        ``time_limit``/``soft_time_limit`` override the task's limits for this call.
+        Celery's other options are accepted (``root_id``, ``parent_id``, ``group_id`` are
+        carried; the rest log a warning once, see docs/reference/tasks.md)."""
         message = self._message(
             args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
             priority=priority, task_id=task_id, headers=headers, ignore_result=ignore_result,
-            time_limit=time_limit, soft_time_limit=soft_time_limit)
+            time_limit=time_limit, soft_time_limit=soft_time_limit, **celery_options)
         if task_settings.ALWAYS_EAGER:
             return self._apply_eager(message)
         from .publishing import publish
@@ -318,7 +368,8 @@ class Task(Generic[P, R]):
         """The message for one call, its arguments checked against the signature; the task's
         own options fill what the call leaves open."""
         args, kwargs = tuple(args or ()), dict(kwargs or {})
-        self.check_arguments(args, kwargs)
+        if self.typing:
+            self.check_arguments(args, kwargs)
         return build_message(
             self.name, args, kwargs, expires=self.expires if expires is None else expires,
             queue=queue or self.queue, priority=self.priority if priority is None else priority,
@@ -326,14 +377,14 @@ class Task(Generic[P, R]):
             **options)
 
     def delay_many(self, calls: Iterable[tuple[Any, ...] | list[Any]],
-                   **options: Any) -> list[AsyncResult]:
+                   **options: Any) -> list[_AsyncResult]:
         """Queue one call per item of ``calls`` (each the positional arguments of one call),
         in batches; ``apply_async``'s options apply to all. ``add.delay_many([(1, 2), (3, 4)])``.
         """
         return self.apply_many(((tuple(args), {}) for args in calls), **options)
 
     def apply_many(self, calls: Iterable[tuple[tuple[Any, ...] | list[Any], dict[str, Any]]],
-                   **options: Any) -> list[AsyncResult]:
+                   **options: Any) -> list[_AsyncResult]:
         """Queue one call per ``(args, kwargs)`` pair, in batches of a thousand messages (one
         statement each on PostgreSQL; on the database broker all in one transaction).
         Every call's arguments are checked before anything is queued."""
@@ -346,157 +397,89 @@ class Task(Generic[P, R]):
         from .publishing import publish_chunked
 
         publish_chunked(messages)
-        return [AsyncResult(m.id, m.task) for m in messages]
+        return [_AsyncResult(m.id, m.task) for m in messages]
 
-    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> _AsyncResult:
         """``delay()`` for async code (an async view): the enqueue runs in a thread."""
         return await self.aapply_async(args, kwargs)
 
     async def aapply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
-                           kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+                           kwargs: dict[str, Any] | None = None, **options: Any) -> _AsyncResult:
         """``apply_async()`` for async code; takes the same options."""
         from asgiref.sync import sync_to_async
 
         return await sync_to_async(self.apply_async)(args, kwargs, **options)
 
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
-              kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+              kwargs: dict[str, Any] | None = None, **options: Any) -> _AsyncResult:
         """Run the task here, through the same JSON round trip a worker uses."""
         args, kwargs = tuple(args or ()), dict(kwargs or {})
-        self.check_arguments(args, kwargs)
+        if self.typing:
+            self.check_arguments(args, kwargs)
         message = build_message(self.name, args, kwargs, **options)
         return self._apply_eager(message)
 
+    def apply_async_on_commit(self, args: tuple[Any, ...] | list[Any] | None = None,
+                              kwargs: dict[str, Any] | None = None, *,
+                              using: str | None = None, **options: Any) -> None:
+        """Celery's ``apply_async_on_commit()``: queue the task once the transaction of
+        ``using`` commits (at once outside one). Returns None: the id is not known yet.
+
+        ``apply_async()`` already waits for the commit and returns the id at once, and on
+        the database broker the message is part of the transaction: prefer it. The
+        arguments are checked now, so a mistake still fails in the caller."""
+        from django.db import transaction
+
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        if self.typing:
+            self.check_arguments(args, kwargs)
+        transaction.on_commit(functools.partial(self.apply_async, args, kwargs, **options),
+                              using=using)
+
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Celery's ``delay_on_commit()``; see :meth:`apply_async_on_commit`."""
+        self.apply_async_on_commit(args, kwargs)
+
+    def AsyncResult(self, task_id: str) -> _AsyncResult:  # Celery's name
+        """The result of this task's call ``task_id``."""
+        return _AsyncResult(task_id, self.name)
+
     def _apply_eager(self, message: Message) -> EagerResult:
         message = Message.decode(message.encode())
+        kernel = eager_kernel()
         while True:
-            outcome, retry_in = run_message(self, message, worker="eager", is_eager=True)
+            run = Run(self, message, "eager", is_eager=True)
+            kernel.run(run)
+            outcome = run.outcome
+            assert outcome is not None
             store = get_result_store()
             if store is not None and not message.ignore_result:
                 store.store_outcomes([outcome])
-            if retry_in is None:
+            if run.retry_in is None:
                 break
             message = message.replace(retries=message.retries + 1)
+        for follow_up in run.follow_up or ():  # run in order, here, like the task itself
+            if follow_up.task in registry:
+                registry.get(follow_up.task)._apply_eager(follow_up)
         if (outcome.state == states.FAILURE and task_settings.EAGER_PROPAGATES
                 and outcome.exception is not None):
             raise outcome.exception
         return EagerResult(outcome.meta())
 
 
-def run_message(task: Task[Any, Any], message: Message, *, worker: str, attempts: int = 1,
-                is_eager: bool = False, guard: AbstractContextManager[None] | None = None,
-                limits: tuple[float | None, float | None] = (None, None),
-                ) -> tuple[TaskOutcome, float | None]:
-    """Run one decoded message; return its outcome and, for a retry, the delay in seconds.
-
-    Shared by the worker and eager mode so both behave alike. Never raises for the task's
-    own errors: they become a FAILURE outcome with the traceback.
-    """
-    request = Request.from_message(message, hostname=worker, attempts=attempts,
-                                   is_eager=is_eager)
-    outcome = TaskOutcome(
-        task_id=message.id, task_name=message.task, state=states.SUCCESS,
-        args=message.args, kwargs=message.kwargs, queue=message.queue, worker=worker,
-        attempts=attempts, retries=message.retries, started_at=utcnow(),
-    )
-    retry_in: float | None = None
-    try:
-        task.check_arguments(message.args, message.kwargs)
-        with guard or nullcontext():  # inside the try: a limit that fires is a FAILURE
-            value = task.run_with_request(request, limits)
-        try:
-            from . import serialization
-
-            outcome.result = serialization.loads(
-                serialization.dumps(value, f"return value of {task.name}")
-            )
-        except EncodeError as exc:
-            raise exc from None
-    except Retry as retry:
-        outcome.state = states.RETRY
-        retry_in = retry.when or 0.0
-        reason = retry.exc if retry.exc is not None else retry
-        outcome.result = exception_to_result(reason)
-        outcome.traceback = _format_tb(reason)
-    except ColdShutdown:
-        raise  # the worker stopping the task, not the task failing
-    except BaseException as exc:
-        if is_eager and not isinstance(exc, Exception):
-            raise  # Ctrl-C or sys.exit() around an eager call is the caller's
-        # sys.exit() and KeyboardInterrupt raised by a task end it like any error: they
-        # must not take the worker down, nor send the message back uncounted for ever.
-        outcome.state = states.FAILURE
-        outcome.result = exception_to_result(exc)
-        outcome.traceback = _format_tb(exc)
-        outcome.exception = exc
-    outcome.date_done = utcnow()
-    return outcome, retry_in
+TASK_PARAMETERS = frozenset(
+    name for name in inspect.signature(Task.__init__).parameters
+    if name not in ("self", "fn", "celery_options"))
 
 
-def _format_tb(exc: BaseException) -> str:
-    return "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-
-
-def _to_datetime(value: float | dt.timedelta | dt.datetime, now: dt.datetime) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if isinstance(value, dt.timedelta):
-        return now + value
-    return now + dt.timedelta(seconds=float(value))
-
-
-def build_message(
-    name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-    countdown: float | None = None, eta: dt.datetime | None = None,
-    expires: float | dt.timedelta | dt.datetime | None = None, queue: str | None = None,
-    priority: int | None = None, task_id: str | None = None,
-    headers: dict[str, Any] | None = None, ignore_result: bool = False,
-    time_limit: float | None = None, soft_time_limit: float | None = None,
-) -> Message:
-    if countdown is not None and eta is not None:
-        raise TypeError("Pass either countdown= or eta=, not both.")
-    for option, value in (("time_limit", time_limit), ("soft_time_limit", soft_time_limit)):
-        error = time_limit_error(value)
-        if error:
-            raise TypeError(f"{option} {error}.")
-    if (queue is None or priority is None) and task_settings.TASK_ROUTES:
-        from .routing import route_for
-
-        route = route_for(name, args, kwargs, {"queue": queue, "priority": priority},
-                          task_settings.TASK_ROUTES)
-        queue = queue or route.queue
-        priority = route.priority if priority is None else priority
-    if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 9):
-        raise TypeError(f"priority must be an int from 0 to 9, not {priority!r}.")
-    task_id = None if task_id is None or task_id == "" else str(task_id)
-    for what, text in (("task name", name), ("task_id", task_id), ("queue", queue)):
-        if text is not None and (problem := name_error(text, what)):
-            raise EncodeError(f"Cannot queue {printable(str(name))}: {problem}.")
-    now = utcnow()
-    when = _to_datetime(countdown, now) if countdown is not None else eta
-    if when is not None and when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    message = Message(
-        id=str(task_id or uuid.uuid4()), task=name, args=args, kwargs=kwargs,
-        queue=queue or str(task_settings.DEFAULT_QUEUE), priority=priority or 0,
-        eta=when, expires=_to_datetime(expires, now) if expires is not None else None,
-        headers=dict(headers or {}), ignore_result=ignore_result,
-        timelimit=(None if time_limit is None else float(time_limit),
-                   None if soft_time_limit is None else float(soft_time_limit)),
-    )
-    message.encode()  # fail here, in the caller, if the arguments are not serializable
-    return message
-
-
-def send_task(name: str, args: tuple[Any, ...] | list[Any] | None = None,
-              kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
-    """Queue a task by name, without importing it (it is checked by the worker instead)."""
-    message = build_message(name, tuple(args or ()), dict(kwargs or {}), **options)
-    if task_settings.ALWAYS_EAGER and name in registry:
-        return registry.get(name)._apply_eager(message)
-    from .publishing import publish
-
-    return publish(message)
+def _base_defaults(base: type[Task[Any, Any]]) -> dict[str, Any]:
+    """Options a base class sets as class attributes (``max_retries = 5``)."""
+    found: dict[str, Any] = {}
+    for klass in reversed(base.__mro__[:base.__mro__.index(Task)]):
+        for name, value in vars(klass).items():
+            if name in TASK_PARAMETERS and name not in HANDLERS:
+                found[name] = value
+    return found
 
 
 @overload
@@ -506,10 +489,14 @@ def shared_task(**options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def shared_task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-    """Turn a function into a task: ``@shared_task`` or ``@shared_task(name=..., ...)``."""
+    """Turn a function into a task: ``@shared_task`` or ``@shared_task(name=..., ...)``;
+    ``base=MyTask`` makes it an instance of a subclass of :class:`Task`."""
+    base = options.pop("base", None) or Task
+    if not (isinstance(base, type) and issubclass(base, Task)):
+        raise ConfigurationError(f"base={base!r} must be a subclass of django_tasks.Task.")
 
     def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
-        task: Task[Any, Any] = Task(func, **options)
+        task: Task[Any, Any] = base(func, **{**_base_defaults(base), **options})
         registry.register(task)
         return task
 

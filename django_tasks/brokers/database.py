@@ -22,9 +22,11 @@ from .. import clock, notify
 from ..conf import database_alias
 from ..message import Message
 from ..models import QueuedMessage
+from . import filewatch
 from .base import Broker, Capabilities, Delivery, new_token
 
 _CHUNK = 500
+_files = filewatch.FileWatch()
 # One delivery fewer, never below zero (unsigned on MySQL: no subtraction from 0 at all).
 _UNCOUNT = Case(When(deliveries__gt=0, then=F("deliveries") - 1), default=Value(0))
 
@@ -126,8 +128,15 @@ class DatabaseBroker(Broker):
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
         """On PostgreSQL, LISTEN for the notification every publish of a due message sends
-        (``notify.py``); elsewhere None (the consumer polls)."""
-        return notify.wait(connections[self.alias], notify.QUEUE_CHANNEL, timeout)
+        (``notify.py``); on SQLite, watch the database's files for a commit
+        (``filewatch.py``); elsewhere None (the consumer polls)."""
+        connection = connections[self.alias]
+        if connection.vendor == "sqlite":
+            path = filewatch.database_file(connection.settings_dict)
+            if path is None or connection.in_atomic_block:
+                return None
+            return _files.wait(path, timeout)
+        return notify.wait(connection, notify.QUEUE_CHANNEL, timeout)
 
     def _claim_returning(self, connection: Any, queues: Sequence[str], owner: str, token: int,
                          limit: int, now: dt.datetime, until: dt.datetime) -> list[Any]:

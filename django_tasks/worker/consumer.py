@@ -26,6 +26,7 @@ from ..process import connections
 from ..task import utcnow
 from . import limits
 from .execute import Prepared, check, execute, prepare
+from .idle import LookTurns
 from .recycle import Recycler
 from .settle import Settlement, Settler, answers, pause
 from .slots import Running, Slot
@@ -35,8 +36,7 @@ logger = logging.getLogger("django_tasks.worker")
 HOLD_SECONDS = 1.0
 FLUSH_SECONDS = 0.02
 SLOW_TASK_SECONDS = 0.5
-MIN_IDLE = 0.001
-#: An idle consumer on a broker that wakes it fetches no more often than this.
+#: An idle worker on a broker that wakes it looks at its queues no more often than this.
 IDLE_FETCH_SECONDS = 1.0
 #: How often a consumer waiting to be woken looks at its stop flag.
 WAIT_SLICE_SECONDS = 0.25
@@ -54,7 +54,8 @@ class DatabaseAway(Exception):
 class Consumer:
     def __init__(self, *, queues: Sequence[str], owner: str, hostname: str, prefetch: int,
                  lease: float, stop: StopFlag, slot: Slot | None = None,
-                 hard_limit_in_thread: bool = True, recycler: Recycler | None = None) -> None:
+                 hard_limit_in_thread: bool = True, recycler: Recycler | None = None,
+                 turns: LookTurns | None = None) -> None:
         self.queues = list(queues)
         self.owner = owner
         self.hostname = hostname
@@ -70,13 +71,15 @@ class Consumer:
         self.settler = Settler(self.broker, self.store, lease, on_change=self.slot.ran)
         self._default_limits: tuple[float | None, float | None] = (None, None)
         self._task_seconds = 0.0  # a task's run time here, smoothed
+        self.turns = turns or LookTurns()
+        self._poll = float(task_settings.POLL_INTERVAL)
+        self._wakes: bool | None = None  # whether the broker can wake this consumer
 
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.recycler.triggered.is_set()
 
     def run(self) -> None:
-        batch, idle, failures = 1, MIN_IDLE, 0
-        poll = float(task_settings.POLL_INTERVAL)
+        batch, failures = 1, 0
         while not self._stopping():
             if self.settler.waiting:  # settle what is kept before taking anything new
                 connections.refresh()
@@ -103,33 +106,42 @@ class Consumer:
                 self.stop.wait(pause(failures))
                 continue
             if not deliveries:
-                if self._wait_for_work() is None:  # the broker cannot wake us: back off
-                    self.stop.wait(idle)
-                    idle = min(idle * 2, poll)
+                self._wait_for_work()
                 continue
-            idle = MIN_IDLE
+            self.turns.found_work()
             slow = self.process(deliveries, fetched_at)
             batch = 1 if slow else min(batch * 2, self.prefetch, self._batch_that_fits())
         self._settle_kept()
 
-    def _wait_for_work(self) -> bool | None:
-        """After an empty fetch, wait for the broker to say a message is ready, at most
-        ``IDLE_FETCH_SECONDS`` (delays that come due and lapsed leases are found by the next
-        fetch), in slices so that a stop is noticed. None where the broker cannot wake us."""
-        deadline = time.monotonic() + IDLE_FETCH_SECONDS
+    def _wait_for_work(self) -> None:
+        """After an empty fetch, wait for this consumer's turn to look again (``idle.py``:
+        the consumers of a worker take turns, so an idle worker asks once per pause however
+        many processes it has), or for the broker to say that a message is ready. Waits in
+        slices, so that a stop is noticed."""
+        wakes = self._wakes is True
+        longest = IDLE_FETCH_SECONDS if wakes else self._poll
+        self.turns.found_nothing(longest, double=not wakes)
         while not self._stopping():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
+            wait = self.turns.take(longest)
+            if wait <= 0:
+                return
+            wait = min(wait, WAIT_SLICE_SECONDS)
+            if self._wakes is False:
+                self.stop.wait(wait)
+                continue
             try:
-                woken = self.broker.wait(self.queues, min(WAIT_SLICE_SECONDS, remaining))
+                woken = self.broker.wait(self.queues, wait)
             except Exception as exc:  # noqa: BLE001 - the next fetch reports and backs off
                 logger.debug("Waiting for messages failed (%s)", exc)
                 connections.close_all()
-                return False
-            if woken is None or woken:
-                return woken
-        return False
+                return
+            if woken is None:  # this broker cannot wake us: poll, in turns
+                self._wakes = False
+                longest = self._poll
+                continue
+            self._wakes = True
+            if woken:
+                return
 
     def _batch_that_fits(self) -> int:
         """How many messages this process can run in ``HOLD_SECONDS``: no more are held, so

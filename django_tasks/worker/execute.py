@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import reprlib
-import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization, signals, states
 from ..brokers.base import Delivery
+from ..calling import utcnow
 from ..conf import task_settings
 from ..exceptions import DecodeError, NotRegistered, TaskRevokedError, WorkerLostError
+from ..kernel import Kernel, Run
 from ..message import MAX_NAME, Message, name_error, printable
 from ..registry import registry
+from ..request import Request
 from ..result import TaskOutcome, exception_to_result
-from ..task import Task, run_message, utcnow
+from ..task import Task
+from .hooks import settlement_of
 from .settle import Settlement
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ logger = logging.getLogger("django_tasks.worker")
 #: killed while it waited in a batch, or while decoding it) ends after this many times
 #: TASKS_MAX_DELIVERIES deliveries.
 UNSTARTED_FACTOR = 3
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 80
 
 
 @dataclass(slots=True)
@@ -117,6 +115,8 @@ def check(item: Prepared, hostname: str) -> Settlement | None:
     if item.final_state is not None:
         logger.info("Task %s is already %s; acked without running it again.",
                     label, item.final_state)
+        if item.final_state == states.REVOKED and message is not None:
+            _revoked(item, hostname, expired=False)
         return Settlement(delivery, label=label)
     problem = item.problem
     state = states.FAILURE
@@ -144,50 +144,30 @@ def check(item: Prepared, hostname: str) -> Settlement | None:
         return None
     logger.error("Rejected %s on queue %s: %s", label, printable(repr(delivery.queue)),
                  printable(str(problem), 2000))
-    signals.send(signals.task_rejected, None, task_id=item.readable_id, reason=str(problem))
+    signals.send(signals.task_rejected, None, task_id=item.readable_id, reason=str(problem),
+                 message=delivery, exc=problem)
+    if state == states.REVOKED:
+        _revoked(item, hostname, expired=True)
     outcome = _failure(item, problem, hostname, state) if item.readable_id else None
     return Settlement(delivery, outcome, label=label)
 
 
-def execute(item: Prepared, hostname: str,
-            guard: AbstractContextManager[None] | None = None,
-            in_loop: tuple[float | None, float | None] = (None, None)) -> Settlement:
-    """Run a checked delivery and log what happened the way Celery users read it.
+def _revoked(item: Prepared, hostname: str, *, expired: bool) -> None:
+    """``task_revoked`` for a message settled unrun: revoked before it ran, or expired."""
+    assert item.message is not None
+    request = Request.from_message(item.message, hostname=hostname,
+                                   attempts=item.delivery.deliveries)
+    signals.send(signals.task_revoked, item.task, request=request, terminated=False,
+                 signum=None, expired=expired)
 
-    ``guard`` is entered around a sync task's own code, and ``in_loop`` are the (soft, hard)
-    limits an async task's event loop enforces."""
+
+def execute(item: Prepared, kernel: Kernel, hostname: str) -> Settlement | None:
+    """Run a checked delivery through the worker's kernel (``hooks.worker_kernel``); None
+    when a hook stopped it before it ran (its lease moved on, its early ack was refused)."""
     message, task = item.message, item.task
     assert message is not None and task is not None
-    label = printable(f"{message.task}[{message.id}]")
-    logger.info("Task %s received", label)
-    signals.send(signals.task_prerun, task, task_id=message.id, task=task,
-                             args=message.args, kwargs=message.kwargs)
-    started = time.monotonic()
-    outcome, retry_in = run_message(task, message, worker=hostname,
-                                    attempts=item.delivery.deliveries, guard=guard,
-                                    limits=in_loop)
-    runtime = time.monotonic() - started
-    settlement = Settlement(item.delivery, None if message.ignore_result else outcome)
-    if outcome.state == states.SUCCESS:
-        logger.info("Task %s succeeded in %.6fs: %s", label, runtime, _repr.repr(outcome.result))
-        signals.send(signals.task_success, task, result=outcome.result)
-    elif retry_in is not None:
-        reason = (outcome.traceback or "").strip().splitlines()
-        logger.info("Task %s retry: retry in %.3gs: %s", label, retry_in,
-                    reason[-1] if reason else "")
-        settlement.retry = message.replace(retries=message.retries + 1,
-                                           eta=utcnow() + dt.timedelta(seconds=retry_in))
-        settlement.retry_delay = retry_in
-        # A retry always records RETRY, so the id keeps a row even with ignore_result.
-        settlement.outcome = outcome
-        signals.send(signals.task_retry, task, task_id=message.id, reason=outcome.result,
-                                countdown=retry_in)
-    else:
-        logger.error("Task %s failed in %.6fs: %s", label, runtime,
-                     (outcome.traceback or "").rstrip())
-        settlement.outcome = outcome  # failures are recorded even with ignore_result
-        signals.send(signals.task_failure, task, task_id=message.id,
-                                  exception=outcome.exception, traceback=outcome.traceback)
-    signals.send(signals.task_postrun, task, task_id=message.id, task=task,
-                              state=outcome.state, retval=outcome.result)
-    return settlement
+    run = Run(task, message, hostname, item.delivery.deliveries, item=item,
+              label=printable(f"{message.task}[{message.id}]"))
+    if not kernel.run(run):
+        return None
+    return settlement_of(run)

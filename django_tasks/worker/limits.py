@@ -182,8 +182,8 @@ def exceeded_outcome(running: Running, hostname: str,
     """The FAILURE (``TimeLimitExceeded``) of a task stopped from outside; ``what`` says
     what was done to it (``its process was killed``)."""
     from .. import states
+    from ..calling import utcnow
     from ..result import TaskOutcome, exception_to_result
-    from ..task import utcnow
 
     exc = TimeLimitExceeded.for_task(running.label, running.hard_limit, what)
     logger.error("Hard time limit (%gs) exceeded for %s: %s", running.hard_limit,
@@ -199,8 +199,10 @@ def exceeded_outcome(running: Running, hostname: str,
 
 def announce_exceeded(running: Running, exc: TimeLimitExceeded) -> None:
     from .. import signals
+    from ..kernel import ExceptionInfo
     from ..registry import registry
 
     task = registry.get(running.task_name) if running.task_name in registry else None
     signals.send(signals.task_failure, task, task_id=running.task_id, exception=exc,
-                 traceback=None)
+                 args=None, kwargs=None, traceback=None,
+                 einfo=ExceptionInfo(exc, f"{type(exc).__name__}: {exc}"))

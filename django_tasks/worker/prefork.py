@@ -21,6 +21,7 @@ from ..process.children import die_with_parent
 from ..process.stall import Entry
 from . import heartbeat
 from .consumer import Consumer
+from .idle import LookTurns
 from .recycle import Recycler
 from .slots import Running, SharedSlot
 from .supervisor import (
@@ -41,7 +42,7 @@ logger = logging.getLogger("django_tasks.worker")
 class _Child:
     """A pool process: a consumer, or (``taskworker --beat``) the schedule loop."""
 
-    def __init__(self, worker: Worker, index: int, slot: SharedSlot, *,
+    def __init__(self, worker: Worker, index: int, slot: SharedSlot, turns: LookTurns, *,
                  beat: bool = False) -> None:
         ctx = multiprocessing.get_context("fork")
         self.index = index
@@ -52,7 +53,8 @@ class _Child:
         self.owner = owner_name(worker.hostname, "beat" if beat else f"p{index}")
         connections.close_all()  # a forked child must not share the parent's sockets
         self.process = ctx.Process(
-            target=_beat_main if beat else _child_main, args=(worker, slot, self.owner),
+            target=_beat_main if beat else _child_main,
+            args=(worker, slot, self.owner) if beat else (worker, slot, self.owner, turns),
             name="Beat" if beat else f"ForkPoolWorker-{index}", daemon=False)
         self.process.start()
 
@@ -94,12 +96,13 @@ def _beat_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
         connections.close_all()
 
 
-def _child_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
+def _child_main(worker: Worker, slot: SharedSlot, owner: str, turns: LookTurns) -> None:
     stop = _child_setup()
     recycler = Recycler(worker.max_tasks_per_child, worker.max_memory_per_child)
     consumer = Consumer(queues=worker.queues, owner=owner,
                         hostname=worker.hostname, prefetch=worker.prefetch, lease=worker.lease,
-                        stop=stop, slot=slot, hard_limit_in_thread=False, recycler=recycler)
+                        stop=stop, slot=slot, hard_limit_in_thread=False, recycler=recycler,
+                        turns=turns)
     try:
         consumer.run()
     finally:
@@ -120,9 +123,9 @@ class PreforkPool(Pool):
 
     def start(self) -> None:
         for index, slot in enumerate(self.slots):
-            self.children[index] = _Child(self.worker, index + 1, slot)
+            self.children[index] = _Child(self.worker, index + 1, slot, self.turns)
         if self.beat_slot is not None:
-            self.children[-1] = _Child(self.worker, 0, self.beat_slot, beat=True)
+            self.children[-1] = _Child(self.worker, 0, self.beat_slot, self.turns, beat=True)
 
     def owners(self) -> list[str]:
         return [child.owner for child in self.children.values() if not child.beat]
@@ -162,7 +165,7 @@ class PreforkPool(Pool):
             self._reap(child)
             if respawn:
                 self.children[index] = _Child(self.worker, child.index, child.slot,
-                                              beat=child.beat)
+                                              self.turns, beat=child.beat)
             else:
                 child.slot.finished()
 

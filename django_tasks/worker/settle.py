@@ -55,6 +55,12 @@ class Settlement:
     #: Acked before the task ran (``acks_late=False``): only the outcome is left to write.
     acked: bool = False
     label: str = ""
+    #: Messages to publish with the outcome (callbacks, a chain's next link, a chord's
+    #: callback; ``kernel.Run.follow_up``). Written in the transaction that stores the
+    #: outcome and acks where the broker shares the result store's database; else after
+    #: the outcome is stored and before the ack (so a worker that dies between the two
+    #: publishes them again when the message runs again: at least once).
+    follow_up: tuple[Message, ...] = ()
 
 
 def shared_alias(broker: Broker, store: ResultStore | None) -> str | None:
@@ -105,7 +111,7 @@ def unstorable(settlement: Settlement, error: BaseException) -> Settlement:
             queue=outcome.queue, worker=outcome.worker, attempts=outcome.attempts,
             retries=outcome.retries, started_at=outcome.started_at,
             date_done=outcome.date_done)
-    return replace(settlement, outcome=substitute, retry=None, retry_delay=0.0)
+    return replace(settlement, outcome=substitute, retry=None, retry_delay=0.0, follow_up=())
 
 
 class Settler:
@@ -179,6 +185,7 @@ class Settler:
             with transaction.atomic(using=self._alias):
                 kept = self._settle_leases(batch)
                 self._store(kept)
+                self._follow_up(kept)
             return
         early = [s for s in batch if s.acked]
         current = {d.tag for d in self.broker.confirm(
@@ -186,6 +193,7 @@ class Settler:
         live = [s for s in batch if not s.acked and s.delivery.tag in current]
         self.refused([s for s in batch if not s.acked and s.delivery.tag not in current])
         self._store([*early, *live])
+        self._follow_up([*early, *live])
         alias = self.broker.database_alias
         scope = transaction.atomic(using=alias) \
             if self.broker.capabilities.transactional and alias else nullcontext()
@@ -219,6 +227,14 @@ class Settler:
         outcomes = [s.outcome for s in batch if s.outcome is not None and s.outcome.task_id]
         if outcomes and self.store is not None:
             self.store.store_outcomes(outcomes)
+
+    def _follow_up(self, batch: Sequence[Settlement]) -> None:
+        """Publish the follow-up messages of the settlements whose lease was current."""
+        messages = [m for s in batch if s.follow_up for m in s.follow_up]
+        if messages:
+            from ..publishing import publish_many
+
+            publish_many(messages)
 
     def refused(self, refused: Sequence[Settlement]) -> None:
         for s in refused:

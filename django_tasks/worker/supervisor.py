@@ -25,6 +25,7 @@ from ..process.signals import Signals
 from ..process.stall import Entry, StallWatch
 from . import heartbeat, limits
 from .consumer import HOLD_SECONDS
+from .idle import LookTurns
 from .settle import Settlement, Settler
 from .slots import Held, Running, Slot
 
@@ -45,6 +46,9 @@ class Pool(abc.ABC):
     def __init__(self, worker: Worker, signals: Signals) -> None:
         self.worker = worker
         self.signals = signals
+        # Shared by the consumers (allocated before any fork): they take turns to look at
+        # idle queues, so an idle worker asks as often with one process as with many.
+        self.turns = LookTurns()
 
     @abc.abstractmethod
     def start(self) -> None:

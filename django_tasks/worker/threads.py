@@ -23,6 +23,7 @@ from ..process import connections
 from ..process.stall import Entry
 from . import heartbeat
 from .consumer import Consumer
+from .idle import LookTurns
 from .recycle import Recycler
 from .slots import Slot
 from .supervisor import (
@@ -44,10 +45,10 @@ logger = logging.getLogger("django_tasks.worker")
 
 
 def _consumer(worker: Worker, owner: str, stop: Any, slot: Slot,
-              recycler: Recycler) -> Consumer:
+              recycler: Recycler, turns: LookTurns) -> Consumer:
     return Consumer(queues=worker.queues, owner=owner, hostname=worker.hostname,
                     prefetch=worker.prefetch, lease=worker.lease, stop=stop, slot=slot,
-                    hard_limit_in_thread=True, recycler=recycler)
+                    hard_limit_in_thread=True, recycler=recycler, turns=turns)
 
 
 class _Member:
@@ -107,7 +108,7 @@ class ThreadPool(Pool):
     def _serve(self, member: _Member) -> None:
         try:
             _consumer(self.worker, member.owner, self.signals.stop, member.slot,
-                      self.recycler).run()
+                      self.recycler, self.turns).run()
         except BaseException:
             member.crashed = True
             logger.critical("Consumer thread %d stopped on an unexpected error; its messages "
@@ -248,7 +249,7 @@ def run_solo(worker: Worker, recycler: Recycler) -> None:
     thread.start()
     pool.start()
     try:
-        _consumer(worker, pool.owner, sigs.stop, pool.slot, recycler).run()
+        _consumer(worker, pool.owner, sigs.stop, pool.slot, recycler, pool.turns).run()
     except ColdShutdown:
         heartbeat.release(pool.owner)
         logger.warning("Cold shutdown: the unfinished task returned to the queue")

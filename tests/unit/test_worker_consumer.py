@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,7 @@ from django_tasks.message import Message
 from django_tasks.registry import registry
 from django_tasks.task import build_message
 from django_tasks.worker import consumer as consumer_module
+from django_tasks.worker import idle
 from django_tasks.worker.consumer import Consumer
 
 calls: list[str] = []
@@ -334,6 +336,7 @@ def test_an_idle_consumer_that_can_be_woken_fetches_once_a_second(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FakeTime()
     monkeypatch.setattr(consumer_module, "time", fake)
+    monkeypatch.setattr(idle, "time", fake)
     stop = threading.Event()
     consumer = make_consumer(stop)
     fetches: list[float] = []
@@ -353,12 +356,15 @@ def test_an_idle_consumer_that_can_be_woken_fetches_once_a_second(
     monkeypatch.setattr(consumer.broker, "wait", wait)
     consumer.run()
     gaps = [b - a for a, b in itertools.pairwise(fetches)]
-    assert gaps and all(gap >= consumer_module.IDLE_FETCH_SECONDS for gap in gaps)
+    # The first wait tells the consumer that this broker wakes it; from then on it waits
+    # for a wake-up, looking again on its own only once a second.
+    assert len(gaps) == 4 and all(gap >= consumer_module.IDLE_FETCH_SECONDS for gap in gaps[1:])
 
 
 def test_a_wake_up_makes_an_idle_consumer_fetch_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FakeTime()
     monkeypatch.setattr(consumer_module, "time", fake)
+    monkeypatch.setattr(idle, "time", fake)
     stop = threading.Event()
     consumer = make_consumer(stop)
     fetch = consumer.broker.fetch
@@ -388,23 +394,65 @@ def test_a_wake_up_makes_an_idle_consumer_fetch_at_once(monkeypatch: pytest.Monk
 
 
 def test_a_broker_that_cannot_wake_is_polled_with_back_off(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    stop = threading.Event()
-    consumer = make_consumer(stop)
-    waits: list[float] = []
+        monkeypatch: pytest.MonkeyPatch, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.TASKS_POLL_INTERVAL = 1.0
+    fake = _FakeTime()
+    monkeypatch.setattr(consumer_module, "time", fake)
+    monkeypatch.setattr(idle, "time", fake)
+    consumer = make_consumer()
+    fetched_at: list[float] = []
+    fetch = consumer.broker.fetch
+
+    def counted_fetch(*args: object, **kwargs: object) -> list[object]:
+        fetched_at.append(fake.now)
+        return fetch(*args, **kwargs)  # type: ignore[arg-type]
 
     class Flag:
         def is_set(self) -> bool:
-            return len(waits) >= 6
+            return fake.now > 1010
 
         def wait(self, timeout: float | None = None) -> bool:
-            waits.append(timeout or 0.0)
+            fake.sleep(timeout or 0.0)
             return False
 
+    monkeypatch.setattr(consumer.broker, "fetch", counted_fetch)
     consumer.stop = Flag()
     assert consumer.broker.wait(["default"], 0.1) is None  # the memory broker cannot
     consumer.run()
-    assert waits == sorted(waits) and waits[0] == consumer_module.MIN_IDLE
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(fetched_at)]
+    assert gaps[:4] == [idle.FIRST_PAUSE, 0.002, 0.004, 0.008]  # doubling from 1 ms ...
+    assert gaps == sorted(gaps) and max(gaps) == 1.0  # ... up to TASKS_POLL_INTERVAL
+    assert 10 < len(fetched_at) < 25  # not 20 a second
+
+
+def test_idle_consumers_of_one_worker_take_turns(settings) -> None:  # type: ignore[no-untyped-def]
+    """Four consumers sharing their turns look at idle queues about as often as one."""
+    settings.TASKS_POLL_INTERVAL = 0.2
+    stop = threading.Event()
+    turns = idle.LookTurns()
+    consumers = [Consumer(queues=["default"], owner=f"test/{n}", hostname="test@host",
+                          prefetch=16, lease=30, stop=stop, turns=turns) for n in range(4)]
+    fetches: list[float] = []
+    broker = consumers[0].broker
+    fetch = broker.fetch
+
+    def counted_fetch(*args: object, **kwargs: object) -> list[object]:
+        fetches.append(time.monotonic())
+        return fetch(*args, **kwargs)  # type: ignore[arg-type]
+
+    for consumer in consumers:
+        consumer.broker = type("Counted", (), {"fetch": staticmethod(counted_fetch),
+                                               "wait": staticmethod(broker.wait)})()
+    threads = [threading.Thread(target=c.run) for c in consumers]
+    for thread in threads:
+        thread.start()
+    stop.wait(2.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    # One consumer alone: its first look, about 8 while the pause doubles from 1 ms to
+    # 0.2 s, then one each 0.2 s: about 17 in 2 s. Four on their own would make about 68.
+    assert 4 <= len(fetches) <= 30, len(fetches)
 
 
 def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPatch,

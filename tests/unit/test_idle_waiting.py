@@ -1,0 +1,123 @@
+"""Idle waiting: the turns a worker's consumers share, and SQLite's file watch."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from django_tasks.brokers import filewatch
+from django_tasks.worker import idle
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 64.0  # exact in binary, so that pauses subtract exactly
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake = _Clock()
+    monkeypatch.setattr(idle, "time", fake)
+    return fake
+
+
+def test_one_consumer_looks_while_the_others_wait_their_turn(clock: _Clock) -> None:
+    turns = idle.LookTurns()
+    assert turns.take(1.0) == 0.0  # this one looks ...
+    assert turns.take(1.0) == 1.0  # ... and the others wait while it does
+    turns.found_nothing(1.0)
+    assert turns.take(1.0) == pytest.approx(idle.FIRST_PAUSE)
+    clock.now += idle.FIRST_PAUSE
+    assert turns.take(1.0) == 0.0
+
+
+def test_pauses_double_up_to_the_longest_and_work_ends_them(clock: _Clock) -> None:
+    turns = idle.LookTurns()
+    pauses = []
+    for _ in range(14):
+        assert turns.take(0.5) == 0.0
+        turns.found_nothing(0.5)
+        pauses.append(turns.take(0.5))
+        clock.now += pauses[-1]
+    assert pauses[:3] == pytest.approx([0.001, 0.002, 0.004])
+    assert pauses[-3:] == pytest.approx([0.5, 0.5, 0.5])
+    turns.take(0.5)
+    turns.found_work()  # every consumer may look again at once
+    assert turns.take(0.5) == 0.0
+    turns.found_nothing(0.5)
+    assert turns.take(0.5) == pytest.approx(idle.FIRST_PAUSE)
+
+
+def test_where_the_broker_wakes_consumers_the_pause_is_the_longest_at_once(clock: _Clock) -> None:
+    turns = idle.LookTurns()
+    turns.take(1.0)
+    turns.found_nothing(1.0, double=False)
+    assert turns.take(1.0) == 1.0
+
+
+def _take_in_child(turns: idle.LookTurns, out: object) -> None:
+    out.value = turns.take(1.0)  # type: ignore[attr-defined]
+
+
+def test_a_forked_process_shares_the_turns() -> None:
+    turns = idle.LookTurns()
+    assert turns.take(5.0) == 0.0
+    ctx = multiprocessing.get_context("fork")
+    seen = ctx.Value("d", -1.0)
+    child = ctx.Process(target=_take_in_child, args=(turns, seen))
+    child.start()
+    child.join()
+    assert 4.0 < seen.value <= 5.0  # the parent's turn holds in the child
+
+
+# -- SQLite's file watch -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_a_commit_by_another_connection_wakes_a_waiting_one(tmp_path: Path, journal: str) -> None:
+    path = str(tmp_path / "db.sqlite3")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA journal_mode={journal}")
+    db.execute("CREATE TABLE t (x INTEGER)")
+    watch = filewatch.FileWatch()
+    assert watch.wait(path, 0.01) is True  # the first look always says: look
+    assert watch.wait(path, 0.05) is False  # nothing was committed since
+
+    def commit_soon() -> None:
+        writer = sqlite3.connect(path, isolation_level=None)
+        threading.Event().wait(0.05)
+        writer.execute("INSERT INTO t VALUES (1)")
+        writer.close()
+
+    writer = threading.Thread(target=commit_soon)
+    writer.start()
+    assert watch.wait(path, 10.0) is True
+    writer.join()
+    db.close()
+
+
+def test_a_write_that_changes_nothing_does_not_wake(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite3")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=wal")
+    db.execute("CREATE TABLE t (x INTEGER)")
+    watch = filewatch.FileWatch()
+    watch.wait(path, 0.01)
+    db.execute("UPDATE t SET x = 2 WHERE x = 1")  # what an empty fetch does
+    assert watch.wait(path, 0.05) is False
+    db.close()
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    (":memory:", None), ("", None), ("file:memorydb_default?mode=memory&cache=shared", None),
+    ("/srv/app/db.sqlite3", "/srv/app/db.sqlite3"), ("file:/srv/db.sqlite3?mode=rw", "/srv/db.sqlite3"),
+])
+def test_the_database_file_of_a_connection(name: str, expected: str | None) -> None:
+    assert filewatch.database_file({"NAME": name}) == expected
