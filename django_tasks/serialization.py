@@ -1,46 +1,91 @@
-"""JSON with the few extra types tasks commonly pass, tagged so they come back as themselves.
+"""JSON with the extra types Celery's JSON carries, tagged so they come back as themselves.
 
-``datetime``, ``date``, ``time``, ``UUID`` and ``Decimal`` survive a round trip, tagged as
-``{"__type__": ..., "__value__": ...}``, the shape kombu's JSON serializer uses for datetimes
-and decimals (kombu encodes UUIDs differently; interoperability with Celery is not claimed
-yet). Anything else is an :class:`EncodeError` at ``delay()``, and so is what JSON or a
-database cannot carry faithfully: NaN and infinities, strings with lone surrogates (they have
-no UTF-8 form), integers past Python's 4,300-digit conversion limit, and nesting deeper than
-the interpreter's recursion limit. On the way in, the same defects are a :class:`DecodeError`,
+``bytes``, ``datetime``, ``date``, ``time``, ``UUID`` and ``Decimal`` survive a round trip,
+tagged as ``{"__type__": ..., "__value__": ...}`` exactly as kombu's JSON serializer (5.3 and
+later) tags them, so Celery clients and workers sharing a queue with ours read the same
+values: bytes that are UTF-8 as ``"bytes"`` with the text, other bytes as ``"base64"``, a
+UUID as ``{"hex": ..., "version": ...}``. As in kombu, an object with a ``__json__()`` method
+is sent as what it returns, and a lazy translation string as its text. Anything else is an
+:class:`EncodeError` at ``delay()``, and so is what JSON or a database cannot carry
+faithfully: NaN and infinities, strings with lone surrogates (they have no UTF-8 form),
+integers past Python's 4,300-digit conversion limit, and nesting deeper than the
+interpreter's recursion limit. On the way in, the same defects are a :class:`DecodeError`,
 so a hand-written or foreign message cannot smuggle them into a worker either.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from django.utils.functional import Promise
+
 from .exceptions import DecodeError, EncodeError
 
-_DECODERS = {
-    "datetime": dt.datetime.fromisoformat,
-    "date": dt.date.fromisoformat,
-    "time": dt.time.fromisoformat,
-    "uuid": uuid.UUID,
-    "decimal": Decimal,
+
+def _uuid(value: Any) -> uuid.UUID:
+    """kombu's ``{"hex": ..., "version": ...}``, or the plain string that results stored
+    before it still hold. The hex alone is the UUID (its version bits are in it)."""
+    if isinstance(value, str):
+        return uuid.UUID(value)
+    if not isinstance(value, dict) or not isinstance(value.get("hex"), str):
+        raise TypeError("expected {\"hex\": ..., \"version\": ...} or a string")
+    return uuid.UUID(hex=value["hex"])
+
+
+def _checked(decode: Callable[[str], Any]) -> Callable[[Any], Any]:
+    def decode_text(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")
+        return decode(value)
+    return decode_text
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "datetime": _checked(dt.datetime.fromisoformat),
+    "date": _checked(lambda v: dt.datetime.fromisoformat(v).date()),  # as kombu reads it
+    "time": _checked(dt.time.fromisoformat),
+    "uuid": _uuid,
+    "decimal": _checked(Decimal),
+    "bytes": _checked(lambda v: v.encode("utf-8")),
+    "base64": _checked(lambda v: base64.b64decode(v, validate=True)),
 }
 
 
+def _tagged(kind: str, value: Any) -> dict[str, Any]:
+    return {"__type__": kind, "__value__": value}
+
+
 def _default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return {"__type__": "datetime", "__value__": value.isoformat()}
+    """Called by ``json`` only for what it cannot encode itself: plain payloads never come
+    here, so the extra types cost nothing on the usual ``delay()``."""
+    reducer = getattr(value, "__json__", None)
+    if reducer is not None:
+        return reducer()
+    if isinstance(value, dt.datetime):  # before date: a datetime is a date too
+        return _tagged("datetime", value.isoformat())
     if isinstance(value, dt.date):
-        return {"__type__": "date", "__value__": value.isoformat()}
+        return _tagged("date", value.isoformat())
     if isinstance(value, dt.time):
-        return {"__type__": "time", "__value__": value.isoformat()}
+        return _tagged("time", value.isoformat())
     if isinstance(value, uuid.UUID):
-        return {"__type__": "uuid", "__value__": str(value)}
+        return _tagged("uuid", {"hex": value.hex, "version": value.version})
     if isinstance(value, Decimal):
-        return {"__type__": "decimal", "__value__": str(value)}
+        return _tagged("decimal", str(value))
+    if isinstance(value, bytes):
+        try:
+            return _tagged("bytes", value.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _tagged("base64", base64.b64encode(value).decode("ascii"))
+    if isinstance(value, Promise):  # gettext_lazy(): its text in the current language
+        return str(value)
     if isinstance(value, set | frozenset):
         return list(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
@@ -51,16 +96,16 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     if kind is not None and len(obj) == 2 and "__value__" in obj and kind in _DECODERS:
         value = obj["__value__"]
         try:
-            if not isinstance(value, str):
-                raise TypeError(f"expected a string, got {type(value).__name__}")
             return _DECODERS[kind](value)
-        except (TypeError, ValueError, ArithmeticError) as exc:
-            raise DecodeError(f"bad tagged {kind} value {value!r}: {exc}") from exc
+        except (TypeError, ValueError, ArithmeticError, binascii.Error) as exc:
+            shown = repr(value)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise DecodeError(f"bad tagged {kind} value {shown}: {exc}") from exc
     return obj
 
 
-_PLAIN = ("Pass plain data (str, int, float, bool, None, list, dict, datetime, date, time, "
-          "UUID, Decimal), e.g. a model's primary key instead of the instance.")
+_PLAIN = ("Pass plain data (str, int, float, bool, None, list, dict, bytes, datetime, date, "
+          "time, UUID, Decimal), e.g. a model's primary key instead of the instance.")
 
 
 def dumps(value: Any, what: str = "value") -> str:
@@ -83,7 +128,7 @@ def dumps(value: Any, what: str = "value") -> str:
         raise EncodeError(
             f"{what} cannot be serialized to JSON: a string holds the lone surrogate "
             f"{text[exc.start]!r}, which has no UTF-8 form. Decode bytes with a real "
-            "encoding (or pass them base64-encoded)."
+            "encoding (or pass the bytes themselves)."
         ) from None
     return text
 

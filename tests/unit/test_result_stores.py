@@ -237,3 +237,19 @@ def test_text_no_database_can_hold_is_stored_escaped(store: ResultStore) -> None
     assert meta.result == {"exc_message": "nul\x00"}  # inside JSON it is escaped anyway
     if isinstance(store, DatabaseResultStore):
         assert meta.traceback == "Traceback: bad \\x00 byte and \\ud800"
+
+
+def test_values_of_the_types_celerys_json_carries_come_back_as_themselves(
+        store: ResultStore) -> None:
+    import uuid
+    from decimal import Decimal
+
+    value = {"blob": b"\x00\xff", "text": b"caf\xc3\xa9", "at": NOW, "day": NOW.date(),
+             "time": NOW.time(), "price": Decimal("9.99"), "id": uuid.UUID(int=5)}
+    pending(store, "typed")
+    store.store_outcomes([outcome("typed", result=value), outcome("upserted", result=[b"x"])])
+    meta = store.get("typed")
+    assert meta is not None and meta.result == value
+    assert {type(v) for v in meta.result.values()} == {type(v) for v in value.values()}
+    upserted = store.get("upserted")
+    assert upserted is not None and upserted.result == [b"x"]
