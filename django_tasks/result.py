@@ -89,7 +89,16 @@ class AsyncResult:
         self._cache: ResultMeta | None = None
 
     def __repr__(self) -> str:
-        return f"<AsyncResult: {self.id}>"
+        return f"<{type(self).__name__}: {self.id}>"
+
+    def __str__(self) -> str:
+        """The task id, as in Celery: ``f"queued {result}"`` shows it."""
+        return self.id
+
+    @property
+    def task_id(self) -> str:
+        """Celery's other name for ``id``."""
+        return self.id
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AsyncResult) and other.id == self.id
@@ -244,11 +253,27 @@ class AsyncResult:
 
 
 class EagerResult(AsyncResult):
-    """The outcome of a task run inline (``TASKS_ALWAYS_EAGER`` or ``Task.apply()``)."""
+    """The outcome of a task run inline (``TASKS_ALWAYS_EAGER`` or ``Task.apply()``).
+
+    It holds the outcome itself, so it is read without a result store (with
+    ``TASKS_RESULT_BACKEND = None`` or ``ignore_result=True`` too), as Celery's is."""
+
+    _cache: ResultMeta
 
     def __init__(self, meta: ResultMeta) -> None:
         super().__init__(meta.task_id, meta.task_name)
         self._cache = meta
+
+    def get(self, timeout: float | None = None, interval: float = 0.5,
+            propagate: bool = True) -> Any:
+        """The value at once (the task has run); a failure is raised with ``propagate``."""
+        return self._value(self._cache, propagate)
+
+    wait = get
+
+    def revoke(self) -> bool:
+        """False: the task has already run."""
+        return False
 
     def forget(self) -> None:
         store = get_result_store()

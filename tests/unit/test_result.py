@@ -15,6 +15,7 @@ from django_tasks import (
     ResultBackendDisabled,
     TaskRevokedError,
     TimeoutError,
+    serialization,
     states,
 )
 from django_tasks.conf import get_result_store
@@ -159,10 +160,20 @@ def test_a_name_that_is_not_an_exception_becomes_a_remote_task_error() -> None:
 
 
 def test_an_exception_whose_constructor_needs_more_becomes_a_remote_task_error() -> None:
+    # Its arguments are not JSON (an object), and its message alone cannot rebuild it.
     original = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    original.args = (object(),)
     error = result_to_exception(exception_to_result(original))
     assert isinstance(error, RemoteTaskError)
     assert type(error).__name__ == "UnicodeDecodeError"
+
+
+def test_an_exception_with_bytes_arguments_is_rebuilt_exactly() -> None:
+    original = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    stored = serialization.loads(serialization.dumps(exception_to_result(original)))
+    error = result_to_exception(stored)
+    assert type(error) is UnicodeDecodeError
+    assert (error.object, error.start, error.reason) == (b"\xff", 0, "invalid start byte")
 
 
 class AmountTooHigh(Exception):
@@ -271,3 +282,37 @@ def test_disabled_result_backend_names_the_setting() -> None:
         result.get(timeout=0)
     with pytest.raises(ResultBackendDisabled):
         result.exists()
+
+
+# -- Celery's small conveniences ---------------------------------------------------------------
+
+
+def test_task_id_is_the_id_and_str_is_the_id() -> None:
+    result = AsyncResult("abc-123")
+    assert result.task_id == result.id == "abc-123"
+    assert str(result) == "abc-123" and f"queued {result}" == "queued abc-123"
+
+
+@pytest.mark.parametrize("backend", ["memory://", None])
+def test_an_eager_result_is_read_without_the_store(backend: str | None) -> None:
+    from django_tasks.result import EagerResult, ResultMeta
+
+    with override_settings(TASKS_RESULT_BACKEND=backend):
+        result = EagerResult(ResultMeta("e-1", states.SUCCESS, b"\x00", task_name="t"))
+        assert (result.task_id, str(result), repr(result)) == ("e-1", "e-1", "<EagerResult: e-1>")
+        assert result.get() == result.wait(timeout=1) == result.result == b"\x00"
+        assert (result.state, result.status, result.name) == (states.SUCCESS,) * 2 + ("t",)
+        assert result.ready() and result.successful() and not result.failed()
+        assert result.revoke() is False and result.state == states.SUCCESS
+        result.forget()
+        assert result.get() == b"\x00"
+
+
+def test_an_eager_failure_raises_from_get_unless_told_not_to() -> None:
+    from django_tasks.result import EagerResult, ResultMeta
+
+    failed = ResultMeta("e-2", states.FAILURE, exception_to_result(InvoiceMissing("no 7")))
+    result = EagerResult(failed)
+    with pytest.raises(InvoiceMissing, match="no 7"):
+        result.get()
+    assert isinstance(result.get(propagate=False), InvoiceMissing)
