@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from decimal import Decimal
 
 import pytest
 from django.conf import settings
@@ -73,3 +74,44 @@ def test_from_the_command_line_an_unknown_id_is_a_short_error() -> None:
     assert done.returncode == 1
     assert "CommandError: No result is stored" in done.stderr
     assert "Traceback (most recent call last)" not in done.stderr
+
+
+# -- -t NAME, as `celery result -t` -----------------------------------------------------------
+
+ADD = "testproject.demo.tasks.add"
+
+
+def test_dash_t_names_the_task_of_the_result() -> None:
+    make_result("add-1", task_name=ADD, result="5")
+    for flag in ("-t", "--task"):
+        text = show("add-1", flag, ADD)
+        assert f"task:    {ADD}" in text and "result:  5" in text
+
+
+def test_dash_t_names_a_result_stored_without_a_name() -> None:
+    make_result("revoked-early", states.REVOKED, task_name="", result=None)
+    assert f"task:    {ADD}" in show("revoked-early", "-t", ADD)
+    assert "task:    ?" in show("revoked-early")
+
+
+def test_dash_t_with_another_tasks_id_is_an_error() -> None:
+    make_result("add-2", task_name=ADD)
+    with pytest.raises(CommandError, match=r"'add-2' is a run of .*add', not of .*multiply'"):
+        show("add-2", "-t", "testproject.demo.tasks.multiply")
+
+
+def test_dash_t_with_an_unknown_task_is_an_error_listing_the_known_ones() -> None:
+    make_result("add-3", task_name=ADD)
+    with pytest.raises(CommandError, match=r"-t: Task 'demo.nope' is not registered.*"
+                                           r"Known tasks: .*testproject\.demo\.tasks\.add"):
+        show("add-3", "-t", "demo.nope")
+
+
+def test_values_json_has_no_literal_for_are_shown_with_their_type() -> None:
+    from django_tasks import serialization
+
+    value = {"blob": b"\x00\xff", "price": Decimal("9.99"), "text": "9.99"}
+    make_result("typed", task_name=ADD, result=serialization.dumps(value))
+    text = show("typed", "-t", ADD)
+    assert "\"Decimal('9.99')\"" in text and '"text": "9.99"' in text
+    assert "b'\\\\x00\\\\xff'" in text

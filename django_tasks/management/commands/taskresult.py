@@ -1,4 +1,4 @@
-"""``manage.py taskresult <id>``: print a stored result, like ``celery result <id>``."""
+"""``manage.py taskresult <id> [-t NAME]``: print a stored result, like ``celery result``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks import states
 from django_tasks.conf import get_result_store
+from django_tasks.exceptions import NotRegistered
+from django_tasks.registry import registry
 from django_tasks.result import result_to_exception
 
 
@@ -23,6 +25,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("task_id", help="the id of the task (AsyncResult.id)")
+        parser.add_argument("-t", "--task", default=None, metavar="NAME",
+                            help="the task's name (as in `celery result -t`): it must be "
+                                 "registered here, and the id one of its runs")
         parser.add_argument("--traceback", action="store_true", dest="show_traceback",
                             help="also print the traceback of a failed task")
         parser.set_defaults(traceback=False)  # read by Django when a CommandError is raised
@@ -31,13 +36,21 @@ class Command(BaseCommand):
         store = get_result_store()
         if store is None:
             raise CommandError("TASKS_RESULT_BACKEND is None: no results are stored.")
-        task_id = options["task_id"]
+        task_id, name = options["task_id"], options["task"]
+        if name is not None:
+            try:
+                registry.get(name)
+            except NotRegistered as exc:
+                raise CommandError(f"-t: {exc}") from None
         meta = store.get(task_id)
         if meta is None:
             raise CommandError(f"No result is stored for task id {task_id!r}: it was never "
                                "sent here, or it expired and was pruned.")
+        if name is not None and meta.task_name and meta.task_name != name:
+            raise CommandError(f"Task id {task_id!r} is a run of {meta.task_name!r}, not of "
+                               f"{name!r}: check the id, or leave out -t.")
         done = meta.date_done.isoformat(sep=" ", timespec="seconds") if meta.date_done else "-"
-        for label, value in [("task", meta.task_name or "?"), ("id", meta.task_id),
+        for label, value in [("task", meta.task_name or name or "?"), ("id", meta.task_id),
                              ("state", meta.state), ("queue", meta.queue or "-"),
                              ("worker", meta.worker or "-"), ("retries", meta.retries),
                              ("done", done), ("result", _shown(meta.state, meta.result))]:
@@ -52,4 +65,6 @@ def _shown(state: str, value: Any) -> str:
         return "-"
     if state in states.EXCEPTION_STATES:
         return repr(result_to_exception(value))
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    # JSON, with the types it has no literal for (bytes, datetime, Decimal...) as Python
+    # shows them, so b"1" and "1" or Decimal("1.5") and "1.5" are told apart.
+    return json.dumps(value, indent=2, ensure_ascii=False, default=repr)
