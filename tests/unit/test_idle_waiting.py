@@ -117,7 +117,8 @@ def test_a_write_that_changes_nothing_does_not_wake(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "expected"), [
     (":memory:", None), ("", None), ("file:memorydb_default?mode=memory&cache=shared", None),
-    ("/srv/app/db.sqlite3", "/srv/app/db.sqlite3"), ("file:/srv/db.sqlite3?mode=rw", "/srv/db.sqlite3"),
+    ("/srv/app/db.sqlite3", "/srv/app/db.sqlite3"),
+    ("file:/srv/db.sqlite3?mode=rw", "/srv/db.sqlite3"),
 ])
 def test_the_database_file_of_a_connection(name: str, expected: str | None) -> None:
     assert filewatch.database_file({"NAME": name}) == expected
