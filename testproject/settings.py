@@ -101,7 +101,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"}
+        # Celery's formats: records of task loggers also show the task's name and id.
+        "plain": {"()": "django_tasks.utils.log.WorkerFormatter"}
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {

@@ -7,19 +7,26 @@ import io
 import logging
 import sys
 
-FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+from ..utils.log import WorkerFormatter
+
+
+def parse_level(loglevel: str) -> int:
+    """The logging level named ``loglevel`` (any case); ValueError naming the choices."""
+    number = logging.getLevelName(str(loglevel).upper())
+    if not isinstance(number, int):
+        raise ValueError(f"--loglevel {loglevel!r} is not one of DEBUG, INFO, WARNING, ERROR, "
+                         "CRITICAL")
+    return number
 
 
 def configure(loglevel: str) -> None:
-    """Set the level of django_tasks' loggers, adding a handler if the project has none."""
-    level = logging.getLevelName(loglevel.upper())
-    if not isinstance(level, int):
-        raise ValueError(f"--loglevel {loglevel!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    """Set the level of django_tasks' loggers, adding a handler if the project has none
+    (task loggers' records in it show the task's name and id)."""
     root = logging.getLogger("django_tasks")
-    root.setLevel(level)
+    root.setLevel(parse_level(loglevel))
     if not root.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(WorkerFormatter())
         root.addHandler(handler)
 
 

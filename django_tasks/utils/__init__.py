@@ -1,0 +1,1 @@
+"""Helpers for task code, under Celery's module names (``django_tasks.utils.log``)."""
