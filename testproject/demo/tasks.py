@@ -7,6 +7,9 @@ import uuid
 from django.core.mail import send_mail
 
 from django_tasks import shared_task
+from django_tasks.utils.log import get_task_logger
+
+logger = get_task_logger(__name__)
 
 
 @shared_task
@@ -182,3 +185,11 @@ def fail_first(self, journal: str, seconds: float = 4.0) -> int:  # type: ignore
         raise RuntimeError(f"attempt {attempt} of fail_first fails, as it was told to")
     _journal(journal, "E", request.id, request.hostname, attempt)
     return attempt
+
+
+@shared_task
+def echo_types(value: dict[str, object]) -> dict[str, object]:
+    """Return ``value`` with the name of each item's type (the types Celery's JSON carries:
+    bytes, datetime, date, time, Decimal, UUID arrive and go back as themselves)."""
+    logger.info("echoing %d values", len(value))
+    return {"value": value, "types": {k: type(v).__name__ for k, v in value.items()}}
