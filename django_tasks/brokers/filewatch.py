@@ -3,7 +3,8 @@
 SQLite has no notifications, but every commit writes the database file or, in WAL mode, its
 ``-wal`` file, on the same machine. An idle consumer compares the files' size and change time
 every few milliseconds (``os.stat``, no query, no lock) and looks at its queues when they
-change. Any commit wakes it, a heartbeat's too, so a wake-up may find nothing; a commit missed
+change: every millisecond just after a change, backing off to every 16 ms while nothing
+changes. Any commit wakes it, a heartbeat's too, so a wake-up may find nothing; a commit missed
 between two equal looks (same size, within one tick of the file system's clock) is found by
 the consumer's next turn, at most a second later.
 """
@@ -14,8 +15,9 @@ import os
 import threading
 import time
 
-#: How often a waiting consumer looks at the files, in seconds.
-STAT_EVERY = 0.005
+#: How often a waiting consumer looks at the files, in seconds: first, and at most.
+STAT_FIRST = 0.001
+STAT_LONGEST = 0.016
 
 Stamp = tuple[tuple[int, int, int] | None, ...]
 
@@ -44,7 +46,7 @@ def stamp(path: str) -> Stamp:
 
 
 class FileWatch:
-    """The stamp each thread saw last, per database file."""
+    """The stamp each thread saw last, per database file, and its pause between looks."""
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -53,15 +55,19 @@ class FileWatch:
         """Wait up to ``timeout`` seconds for a commit to ``path`` since this thread last
         looked: True if one came (the first call of a thread always says True: look), False
         on timeout."""
-        seen: dict[str, Stamp] = self._local.__dict__.setdefault("seen", {})
-        before = seen.get(path)
+        seen: dict[str, tuple[Stamp | None, float]] = self._local.__dict__.setdefault("seen", {})
+        before, pause = seen.get(path, (None, STAT_FIRST))
         deadline = time.monotonic() + timeout
-        while True:
-            now = stamp(path)
-            if now != before:
-                seen[path] = now
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(STAT_EVERY, remaining))
+        try:
+            while True:
+                now = stamp(path)
+                if now != before:
+                    before, pause = now, STAT_FIRST
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, STAT_LONGEST)
+        finally:
+            seen[path] = (before, pause)
