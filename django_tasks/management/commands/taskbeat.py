@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks.beat.main import Beat
 from django_tasks.exceptions import BrokerUnreachable, ConfigurationError, WorkerNameInUse
+from django_tasks.management.options import check_common
 from django_tasks.process.stall import EXIT_STALLED
 
 
@@ -18,7 +19,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("-l", "--loglevel", default="INFO",
-                            help="DEBUG, INFO, WARNING or ERROR")
+                            help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
         parser.add_argument("-n", "--hostname", default="",
                             help="this beat's name, unique among running workers and beats; "
                                  "%%h, %%n, %%d expand as for taskworker (default: "
@@ -34,6 +35,7 @@ class Command(BaseCommand):
                                  "django_tasks.probe PATH`")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_common(options)  # before the beat starts, which would find out too late
         extra = {k: options[k] for k in ("tick", "stall_timeout", "health_file")
                  if options[k] is not None}
         try:

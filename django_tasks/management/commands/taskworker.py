@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks.conf import task_settings
 from django_tasks.exceptions import BrokerUnreachable, ConfigurationError, WorkerNameInUse
-from django_tasks.process.logs import parse_level
+from django_tasks.management.options import check_common
 from django_tasks.process.stall import EXIT_STALLED
 from django_tasks.worker import Worker
 
@@ -52,12 +52,7 @@ class Command(BaseCommand):
                                  "resident memory than this, in KiB")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:  # checked here: the worker would only find out once it starts logging
-            parse_level(options["loglevel"])
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        if options["health_file"] is not None:
-            _check_health_file(options["health_file"])
+        check_common(options)  # before the worker starts, which would find out too late
         queues = (options["queues"] or str(task_settings.DEFAULT_QUEUE)).split(",")
         optional = ("concurrency", "prefetch", "shutdown_timeout", "stall_timeout",
                     "health_file", "max_tasks_per_child", "max_memory_per_child")
@@ -79,16 +74,3 @@ class Command(BaseCommand):
         if code:
             raise SystemExit(code)
 
-
-def _check_health_file(path: str) -> None:
-    """The worker writes the file next to itself and replaces it: it must name a file in a
-    directory that exists."""
-    where = os.path.dirname(os.path.abspath(path))
-    if not path:
-        raise CommandError("--health-file needs the path of a file, e.g. /tmp/worker.health.")
-    if os.path.isdir(path):
-        raise CommandError(f"--health-file {path!r} is a directory; name a file in it, "
-                           f"e.g. {os.path.join(path, 'worker.health')!r}.")
-    if not os.path.isdir(where):
-        raise CommandError(f"--health-file {path!r}: the directory {where!r} does not exist; "
-                           "create it or name a file in another one.")
