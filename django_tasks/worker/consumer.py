@@ -20,16 +20,17 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..brokers.base import Delivery
+from ..calling import utcnow
 from ..conf import get_broker, get_result_store, task_settings
 from ..message import printable
 from ..process import connections
-from ..task import utcnow
 from . import limits
 from .execute import Prepared, check, execute, prepare
+from .hooks import worker_kernel
 from .idle import LookTurns
 from .recycle import Recycler
 from .settle import Settlement, Settler, answers, pause
-from .slots import Running, Slot
+from .slots import Slot
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -71,6 +72,8 @@ class Consumer:
         self.settler = Settler(self.broker, self.store, lease, on_change=self.slot.ran)
         self._default_limits: tuple[float | None, float | None] = (None, None)
         self._task_seconds = 0.0  # a task's run time here, smoothed
+        self._pending: list[Settlement] = []  # the batch's settlements not written yet
+        self.kernel = worker_kernel(self)
         self.turns = turns or LookTurns()
         self._poll = float(task_settings.POLL_INTERVAL)
         self._wakes: bool | None = None  # whether the broker can wake this consumer
@@ -248,54 +251,20 @@ class Consumer:
         return held
 
     def _handle(self, item: Prepared, pending: list[Settlement]) -> tuple[Settlement | None, float]:
+        """Check a delivery, and run it through the kernel: what happens before, around and
+        after the task (acks_late, track_started, time limits, the slot, signals, the
+        task's handlers, recycling, recording) are the kernel's hooks (``hooks.py``)."""
         settlement = check(item, self.hostname)
         if settlement is not None:
             return settlement, 0.0
-        task, message = item.task, item.message
-        assert task is not None and message is not None
-        label = _label(item)
-        acked_early = not task.acks_late
-        if acked_early:  # at most once: the ack is durable before the task starts
-            self._flush(pending)
-            try:
-                acked = self.broker.ack([item.delivery])
-            except Exception as exc:
-                self._away(exc)
-                raise  # a bug of ours, if the database answers
-            if not acked:
-                self.settler.refused([Settlement(item.delivery, label=label)])
-                return None, 0.0
-        elif item.delivery.deliveries > 1 and not self._record_start(item):
-            return None, 0.0  # its lease went to another worker meanwhile
-        track = task.track_started if task.track_started is not None \
-            else task_settings.TRACK_STARTED
-        if track and self.store is not None and not message.ignore_result:
-            self._flush(pending)
-            self._mark_started(item)
-        soft, hard = limits.resolve(task, message, self._default_limits)
+        self._pending = pending  # the hooks that flush before a task write these first
         began = time.monotonic()
-        self.slot.set(Running(
-            item.delivery.tag, item.delivery.token, message.id, message.task,
-            item.delivery.queue, item.delivery.deliveries, message.retries, time.time(),
-            hard or 0.0, began + hard if hard else 0.0))
-        in_thread = hard if self.hard_limit_in_thread else None
-        guard = None
-        in_loop: tuple[float | None, float | None] = (None, None)
-        if task.is_async:  # its event loop cancels it (see aio.py)
-            in_loop = (soft, in_thread)
-        elif soft or in_thread:
-            guard = limits.enforced(f"{message.task}[{message.id}]", soft, in_thread)
-        try:
-            settlement = execute(item, self.hostname, guard, in_loop)
-        finally:
-            self.slot.clear()
-            connections.refresh()
+        settlement = execute(item, self.kernel, self.hostname)
+        if settlement is None:
+            return None, 0.0
         took = time.monotonic() - began
         self._task_seconds = took if not self._task_seconds else \
             0.8 * self._task_seconds + 0.2 * took
-        self.recycler.after_task()
-        settlement.label = label
-        settlement.acked = acked_early
         return settlement, took
 
     def _record_start(self, item: Prepared) -> bool:

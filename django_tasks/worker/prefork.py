@@ -98,6 +98,9 @@ def _beat_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
 
 def _child_main(worker: Worker, slot: SharedSlot, owner: str, turns: LookTurns) -> None:
     stop = _child_setup()
+    from .. import signals
+
+    signals.send(signals.worker_process_init, None)  # Celery's: in each pool process
     recycler = Recycler(worker.max_tasks_per_child, worker.max_memory_per_child)
     consumer = Consumer(queues=worker.queues, owner=owner,
                         hostname=worker.hostname, prefetch=worker.prefetch, lease=worker.lease,
