@@ -159,6 +159,10 @@ class Broker(abc.ABC):
         consumer (it polls instead). Called by a consumer whose last fetch was empty."""
         return None
 
+    def stop_waiting(self) -> None:  # noqa: B027 - optional hook
+        """Stop collecting wake-ups (a consumer that stays busy calls this, so that none pile
+        up unread); the next ``wait`` starts again."""
+
     @abc.abstractmethod
     def depths(self, queues: Sequence[str] | None = None) -> dict[str, int]: ...
 

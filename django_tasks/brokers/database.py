@@ -122,8 +122,6 @@ class DatabaseBroker(Broker):
         else:
             rows = self._claim_locking(queues, owner, token, limit, now, until)
         rows.sort(key=lambda r: (-r[4], r[0]))
-        if rows:  # busy now: stop collecting wake-ups until the queue runs dry again
-            notify.unlisten(connection, notify.QUEUE_CHANNEL)
         return [Delivery(r[0], r[2], r[1], r[3], owner, r[5], token, r[6]) for r in rows]
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
@@ -137,6 +135,9 @@ class DatabaseBroker(Broker):
                 return None
             return _files.wait(path, timeout)
         return notify.wait(connection, notify.QUEUE_CHANNEL, timeout)
+
+    def stop_waiting(self) -> None:
+        notify.unlisten(connections[self.alias], notify.QUEUE_CHANNEL)
 
     def _claim_returning(self, connection: Any, queues: Sequence[str], owner: str, token: int,
                          limit: int, now: dt.datetime, until: dt.datetime) -> list[Any]:

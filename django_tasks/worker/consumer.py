@@ -39,6 +39,8 @@ FLUSH_SECONDS = 0.02
 SLOW_TASK_SECONDS = 0.5
 #: An idle worker on a broker that wakes it looks at its queues no more often than this.
 IDLE_FETCH_SECONDS = 1.0
+#: A consumer whose fetches found messages for this long stops listening for wake-ups.
+BUSY_SECONDS = 1.0
 #: How often a consumer waiting to be woken looks at its stop flag.
 WAIT_SLICE_SECONDS = 0.25
 
@@ -83,6 +85,7 @@ class Consumer:
 
     def run(self) -> None:
         batch, failures = 1, 0
+        busy_since: float | None = None
         while not self._stopping():
             if self.settler.waiting:  # settle what is kept before taking anything new
                 connections.refresh()
@@ -109,9 +112,16 @@ class Consumer:
                 self.stop.wait(pause(failures))
                 continue
             if not deliveries:
+                busy_since = None
                 self._wait_for_work()
                 continue
             self.turns.found_work()
+            if busy_since is None:
+                busy_since = fetched_at
+            elif fetched_at - busy_since > BUSY_SECONDS:
+                # Busy for a while: stop collecting wake-ups nobody reads until the queues
+                # run dry (a short spell keeps listening: no round trip between tasks).
+                self.broker.stop_waiting()
             slow = self.process(deliveries, fetched_at)
             batch = 1 if slow else min(batch * 2, self.prefetch, self._batch_that_fits())
         self._settle_kept()

@@ -455,6 +455,34 @@ def test_idle_consumers_of_one_worker_take_turns(settings) -> None:  # type: ign
     assert 4 <= len(fetches) <= 30, len(fetches)
 
 
+@shared_task(name="unit.worker.nap")
+def nap() -> None:
+    time.sleep(0.2)
+
+
+def test_a_consumer_busy_for_a_while_stops_listening_for_wake_ups(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stop = threading.Event()
+    consumer = make_consumer(stop)
+    stopped_waiting: list[float] = []
+    monkeypatch.setattr(consumer.broker, "stop_waiting",
+                        lambda: stopped_waiting.append(time.monotonic()))
+    for n in range(12):
+        send(Message(id=f"nap-{n}", task="unit.worker.nap"))
+    started = time.monotonic()
+
+    def wait(queues: object, timeout: float) -> bool:
+        stop.set()  # the queue ran dry
+        return False
+
+    monkeypatch.setattr(consumer.broker, "wait", wait)
+    consumer.run()
+    # 2.4 s of tasks, fetched in batches of 1, 2, 4 and 5 (what fits in HOLD_SECONDS): the
+    # first fetches keep listening, those after BUSY_SECONDS stop it.
+    assert stopped_waiting
+    assert min(stopped_waiting) - started > consumer_module.BUSY_SECONDS
+
+
 def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPatch,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     consumer = make_consumer()
