@@ -41,7 +41,12 @@ worker_process_init = Signal()
 def send(signal: Signal, sender: Any, **named: Any) -> None:
     """Send ``signal`` to every receiver; one that raises is logged and never breaks the
     task or the worker (the other receivers still get it)."""
-    for receiver, result in signal.send_robust(sender, **named):
+    try:
+        answers = signal.send_robust(sender, **named)
+    except Exception:  # a sender Django cannot look up (unhashable): a bug of ours
+        logger.exception("Cannot send a django_tasks signal from %r", sender)
+        return
+    for receiver, result in answers:
         if isinstance(result, Exception):
             logger.error("Receiver %s of a django_tasks signal raised %s: %s",
                          getattr(receiver, "__qualname__", receiver), type(result).__name__,

@@ -35,7 +35,7 @@ def expand_hostname(name: str) -> str:
     return "".join(out)
 
 
-@dataclass
+@dataclass(eq=False)  # hashable, as a signal's sender must be
 class Worker:
     """A worker with its options; ``run()`` blocks until shutdown and returns the exit code."""
 
