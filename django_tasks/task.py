@@ -13,11 +13,11 @@ import inspect
 import random
 import sys
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import aio, states
-from .calling import MAX_PRIORITY, build_message, send_task, utcnow
+from .calling import MAX_PRIORITY, Calls, build_message, send_task, utcnow
 from .conf import get_result_store, task_settings, time_limit_error
 from .exceptions import ConfigurationError, MaxRetriesExceededError, Retry
 from .kernel import Run, eager_kernel, run_message
@@ -60,7 +60,7 @@ def _module_name(fn: Callable[..., Any]) -> str:
     return module
 
 
-class Task(Generic[P, R]):
+class Task(Calls[P, R], Generic[P, R]):
     """A function registered as a task. Call it to run it here; ``delay()`` to queue it.
 
     Subclass it for a base class with Celery's hooks (``@shared_task(base=MyTask)``):
@@ -313,103 +313,6 @@ class Task(Generic[P, R]):
             when = self.default_retry_delay if countdown is None else float(countdown)
         raise Retry(exc=exc, when=when)
 
-    # -- calling -------------------------------------------------------------------------
-
-    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise ``TypeError`` now if ``args``/``kwargs`` don't fit the function."""
-        try:
-            if self.bind:
-                self._signature.bind(None, *args, **kwargs)
-            else:
-                self._signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.name}{self._signature}: {exc}") from None
-
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> _AsyncResult:
-        """Queue the task with these arguments; shortcut for ``apply_async(args, kwargs)``."""
-        return self.apply_async(args, kwargs)
-
-    def apply_async(
-        self,
-        args: tuple[Any, ...] | list[Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        *,
-        countdown: float | None = None,
-        eta: dt.datetime | None = None,
-        expires: float | dt.timedelta | dt.datetime | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        task_id: str | None = None,
-        headers: dict[str, Any] | None = None,
-        ignore_result: bool | None = None,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        **celery_options: Any,
-    ) -> _AsyncResult:
-        """Queue the task. ``countdown``/``eta`` delay it, ``expires`` drops it if late;
-        ``time_limit``/``soft_time_limit`` override the task's limits for this call.
-        Celery's other options are accepted (``root_id``, ``parent_id``, ``group_id`` are
-        carried; the rest log a warning once, see docs/reference/tasks.md)."""
-        message = self._message(
-            args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
-            priority=priority, task_id=task_id, headers=headers, ignore_result=ignore_result,
-            time_limit=time_limit, soft_time_limit=soft_time_limit, **celery_options)
-        if task_settings.ALWAYS_EAGER:
-            return self._apply_eager(message)
-        from .publishing import publish
-
-        return publish(message)
-
-    def _message(self, args: tuple[Any, ...] | list[Any] | None,
-                 kwargs: dict[str, Any] | None, *,
-                 expires: float | dt.timedelta | dt.datetime | None = None,
-                 queue: str | None = None, priority: int | None = None,
-                 ignore_result: bool | None = None, **options: Any) -> Message:
-        """The message for one call, its arguments checked against the signature; the task's
-        own options fill what the call leaves open."""
-        args, kwargs = tuple(args or ()), dict(kwargs or {})
-        if self.typing:
-            self.check_arguments(args, kwargs)
-        return build_message(
-            self.name, args, kwargs, expires=self.expires if expires is None else expires,
-            queue=queue or self.queue, priority=self.priority if priority is None else priority,
-            ignore_result=self.ignore_result if ignore_result is None else ignore_result,
-            **options)
-
-    def delay_many(self, calls: Iterable[tuple[Any, ...] | list[Any]],
-                   **options: Any) -> list[_AsyncResult]:
-        """Queue one call per item of ``calls`` (each the positional arguments of one call),
-        in batches; ``apply_async``'s options apply to all. ``add.delay_many([(1, 2), (3, 4)])``.
-        """
-        return self.apply_many(((tuple(args), {}) for args in calls), **options)
-
-    def apply_many(self, calls: Iterable[tuple[tuple[Any, ...] | list[Any], dict[str, Any]]],
-                   **options: Any) -> list[_AsyncResult]:
-        """Queue one call per ``(args, kwargs)`` pair, in batches of a thousand messages (one
-        statement each on PostgreSQL; on the database broker all in one transaction).
-        Every call's arguments are checked before anything is queued."""
-        if "task_id" in options:
-            raise TypeError("apply_many() gives each call an id of its own; task_id= is "
-                            "for one call (apply_async).")
-        messages = [self._message(args, kwargs, **options) for args, kwargs in calls]
-        if task_settings.ALWAYS_EAGER:
-            return [self._apply_eager(message) for message in messages]
-        from .publishing import publish_chunked
-
-        publish_chunked(messages)
-        return [_AsyncResult(m.id, m.task) for m in messages]
-
-    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> _AsyncResult:
-        """``delay()`` for async code (an async view): the enqueue runs in a thread."""
-        return await self.aapply_async(args, kwargs)
-
-    async def aapply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
-                           kwargs: dict[str, Any] | None = None, **options: Any) -> _AsyncResult:
-        """``apply_async()`` for async code; takes the same options."""
-        from asgiref.sync import sync_to_async
-
-        return await sync_to_async(self.apply_async)(args, kwargs, **options)
-
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: dict[str, Any] | None = None, **options: Any) -> _AsyncResult:
         """Run the task here, through the same JSON round trip a worker uses."""
@@ -418,31 +321,6 @@ class Task(Generic[P, R]):
             self.check_arguments(args, kwargs)
         message = build_message(self.name, args, kwargs, **options)
         return self._apply_eager(message)
-
-    def apply_async_on_commit(self, args: tuple[Any, ...] | list[Any] | None = None,
-                              kwargs: dict[str, Any] | None = None, *,
-                              using: str | None = None, **options: Any) -> None:
-        """Celery's ``apply_async_on_commit()``: queue the task once the transaction of
-        ``using`` commits (at once outside one). Returns None: the id is not known yet.
-
-        ``apply_async()`` already waits for the commit and returns the id at once, and on
-        the database broker the message is part of the transaction: prefer it. The
-        arguments are checked now, so a mistake still fails in the caller."""
-        from django.db import transaction
-
-        args, kwargs = tuple(args or ()), dict(kwargs or {})
-        if self.typing:
-            self.check_arguments(args, kwargs)
-        transaction.on_commit(functools.partial(self.apply_async, args, kwargs, **options),
-                              using=using)
-
-    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
-        """Celery's ``delay_on_commit()``; see :meth:`apply_async_on_commit`."""
-        self.apply_async_on_commit(args, kwargs)
-
-    def AsyncResult(self, task_id: str) -> _AsyncResult:  # Celery's name
-        """The result of this task's call ``task_id``."""
-        return _AsyncResult(task_id, self.name)
 
     def _apply_eager(self, message: Message) -> EagerResult:
         message = Message.decode(message.encode())
