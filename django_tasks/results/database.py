@@ -88,14 +88,18 @@ class DatabaseResultStore(ResultStore):
             return
         latest = list({o.task_id: o for o in outcomes}.values())  # one write per id
         vendor = connections[self.alias].vendor
+        told = vendor == "postgresql"  # each UPDATE notifies waiting readers itself
         for start in range(0, len(latest), _BATCH):
             chunk = latest[start:start + _BATCH]
             if vendor in ("postgresql", "sqlite"):
                 updated = self._update_returning(chunk)
             else:
                 updated = self._update_locked(chunk)
-            self._insert_missing([o for o in chunk if o.task_id not in updated])
-        notify.notify(connections[self.alias], notify.RESULT_CHANNEL)
+            missing = [o for o in chunk if o.task_id not in updated]
+            self._insert_missing(missing)
+            told = told and bool(updated) and not missing
+        if not told:
+            notify.notify(connections[self.alias], notify.RESULT_CHANNEL)
 
     def wait(self, timeout: float) -> bool | None:
         """On PostgreSQL, LISTEN for the notification each batch of outcomes sends."""
@@ -129,15 +133,22 @@ class DatabaseResultStore(ResultStore):
         else:
             row = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         final = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
-        sql = (
+        values = (
             "WITH v(task_id, state, result, traceback, worker, attempts, retries, started_at, "
-            f"date_done) AS (VALUES {', '.join([row] * len(outcomes))}) "
+            f"date_done) AS (VALUES {', '.join([row] * len(outcomes))}) ")
+        update = (
             f"UPDATE {table} SET state = v.state, result = v.result, "
             "traceback = v.traceback, worker = v.worker, attempts = v.attempts, "
             "retries = v.retries, started_at = v.started_at, date_done = v.date_done "
             f"FROM v WHERE {table}.task_id = v.task_id AND {table}.state NOT IN ({final}) "
             f"RETURNING {table}.task_id"
         )
+        if connection.vendor == "postgresql":  # wake readers in the same round trip (one
+            # notification per transaction: PostgreSQL folds identical ones at the commit)
+            sql = f"{values}, u AS ({update}) SELECT task_id, pg_notify(%s, '') FROM u"
+            params.append(notify.RESULT_CHANNEL)
+        else:
+            sql = values + update
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return {row[0] for row in cursor.fetchall()}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from django_tasks import notify
 from django_tasks.brokers.database import DatabaseBroker
@@ -162,6 +163,18 @@ class TestOnPostgreSQL:
             cursor.execute("SELECT pg_listening_channels()")
             assert cursor.fetchall() == []
         assert broker.wait(["default"], NEVER) is True  # listens again: look once more
+
+    def test_outcomes_of_existing_rows_notify_in_their_own_statement(self,
+                                                                     postgres: bool) -> None:
+        if not postgres:
+            return
+        store = DatabaseResultStore("django://")
+        store.create_pending([Message(id="folded", task="unit.notify.t")])
+        outcome = TaskOutcome(task_id="folded", task_name="unit.notify.t", state="SUCCESS",
+                              result=1, date_done=dt.datetime.now(dt.UTC))
+        with CaptureQueriesContext(connection) as queries:
+            store.store_outcomes([outcome])
+        assert len(queries) == 1 and "pg_notify" in queries[0]["sql"]
 
     def test_stored_outcomes_wake_a_waiting_reader(self, postgres: bool) -> None:
         if not postgres:
