@@ -1,3 +1,4 @@
+from .groups import TaskGroup
 from .outbox import OutboxMessage
 from .queue import QueuedMessage
 from .results import TaskResult
@@ -5,4 +6,5 @@ from .schedules import BeatSlot, ClockedSchedule, CrontabSchedule, IntervalSched
 from .workers import WorkerState
 
 __all__ = ["BeatSlot", "ClockedSchedule", "CrontabSchedule", "IntervalSchedule",
-           "OutboxMessage", "PeriodicTask", "QueuedMessage", "TaskResult", "WorkerState"]
+           "OutboxMessage", "PeriodicTask", "QueuedMessage", "TaskGroup", "TaskResult",
+           "WorkerState"]

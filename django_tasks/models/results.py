@@ -32,6 +32,11 @@ class TaskResult(models.Model):
     created_at = models.DateTimeField("created", db_index=True)
     started_at = models.DateTimeField("started", null=True, blank=True)
     date_done = models.DateTimeField("done", null=True, blank=True)
+    # A workflow's ids (Celery's headers): the first task of the workflow, the task whose
+    # outcome queued this one, the group it belongs to.
+    root_id = models.CharField("root id", max_length=255, null=True, blank=True)
+    parent_id = models.CharField("parent id", max_length=255, null=True, blank=True)
+    group_id = models.CharField("group id", max_length=255, null=True, blank=True)
 
     objects = TaskResultQuerySet.as_manager()
 
@@ -45,6 +50,10 @@ class TaskResult(models.Model):
             models.Index(fields=["queue", "-created_at"], name="tasks_result_queue_idx"),
             models.Index(fields=["date_done"], name="tasks_result_prune_idx",
                          condition=models.Q(date_done__isnull=False)),
+            models.Index(fields=["parent_id"], name="tasks_result_parent_idx",
+                         condition=models.Q(parent_id__isnull=False)),
+            models.Index(fields=["group_id"], name="tasks_result_group_idx",
+                         condition=models.Q(group_id__isnull=False)),
         ]
 
     def __str__(self) -> str:
