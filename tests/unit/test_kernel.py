@@ -4,6 +4,7 @@ the task's own handlers, receivers and handlers that raise, follow-up messages."
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -368,3 +369,51 @@ def test_bind_through_a_wrapping_decorator_finds_self(define: Callable[..., Any]
 
     task = define(name="unit.kernel.doubled", bind=True)(doubled)
     assert task.apply((4,)).get() == ["unit.kernel.doubled", 8]
+
+
+# -- smaller features ---------------------------------------------------------------------
+
+
+def test_throws_logs_an_expected_error_at_info_without_a_traceback(
+        define: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    def refuse() -> None:
+        raise PermissionError("not yours")
+
+    task = define(name="unit.kernel.refuse", throws=(PermissionError,))(refuse)
+    caplog.set_level(logging.INFO, "django_tasks.worker")
+    task_id = send(build_message(task.name, (), {}))
+    drain()
+    assert state(task_id) == states.FAILURE
+    [record] = [r for r in caplog.records if "raised expected" in r.getMessage()]
+    assert record.levelno == logging.INFO and "not yours" in record.getMessage()
+    assert not any(r.levelno >= logging.ERROR and task_id in r.getMessage()
+                   for r in caplog.records)
+
+
+def test_a_revoked_message_sends_task_revoked(received: list[Any]) -> None:
+    message = build_message(plain.name, (1,), {})
+    send(message)
+    store = get_result_store()
+    assert store is not None
+    assert store.revoke(message.id)
+    drain()
+    [(_, sender, kwargs)] = [r for r in received if r[0] == "task_revoked"]
+    assert sender is plain and kwargs["expired"] is False
+    assert kwargs["request"].id == message.id
+
+
+def test_a_worker_can_be_a_signal_sender() -> None:
+    from django_tasks.worker.main import Worker
+
+    seen: list[Any] = []
+
+    def ready(sender: Any, **kwargs: Any) -> None:
+        seen.append(sender)
+
+    worker = Worker(pool="solo", queues=["default"])
+    signals.worker_ready.connect(ready)
+    try:
+        signals.send(signals.worker_ready, worker)
+    finally:
+        signals.worker_ready.disconnect(ready)
+    assert seen == [worker]
