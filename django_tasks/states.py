@@ -25,3 +25,5 @@ UNREADY_STATES = frozenset({PENDING, STARTED, RETRY})
 EXCEPTION_STATES = frozenset({FAILURE, RETRY, REVOKED})
 PROPAGATE_STATES = frozenset({FAILURE, REVOKED})
 ALL_STATES = READY_STATES | UNREADY_STATES
+#: A task's own states (``update_state(state="PROGRESS")``) are stored in a column this wide.
+MAX_STATE_LENGTH = 16

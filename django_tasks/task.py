@@ -313,6 +313,25 @@ class Task(Calls[P, R], Generic[P, R]):
             when = self.default_retry_delay if countdown is None else float(countdown)
         raise Retry(exc=exc, when=when)
 
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: Any = None, **kwargs: Any) -> bool:
+        """Store a state of the task's own (``state="PROGRESS"``, ``meta={"current": 3,
+        "total": 10}``) on its result row now, as Celery does; ``task_id`` defaults to the
+        running task's. ``AsyncResult.state`` and ``.info`` read it back. A final state is
+        never replaced; False when nothing was written (see ``progress.py``)."""
+        from . import progress
+
+        request = self.request
+        return progress.update_state(task_id or request.id, state, meta,
+                                     request.hostname or "")
+
+    async def aupdate_state(self, task_id: str | None = None, state: str | None = None,
+                            meta: Any = None, **kwargs: Any) -> bool:
+        """``update_state()`` for ``async def`` tasks: the write runs off the event loop."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.update_state)(task_id, state, meta, **kwargs)
+
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: dict[str, Any] | None = None, **options: Any) -> _AsyncResult:
         """Run the task here, through the same JSON round trip a worker uses."""

@@ -13,8 +13,8 @@ from django.utils.html import format_html
 from .. import serialization
 from ..masking import is_sensitive
 from ..models import TaskResult
-from ..states import READY_STATES, TaskState
-from .base import ReadOnlyAdmin, preformatted, pretty_json
+from ..states import PENDING, READY_STATES, TaskState
+from .base import LightChangeList, ReadOnlyAdmin, preformatted, pretty_json
 from .filters import QueueFilter, TaskNameFilter
 
 STATE_COLOURS = {
@@ -25,9 +25,11 @@ STATE_COLOURS = {
     TaskState.FAILURE: "#cf222e",
     TaskState.REVOKED: "#57606a",
 }
+#: A task's own states (``update_state(state="PROGRESS")``).
+CUSTOM_STATE_COLOUR = "#8250df"
 
 _SECTIONS: list[tuple[str | None, tuple[str, ...]]] = [
-    (None, ("task_id", "task_name", "coloured_state", "queue", "priority")),
+    (None, ("task_id", "task_name", "coloured_state", "progress", "queue", "priority")),
     ("Execution", ("worker", "attempts", "retries", "created_at", "started_at", "date_done",
                    "runtime_s")),
     ("Arguments", ("args_pretty", "kwargs_pretty")),
@@ -40,8 +42,8 @@ class TaskResultAdmin(ReadOnlyAdmin):
     superuser_may_delete = True
     actions = ["queue_again"]
     rerun_limit = 1000  # "select all" of a filtered list must not queue a million tasks
-    list_display = ["task_id", "task_name", "coloured_state", "queue", "worker", "runtime_s",
-                    "created_at", "date_done"]
+    list_display = ["task_id", "task_name", "coloured_state", "progress", "queue", "worker",
+                    "runtime_s", "created_at", "date_done"]
     list_display_links = ["task_id"]
     # A date filter instead of date_hierarchy, whose year list is a DISTINCT over the table.
     list_filter = ["state", TaskNameFilter, QueueFilter, "created_at"]
@@ -51,6 +53,9 @@ class TaskResultAdmin(ReadOnlyAdmin):
     sortable_by = ["task_id", "task_name", "coloured_state", "queue", "created_at"]
     fieldsets = [(title, {"fields": fields}) for title, fields in _SECTIONS]
     readonly_fields = [field for _, fields in _SECTIONS for field in fields]
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[LightChangeList]:
+        return ResultChangeList
 
     def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         # Django 6.1 passes where the actions are shown; Django 5.2 knows no such argument.
@@ -115,10 +120,19 @@ class TaskResultAdmin(ReadOnlyAdmin):
 
     @admin.display(description="state", ordering="state")
     def coloured_state(self, obj: TaskResult) -> str:
-        colour = STATE_COLOURS.get(TaskState(obj.state), "#000")
+        colour = STATE_COLOURS.get(obj.state, CUSTOM_STATE_COLOUR)  # type: ignore[call-overload]
         return format_html(
             '<span class="task-state" style="background: {}; color: #fff; padding: 1px 6px; '
             'border-radius: 3px; font-weight: bold">{}</span>', colour, obj.state)
+
+    @admin.display(description="progress")
+    def progress(self, obj: TaskResult) -> str:
+        """A bar for a running task whose meta has ``current`` and ``total``."""
+        if obj.state in READY_STATES or obj.state == PENDING:
+            return "-"
+        # The list leaves ``result`` unread: ResultChangeList reads it for running rows.
+        text = obj.__dict__.get("result", getattr(obj, "_running_meta", None))
+        return progress_bar(text) or "-"
 
     @admin.display(description="runtime (s)")
     def runtime_s(self, obj: TaskResult) -> str:
@@ -140,3 +154,39 @@ class TaskResultAdmin(ReadOnlyAdmin):
     @admin.display(description="traceback")
     def traceback_pretty(self, obj: TaskResult) -> str:
         return preformatted(obj.traceback, "traceback") if obj.traceback else "-"
+
+
+class ResultChangeList(LightChangeList):
+    """Reads the meta of the running rows of a page (one query), for their progress bars."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        running = {row.pk: row for row in self.result_list
+                   if row.state not in READY_STATES and row.state != PENDING}
+        if running:
+            for pk, text in TaskResult.objects.using(self.queryset.db).filter(
+                    pk__in=list(running)).values_list("pk", "result"):
+                running[pk]._running_meta = text
+
+
+def progress_bar(text: str | None) -> str:
+    """A bar for meta ``{"current": 3, "total": 10}`` (JSON text); '' for other values."""
+    try:
+        meta: Any = serialization.loads(text) if text else None
+        current, total = float(meta["current"]), float(meta["total"])
+    except (ValueError, TypeError, KeyError):
+        return ""
+    if not total > 0 or current != current:  # no total, or NaN
+        return ""
+    share = min(max(current / total, 0.0), 1.0)
+    return format_html(
+        '<span class="task-progress" title="{} of {}" style="display: inline-flex; '
+        'align-items: center; gap: 6px; white-space: nowrap"><span style="display: '
+        'inline-block; width: 100px; height: 8px; background: #d0d7de; border-radius: 4px; '
+        'overflow: hidden"><span style="display: block; height: 100%; width: {}%; '
+        'background: #8250df"></span></span>{}%</span>',
+        _number(current), _number(total), f"{share * 100:.1f}", f"{share * 100:.0f}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"

@@ -37,6 +37,12 @@ class ResultStore(abc.ABC):
     @abc.abstractmethod
     def get(self, task_id: str) -> ResultMeta | None: ...
 
+    def update_state(self, task_id: str, state: str, meta: object, worker: str = "") -> bool:
+        """Write a running task's own state (``Task.update_state()``: ``PROGRESS`` and its
+        ``meta``) at once, on the task's row; False when there is no row to update, or it
+        is final already (a final state is never replaced)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store a task's own states")
+
     def create_missing(self, messages: Sequence[Message]) -> None:
         """PENDING rows for those of ``messages`` that have none yet: the worker writes them
         as it takes a batch when enqueue left them out (``TASKS_STORE_PENDING = False``)."""

@@ -171,6 +171,18 @@ class DatabaseResultStore(ResultStore):
             self._rows.bulk_update(rows, _OUTCOME_FIELDS, batch_size=_BATCH)
         return {row.task_id for row in rows}
 
+    def update_state(self, task_id: str, state: str, meta: object, worker: str = "") -> bool:
+        """One UPDATE of the row, unless it is final; no row is created (a task with
+        ``ignore_result`` has none, and must not be left with one that never ends)."""
+        changes: dict[str, Any] = {"state": state, "traceback": None,
+                                   "result": None if meta is None else serialization.dumps(
+                                       meta, f"the meta of {state}")}
+        if worker:
+            changes["worker"] = worker
+        updated = self._rows.filter(task_id=task_id).exclude(
+            state__in=states.READY_STATES).update(**changes)
+        return bool(updated)
+
     def get(self, task_id: str) -> ResultMeta | None:
         row = (self._rows.filter(task_id=task_id)
                .values_list("state", "result", "traceback", "task_name", "date_done",

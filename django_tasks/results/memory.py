@@ -42,6 +42,15 @@ class MemoryResultStore(ResultStore):
                 if not self._final(o.task_id):
                     self._results[o.task_id] = o.meta()
 
+    def update_state(self, task_id: str, state: str, meta: object, worker: str = "") -> bool:
+        with self._lock:
+            current = self._results.get(task_id)
+            if current is None or current.state in states.READY_STATES:
+                return False
+            self._results[task_id] = replace(current, state=state, result=meta,
+                                             traceback=None, worker=worker or current.worker)
+            return True
+
     def get(self, task_id: str) -> ResultMeta | None:
         return self._results.get(task_id)
 

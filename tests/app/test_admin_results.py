@@ -252,3 +252,30 @@ def test_queue_again_needs_its_own_permission(client: Client) -> None:
     client.force_login(viewer)
     assert 'value="queue_again"' in page(client, LIST)
     assert "delete_selected" not in page(client, LIST)
+
+
+# -- a task's own states and its progress ------------------------------------------------
+
+
+def test_a_running_task_shows_its_progress_in_the_list_and_on_its_page(
+        admin_client: Client) -> None:
+    row = make_result("busy", "PROGRESS", done_ago=None,
+                      result='{"current": 3, "total": 10, "step": "<b>"}')
+    make_result("plain", states.STARTED, done_ago=None, result='{"step": 2}')
+    make_result("over", "PROGRESS", done_ago=None, result='{"current": 12, "total": 10}')
+    with CaptureQueriesContext(connection) as queries:
+        text = page(admin_client, LIST)
+    assert "PROGRESS" in text and "background: #8250df" in text  # a state of its own
+    assert 'title="3 of 10"' in text and "width: 30.0%" in text and ">30%<" in text
+    assert "width: 100.0%" in text  # past its total: full, never wider
+    assert text.count('class="task-progress"') == 2
+    selects = [q["sql"] for q in queries if "django_tasks_taskresult" in q["sql"]]
+    assert sum('"result"' in sql for sql in selects) == 1  # one read for the page's meta
+    detail = page(admin_client, detail_url(row))
+    assert 'title="3 of 10"' in detail and "PROGRESS" in detail
+
+
+def test_a_finished_task_shows_no_progress_bar(admin_client: Client) -> None:
+    make_result("done", result='{"current": 3, "total": 10}')
+    text = page(admin_client, LIST)
+    assert 'class="task-progress"' not in text and '<td class="field-progress">-</td>' in text
