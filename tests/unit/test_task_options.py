@@ -114,11 +114,9 @@ def test_call_options_that_are_carried(define: Callable[..., Any]) -> None:
                                                                     "group-1")
 
 
-def test_workflow_options_are_refused_until_workflows_exist(
+def test_a_serializer_but_json_and_unknown_call_options_are_refused(
         define: Callable[..., Any]) -> None:
-    task = define(name="unit.options.linked")(lambda: 1)
-    with pytest.raises(NotImplementedError, match="callback must not be dropped"):
-        task.apply_async((), link={"task": "x"})
+    task = define(name="unit.options.refused")(lambda: 1)
     with pytest.raises(TypeError, match="only 'json'"):
         task.apply_async((), serializer="pickle")
     with pytest.raises(TypeError, match="not a call option"):
