@@ -68,6 +68,7 @@ class TaskSettings:
     SENSITIVE_TASKS = Setting[list[str]]([])
     TIME_LIMIT = Setting[float | None](None)
     SOFT_TIME_LIMIT = Setting[float | None](None)
+    DEFAULT_RATE_LIMIT = Setting[str | float | None](None)
     PRUNE_BATCH_SIZE = Setting[int](1000)
     ACCEPT_CONTENT = Setting[list[str]](["json"])
     BEAT_SCHEDULE = Setting[dict[str, Any]]({})

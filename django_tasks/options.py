@@ -18,7 +18,6 @@ logger = logging.getLogger("django_tasks")
 
 #: ``@shared_task(...)`` options of Celery's that have no effect here, and why.
 TASK_OPTIONS_WITHOUT_EFFECT: dict[str, str] = {
-    "rate_limit": "rate limits are not enforced yet; the task runs as fast as workers take it",
     "store_errors_even_if_ignored": "failures and retries are always stored, even with "
                                     "ignore_result=True",
     "acks_on_failure_or_timeout": "a task that fails or passes its time limit is always "

@@ -13,6 +13,7 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from .conf import DEFAULTS
 from .message import name_error
+from .ratelimit import rate_error
 
 Rule = tuple[Callable[[object], bool], str]
 
@@ -69,6 +70,8 @@ RULES: dict[str, Rule] = {
     "POLL_INTERVAL": (lambda v: _positive(v) and v <= 60,  # type: ignore[operator]
                       "a number of seconds more than 0 and at most 60"),
     "PRUNE_BATCH_SIZE": (_whole(1), "a whole number of at least 1"),
+    "DEFAULT_RATE_LIMIT": (lambda v: not rate_error(v), "None, or a rate such as '10/s', "
+                                                       "'100/m' or '1000/h' (0: no limit)"),
 }
 
 #: Celery settings (Django-style names) and the TASKS_* setting that takes their place.
@@ -82,6 +85,7 @@ CELERY_COUNTERPARTS = {
     "CELERY_TASK_TRACK_STARTED": "TASKS_TRACK_STARTED",
     "CELERY_TASK_TIME_LIMIT": "TASKS_TIME_LIMIT",
     "CELERY_TASK_SOFT_TIME_LIMIT": "TASKS_SOFT_TIME_LIMIT",
+    "CELERY_TASK_DEFAULT_RATE_LIMIT": "TASKS_DEFAULT_RATE_LIMIT",
     "CELERY_ACCEPT_CONTENT": "TASKS_ACCEPT_CONTENT",
     "CELERY_WORKER_CONCURRENCY": "TASKS_WORKER_CONCURRENCY",
     "CELERY_WORKER_MAX_TASKS_PER_CHILD": "TASKS_WORKER_MAX_TASKS_PER_CHILD",

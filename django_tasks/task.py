@@ -23,6 +23,7 @@ from .exceptions import ConfigurationError, MaxRetriesExceededError, Retry
 from .kernel import Run, eager_kernel, run_message
 from .message import Message, name_error
 from .options import task_options
+from .ratelimit import RateError, parse_rate
 from .registry import registry
 from .request import Request
 from .result import AsyncResult as _AsyncResult
@@ -91,6 +92,7 @@ class Task(Calls[P, R], Generic[P, R]):
         track_started: bool | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        rate_limit: str | float | None = None,
         sensitive: bool = False,
         throws: tuple[type[BaseException], ...] = (),
         typing: bool = True,
@@ -130,6 +132,9 @@ class Task(Calls[P, R], Generic[P, R]):
         self.track_started = track_started
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
+        #: ``"10/s"``, ``"100/m"``, ``"1000/h"``: for the whole cluster (``ratelimit.py``).
+        #: Read on every run, so it can be changed while workers run.
+        self.rate_limit = rate_limit
         #: Expected errors: logged at INFO without a traceback (still a FAILURE).
         self.throws = tuple(throws)
         #: Check each call's arguments against the signature (``typing=False``: don't).
@@ -184,6 +189,10 @@ class Task(Calls[P, R], Generic[P, R]):
             error = time_limit_error(getattr(self, option))
             if error:
                 raise ConfigurationError(f"{where}: {option} {error}.")
+        try:
+            parse_rate(self.rate_limit)
+        except RateError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
         for option in ("autoretry_for", "dont_autoretry_for", "throws"):
             for exc_type in getattr(self, option):
                 if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):

@@ -23,9 +23,12 @@ import abc
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..message import Message
+
+if TYPE_CHECKING:
+    from .buckets import RateBuckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,25 @@ class Broker(abc.ABC):
     def requeue(self, delivery: Delivery, message: Message, delay: float) -> bool:
         """Replace the delivered message with ``message``, deliverable after ``delay`` s;
         False (nothing done) if the delivery's lease is no longer current."""
+
+    def defer(self, delivery: Delivery, message: Message, delay: float) -> bool:
+        """Hand the delivery back unrun as ``message`` (the same task, its headers changed),
+        deliverable after ``delay`` s: this delivery is not counted and its runs are kept
+        (a rate-limited task waiting for its slot). False if the lease is no longer current.
+
+        A broker that cannot keep the counts requeues the message: a new one, counted
+        afresh (AMQP, where it waits in the outbox until due)."""
+        return self.requeue(delivery, message, delay)
+
+    def rate_buckets(self) -> RateBuckets:
+        """The shared buckets of rate-limited tasks that fit this broker (``buckets.py``):
+        rows in the database by default."""
+        from .buckets import DatabaseBuckets
+
+        buckets: RateBuckets | None = self.__dict__.get("_rate_buckets")
+        if buckets is None:
+            buckets = self.__dict__["_rate_buckets"] = DatabaseBuckets(self.home_alias)
+        return buckets
 
     @abc.abstractmethod
     def renew(self, owners: Sequence[str], lease: float) -> int: ...

@@ -239,6 +239,11 @@ class DatabaseBroker(Broker):
             visible_at=visible_at, lease_owner=None, lease_token=None, deliveries=0, runs=0,
         ))
 
+    def defer(self, delivery: Delivery, message: Message, delay: float) -> bool:
+        return bool(self._held(delivery.token, [delivery.tag]).update(
+            body=message.encode(), visible_at=_now() + dt.timedelta(seconds=max(delay, 0)),
+            lease_owner=None, lease_token=None, deliveries=_UNCOUNT))
+
     def record_start(self, delivery: Delivery) -> bool:
         return bool(self._held(delivery.token, [delivery.tag]).update(runs=F("runs") + 1))
 

@@ -14,6 +14,7 @@ from django.db import transaction
 from .. import clock
 from ..message import Message
 from .base import Broker, Capabilities, Delivery, new_token
+from .buckets import MemoryBuckets, RateBuckets
 
 
 @dataclass
@@ -46,6 +47,7 @@ class MemoryBroker(Broker):
         self._rows: dict[int, _Row] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._buckets = MemoryBuckets()
 
     def publish(self, messages: Sequence[Message]) -> None:
         encoded = [(m, m.encode()) for m in messages]
@@ -128,6 +130,19 @@ class MemoryBroker(Broker):
             self._rows[row_id] = _Row(row_id, message.queue, message.priority, body,
                                       _now() + dt.timedelta(seconds=delay), message.id)
             return True
+
+    def defer(self, delivery: Delivery, message: Message, delay: float) -> bool:
+        body = message.encode()
+        with self._lock:
+            row = self._held(delivery)
+            if row is None:
+                return False
+            self._free(row, uncount=True)
+            row.body, row.visible_at = body, _now() + dt.timedelta(seconds=max(delay, 0))
+            return True
+
+    def rate_buckets(self) -> RateBuckets:
+        return self._buckets
 
     def record_start(self, delivery: Delivery) -> bool:
         with self._lock:

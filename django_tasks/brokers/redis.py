@@ -19,6 +19,7 @@ Key layout (``P`` is the prefix)::
     P:once:<key>          a published outbox row (``publish_once``), kept for a day
     P:wake:<queue>        LIST of wake-up tokens, one per due message published (at most
                           32 kept): an idle consumer waits for one with BLPOP
+    P:rate:<task>         a rate-limited task's bucket: when its next slot is free
 
 A message is in exactly one of its queue's three ZSETs. A message released, or whose lease
 ran out, goes back to ``ready`` under its old tag, so ahead of messages published after it.
@@ -60,6 +61,7 @@ from ..exceptions import BrokerUnreachable
 from ..message import MAX_WIRE_PRIORITY, Message
 from . import redis_lua
 from .base import Broker, Capabilities, Delivery, new_token
+from .buckets import RateBuckets
 
 DEFAULT_PREFIX = "tasks"
 CONNECT_TIMEOUT = 2.0
@@ -137,6 +139,8 @@ class RedisBroker(Broker):
         self._release_owner = register(redis_lua.RELEASE_OWNER)
         self._record_start = register(redis_lua.RECORD_START)
         self._requeue = register(redis_lua.REQUEUE)
+        self._defer = register(redis_lua.DEFER)
+        self._buckets = RedisBuckets(self)
         self._renew = register(redis_lua.RENEW)
         self._confirm = register(redis_lua.CONFIRM)
         self._depths = register(redis_lua.DEPTHS)
@@ -254,6 +258,14 @@ class RedisBroker(Broker):
         return bool(self._run(self._requeue, [repr(now), delivery.tag, str(delivery.token),
                                               *_message_args(message, now + max(delay, 0))]))
 
+    def defer(self, delivery: Delivery, message: Message, delay: float) -> bool:
+        eta = repr(_time() + max(delay, 0))
+        return bool(self._run(self._defer, [eta, delivery.tag, str(delivery.token),
+                                            message.encode()]))
+
+    def rate_buckets(self) -> RateBuckets:
+        return self._buckets
+
     def renew(self, owners: Sequence[str], lease: float) -> int:
         if not owners:
             return 0
@@ -281,3 +293,18 @@ class RedisBroker(Broker):
     def close(self) -> None:
         """Drop the pool's connections (after ``fork``: the child opens its own)."""
         self._client.connection_pool.disconnect()
+
+
+class RedisBuckets(RateBuckets):
+    """Rate-limit buckets as Redis keys, each taken by one Lua script (atomic)."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self._reserve = broker._client.register_script(redis_lua.RESERVE)
+
+    def reserve(self, key: str, interval: float, now: float) -> float:
+        return float(self.broker._run(self._reserve, [key, repr(interval), repr(now)]))
+
+    def reset(self, key: str) -> None:
+        with self.broker._errors():
+            self.broker._client.delete(f"{self.broker.prefix}:rate:{key}")

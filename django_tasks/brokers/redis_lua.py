@@ -217,6 +217,34 @@ if q then wake({[q] = 1}) end
 return 1
 """
 
+# ARGV: prefix, eta, tag, token, body. The delivery goes back unrun as ``body``, delayed
+# until eta: uncounted, its runs kept. Returns 1 if the lease was current.
+DEFER = _PRELUDE + """
+local tag = ARGV[3]
+if not held(tag, ARGV[4]) then return 0 end
+local h = unlease(tag)
+if tonumber(redis.call('HGET', mkey(tag), 'd')) > 0 then
+  redis.call('HINCRBY', mkey(tag), 'd', -1)
+end
+redis.call('HSET', mkey(tag), 'b', ARGV[5])
+redis.call('ZADD', dkey(h[1]), ARGV[2], tag)
+return 1
+"""
+
+# A rate-limit bucket (``buckets.py``). ARGV: prefix, task name, interval, now (seconds).
+# The slot is max(free_at, now); free_at moves one interval past it. The key expires a
+# minute after its last slot. Returns the slot as a string (a Lua number would be rounded
+# to an integer in the reply).
+RESERVE = """
+local key = ARGV[1] .. ':rate:' .. ARGV[2]
+local interval, now = tonumber(ARGV[3]), tonumber(ARGV[4])
+local slot = math.max(tonumber(redis.call('GET', key) or now), now)
+local free_at = slot + interval
+redis.call('SET', key, string.format('%.6f', free_at), 'PX',
+           math.ceil((free_at - now) * 1000) + 60000)
+return string.format('%.6f', slot)
+"""
+
 # ARGV: prefix, lease end, owners. Returns how many leases were extended.
 RENEW = _PRELUDE + """
 local renewed = 0

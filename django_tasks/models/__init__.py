@@ -1,10 +1,11 @@
 from .groups import TaskGroup
 from .outbox import OutboxMessage
 from .queue import QueuedMessage
+from .ratelimits import RateBucket
 from .results import TaskResult
 from .schedules import BeatSlot, ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from .workers import WorkerState
 
 __all__ = ["BeatSlot", "ClockedSchedule", "CrontabSchedule", "IntervalSchedule",
-           "OutboxMessage", "PeriodicTask", "QueuedMessage", "TaskGroup", "TaskResult",
-           "WorkerState"]
+           "OutboxMessage", "PeriodicTask", "QueuedMessage", "RateBucket", "TaskGroup",
+           "TaskResult", "WorkerState"]

@@ -28,6 +28,7 @@ from . import limits
 from .execute import Prepared, check, execute, prepare
 from .hooks import worker_kernel
 from .idle import LookTurns
+from .ratelimit import DueTimes
 from .recycle import Recycler
 from .settle import Settlement, Settler, answers, pause
 from .slots import Slot
@@ -75,6 +76,7 @@ class Consumer:
         self._default_limits: tuple[float | None, float | None] = (None, None)
         self._task_seconds = 0.0  # a task's run time here, smoothed
         self._pending: list[Settlement] = []  # the batch's settlements not written yet
+        self.due = DueTimes()  # when messages this consumer deferred come due
         self.kernel = worker_kernel(self)
         self.turns = turns or LookTurns()
         self._poll = float(task_settings.POLL_INTERVAL)
@@ -138,7 +140,10 @@ class Consumer:
             wait = self.turns.take(longest)
             if wait <= 0:
                 return
-            wait = min(wait, WAIT_SLICE_SECONDS)
+            due = self.due.seconds()  # a message this consumer deferred comes due
+            if due is not None and due <= 0:
+                return
+            wait = min(wait, WAIT_SLICE_SECONDS, WAIT_SLICE_SECONDS if due is None else due)
             if self._wakes is False:
                 self.stop.wait(wait)
                 continue

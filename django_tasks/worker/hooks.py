@@ -21,6 +21,7 @@ from ..conf import task_settings
 from ..kernel import AfterReturn, Hook, Kernel, Run, TaskHandlers
 from ..process import connections
 from . import limits
+from .ratelimit import RateLimit
 from .settle import Settlement
 from .slots import Running
 
@@ -212,6 +213,7 @@ class Recording(Hook):
 def worker_kernel(consumer: Consumer) -> Kernel:
     """The kernel a consumer runs its tasks with."""
     return Kernel([
+        RateLimit(consumer),  # first: a deferred message was not received, nor acked
         Received(consumer),
         AcksEarly(consumer),
         RecordStart(consumer),

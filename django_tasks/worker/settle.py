@@ -61,6 +61,9 @@ class Settlement:
     #: the outcome is stored and before the ack (so a worker that dies between the two
     #: publishes them again when the message runs again: at least once).
     follow_up: tuple[Message, ...] = ()
+    #: ``retry`` is the same task deferred unrun (a rate limit's slot): handed back
+    #: uncounted with ``Broker.defer``, not requeued as a new attempt.
+    defer: bool = False
 
 
 def shared_alias(broker: Broker, store: ResultStore | None) -> str | None:
@@ -218,7 +221,8 @@ class Settler:
             (kept if s.delivery.tag in acked else refused).append(s)
         for s in batch:
             if s.retry is not None and not s.acked:
-                done = self.broker.requeue(s.delivery, s.retry, s.retry_delay)
+                hand = self.broker.defer if s.defer else self.broker.requeue
+                done = hand(s.delivery, s.retry, s.retry_delay)
                 (kept if done else refused).append(s)
         self.refused(refused)
         return kept
