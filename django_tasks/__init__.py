@@ -10,7 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .canvas import Signature, chain, chord, group, signature
     from .exceptions import (
+        ChordError,
         MaxRetriesExceededError,
         NotRegistered,
         ResultBackendDisabled,
@@ -21,13 +23,17 @@ if TYPE_CHECKING:
         TimeLimitExceeded,
         TimeoutError,
     )
+    from .group_result import GroupResult
     from .result import AsyncResult, EagerResult
     from .states import FAILURE, PENDING, RETRY, REVOKED, STARTED, SUCCESS, TaskState
     from .task import Request, Task, send_task, shared_task
 
 _WHERE = {
-    **dict.fromkeys(["MaxRetriesExceededError", "NotRegistered", "ResultBackendDisabled",
-                     "Retry", "SoftTimeLimitExceeded", "TaskError", "TaskRevokedError",
+    **dict.fromkeys(["Signature", "chain", "chord", "group", "signature"], ".canvas"),
+    "GroupResult": ".group_result",
+    **dict.fromkeys(["ChordError", "MaxRetriesExceededError", "NotRegistered",
+                     "ResultBackendDisabled", "Retry", "SoftTimeLimitExceeded", "TaskError",
+                     "TaskRevokedError",
                      "TimeLimitExceeded", "TimeoutError"], ".exceptions"),
     **dict.fromkeys(["AsyncResult", "EagerResult"], ".result"),
     **dict.fromkeys(["FAILURE", "PENDING", "RETRY", "REVOKED", "STARTED", "SUCCESS",
@@ -43,12 +49,15 @@ __all__ = [
     "STARTED",
     "SUCCESS",
     "AsyncResult",
+    "ChordError",
     "EagerResult",
+    "GroupResult",
     "MaxRetriesExceededError",
     "NotRegistered",
     "Request",
     "ResultBackendDisabled",
     "Retry",
+    "Signature",
     "SoftTimeLimitExceeded",
     "Task",
     "TaskError",
@@ -56,8 +65,12 @@ __all__ = [
     "TaskState",
     "TimeLimitExceeded",
     "TimeoutError",
+    "chain",
+    "chord",
+    "group",
     "send_task",
     "shared_task",
+    "signature",
 ]
 
 

@@ -18,6 +18,7 @@ from .options import call_options
 from .result import AsyncResult as _AsyncResult
 
 if TYPE_CHECKING:
+    from .canvas import Signature
     from .result import AsyncResult, EagerResult
 
 MAX_PRIORITY = 9
@@ -45,10 +46,13 @@ def build_message(
     headers: dict[str, Any] | None = None, ignore_result: bool = False,
     time_limit: float | None = None, soft_time_limit: float | None = None,
     root_id: str | None = None, parent_id: str | None = None, group_id: str | None = None,
+    link: Any = None, link_error: Any = None, chain: Any = None, chord: Any = None,
     **celery_options: Any,
 ) -> Message:
-    """The message of one call. ``celery_options`` are Celery's other ``apply_async``
-    options: accepted with a warning where they have no meaning here (``options.py``)."""
+    """The message of one call. ``link``/``link_error`` are signatures (or lists of them) to
+    apply when the task succeeds or fails; ``chain`` and ``chord`` are what a workflow
+    carries (``canvas.py``). ``celery_options`` are Celery's other ``apply_async`` options:
+    accepted with a warning where they have no meaning here (``options.py``)."""
     if celery_options:
         call_options(celery_options)
     if countdown is not None and eta is not None:
@@ -86,6 +90,12 @@ def build_message(
                    None if soft_time_limit is None else float(soft_time_limit)),
         root_id=root_id, parent_id=parent_id, group=group_id,
     )
+    if link or link_error or chain or chord:
+        from .canvas import embedded
+
+        message = message.replace(
+            callbacks=embedded(link, "link"), errbacks=embedded(link_error, "link_error"),
+            chain=embedded(chain, "chain"), chord=dict(chord) if chord else None)
     message.encode()  # fail here, in the caller, if the arguments are not serializable
     return message
 
@@ -233,6 +243,31 @@ class Calls(Generic[P, R]):
     def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """Celery's ``delay_on_commit()``; see :meth:`apply_async_on_commit`."""
         self.apply_async_on_commit(args, kwargs)
+
+    # -- signatures (canvas.py) ---------------------------------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of a call of this task: ``add.s(2)``; arguments given when it is
+        applied go first (a callback gets the parent's result: ``link=multiply.s(3)``)."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: it runs with these arguments only, never a parent's
+        result."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def signature(self, args: tuple[Any, ...] | list[Any] | None = None,
+                  kwargs: dict[str, Any] | None = None, **options: Any) -> Signature:
+        """A signature with call options: ``add.signature((2, 2), countdown=10)``."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, options)
+
+    subtask = signature
 
     def AsyncResult(self, task_id: str) -> _AsyncResult:  # Celery's name
         """The result of this task's call ``task_id``."""

@@ -125,3 +125,8 @@ class ColdShutdown(BaseException):
 
     It is never recorded as the task's failure: the message goes back to the queue instead.
     """
+
+
+class ChordError(TaskError):
+    """A chord's member failed, so its callback did not run: the callback's result. The
+    message names the member and its error."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import traceback as tb
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -104,12 +104,22 @@ class Run:
     #: callback): the worker writes them in the transaction that stores the outcome where
     #: the broker shares the result store's database, else just before the ack.
     follow_up: list[Message] | None = None
+    #: Called in that same transaction, after the outcome is stored, with the result store
+    #: (``followups.Continuation``: a chord member counted); each returns more messages to
+    #: publish with the outcome.
+    on_settle: list[Callable[..., Sequence[Message]]] | None = None
 
     def add_follow_up(self, message: Message) -> None:
         """Publish ``message`` with this run's outcome (see :attr:`follow_up`)."""
         if self.follow_up is None:
             self.follow_up = []
         self.follow_up.append(message)
+
+    def add_on_settle(self, action: Callable[..., Sequence[Message]]) -> None:
+        """Call ``action(store)`` in the outcome's transaction (see :attr:`on_settle`)."""
+        if self.on_settle is None:
+            self.on_settle = []
+        self.on_settle.append(action)
 
     @property
     def einfo(self) -> ExceptionInfo | None:
@@ -193,7 +203,8 @@ class Kernel:
             task_id=message.id, task_name=message.task, state=states.SUCCESS,
             args=message.args, kwargs=message.kwargs, queue=message.queue,
             worker=run.hostname, attempts=run.attempts, retries=message.retries,
-            started_at=utcnow(),
+            started_at=utcnow(), root_id=message.root_id or message.id,
+            parent_id=message.parent_id, group_id=message.group,
         )
         try:
             if task.typing:
@@ -306,8 +317,10 @@ def eager_kernel() -> Kernel:
     """The kernel of eager mode and ``Task.apply()``: the task's own handlers, no signals."""
     global _eager
     if _eager is None:
+        from .followups import Workflow
+
         # After hooks run in reverse: on_success() and kin first, then after_return().
-        _eager = Kernel([AfterReturn(), TaskHandlers()])
+        _eager = Kernel([AfterReturn(), TaskHandlers(), Workflow()])
     return _eager
 
 

@@ -42,8 +42,14 @@ class Message:
     #: Celery's ``timelimit`` header: ``(hard, soft)`` seconds for this call, None = default.
     timelimit: tuple[float | None, float | None] = (None, None)
     headers: dict[str, Any] = field(default_factory=dict)
+    #: Signatures (Celery's dict shape, ``canvas.py``) applied with the task's result when
+    #: it succeeds (``link=``), or with its id when it fails (``link_error=``).
     callbacks: tuple[dict[str, Any], ...] = ()
     errbacks: tuple[dict[str, Any], ...] = ()
+    #: The rest of a chain, last first (the next task is the last item), as in Celery.
+    chain: tuple[dict[str, Any], ...] = ()
+    #: The callback of the chord this task is a member of (the chord's id is ``group``).
+    chord: dict[str, Any] | None = None
     #: The encoded envelope, once ``encode()`` has made it (``replace()`` starts afresh).
     _encoded: str | None = field(default=None, init=False, compare=False, repr=False)
 
@@ -83,8 +89,8 @@ class Message:
         embed = {
             "callbacks": list(self.callbacks) or None,
             "errbacks": list(self.errbacks) or None,
-            "chain": None,
-            "chord": None,
+            "chain": list(self.chain) or None,
+            "chord": self.chord,
         }
         return {"headers": headers, "properties": properties,
                 "body": [list(self.args), self.kwargs, embed]}
@@ -156,6 +162,8 @@ class Message:
                 headers={k: v for k, v in headers.items() if k not in known},
                 callbacks=tuple(embed.get("callbacks") or ()),
                 errbacks=tuple(embed.get("errbacks") or ()),
+                chain=tuple(embed.get("chain") or ()),
+                chord=embed.get("chord") if isinstance(embed.get("chord"), dict) else None,
             )
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"message {task_id} has a malformed header: {exc}") from exc

@@ -66,10 +66,6 @@ CALL_OPTIONS_WITHOUT_EFFECT: dict[str, str] = {
     "immediate": "the broker always takes the message or raises",
 }
 
-#: Options that belong to workflows (signatures, chains, chords); until they exist, a call
-#: with them must fail rather than silently drop a callback.
-NOT_YET = ("link", "link_error", "chain", "chord")
-
 _warned: set[str] = set()
 _lock = threading.Lock()
 
@@ -114,14 +110,8 @@ def task_options(options: dict[str, Any], implemented: Iterable[str]) -> dict[st
 
 def call_options(options: dict[str, Any]) -> None:
     """Check ``apply_async`` options the message does not take: warn about those without
-    effect; refuse workflow options (not yet supported) and unknown names."""
+    effect; refuse unknown names."""
     for name, value in options.items():
-        if name in NOT_YET:
-            if value is None or value == [] or value == ():
-                continue
-            raise NotImplementedError(
-                f"apply_async({name}=...) is not supported yet: workflows (link, chain, "
-                "chord) are not implemented, and a callback must not be dropped silently.")
         if name == "serializer" and value in (None, "json"):
             continue
         if name == "serializer":

@@ -31,6 +31,11 @@ class ResultMeta:
     queue: str | None = None
     worker: str | None = None
     retries: int = 0
+    #: A workflow's ids (``canvas.py``): its first task, the task that queued this one,
+    #: its group.
+    root_id: str | None = None
+    parent_id: str | None = None
+    group_id: str | None = None
 
 
 def exception_to_result(exc: BaseException) -> dict[str, Any]:
@@ -83,10 +88,14 @@ class AsyncResult:
     ``state`` is PENDING until the store knows more: PENDING also means "unknown id".
     """
 
-    def __init__(self, id: str, task_name: str | None = None) -> None:
+    def __init__(self, id: str, task_name: str | None = None, *,
+                 parent: AsyncResult | None = None) -> None:
         self.id = str(id)
         self.task_name = task_name
         self._cache: ResultMeta | None = None
+        #: Known when the caller made the workflow (a chain's previous task); else read
+        #: from the store.
+        self._parent = parent
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.id}>"
@@ -165,6 +174,23 @@ class AsyncResult:
     @property
     def queue(self) -> str | None:
         return self._meta().queue or None
+
+    @property
+    def parent(self) -> AsyncResult | None:
+        """The result of the task whose outcome queued this one (a chain's previous task,
+        the task a ``link`` callback was attached to), or None."""
+        if self._parent is not None:
+            return self._parent
+        meta = self.backend.get(self.id)
+        return AsyncResult(meta.parent_id) if meta is not None and meta.parent_id else None
+
+    @property
+    def children(self) -> list[AsyncResult]:
+        """The results of the tasks this task's outcome queued (its callbacks, the next
+        task of its chain), oldest first."""
+        from .results.workflows import workflows
+
+        return [AsyncResult(i) for i in workflows(self.backend).children(self.id)]
 
     def ready(self) -> bool:
         return self.state in states.READY_STATES
@@ -302,7 +328,11 @@ class TaskOutcome:
     started_at: dt.datetime | None = None
     date_done: dt.datetime | None = None
     exception: BaseException | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group_id: str | None = None
 
     def meta(self) -> ResultMeta:
         return ResultMeta(self.task_id, self.state, self.result, self.traceback,
-                          self.task_name, self.date_done, self.queue, self.worker, self.retries)
+                          self.task_name, self.date_done, self.queue, self.worker, self.retries,
+                          self.root_id, self.parent_id, self.group_id)

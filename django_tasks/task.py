@@ -364,7 +364,16 @@ class Task(Calls[P, R], Generic[P, R]):
             if run.retry_in is None:
                 break
             message = message.replace(retries=message.retries + 1)
-        for follow_up in run.follow_up or ():  # run in order, here, like the task itself
+        follow_ups = list(run.follow_up or ())
+        if run.on_settle:  # a workflow's next steps (followups.py)
+            from .results.workflows import MemoryWorkflows, workflows
+
+            storeless = workflows(store, eager=True)
+            if store is None and isinstance(storeless, MemoryWorkflows):
+                storeless.values[outcome.task_id] = outcome.meta()  # read by a chord
+            for action in run.on_settle:
+                follow_ups += action(store, eager=True)
+        for follow_up in follow_ups:  # run in order, here, like the task itself
             if follow_up.task in registry:
                 registry.get(follow_up.task)._apply_eager(follow_up)
         if (outcome.state == states.FAILURE and task_settings.EAGER_PROPAGATES

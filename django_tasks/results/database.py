@@ -62,7 +62,8 @@ class DatabaseResultStore(ResultStore):
             args=args, kwargs=kwargs,
             result=_result_text(o), traceback=storable_text(o.traceback), queue=o.queue,
             worker=o.worker, attempts=o.attempts, retries=o.retries, started_at=o.started_at,
-            date_done=o.date_done, created_at=now,
+            date_done=o.date_done, created_at=now, root_id=o.root_id, parent_id=o.parent_id,
+            group_id=o.group_id,
         )
 
     def _insert_missing(self, outcomes: Sequence[TaskOutcome]) -> None:
@@ -186,12 +187,14 @@ class DatabaseResultStore(ResultStore):
     def get(self, task_id: str) -> ResultMeta | None:
         row = (self._rows.filter(task_id=task_id)
                .values_list("state", "result", "traceback", "task_name", "date_done",
-                            "queue", "worker", "retries").first())
+                            "queue", "worker", "retries", "root_id", "parent_id",
+                            "group_id").first())
         if row is None:
             return None
-        state, result, traceback, name, done, queue, worker, retries = row
+        state, result, traceback, name, done, queue, worker, retries, *ids = row
         value = serialization.loads(result) if result else None
-        return ResultMeta(task_id, state, value, traceback, name, done, queue, worker, retries)
+        return ResultMeta(task_id, state, value, traceback, name, done, queue, worker, retries,
+                          *ids)
 
     def final_states(self, task_ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -232,7 +235,8 @@ def _pending_rows(messages: Sequence[Message], now: dt.datetime) -> list[TaskRes
         args, kwargs = masking.stored(m.task, m.args, m.kwargs)
         rows.append(TaskResult(task_id=m.id, task_name=m.task, state=states.PENDING,
                                args=args, kwargs=kwargs, queue=m.queue, priority=m.priority,
-                               created_at=now))
+                               created_at=now, root_id=m.root_id or m.id,
+                               parent_id=m.parent_id, group_id=m.group))
     return rows
 
 
@@ -244,9 +248,10 @@ def pending_insert(connection: Any, messages: Sequence[Message]) -> tuple[str, l
     params: list[Any] = []
     for m in messages:
         args, kwargs = masking.stored(m.task, m.args, m.kwargs)
-        params += [m.id, m.task, args, kwargs, m.queue, m.priority, now]
-    row = "(%s, %s, 'PENDING', %s, %s, %s, %s, '', 0, 0, %s)"
+        params += [m.id, m.task, args, kwargs, m.queue, m.priority, now, m.root_id or m.id,
+                   m.parent_id, m.group]
+    row = "(%s, %s, 'PENDING', %s, %s, %s, %s, '', 0, 0, %s, %s, %s, %s)"
     sql = (f"INSERT INTO {connection.ops.quote_name(TaskResult._meta.db_table)} (task_id, "
            "task_name, state, args, kwargs, queue, priority, worker, attempts, retries, "
-           f"created_at) VALUES {', '.join([row] * len(messages))}")
+           f"created_at, root_id, parent_id, group_id) VALUES {', '.join([row] * len(messages))}")
     return sql, params

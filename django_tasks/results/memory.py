@@ -23,7 +23,8 @@ class MemoryResultStore(ResultStore):
         with self._lock:
             for m in messages:
                 self._results[m.id] = ResultMeta(m.id, states.PENDING, task_name=m.task,
-                                                 queue=m.queue)
+                                                 queue=m.queue, root_id=m.root_id or m.id,
+                                                 parent_id=m.parent_id, group_id=m.group)
 
     def _final(self, task_id: str) -> bool:
         meta = self._results.get(task_id)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from .. import signals, states
 from ..calling import utcnow
 from ..conf import task_settings
+from ..followups import Workflow
 from ..kernel import AfterReturn, Hook, Kernel, Run, TaskHandlers
 from ..process import connections
 from . import limits
@@ -227,6 +228,7 @@ def worker_kernel(consumer: Consumer) -> Kernel:
         TaskHandlers(),
         Logging(),
         Recording(),
+        Workflow(),
     ])
 
 
@@ -235,4 +237,5 @@ def settlement_of(run: Run) -> Settlement:
     return Settlement(
         run.item.delivery, run.outcome if run.record else None, retry=run.retry,
         retry_delay=run.retry_in or 0.0, acked=run.acked, label=run.label,
-        follow_up=tuple(run.follow_up) if run.follow_up else ())
+        follow_up=tuple(run.follow_up) if run.follow_up else (),
+        on_settle=tuple(run.on_settle) if run.on_settle else ())

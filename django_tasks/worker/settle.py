@@ -61,6 +61,10 @@ class Settlement:
     #: the outcome is stored and before the ack (so a worker that dies between the two
     #: publishes them again when the message runs again: at least once).
     follow_up: tuple[Message, ...] = ()
+    #: Called in the same transaction with the result store, after the outcome is stored;
+    #: each returns more messages to publish (``followups.Continuation``: a chord member
+    #: counted, its callback when it is the last; ``kernel.Run.on_settle``).
+    on_settle: tuple[Callable[..., Sequence[Message]], ...] = ()
     #: ``retry`` is the same task deferred unrun (a rate limit's slot): handed back
     #: uncounted with ``Broker.defer``, not requeued as a new attempt.
     defer: bool = False
@@ -195,8 +199,14 @@ class Settler:
             [s.delivery for s in batch if not s.acked], self.lease)}
         live = [s for s in batch if not s.acked and s.delivery.tag in current]
         self.refused([s for s in batch if not s.acked and s.delivery.tag not in current])
-        self._store([*early, *live])
-        self._follow_up([*early, *live])
+        # The outcomes, a chord's count and the follow-ups commit together (follow-ups for a
+        # broker outside the database go to the outbox in this transaction), before the ack:
+        # a worker that dies before the commit sends nothing; after it, the message is final
+        # and is acked without running again, so nothing is sent twice.
+        store_alias = self.store.database_alias if self.store is not None else None
+        with transaction.atomic(using=store_alias) if store_alias else nullcontext():
+            self._store([*early, *live])
+            self._follow_up([*early, *live])
         alias = self.broker.database_alias
         scope = transaction.atomic(using=alias) \
             if self.broker.capabilities.transactional and alias else nullcontext()
@@ -235,6 +245,10 @@ class Settler:
     def _follow_up(self, batch: Sequence[Settlement]) -> None:
         """Publish the follow-up messages of the settlements whose lease was current."""
         messages = [m for s in batch if s.follow_up for m in s.follow_up]
+        actions = sorted((a for s in batch for a in s.on_settle),
+                         key=lambda a: str(getattr(a, "key", "")))
+        for action in actions:  # chord rows locked in one order: no deadlock between workers
+            messages += action(self.store)
         if messages:
             from ..publishing import publish_many
 
