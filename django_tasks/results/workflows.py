@@ -106,8 +106,6 @@ class DatabaseWorkflows(WorkflowStore):
         self._groups.filter(group_id=group_id).delete()
 
     def chord_member_done(self, group_id: str, task_id: str, state: str) -> ChordEnd | None:
-        from django.db.models import F
-
         stored = self._results.filter(task_id=task_id).values_list("state", "result").first()
         if stored is not None and stored[0] in states.READY_STATES:
             state = stored[0]
@@ -115,13 +113,13 @@ class DatabaseWorkflows(WorkflowStore):
         now = clock.now()
         if state == states.SUCCESS:
             # The row stays locked until the settlement commits: members count one by one.
-            if not chord.update(done=F("done") + 1):
+            counted = self._count(group_id)
+            if counted is None:
                 return None  # failed already (or not a chord of ours)
-            done, size, ids, callback, callback_id = self._groups.filter(
-                group_id=group_id).values_list(
-                "done", "size", "task_ids", "callback", "callback_id").get()
-            if done < size:
+            if counted[0] < counted[1]:
                 return None
+            ids, callback, callback_id = self._groups.filter(group_id=group_id).values_list(
+                "task_ids", "callback", "callback_id").get()
             self._groups.filter(group_id=group_id).update(state=states.SUCCESS, date_done=now)
             order = serialization.loads(ids)
             found = self.metas(order)
@@ -136,6 +134,28 @@ class DatabaseWorkflows(WorkflowStore):
             return ChordEnd(group_id, serialization.loads(callback), callback_id,
                             failed_task_id=task_id, error=error)
         return None
+
+    def _count(self, group_id: str) -> tuple[int, int] | None:
+        """Add one to a pending chord's count: (done, size), or None if it is not pending.
+        One statement where the database returns what it updated."""
+        from django.db import connections
+        from django.db.models import F
+
+        from ..models import TaskGroup
+
+        connection = connections[self.alias]
+        if connection.vendor in ("postgresql", "sqlite"):
+            table = connection.ops.quote_name(TaskGroup._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.execute(f"UPDATE {table} SET done = done + 1 WHERE group_id = %s AND "
+                               "state = %s RETURNING done, size", [group_id, states.PENDING])
+                row = cursor.fetchone()
+            return None if row is None else (int(row[0]), int(row[1]))
+        chord = self._groups.filter(group_id=group_id, state=states.PENDING)
+        if not chord.update(done=F("done") + 1):
+            return None
+        done, size = self._groups.filter(group_id=group_id).values_list("done", "size").get()
+        return int(done), int(size)
 
     def children(self, task_id: str) -> list[str]:
         return list(self._results.filter(parent_id=task_id).order_by("created_at", "id")

@@ -12,6 +12,7 @@ from ..brokers.base import Delivery
 from ..calling import utcnow
 from ..conf import task_settings
 from ..exceptions import DecodeError, NotRegistered, TaskRevokedError, WorkerLostError
+from ..followups import Continuation
 from ..kernel import Kernel, Run
 from ..message import MAX_NAME, Message, name_error, printable
 from ..registry import registry
@@ -117,6 +118,8 @@ def check(item: Prepared, hostname: str) -> Settlement | None:
                     label, item.final_state)
         if item.final_state == states.REVOKED and message is not None:
             _revoked(item, hostname, expired=False)
+            return Settlement(delivery, label=label,
+                              on_settle=_workflow(message, states.REVOKED))
         return Settlement(delivery, label=label)
     problem = item.problem
     state = states.FAILURE
@@ -149,7 +152,16 @@ def check(item: Prepared, hostname: str) -> Settlement | None:
     if state == states.REVOKED:
         _revoked(item, hostname, expired=True)
     outcome = _failure(item, problem, hostname, state) if item.readable_id else None
-    return Settlement(delivery, outcome, label=label)
+    return Settlement(delivery, outcome, label=label,
+                      on_settle=_workflow(message, state) if outcome is not None else ())
+
+
+def _workflow(message: Message | None, state: str) -> tuple[Continuation, ...]:
+    """A workflow's member settled without running (expired, revoked, past its delivery
+    limit) still ends its part: its errbacks run, its chord fails."""
+    if message is None or not (message.errbacks or message.chord):
+        return ()
+    return (Continuation(message, state, None),)
 
 
 def _revoked(item: Prepared, hostname: str, *, expired: bool) -> None:

@@ -314,3 +314,14 @@ def test_eager_mode_without_a_result_store_still_runs_a_chord() -> None:
     with override_settings(TASKS_RESULT_BACKEND=None):
         chord([add.s(1, 1), add.s(2, 2)], record.s("sum")).apply_async()
     assert calls == [([2, 4], "sum")]
+
+
+def test_a_member_revoked_or_expired_before_it_ran_fails_the_chord() -> None:
+    revoked = chord([add.s(1, 1), add.s(2, 2)], tsum.s()).apply_async()
+    revoked.parent.results[0].revoke()  # type: ignore[union-attr]
+    expired = chord([add.s(1, 1).set(expires=-1), add.s(2, 2)], tsum.s()).apply_async()
+    drain()
+    for result in (revoked, expired):
+        assert result.state == states.FAILURE
+        with pytest.raises(ChordError, match=result.parent.results[0].id):  # type: ignore[union-attr]
+            result.get(timeout=1)
