@@ -66,7 +66,7 @@ class RateLimit(Hook):
         consumer = self.consumer
         consumer._pending.append(Settlement(run.item.delivery, retry=deferred,
                                             retry_delay=slot - now, label=run.label,
-                                            defer=True))
+                                            defer_until=slot))
         consumer.due.add(time.monotonic() + (slot - now))
         logger.debug("Task %s waits %.3fs for its rate limit slot", run.label, slot - now)
         return False

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from .. import states
+from .. import clock, states
 from ..brokers.base import Broker, Delivery
 from ..exceptions import EncodeError
 from ..process import connections as worker_connections
@@ -65,9 +65,10 @@ class Settlement:
     #: each returns more messages to publish (``followups.Continuation``: a chord member
     #: counted, its callback when it is the last; ``kernel.Run.on_settle``).
     on_settle: tuple[Callable[..., Sequence[Message]], ...] = ()
-    #: ``retry`` is the same task deferred unrun (a rate limit's slot): handed back
-    #: uncounted with ``Broker.defer``, not requeued as a new attempt.
-    defer: bool = False
+    #: ``retry`` is the same task deferred unrun until this time (Unix seconds; a rate
+    #: limit's slot): handed back uncounted with ``Broker.defer``, not requeued as a new
+    #: attempt. A time, not a delay: the settlement may be written a while after it is made.
+    defer_until: float | None = None
 
 
 def shared_alias(broker: Broker, store: ResultStore | None) -> str | None:
@@ -231,8 +232,11 @@ class Settler:
             (kept if s.delivery.tag in acked else refused).append(s)
         for s in batch:
             if s.retry is not None and not s.acked:
-                hand = self.broker.defer if s.defer else self.broker.requeue
-                done = hand(s.delivery, s.retry, s.retry_delay)
+                if s.defer_until is not None:
+                    done = self.broker.defer(s.delivery, s.retry,
+                                             s.defer_until - clock.now().timestamp())
+                else:
+                    done = self.broker.requeue(s.delivery, s.retry, s.retry_delay)
                 (kept if done else refused).append(s)
         self.refused(refused)
         return kept

@@ -199,3 +199,18 @@ def echo_types(value: dict[str, object]) -> dict[str, object]:
     bytes, datetime, date, time, Decimal, UUID arrive and go back as themselves)."""
     logger.info("echoing %d values", len(value))
     return {"value": value, "types": {k: type(v).__name__ for k, v in value.items()}}
+
+
+@shared_task(rate_limit="10/s")
+def limited(n: int = 0) -> int:
+    """At most ten a second across every worker (the rate-limit end-to-end test)."""
+    return n
+
+
+@shared_task(bind=True)
+def steps(self, total: int = 10, seconds: float = 0.5) -> int:  # type: ignore[no-untyped-def]
+    """Report its progress after each of ``total`` steps of ``seconds``."""
+    for done in range(1, total + 1):
+        time.sleep(seconds)
+        self.update_state(state="PROGRESS", meta={"current": done, "total": total})
+    return total
