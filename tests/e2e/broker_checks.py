@@ -128,3 +128,34 @@ def an_outage_mid_drain_loses_nothing(project: Project, depth: Depth, tmp_path: 
     assert len(set(starts)) == count  # none lost
     assert len(starts) - count <= 4, f"{len(starts) - count} tasks ran twice"
     project.wait("the broker to be empty", lambda: depth() == 0, timeout=20)
+
+
+def rate_limit_holds(project: Project, depth: Depth, *, messages: int = 120,
+                     window: float = 10.0) -> float:
+    """Two workers of two processes drain ``messages`` of a task limited to 10/s: together
+    they complete ten a second over ``window`` seconds from the first (within 10 %), every
+    message once; returns the rate measured."""
+    import datetime as dt
+
+    workers = [project.worker("-c", "2", "-l", "warning", hostname=f"rate-{n}") for n in (1, 2)]
+    for worker in workers:
+        project.wait_ready(worker)
+    project.shell("from testproject.demo.tasks import limited\n"
+                  f"limited.delay_many([(n,) for n in range({messages})])\n")
+
+    def done() -> list[dt.datetime]:
+        rows = project.query(f"SELECT date_done FROM {RESULTS} WHERE state = 'SUCCESS'")
+        return sorted(dt.datetime.fromisoformat(str(row[0])).replace(tzinfo=None)
+                      for row in rows)
+
+    project.wait("the first completion", lambda: bool(done()), timeout=60)
+    first = done()[0]
+    time.sleep(window + 2)
+    rate = sum(1 for t in done() if t < first + dt.timedelta(seconds=window)) / window
+    print(f"rate over {window:.0f}s: {rate:.2f}/s")
+    assert abs(rate - 10.0) <= 1.0, f"{rate:.2f}/s, not within 10% of 10/s"
+    project.wait("every message", lambda: len(done()) == messages, timeout=messages / 10 + 30)
+    project.wait("the broker to be empty", lambda: depth() == 0, timeout=10)
+    rows = project.query(f"SELECT retries FROM {RESULTS}")
+    assert len(rows) == messages and {retries for (retries,) in rows} == {0}
+    return rate

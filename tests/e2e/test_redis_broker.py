@@ -189,3 +189,7 @@ def test_a_bad_message_is_rejected_and_the_worker_goes_on(
         broker._run_chunks(broker._publish, [now], ["default", 0, task_id, body, now], 5)
 
     check.a_bad_message_is_rejected(project, depth_of(broker), publish_raw)
+
+
+def test_the_rate_limit_holds_for_two_workers(project: Project, broker: RedisBroker) -> None:
+    check.rate_limit_holds(project, depth_of(broker))
