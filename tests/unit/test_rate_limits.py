@@ -281,3 +281,35 @@ def test_an_idle_consumer_wakes_for_the_messages_it_deferred(limited: Any,
     drain(c)
     due = c.due.seconds()
     assert due is not None and 0.05 < due <= 0.1  # the next slot, in monotonic time
+
+
+def test_an_at_most_once_task_is_not_acked_while_it_waits(define: Callable[..., Any],
+                                                          frozen: Clock) -> None:
+    @define(name="unit.rates.once", rate_limit="1/s", acks_late=False)
+    def once(n: int) -> None:
+        ran.append((str(n), frozen.now.timestamp()))
+
+    send(once.name, 2)
+    c = consumer()
+    drain(c)
+    assert [n for n, _ in ran] == ["0"]
+    assert get_broker().depths(["default"]) == {"default": 1}  # waiting, not acked
+    frozen.advance(1.0)
+    drain(c)
+    assert [n for n, _ in ran] == ["0", "1"]
+    assert get_broker().depths(["default"]) == {"default": 0}
+
+
+def test_the_default_rate_limit_applies_in_the_worker(define: Callable[..., Any],
+                                                      frozen: Clock) -> None:
+    @define(name="unit.rates.defaulted")
+    def defaulted(n: int) -> None:
+        ran.append((str(n), frozen.now.timestamp()))
+
+    with override_settings(TASKS_DEFAULT_RATE_LIMIT="60/m"):  # a new memory broker
+        send(defaulted.name, 3)
+        drain(consumer())
+        assert len(ran) == 1
+        frozen.advance(1.0)
+        drain(consumer())
+    assert len(ran) == 2
