@@ -214,3 +214,14 @@ def steps(self, total: int = 10, seconds: float = 0.5) -> int:  # type: ignore[n
         time.sleep(seconds)
         self.update_state(state="PROGRESS", meta={"current": done, "total": total})
     return total
+
+
+@shared_task(bind=True)
+async def steps_async(self, total: int = 10, seconds: float = 0.5) -> int:  # type: ignore[no-untyped-def]
+    """``steps`` as a coroutine: ``await self.aupdate_state(...)`` after each step."""
+    import asyncio
+
+    for done in range(1, total + 1):
+        await asyncio.sleep(seconds)
+        await self.aupdate_state(state="PROGRESS", meta={"current": done, "total": total})
+    return total

@@ -61,10 +61,13 @@ def test_two_workers_together_hold_the_rate_limit(project: Project) -> None:
     assert len({worker for _, _, worker in rows}) == 2
 
 
-def test_progress_is_visible_while_the_task_runs(project: Project) -> None:
-    worker = project.worker("-c", "1", "-l", "info")
+@pytest.mark.parametrize(("pool", "task"), [("prefork", "steps"), ("threads", "steps"),
+                                           ("solo", "steps"), ("prefork", "steps_async")])
+def test_progress_is_visible_while_the_task_runs(project: Project, pool: str,
+                                                 task: str) -> None:
+    worker = project.worker("-c", "1", "-P", pool, "-l", "info")
     project.wait_ready(worker)
-    task_id = project.delay("steps", 6, 0.5)
+    task_id = project.delay(task, 6, 0.5)
     seen: list[tuple[str, object]] = []
 
     def progressed() -> bool:
