@@ -1,3 +1,4 @@
+from .counters import Dashboard, TaskCounter
 from .groups import TaskGroup
 from .outbox import OutboxMessage
 from .queue import QueuedMessage
@@ -6,6 +7,6 @@ from .results import TaskResult
 from .schedules import BeatSlot, ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from .workers import WorkerState
 
-__all__ = ["BeatSlot", "ClockedSchedule", "CrontabSchedule", "IntervalSchedule",
-           "OutboxMessage", "PeriodicTask", "QueuedMessage", "RateBucket", "TaskGroup",
-           "TaskResult", "WorkerState"]
+__all__ = ["BeatSlot", "ClockedSchedule", "CrontabSchedule", "Dashboard", "IntervalSchedule",
+           "OutboxMessage", "PeriodicTask", "QueuedMessage", "RateBucket", "TaskCounter",
+           "TaskGroup", "TaskResult", "WorkerState"]

@@ -48,6 +48,16 @@ class ResultStore(abc.ABC):
         as it takes a batch when enqueue left them out (``TASKS_STORE_PENDING = False``)."""
         self.create_pending([m for m in messages if self.get(m.id) is None])
 
+    def count_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:  # noqa: B027
+        """Add runs to the per-minute counters the dashboard reads (stored or not: an
+        ``ignore_result`` success is counted too), in the transaction that stores the batch's
+        outcomes. Only the database store keeps counters."""
+
+    def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
+        """Fold up to ``batch_size`` counter rows of minutes before ``before`` into totals;
+        return how many rows went."""
+        return 0
+
     def wait(self, timeout: float) -> bool | None:
         """Block up to ``timeout`` seconds until some outcome may have been stored: True when
         woken (read again), False on timeout, None where this store cannot wake a reader

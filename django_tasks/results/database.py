@@ -102,6 +102,16 @@ class DatabaseResultStore(ResultStore):
         if not told:
             notify.notify(connections[self.alias], notify.RESULT_CHANNEL)
 
+    def count_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+        from . import counters
+
+        counters.record(self.alias, outcomes, _now())
+
+    def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
+        from . import counters
+
+        return counters.fold_before(self.alias, before, batch_size)
+
     def wait(self, timeout: float) -> bool | None:
         """On PostgreSQL, LISTEN for the notification each batch of outcomes sends."""
         return notify.wait(connections[self.alias], notify.RESULT_CHANNEL, timeout)

@@ -14,6 +14,7 @@ from typing import Any
 from .. import clock
 from ..conf import get_result_store, task_settings
 from ..exceptions import ConfigurationError, ResultBackendDisabled, TaskError
+from .counters import MIN_KEEP
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class PruneReport:
     batches: int = 0
     batch_size: int = 0
     dry_run: bool = False
+    #: Per-minute counter rows folded into their totals (``results/counters.py``).
+    counters: int = 0
 
 
 def prune_expired(*, older_than: dt.timedelta | None = None, batch_size: int | None = None,
@@ -35,6 +38,9 @@ def prune_expired(*, older_than: dt.timedelta | None = None, batch_size: int | N
     Deletes batches of ``batch_size`` (default ``TASKS_PRUNE_BATCH_SIZE``) until one comes
     back short. Only SUCCESS, FAILURE and REVOKED results go: queued and running tasks stay,
     however old. ``on_batch`` is called with each batch's count.
+
+    The dashboard's per-minute counters are kept as long as results, and a day at least;
+    older minutes are folded into one totals row per task name and state.
     """
     store = store if store is not None else get_result_store()
     if store is None:
@@ -55,7 +61,17 @@ def prune_expired(*, older_than: dt.timedelta | None = None, batch_size: int | N
         if on_batch is not None:
             on_batch(deleted)
         if deleted < size:
-            return PruneReport(before, total, batches, size)
+            folded = _fold_counters(store, (now or clock.now()) - max(expires, MIN_KEEP), size)
+            return PruneReport(before, total, batches, size, counters=folded)
+
+
+def _fold_counters(store: Any, before: dt.datetime, size: int) -> int:
+    folded = 0
+    while True:
+        rows = int(store.prune_counters(before, size))
+        folded += rows
+        if rows < size:
+            return folded
 
 
 def count_expired(store: Any, before: dt.datetime) -> int:

@@ -238,4 +238,4 @@ def settlement_of(run: Run) -> Settlement:
         run.item.delivery, run.outcome if run.record else None, retry=run.retry,
         retry_delay=run.retry_in or 0.0, acked=run.acked, label=run.label,
         follow_up=tuple(run.follow_up) if run.follow_up else (),
-        on_settle=tuple(run.on_settle) if run.on_settle else ())
+        on_settle=tuple(run.on_settle) if run.on_settle else (), tally=run.outcome)

@@ -65,6 +65,9 @@ class Settlement:
     #: each returns more messages to publish (``followups.Continuation``: a chord member
     #: counted, its callback when it is the last; ``kernel.Run.on_settle``).
     on_settle: tuple[Callable[..., Sequence[Message]], ...] = ()
+    #: The run's outcome for the per-minute counters (``results/counters.py``) where it
+    #: differs from ``outcome``: an ``ignore_result`` success is counted, not stored.
+    tally: TaskOutcome | None = None
     #: ``retry`` is the same task deferred unrun until this time (Unix seconds; a rate
     #: limit's slot): handed back uncounted with ``Broker.defer``, not requeued as a new
     #: attempt. A time, not a delay: the settlement may be written a while after it is made.
@@ -119,7 +122,8 @@ def unstorable(settlement: Settlement, error: BaseException) -> Settlement:
             queue=outcome.queue, worker=outcome.worker, attempts=outcome.attempts,
             retries=outcome.retries, started_at=outcome.started_at,
             date_done=outcome.date_done)
-    return replace(settlement, outcome=substitute, retry=None, retry_delay=0.0, follow_up=())
+    return replace(settlement, outcome=substitute, retry=None, retry_delay=0.0, follow_up=(),
+                   tally=None)
 
 
 class Settler:
@@ -194,6 +198,7 @@ class Settler:
                 kept = self._settle_leases(batch)
                 self._store(kept)
                 self._follow_up(kept)
+                self._count(kept)
             return
         early = [s for s in batch if s.acked]
         current = {d.tag for d in self.broker.confirm(
@@ -208,6 +213,7 @@ class Settler:
         with transaction.atomic(using=store_alias) if store_alias else nullcontext():
             self._store([*early, *live])
             self._follow_up([*early, *live])
+            self._count([*early, *live])
         alias = self.broker.database_alias
         scope = transaction.atomic(using=alias) \
             if self.broker.capabilities.transactional and alias else nullcontext()
@@ -245,6 +251,13 @@ class Settler:
         outcomes = [s.outcome for s in batch if s.outcome is not None and s.outcome.task_id]
         if outcomes and self.store is not None:
             self.store.store_outcomes(outcomes)
+
+    def _count(self, batch: Sequence[Settlement]) -> None:
+        """Add the batch's runs to the per-minute counters: last in the transaction, so that
+        the counter rows every worker adds to stay locked for the shortest time."""
+        outcomes = [o for s in batch if (o := s.tally or s.outcome) is not None]
+        if outcomes and self.store is not None:
+            self.store.count_outcomes(outcomes)
 
     def _follow_up(self, batch: Sequence[Settlement]) -> None:
         """Publish the follow-up messages of the settlements whose lease was current."""

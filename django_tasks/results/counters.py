@@ -1,0 +1,188 @@
+"""Per-minute counters of task runs: written by workers with their outcomes, read by the
+dashboard and the Prometheus view, folded by ``taskprune``.
+
+A batch of outcomes becomes one row per (minute, task name, state) it touches, added to the
+table with one multi-row upsert (``INSERT … ON CONFLICT DO UPDATE``, or ``ON DUPLICATE KEY
+UPDATE`` on MySQL/MariaDB) in the transaction that stores the outcomes. Rows go in key
+order, so two workers adding to the same rows lock them in the same order.
+
+Runtimes (``date_done - started_at``) are kept as a sum, a count, a maximum (with the id of
+the slowest run) and a histogram of fixed log buckets (``models.counters.BUCKETS``), from
+which percentiles are estimated: within a factor of two, usually much closer (see
+``percentile``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connections, transaction
+
+from ..models import TaskCounter
+from ..models.counters import BUCKET_FIELDS, BUCKETS
+from ..result import TaskOutcome
+
+#: The minute of the rows that keep the totals of pruned minutes.
+TOTALS_MINUTE = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Counters are kept at least this long, however short ``TASKS_RESULT_EXPIRES`` is: the
+#: dashboard shows the last day.
+MIN_KEEP = dt.timedelta(days=1)
+_ADDED = ("count", "runtime_count", "runtime_sum", *BUCKET_FIELDS)
+
+
+def bucket(seconds: float) -> int:
+    """The histogram bucket of a runtime: 0 under 1 ms, then one per doubling."""
+    ms = seconds * 1000.0
+    if not ms >= 1.0:  # also NaN and negative clock steps
+        return 0
+    return min(BUCKETS - 1, int(math.log2(ms)) + 1)
+
+
+def upper_bound(index: int) -> float:
+    """The upper edge of bucket ``index``, in seconds (``inf`` for the last one)."""
+    return math.inf if index >= BUCKETS - 1 else 2.0 ** index / 1000.0
+
+
+def percentile(buckets: Sequence[int], q: float, maximum: float | None = None) -> float | None:
+    """Estimate the ``q`` quantile (0..1) of the runtimes counted in ``buckets``, in seconds.
+
+    The rank is found in its bucket and placed inside it on a log scale (linearly in the
+    first bucket, 0 to 1 ms); the result never exceeds ``maximum``, the largest runtime seen.
+    """
+    total = sum(buckets)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, n in enumerate(buckets):
+        if n and seen + n >= rank:
+            share = (rank - seen) / n
+            if index == 0:
+                value = share * upper_bound(0)
+            elif index == BUCKETS - 1:
+                value = upper_bound(index - 1) * (1 + share) if maximum is None else maximum
+            else:
+                low = upper_bound(index - 1)
+                value = low * 2.0 ** share
+            return min(value, maximum) if maximum else value
+        seen += n
+    return maximum
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one batch adds to one counter row."""
+
+    count: int = 0
+    runtime_count: int = 0
+    runtime_sum: float = 0.0
+    runtime_max: float = 0.0
+    slowest_task_id: str = ""
+    last_task_id: str = ""
+    buckets: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+
+    def add_runtime(self, seconds: float, task_id: str, runs: int = 1) -> None:
+        self.runtime_count += runs
+        self.runtime_sum += seconds
+        if seconds > self.runtime_max or not self.slowest_task_id:
+            self.runtime_max, self.slowest_task_id = max(seconds, self.runtime_max), task_id
+
+
+Key = tuple[dt.datetime, str, str]
+
+
+def tally(outcomes: Iterable[TaskOutcome], now: dt.datetime) -> dict[Key, Tally]:
+    """The outcomes summed by (minute of ``date_done``, task name, state)."""
+    rows: dict[Key, Tally] = {}
+    for o in outcomes:
+        done = o.date_done or now
+        minute = done.astimezone(dt.UTC).replace(second=0, microsecond=0)
+        row = rows.setdefault((minute, o.task_name or "", o.state), Tally())
+        row.count += 1
+        row.last_task_id = o.task_id
+        if o.started_at is not None and o.date_done is not None:
+            seconds = max((o.date_done - o.started_at).total_seconds(), 0.0)
+            row.add_runtime(seconds, o.task_id)
+            row.buckets[bucket(seconds)] += 1
+    return rows
+
+
+def record(alias: str, outcomes: Sequence[TaskOutcome], now: dt.datetime) -> None:
+    """Add ``outcomes`` to the counters: one upsert statement for the whole batch."""
+    rows = tally(outcomes, now)
+    if rows:
+        upsert(alias, rows)
+
+
+def upsert(alias: str, rows: Mapping[Key, Tally]) -> None:
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
+    table = quote(TaskCounter._meta.db_table)
+    columns = ["minute", "task_name", "state", "count", "runtime_count", "runtime_sum",
+               "runtime_max", "slowest_task_id", "last_task_id", *BUCKET_FIELDS]
+    params: list[Any] = []
+    for key in sorted(rows):  # one lock order for every worker
+        minute, name, state = key
+        t = rows[key]
+        params += [adapt(minute), name[:255], state[:16], t.count, t.runtime_count,
+                   t.runtime_sum, t.runtime_max, t.slowest_task_id[:255], t.last_task_id[:255],
+                   *t.buckets]
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    sql = (f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
+           f"VALUES {', '.join([row] * len(rows))} ")
+    if connection.vendor == "mysql":
+        def new(c: str) -> str:
+            return f"VALUES({quote(c)})"
+        # Assignments apply left to right here: the slowest id before the maximum it reads.
+        sets = [f"{quote('slowest_task_id')} = IF({new('runtime_max')} > "
+                f"{quote('runtime_max')}, {new('slowest_task_id')}, {quote('slowest_task_id')})",
+                f"{quote('runtime_max')} = GREATEST({quote('runtime_max')}, "
+                f"{new('runtime_max')})"]
+        sql += "ON DUPLICATE KEY UPDATE "
+    else:
+        def new(c: str) -> str:
+            return f"excluded.{quote(c)}"
+        old = f"{table}.{quote('runtime_max')}"
+        sets = [f"{quote('slowest_task_id')} = CASE WHEN {new('runtime_max')} > {old} "
+                f"THEN {new('slowest_task_id')} ELSE {table}.{quote('slowest_task_id')} END",
+                f"{quote('runtime_max')} = CASE WHEN {new('runtime_max')} > {old} "
+                f"THEN {new('runtime_max')} ELSE {old} END"]
+        sql += (f"ON CONFLICT ({quote('minute')}, {quote('task_name')}, {quote('state')}) "
+                "DO UPDATE SET ")
+    sets += [f"{quote(c)} = {table}.{quote(c)} + {new(c)}" if connection.vendor != "mysql"
+             else f"{quote(c)} = {quote(c)} + {new(c)}" for c in _ADDED]
+    sets.append(f"{quote('last_task_id')} = {new('last_task_id')}")
+    sql += ", ".join(sets)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def fold_before(alias: str, before: dt.datetime, batch_size: int) -> int:
+    """Fold up to ``batch_size`` counter rows of minutes before ``before`` into the totals
+    rows (``TOTALS_MINUTE``), in one transaction; return how many rows went."""
+    rows = TaskCounter.objects.using(alias)
+    with transaction.atomic(using=alias):
+        old = list(rows.select_for_update().filter(minute__lt=before, minute__gt=TOTALS_MINUTE)
+                   .order_by("id")[:batch_size])
+        if not old:
+            return 0
+        totals: dict[Key, Tally] = {}
+        for r in old:
+            t = totals.setdefault((TOTALS_MINUTE, r.task_name, r.state), Tally())
+            t.count += r.count
+            t.runtime_count += r.runtime_count
+            t.runtime_sum += r.runtime_sum
+            if r.runtime_max > t.runtime_max or not t.slowest_task_id:
+                t.runtime_max, t.slowest_task_id = r.runtime_max, r.slowest_task_id
+            t.last_task_id = r.last_task_id
+            for i, name in enumerate(BUCKET_FIELDS):
+                t.buckets[i] += getattr(r, name)
+        rows.filter(id__in=[r.id for r in old]).delete()
+        upsert(alias, totals)
+    return len(old)
+

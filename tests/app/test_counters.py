@@ -1,0 +1,92 @@
+"""The per-minute counters workers write with their outcomes (``results/counters.py``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from django_tasks import states
+from django_tasks.models import TaskCounter
+from django_tasks.models.counters import BUCKET_FIELDS
+from django_tasks.result import TaskOutcome
+from django_tasks.results import counters
+from django_tasks.results.database import DatabaseResultStore
+from django_tasks.results.prune import prune_expired
+
+NOW = dt.datetime(2026, 11, 28, 14, 30, 20, tzinfo=dt.UTC)
+
+
+def outcome(task_id: str, name: str = "app.add", state: str = states.SUCCESS,
+            runtime: float | None = 0.01, done: dt.datetime = NOW) -> TaskOutcome:
+    started = None if runtime is None else done - dt.timedelta(seconds=runtime)
+    return TaskOutcome(task_id=task_id, task_name=name, state=state, started_at=started,
+                       date_done=done)
+
+
+def test_buckets_double_from_one_millisecond() -> None:
+    assert counters.bucket(0.0) == 0
+    assert counters.bucket(0.0009) == 0
+    assert counters.bucket(0.001) == 1
+    assert counters.bucket(0.003) == 2
+    assert counters.bucket(1.0) == 10  # 512 ms .. 1024 ms
+    assert counters.bucket(10 ** 6) == len(BUCKET_FIELDS) - 1
+    assert counters.upper_bound(10) == pytest.approx(1.024)
+
+
+def test_percentiles_are_estimated_within_their_bucket() -> None:
+    buckets = [0] * len(BUCKET_FIELDS)
+    buckets[counters.bucket(0.1)] = 90  # 64..128 ms
+    buckets[counters.bucket(2.0)] = 10  # 1.024..2.048 s
+    p50 = counters.percentile(buckets, 0.5)
+    assert p50 is not None and 0.064 <= p50 <= 0.128
+    p95 = counters.percentile(buckets, 0.95, maximum=2.0)
+    assert p95 is not None and 1.024 <= p95 <= 2.0
+    assert counters.percentile([0] * len(BUCKET_FIELDS), 0.5) is None
+
+
+@pytest.mark.django_db
+def test_one_row_per_minute_name_and_state_added_up_across_batches(
+        django_assert_num_queries: object) -> None:
+    store = DatabaseResultStore()
+    batch = [outcome(f"a{i}", runtime=0.01 * (i + 1)) for i in range(10)]
+    batch += [outcome("f1", state=states.FAILURE), outcome("r1", runtime=None,
+                                                          state=states.REVOKED)]
+    batch.append(outcome("late", done=NOW + dt.timedelta(minutes=1)))
+    with django_assert_num_queries(1):  # type: ignore[operator]
+        store.count_outcomes(batch)
+    store.count_outcomes([outcome("slow", runtime=5.0), outcome("b2", name="app.other")])
+    rows = {(r.minute.minute, r.task_name, r.state): r for r in TaskCounter.objects.all()}
+    assert set(rows) == {(30, "app.add", "SUCCESS"), (30, "app.add", "FAILURE"),
+                         (30, "app.add", "REVOKED"), (31, "app.add", "SUCCESS"),
+                         (30, "app.other", "SUCCESS")}
+    success = rows[(30, "app.add", "SUCCESS")]
+    assert success.count == 11 and success.runtime_count == 11
+    assert success.runtime_sum == pytest.approx(0.55 + 5.0)
+    assert success.runtime_max == pytest.approx(5.0) and success.slowest_task_id == "slow"
+    assert success.last_task_id == "slow"
+    assert sum(getattr(success, f) for f in BUCKET_FIELDS) == 11
+    revoked = rows[(30, "app.add", "REVOKED")]
+    assert revoked.count == 1 and revoked.runtime_count == 0
+
+
+@pytest.mark.django_db
+def test_taskprune_folds_old_minutes_into_totals_and_keeps_a_day() -> None:
+    store = DatabaseResultStore()
+    old = NOW - dt.timedelta(days=3)
+    store.count_outcomes([outcome("o1", done=old), outcome("o2", done=old + dt.timedelta(
+        minutes=5), runtime=3.0), outcome("o3", state=states.FAILURE, done=old)])
+    store.count_outcomes([outcome("recent", done=NOW - dt.timedelta(hours=20))])
+    report = prune_expired(older_than=dt.timedelta(hours=1), store=store, now=NOW)
+    assert report.counters == 3
+    minutes = sorted((r.minute, r.state, r.count) for r in TaskCounter.objects.all())
+    assert minutes == [(counters.TOTALS_MINUTE, "FAILURE", 1),
+                       (counters.TOTALS_MINUTE, "SUCCESS", 2),
+                       (NOW.replace(second=0) - dt.timedelta(hours=20), "SUCCESS", 1)]
+    totals = TaskCounter.objects.get(minute=counters.TOTALS_MINUTE, state="SUCCESS")
+    assert totals.runtime_max == pytest.approx(3.0) and totals.slowest_task_id == "o2"
+    # Folding again adds to the totals: they only grow.
+    store.count_outcomes([outcome("o4", done=old)])
+    prune_expired(older_than=dt.timedelta(hours=1), store=store, now=NOW)
+    totals.refresh_from_db()
+    assert totals.count == 3
