@@ -12,6 +12,7 @@ transaction.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -82,23 +83,21 @@ class DatabaseBroker(Broker):
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not messages:
             return False
-        from ..results.database import pending_insert
+        from ..results.database import pending_insert_json
 
-        adapt = connection.ops.adapt_datetimefield_value
-        now = adapt(_now())
-        queue: list[str] = []
-        queue_params: list[Any] = []
-        for m in messages:
-            queue.append("(%s, %s, %s, %s, %s, 0, 0, %s)")
-            queue_params += [m.queue, m.priority, m.id, m.encode(),
-                             adapt(m.eta) if m.eta else now, now]
-        insert_pending, params = pending_insert(connection, messages)
+        now = _now()
+        # The rows as one JSON array: the statement is the same text for any batch, and the
+        # driver neither parses nor quotes a parameter per value.
+        insert_pending, params = pending_insert_json(connection, messages)
         insert_queued = (
             f"INSERT INTO {connection.ops.quote_name(QueuedMessage._meta.db_table)} (queue, "
-            f"priority, task_id, body, visible_at, deliveries, runs, created_at) VALUES "
-            f"{', '.join(queue)}")
+            "priority, task_id, body, visible_at, deliveries, runs, created_at) SELECT "
+            "r->>0, (r->>1)::smallint, r->>2, r->>3, COALESCE((r->>4)::timestamptz, %s), "
+            "0, 0, %s FROM json_array_elements(%s::json) AS r")
         sql = f"WITH pending AS ({insert_pending}) "
-        params += queue_params
+        params += [now, now, json.dumps(
+            [(m.queue, m.priority, m.id, m.encode(), m.eta.isoformat() if m.eta else None)
+             for m in messages])]
         if any(m.eta is None for m in messages):  # wake idle consumers, in the same statement
             sql += (f", queued AS ({insert_queued} RETURNING 1) "
                     "SELECT pg_notify(%s, '') FROM queued LIMIT 1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -248,6 +249,25 @@ def _pending_rows(messages: Sequence[Message], now: dt.datetime) -> list[TaskRes
                                created_at=now, root_id=m.root_id or m.id,
                                parent_id=m.parent_id, group_id=m.group))
     return rows
+
+
+def pending_insert_json(connection: Any,
+                        messages: Sequence[Message]) -> tuple[str, list[Any]]:
+    """PostgreSQL: the ``INSERT`` of :func:`pending_insert` with its rows given as one JSON
+    array. The statement's text is the same for any number of rows, so the driver does not
+    parse and quote a parameter per value (most of the time of a batch of 1,000 rows given
+    as ``VALUES``), and the server plans it once."""
+    rows = []
+    for m in messages:
+        args, kwargs = masking.stored(m.task, m.args, m.kwargs)
+        rows.append((m.id, m.task, args, kwargs, m.queue, m.priority, m.root_id or m.id,
+                     m.parent_id, m.group))
+    sql = (f"INSERT INTO {connection.ops.quote_name(TaskResult._meta.db_table)} (task_id, "
+           "task_name, state, args, kwargs, queue, priority, worker, attempts, retries, "
+           "created_at, root_id, parent_id, group_id) SELECT r->>0, r->>1, 'PENDING', "
+           "r->>2, r->>3, r->>4, (r->>5)::smallint, '', 0, 0, %s, r->>6, r->>7, r->>8 "
+           "FROM json_array_elements(%s::json) AS r")
+    return sql, [_now(), json.dumps(rows)]
 
 
 def pending_insert(connection: Any, messages: Sequence[Message]) -> tuple[str, list[Any]]:
