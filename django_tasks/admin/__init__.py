@@ -13,14 +13,16 @@ Permissions, as an operator expects them:
 The result list is built for tables of millions of rows: the count behind the pagination
 stops at ``CappedCountPaginator.limit``, filters list their choices without scanning the
 table, search by task id uses the unique index, and the big text columns are not loaded
-for the list.
+for the list. The dashboard (``dashboard.py``) reads per-minute counters, never the result
+rows.
 """
 
+from .dashboard import DashboardAdmin
 from .outbox import OutboxMessageAdmin
 from .queue import QueuedMessageAdmin
 from .results import TaskResultAdmin
 from .schedules import PeriodicTaskAdmin
 from .workers import WorkerStateAdmin
 
-__all__ = ["OutboxMessageAdmin", "PeriodicTaskAdmin", "QueuedMessageAdmin", "TaskResultAdmin",
-           "WorkerStateAdmin"]
+__all__ = ["DashboardAdmin", "OutboxMessageAdmin", "PeriodicTaskAdmin", "QueuedMessageAdmin",
+           "TaskResultAdmin", "WorkerStateAdmin"]

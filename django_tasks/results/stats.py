@@ -1,0 +1,193 @@
+"""What the dashboard and the Prometheus view show, read from the per-minute counters.
+
+Every read is bounded by the counter rows of its window (a few per task name and minute),
+never by the result rows: a snapshot is a fixed handful of queries however many results the
+table holds. The only result rows read are those of the last failures shown, by their task
+ids (the unique index).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from django.db.models import Max, Q, Sum
+
+from .. import clock, states
+from ..conf import get_broker, get_result_store, task_settings
+from ..models import TaskCounter, TaskResult, WorkerState
+from ..models.counters import BUCKET_FIELDS
+from ..registry import registry
+from . import counters
+
+WINDOWS = {"hour": dt.timedelta(hours=1), "day": dt.timedelta(days=1)}
+#: The states charted, in this order; a task's own states are added after them.
+CHARTED = (states.SUCCESS, states.FAILURE, states.RETRY, states.REVOKED)
+TASK_NAMES_SHOWN = 50
+TOP = 10
+
+
+def counters_alias() -> str | None:
+    """The database the counters live in: the result store's; None without one."""
+    store = get_result_store()
+    return store.database_alias if store is not None else None
+
+
+def _minute(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(second=0, microsecond=0)
+
+
+def per_minute(alias: str, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
+    """Runs per minute by state from ``since`` to ``until`` (minutes with none are 0), and
+    the failure rate per minute (failures over successes and failures; None without any)."""
+    first, last = _minute(since), _minute(until)
+    rows = (TaskCounter.objects.using(alias).filter(minute__gte=first, minute__lte=last)
+            .values_list("minute", "state").annotate(n=Sum("count")).order_by())
+    size = int((last - first).total_seconds() // 60) + 1
+    series: dict[str, list[int]] = {state: [0] * size for state in CHARTED}
+    for minute, state, n in rows:
+        index = int((_minute(minute) - first).total_seconds() // 60)
+        if 0 <= index < size:
+            series.setdefault(state, [0] * size)[index] += int(n or 0)
+    failed, succeeded = series[states.FAILURE], series[states.SUCCESS]
+    rate = [round(f / (f + s), 4) if f + s else None for f, s in zip(failed, succeeded,
+                                                                      strict=True)]
+    start = int(first.timestamp())
+    return {"t": [start + 60 * i for i in range(size)], "series": series,
+            "failure_rate": rate}
+
+
+def task_table(alias: str, since: dt.datetime) -> list[dict[str, Any]]:
+    """Per task name over the window: runs by state, failure rate, mean, p50/p95/p99 and
+    maximum runtime; the busiest names first."""
+    by_state = {state.lower(): Sum("count", filter=Q(state=state)) for state in CHARTED}
+    rows: Any = (TaskCounter.objects.using(alias).filter(minute__gte=since)
+            .values("task_name")
+            .annotate(total=Sum("count"), runtime_count=Sum("runtime_count"),
+                      runtime_sum=Sum("runtime_sum"), runtime_max=Max("runtime_max"),
+                      last_failure=Max("minute", filter=Q(state=states.FAILURE)),
+                      **by_state, **{name: Sum(name) for name in BUCKET_FIELDS})
+            .order_by("-total", "task_name")[:TASK_NAMES_SHOWN])
+    table = []
+    row: dict[str, Any]
+    for row in rows:
+        buckets = [int(row[name] or 0) for name in BUCKET_FIELDS]
+        top = float(row["runtime_max"] or 0.0)
+        done = int(row["success"] or 0) + int(row["failure"] or 0)
+        table.append({
+            "task_name": row["task_name"], "total": int(row["total"] or 0),
+            **{state.lower(): int(row[state.lower()] or 0) for state in CHARTED},
+            "failure_rate": round(int(row["failure"] or 0) / done, 4) if done else None,
+            "mean": (row["runtime_sum"] / row["runtime_count"]) if row["runtime_count"]
+            else None,
+            "p50": counters.percentile(buckets, 0.50, top),
+            "p95": counters.percentile(buckets, 0.95, top),
+            "p99": counters.percentile(buckets, 0.99, top),
+            "max": top if row["runtime_count"] else None,
+            "last_failure": row["last_failure"],
+        })
+    return table
+
+
+def slowest(alias: str, since: dt.datetime) -> list[dict[str, Any]]:
+    """The slowest runs of the window: the slowest of each counter row, slowest first."""
+    rows = (TaskCounter.objects.using(alias)
+            .filter(minute__gte=since, runtime_count__gt=0)
+            .order_by("-runtime_max")
+            .values("task_name", "state", "minute", "runtime_max", "slowest_task_id")[:TOP])
+    return [{"task_name": r["task_name"], "state": r["state"],
+             "minute": int(r["minute"].timestamp()), "runtime": r["runtime_max"],
+             "task_id": r["slowest_task_id"]} for r in rows]
+
+
+def failures(alias: str, table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The task names that failed most in the window, each with its last failure's error
+    (two queries: the counter rows of those last failures, then their result rows)."""
+    failing = sorted((row for row in table if row["failure"]),
+                     key=lambda row: (-row["failure"], row["task_name"]))[:TOP]
+    if not failing:
+        return []
+    match = Q()
+    for row in failing:
+        match |= Q(task_name=row["task_name"], minute=row["last_failure"])
+    last = dict(TaskCounter.objects.using(alias).filter(match, state=states.FAILURE)
+                .values_list("task_name", "last_task_id"))
+    texts = dict(TaskResult.objects.using(alias)
+                 .filter(task_id__in=[i for i in last.values() if i])
+                 .values_list("task_id", "result"))
+    shown = []
+    for row in failing:
+        task_id = last.get(row["task_name"], "")
+        shown.append({"task_name": row["task_name"], "failures": row["failure"],
+                      "failure_rate": row["failure_rate"], "last_task_id": task_id,
+                      "last_error": error_line(texts.get(task_id))})
+    return shown
+
+
+def error_line(text: str | None) -> str:
+    """``ValueError: message`` from a stored failure result; '' when there is none."""
+    if not text:
+        return ""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text[:200]
+    if isinstance(value, dict) and "exc_type" in value:
+        return f"{value['exc_type']}: {value.get('exc_message', '')}"[:200]
+    return str(value)[:200]
+
+
+def workers(now: dt.datetime) -> list[dict[str, Any]]:
+    """The worker and beat rows with whether each still beats (three heartbeats)."""
+    deadline = now - dt.timedelta(seconds=3 * float(task_settings.HEARTBEAT_SECONDS))
+    rows = (WorkerState.objects.using(get_broker().home_alias).order_by("hostname")
+            .values("hostname", "kind", "pool", "concurrency", "queues", "last_heartbeat")[:200])
+    return [{**row, "last_heartbeat": int(row["last_heartbeat"].timestamp()),
+             "alive": row["last_heartbeat"] >= deadline} for row in rows]
+
+
+def queue_depths(workers_seen: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Messages waiting per queue, as the broker counts them (``Broker.depths``)."""
+    broker = get_broker()
+    queues = {str(task_settings.DEFAULT_QUEUE)}
+    queues.update(str(registry.get(name).queue) for name in registry
+                  if registry.get(name).queue)
+    for row in workers_seen:
+        queues.update(q.strip() for q in str(row["queues"]).split(",") if q.strip())
+    try:
+        depths = broker.depths(None if broker.database_alias else sorted(queues))
+    except Exception as exc:  # noqa: BLE001 - the rest of the page still shows
+        return {"broker": broker.describe(), "depths": {}, "error": type(exc).__name__}
+    shown = {queue: 0 for queue in queues} | {str(q): int(n) for q, n in depths.items()}
+    return {"broker": broker.describe(), "depths": dict(sorted(shown.items())), "error": ""}
+
+
+def snapshot(window: str = "hour", now: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything the dashboard shows, as JSON-ready data."""
+    now = now or clock.now()
+    span = WINDOWS.get(window, WINDOWS["hour"])
+    since = _minute(now - span) + dt.timedelta(minutes=1)
+    alias = counters_alias()
+    seen = workers(now)
+    data: dict[str, Any] = {
+        "now": int(now.timestamp()), "window": window if window in WINDOWS else "hour",
+        "counted": alias is not None, "workers": seen,
+        "workers_online": sum(1 for w in seen if w["alive"] and w["kind"] == "worker"),
+        "queues": queue_depths(seen),
+    }
+    if alias is None:
+        return {**data, "day": None, "hour": None, "tasks": [], "slowest": [],
+                "failures": [], "totals": {}}
+    day = per_minute(alias, now - WINDOWS["day"] + dt.timedelta(minutes=1), now)
+    hour = {key: values[-60:] for key, values in day.items() if key != "series"}
+    hour["series"] = {state: values[-60:] for state, values in day["series"].items()}
+    table = task_table(alias, since)
+    chart = hour if span <= WINDOWS["hour"] else day
+    totals = {state: sum(values) for state, values in chart["series"].items()}
+    done = totals[states.SUCCESS] + totals[states.FAILURE]
+    return {**data, "day": day, "hour": hour, "tasks": table,
+            "slowest": slowest(alias, since), "failures": failures(alias, table),
+            "totals": totals,
+            "failure_rate": round(totals[states.FAILURE] / done, 4) if done else None}
