@@ -8,7 +8,10 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
 
 from .. import serialization
 from ..masking import is_sensitive
@@ -34,7 +37,12 @@ _SECTIONS: list[tuple[str | None, tuple[str, ...]]] = [
                    "runtime_s")),
     ("Arguments", ("args_pretty", "kwargs_pretty")),
     ("Outcome", ("result_pretty", "traceback_pretty")),
+    ("Workflow", ("parent_link", "children_links", "root_link", "group_link")),
 ]
+#: Children listed on a result's page; the rest are a link to the filtered list away.
+CHILDREN_SHOWN = 20
+#: The workflow ids the list may be filtered by (links from a result's page).
+WORKFLOW_FILTERS = ("parent_id", "root_id", "group_id")
 
 
 @admin.register(TaskResult)
@@ -134,6 +142,48 @@ class TaskResultAdmin(ReadOnlyAdmin):
         text = obj.__dict__.get("result", getattr(obj, "_running_meta", None))
         return progress_bar(text) or "-"
 
+    def lookup_allowed(self, lookup: str, value: str, request: Any = None) -> bool:
+        return lookup in WORKFLOW_FILTERS or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="parent")
+    def parent_link(self, obj: TaskResult) -> str:
+        """The task whose outcome queued this one (a chain's previous task, a callback's
+        task, a chord's last member)."""
+        return _result_link(obj, obj.parent_id)
+
+    @admin.display(description="children")
+    def children_links(self, obj: TaskResult) -> str:
+        """The tasks this task's outcome queued."""
+        rows = list(TaskResult.objects.using(obj._state.db).filter(parent_id=obj.task_id)
+                    .order_by("created_at", "id")
+                    .values_list("pk", "task_id", "task_name", "state")[:CHILDREN_SHOWN + 1])
+        if not rows:
+            return "-"
+        links: list[str] = [
+            format_html('<a href="{}">{}</a> {} {}',
+                        reverse("admin:django_tasks_taskresult_change", args=[pk]), task_id,
+                        name, state)
+            for pk, task_id, name, state in rows[:CHILDREN_SHOWN]]
+        if len(rows) > CHILDREN_SHOWN:
+            links.append(_filtered_link("parent_id", obj.task_id, "all children"))
+        return format_html_join(mark_safe("<br>"), "{}", ((link,) for link in links))
+
+    @admin.display(description="root")
+    def root_link(self, obj: TaskResult) -> str:
+        """The workflow's first task, and every task of the workflow."""
+        if not obj.root_id or obj.root_id == obj.task_id:
+            return "-" if not obj.root_id else format_html(
+                "this task ({})", _filtered_link("root_id", obj.root_id, "its workflow"))
+        return format_html("{} ({})", _result_link(obj, obj.root_id),
+                           _filtered_link("root_id", obj.root_id, "its workflow"))
+
+    @admin.display(description="group")
+    def group_link(self, obj: TaskResult) -> str:
+        """The group (or chord) this task belongs to: its members."""
+        if not obj.group_id:
+            return "-"
+        return _filtered_link("group_id", obj.group_id, obj.group_id)
+
     @admin.display(description="runtime (s)")
     def runtime_s(self, obj: TaskResult) -> str:
         runtime = obj.runtime
@@ -154,6 +204,24 @@ class TaskResultAdmin(ReadOnlyAdmin):
     @admin.display(description="traceback")
     def traceback_pretty(self, obj: TaskResult) -> str:
         return preformatted(obj.traceback, "traceback") if obj.traceback else "-"
+
+
+def _result_link(obj: TaskResult, task_id: str | None) -> str:
+    if not task_id:
+        return "-"
+    row = (TaskResult.objects.using(obj._state.db).filter(task_id=task_id)
+           .values_list("pk", "task_name", "state").first())
+    if row is None:
+        return format_html("{} (no result recorded)", task_id)
+    pk, name, state = row
+    return format_html('<a href="{}">{}</a> {} {}',
+                       reverse("admin:django_tasks_taskresult_change", args=[pk]), task_id,
+                       name, state)
+
+
+def _filtered_link(field: str, value: str, text: str) -> str:
+    url = reverse("admin:django_tasks_taskresult_changelist")
+    return format_html('<a href="{}?{}">{}</a>', url, urlencode({field: value}), text)
 
 
 class ResultChangeList(LightChangeList):
