@@ -74,6 +74,11 @@ class TaskRevokedError(TaskError):
     """The task was revoked (or expired) before it ran."""
 
 
+class TaskTerminated(TaskRevokedError):
+    """Raised inside a running task revoked with ``terminate=True`` (threads pool, or
+    SIGTERM in a prefork process): the task ends REVOKED."""
+
+
 class Retry(TaskError):
     """Raised by ``Task.retry()`` to tell the worker to run the task again later.
 

@@ -128,9 +128,10 @@ class GroupResult:
 
     join = get
 
-    def revoke(self) -> None:
+    def revoke(self, connection: Any = None, terminate: bool = False,
+               signal: str | None = None) -> None:
         for r in self.results:
-            r.revoke()
+            r.revoke(terminate=terminate, signal=signal)
 
     def forget(self) -> None:
         for r in self.results:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import states
 from .calling import utcnow
-from .exceptions import ColdShutdown, EncodeError, Retry
+from .exceptions import ColdShutdown, EncodeError, Retry, TaskTerminated
 from .request import Request
 from .result import TaskOutcome, exception_to_result
 
@@ -236,7 +236,9 @@ class Kernel:
                 raise  # Ctrl-C or sys.exit() around an eager call is the caller's
             # sys.exit() and KeyboardInterrupt raised by a task end it like any error: they
             # must not take the worker down, nor send the message back uncounted for ever.
-            outcome.state = states.FAILURE
+            # revoke(terminate=True) stopped it: REVOKED, as the row already says
+            outcome.state = states.REVOKED if isinstance(exc, TaskTerminated) \
+                else states.FAILURE
             outcome.result = exception_to_result(exc)
             outcome.traceback = format_tb(exc)
             outcome.exception = exc

@@ -210,10 +210,23 @@ class AsyncResult:
         self.backend.forget(self.id)
         self._cache = None
 
-    def revoke(self) -> bool:
-        """Mark the task REVOKED so no worker runs it; False if it already finished."""
+    def revoke(self, connection: Any = None, terminate: bool = False,
+               signal: str | None = None, wait: bool = False,
+               timeout: float | None = None) -> bool:
+        """Mark the task REVOKED so no worker runs it; False if it already finished.
+
+        With ``terminate=True`` a worker running it stops it too (``signal``: ``"SIGTERM"``,
+        the default, or ``"SIGKILL"``), through the control channel; ``wait`` waits up to
+        ``timeout`` seconds for the workers' replies. ``connection`` is Celery's, unused."""
         self._cache = None
-        return bool(self.backend.revoke(self.id))
+        revoked = bool(self.backend.revoke(self.id))
+        if revoked and terminate:
+            from .control.channel import DEFAULT_TIMEOUT, broadcast
+
+            broadcast("revoke", {"task_ids": [self.id], "terminate": True,
+                                 "signal": signal or "SIGTERM"},
+                      reply=wait, timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
+        return revoked
 
     def get(self, timeout: float | None = None, interval: float = 0.5,
             propagate: bool = True) -> Any:
@@ -297,7 +310,9 @@ class EagerResult(AsyncResult):
 
     wait = get
 
-    def revoke(self) -> bool:
+    def revoke(self, connection: Any = None, terminate: bool = False,
+               signal: str | None = None, wait: bool = False,
+               timeout: float | None = None) -> bool:
         """False: the task has already run."""
         return False
 

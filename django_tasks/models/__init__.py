@@ -1,3 +1,4 @@
+from .control import ControlReply, ControlRequest
 from .counters import Dashboard, TaskCounter
 from .groups import TaskGroup
 from .outbox import OutboxMessage
@@ -7,6 +8,6 @@ from .results import TaskResult
 from .schedules import BeatSlot, ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from .workers import WorkerState
 
-__all__ = ["BeatSlot", "ClockedSchedule", "CrontabSchedule", "Dashboard", "IntervalSchedule",
-           "OutboxMessage", "PeriodicTask", "QueuedMessage", "RateBucket", "TaskCounter",
-           "TaskGroup", "TaskResult", "WorkerState"]
+__all__ = ["BeatSlot", "ClockedSchedule", "ControlReply", "ControlRequest", "CrontabSchedule",
+           "Dashboard", "IntervalSchedule", "OutboxMessage", "PeriodicTask", "QueuedMessage",
+           "RateBucket", "TaskCounter", "TaskGroup", "TaskResult", "WorkerState"]

@@ -191,7 +191,7 @@ class Consumer:
         started = last_flush = time.monotonic()
         slow = False
         self.slot.hold([(p.delivery.tag, p.delivery.token, p.delivery.deliveries)
-                        for p in prepared])
+                        for p in prepared], [p.readable_id or "" for p in prepared])
         try:
             for index, item in enumerate(prepared):
                 if index and (self._stopping() or time.monotonic() - started > HOLD_SECONDS):
@@ -278,6 +278,8 @@ class Consumer:
         if settlement is None:
             return None, 0.0
         took = time.monotonic() - began
+        self.slot.count(failed=settlement.outcome is not None
+                        and settlement.outcome.state == "FAILURE")
         self._task_seconds = took if not self._task_seconds else \
             0.8 * self._task_seconds + 0.2 * took
         return settlement, took

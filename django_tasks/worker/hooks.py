@@ -169,6 +169,8 @@ class OutcomeSignals(Hook):
         elif outcome.state == states.RETRY:
             signals.send(signals.task_retry, task, request=run.request, reason=run.exception,
                          einfo=run.einfo, task_id=message.id, countdown=run.retry_in)
+        elif outcome.state == states.REVOKED:
+            pass  # terminated: task_revoked was sent by the supervisor that stopped it
         else:
             signals.send(signals.task_failure, task, task_id=message.id,
                          exception=run.exception, args=message.args, kwargs=message.kwargs,
@@ -191,6 +193,8 @@ class Logging(Hook):
             reason = (outcome.traceback or "").strip().splitlines()
             logger.info("Task %s retry: retry in %.3gs: %s", run.label, run.retry_in,
                         reason[-1] if reason else "")
+        elif outcome.state == states.REVOKED:
+            logger.warning("Task %s revoked and terminated after %.6fs", run.label, runtime)
         elif run.task.throws and isinstance(run.exception, run.task.throws):
             logger.info("Task %s raised expected: %r", run.label, run.exception)
         else:

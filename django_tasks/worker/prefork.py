@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from . import heartbeat
 from .consumer import Consumer
 from .idle import LookTurns
 from .recycle import Recycler
-from .slots import Running, SharedSlot
+from .slots import Running, SharedSlot, Slot
 from .supervisor import (
     Pool,
     Signals,
@@ -31,12 +32,15 @@ from .supervisor import (
     hand_back,
     owner_name,
     record_exceeded,
+    record_revoked,
 )
 
 if TYPE_CHECKING:
     from .main import Worker
 
 logger = logging.getLogger("django_tasks.worker")
+#: A task terminated with SIGTERM that is still running this long after is killed.
+TERMINATE_GRACE = 3.0
 
 
 class _Child:
@@ -49,6 +53,9 @@ class _Child:
         self.slot = slot
         self.beat = beat
         self.killed_for: Running | None = None  # killed at this task's hard limit
+        self.revoked_for: Running | None = None  # terminated by a revoke
+        self.revoke_deadline = 0.0  # monotonic: past it, SIGKILL
+        self.retiring = False  # pool_shrink: not replaced when it exits
         slot.reset()
         self.owner = owner_name(worker.hostname, "beat" if beat else f"p{index}")
         connections.close_all()  # a forked child must not share the parent's sockets
@@ -59,7 +66,7 @@ class _Child:
         self.process.start()
 
 
-def _child_setup() -> Any:
+def _child_setup(slot: SharedSlot) -> Any:
     """What every pool process does first; returns its stop flag."""
     from ..conf import reset_cache
     from ..process.logs import redirect_print
@@ -67,8 +74,18 @@ def _child_setup() -> Any:
     die_with_parent()
     parent = os.getppid()
     stop = threading.Event()
+
+    def term(signum: int, frame: Any) -> None:
+        stop.set()  # a warm stop, and the process is replaced
+        if slot.revoking():  # revoke(terminate=True): the task ends REVOKED
+            from ..exceptions import TaskTerminated
+
+            running = slot.get()
+            raise TaskTerminated(f"Task {running.label if running else ''} was revoked "
+                                   "and terminated (SIGTERM).")
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is for the parent
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, term)
     signal.signal(signal.SIGUSR2, signal.SIG_DFL)  # the watchdog's signal is for the parent
     reset_cache()
     redirect_print()
@@ -86,7 +103,7 @@ def _child_setup() -> Any:
 def _beat_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
     from ..beat.main import embedded
 
-    stop = _child_setup()
+    stop = _child_setup(slot)
     try:
         loop = embedded(worker.hostname, stop)
         loop.on_progress = slot.mark
@@ -97,7 +114,7 @@ def _beat_main(worker: Worker, slot: SharedSlot, owner: str) -> None:
 
 
 def _child_main(worker: Worker, slot: SharedSlot, owner: str, turns: LookTurns) -> None:
-    stop = _child_setup()
+    stop = _child_setup(slot)
     from .. import signals
 
     signals.send(signals.worker_process_init, None)  # Celery's: in each pool process
@@ -156,17 +173,68 @@ class PreforkPool(Pool):
         self.children.clear()
         logger.warning("Cold shutdown: unfinished tasks returned to the queue")
 
+    # -- control ------------------------------------------------------------------------------
+
+    def _consumers(self) -> list[_Child]:
+        return [c for c in self.children.values() if not c.beat and not c.retiring]
+
+    def consumer_slots(self) -> list[tuple[Slot, int]]:
+        return [(child.slot, child.process.pid or 0) for child in self._consumers()]
+
+    def terminate(self, task_id: str, signum: int) -> Running | None:
+        for child in self._consumers():
+            running = child.slot.get()
+            if running is None or running.task_id != task_id or child.revoked_for:
+                continue
+            child.revoked_for = running
+            child.revoke_deadline = time.monotonic() + TERMINATE_GRACE
+            child.slot.revoke_running(running.tag)
+            logger.warning("Terminating task %s: %s to its process %s", running.label,
+                           signal.Signals(signum).name, child.process.name)
+            _signal(child, signum)
+            return running
+        return None
+
+    def resize(self, delta: int) -> int:
+        if delta > 0:
+            for _ in range(delta):
+                index = max([i for i in self.children if i >= 0] + [-1]) + 1
+                slot = SharedSlot()  # not seen by the stall watchdog, forked before it
+                self.slots.append(slot)
+                self.children[index] = _Child(self.worker, index + 1, slot, self.turns)
+        else:
+            consumers = sorted(self._consumers(), key=lambda c: c.index)
+            if len(consumers) + delta < 1:
+                raise ValueError(f"the pool has {len(consumers)} process(es); it cannot "
+                                 f"shrink by {-delta} (one must stay)")
+            for child in consumers[delta:]:
+                child.retiring = True
+                _signal(child, signal.SIGTERM)  # finishes its task, then exits
+        self.worker.concurrency = len(self._consumers())
+        return self.worker.concurrency
+
+    def reconfigure(self) -> None:
+        """Replace each consumer process gracefully: a new one forks from this process's
+        current queues and rate limits once the old one has finished its task."""
+        for child in self._consumers():
+            _signal(child, signal.SIGTERM)
+
     def check(self, *, respawn: bool) -> None:
         for index, child in list(self.children.items()):
             if child.process.is_alive():
                 self._enforce_hard_limit(child)
+                self._enforce_terminate(child)
                 if not child.beat:
                     give_back_waiting(child.owner, child.slot)
                 continue
             child.process.join()
             del self.children[index]
             self._reap(child)
-            if respawn:
+            if child.retiring:
+                child.slot.finished()
+                self.slots = [s for s in self.slots if s is not child.slot]
+                logger.info("Process %s retired (pool_shrink)", child.process.name)
+            elif respawn:
                 self.children[index] = _Child(self.worker, child.index, child.slot,
                                               self.turns, beat=child.beat)
             else:
@@ -181,6 +249,15 @@ class PreforkPool(Pool):
             child.killed_for = running
             _signal(child, signal.SIGKILL)
 
+    def _enforce_terminate(self, child: _Child) -> None:
+        revoked = child.revoked_for
+        if revoked is None or time.monotonic() < child.revoke_deadline:
+            return
+        running = child.slot.get()
+        if running is not None and running.tag == revoked.tag:
+            child.revoke_deadline = float("inf")
+            _signal(child, signal.SIGKILL)
+
     def _reap(self, child: _Child) -> None:
         if child.beat:
             if child.process.exitcode:
@@ -193,6 +270,11 @@ class PreforkPool(Pool):
         if running is not None and child.killed_for is not None \
                 and running.tag == child.killed_for.tag:
             record_exceeded(self.worker, running, child.owner, f"its process {name} was killed")
+            hand_back(child.owner, child.slot)
+            return
+        if running is not None and child.revoked_for is not None \
+                and running.tag == child.revoked_for.tag:
+            record_revoked(self.worker, running, child.owner, f"its process {name} was killed")
             hand_back(child.owner, child.slot)
             return
         if running is not None:

@@ -31,6 +31,7 @@ _WAITING, _TAKEN, _GIVEN_BACK = 0, 1, 2
 #: A delivery waiting in a consumer's batch: (tag, lease token, delivery count).
 Held = tuple[int, int, int]
 _TEXT = 1024  # bytes: 255 characters of UTF-8, with room to spare
+_ID = 64  # bytes of a held delivery's task id (for ``inspect reserved``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +62,11 @@ class Slot:
         self._ran: list[int] = []
         self._held: list[Held] = []
         self._states = bytearray()
+        self._ids: list[str] = []
         self._lock: Any = threading.Lock()
         self.progress = time.monotonic()
+        self._revoking = 0
+        self._done = self._failed = 0
 
     def set(self, running: Running) -> None:
         self._running = running
@@ -96,8 +100,42 @@ class Slot:
 
     def reset(self) -> None:
         self._running, self._ran = None, []
-        self._held, self._states = [], bytearray()
+        self._held, self._states, self._ids = [], bytearray(), []
+        self._revoking = 0
         self.mark()
+
+    # -- what the control channel reads and writes -------------------------------------------
+
+    def count(self, *, failed: bool) -> None:
+        """One more task ran here (it failed): ``inspect stats``' totals."""
+        self._done += 1
+        self._failed += failed
+
+    def totals(self) -> tuple[int, int]:
+        """Tasks run and tasks failed in this slot, over every consumer it had."""
+        return self._done, self._failed
+
+    def revoke_running(self, tag: int) -> None:
+        """The supervisor: the task running under delivery ``tag`` is being terminated."""
+        self._revoking = tag
+
+    def revoking(self) -> bool:
+        """Whether the running task is the one the supervisor is terminating."""
+        running = self.get()
+        return running is not None and running.tag == self._revoking != 0
+
+    def reserved(self) -> list[str]:
+        """Task ids of the batch's deliveries that wait to start (``inspect reserved``)."""
+        if not self._lock.acquire(timeout=0.05):  # the consumer is taking one: ask later
+            return []
+        try:
+            return [self._held_id(i) for i in range(self._held_count())
+                    if self._state(i) == _WAITING and self._held_id(i)]
+        finally:
+            self._lock.release()
+
+    def _held_id(self, index: int) -> str:
+        return self._ids[index] if index < len(self._ids) else ""
 
     # -- the batch's deliveries not started yet --------------------------------------------
     # The consumer lists them (hold), and takes each as it starts it (take). While a long
@@ -105,10 +143,12 @@ class Slot:
     # (give_back); the consumer then skips them. A lock makes each delivery either taken or
     # given back, never both.
 
-    def hold(self, entries: Sequence[Held]) -> None:
-        """These deliveries of the new batch wait to start, in this order."""
+    def hold(self, entries: Sequence[Held], ids: Sequence[str] = ()) -> None:
+        """These deliveries of the new batch wait to start, in this order (``ids``: their
+        task ids, where known)."""
         with self._lock:
             self._store_held(entries[:self._held_capacity()])
+            self._store_ids(ids[:self._held_capacity()])
 
     def take(self, index: int) -> bool:
         """The consumer starts the ``index``-th delivery of its batch; False if the supervisor
@@ -156,6 +196,9 @@ class Slot:
     def _store_held(self, entries: Sequence[Held]) -> None:
         self._held, self._states = list(entries), bytearray(len(entries))
 
+    def _store_ids(self, ids: Sequence[str]) -> None:
+        self._ids = list(ids)
+
     def _held_count(self) -> int:
         return len(self._held)
 
@@ -192,6 +235,10 @@ class _SlotData(ctypes.Structure):
         ("held_token", ctypes.c_int64 * HELD_CAPACITY),
         ("held_deliveries", ctypes.c_int64 * HELD_CAPACITY),
         ("held_state", ctypes.c_uint8 * HELD_CAPACITY),
+        ("held_id", (ctypes.c_char * _ID) * HELD_CAPACITY),
+        ("revoking", ctypes.c_int64),  # the tag of the running task being terminated
+        ("done", ctypes.c_int64),
+        ("failed", ctypes.c_int64),
     ]
 
 
@@ -283,8 +330,32 @@ class SharedSlot(Slot):
         """Before a child is forked: a fresh record, and a fresh lock (one a killed child
         held would stay taken)."""
         self._lock = multiprocessing.get_context("fork").Lock()
-        self._write(busy=False, ran_count=0, ran_overflow=False, held_count=0)
+        self._write(busy=False, ran_count=0, ran_overflow=False, held_count=0, revoking=0)
         self.mark()
+
+    def count(self, *, failed: bool) -> None:
+        self._data.done += 1
+        self._data.failed += failed
+
+    def totals(self) -> tuple[int, int]:
+        return int(self._data.done), int(self._data.failed)
+
+    def revoke_running(self, tag: int) -> None:
+        self._data.revoking = tag
+
+    def revoking(self) -> bool:
+        running = self.get()
+        return running is not None and running.tag == int(self._data.revoking) != 0
+
+    def _store_ids(self, ids: Sequence[str]) -> None:
+        data = self._data
+        for index, task_id in enumerate(ids):
+            data.held_id[index].value = task_id.encode()[:_ID - 1]
+        for index in range(len(ids), int(data.held_count)):
+            data.held_id[index].value = b""
+
+    def _held_id(self, index: int) -> str:
+        return bytes(self._data.held_id[index].value).decode(errors="replace")
 
     def _held_capacity(self) -> int:
         return HELD_CAPACITY

@@ -15,7 +15,7 @@ import abc
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..brokers.base import Delivery
@@ -49,6 +49,9 @@ class Pool(abc.ABC):
         # Shared by the consumers (allocated before any fork): they take turns to look at
         # idle queues, so an idle worker asks as often with one process as with many.
         self.turns = LookTurns()
+        self.started_at = time.time()
+        #: Set by a control command to act once its reply is written (``shutdown``).
+        self.after_reply: Callable[[], object] | None = None
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -78,6 +81,25 @@ class Pool(abc.ABC):
     def alive(self) -> bool:
         """Whether any consumer still runs."""
 
+    # -- what the control channel asks (control/handlers.py) ---------------------------------
+
+    def consumer_slots(self) -> list[tuple[Slot, int]]:
+        """Each consumer's slot, with the pid of the process it runs in."""
+        return []
+
+    def terminate(self, task_id: str, signum: int) -> Running | None:
+        """Stop task ``task_id`` if a consumer runs it (it ends REVOKED); what it was."""
+        return None
+
+    def resize(self, delta: int) -> int:
+        """Add (or retire, gracefully) consumers; the new size."""
+        raise ValueError(f"the {self.worker.pool} pool has one consumer; it cannot be "
+                         "resized")
+
+    def reconfigure(self) -> None:
+        """Consumers take up ``worker.queues`` and the tasks' rate limits as they are now."""
+        return None
+
     def watch(self) -> StallWatch:
         return StallWatch(self.worker.stall_timeout, self.entries,
                           health_file=self.worker.health_file, hostname=self.worker.hostname)
@@ -91,6 +113,9 @@ def supervise(pool: Pool, watch: StallWatch) -> None:
     next_beat = time.monotonic() + worker.heartbeat
     next_relay = time.monotonic()
     deadline: float | None = None
+    from ..control.server import ControlServer
+
+    control = ControlServer(pool)
     while pool.alive():
         time.sleep(TICK)
         if sigs.count and deadline is None:
@@ -104,6 +129,8 @@ def supervise(pool: Pool, watch: StallWatch) -> None:
             if heartbeat.beat(worker, pool.owners()):
                 watch.beat_ok()
             next_beat = time.monotonic() + worker.heartbeat
+        if deadline is None:
+            control.serve()
         if deadline is None and time.monotonic() >= next_relay:
             heartbeat.relay_outbox(get_broker())
             next_relay = time.monotonic() + heartbeat.RELAY_SECONDS
@@ -175,6 +202,33 @@ def record_exceeded(worker: Worker, running: Running, owner: str, what: str) -> 
         [Settlement(delivery, outcome, label=running.label,
                     acked=not broker.capabilities.leases)])
     limits.announce_exceeded(running, exc)
+
+
+def record_revoked(worker: Worker, running: Running, owner: str, what: str) -> None:
+    """Record REVOKED for a task terminated from outside, and ack it under its lease."""
+    import datetime as dt
+
+    from .. import states
+    from ..calling import utcnow
+    from ..exceptions import TaskRevokedError
+    from ..result import TaskOutcome, exception_to_result
+
+    exc = TaskRevokedError(f"Task {running.label} was revoked and terminated: {what}.")
+    logger.warning("%s", exc)
+    outcome = TaskOutcome(
+        task_id=running.task_id, task_name=running.task_name, state=states.REVOKED,
+        result=exception_to_result(exc), traceback=f"{type(exc).__name__}: {exc}",
+        queue=running.queue, worker=worker.hostname, attempts=running.deliveries,
+        retries=running.retries, started_at=dt.datetime.fromtimestamp(running.started, dt.UTC),
+        date_done=utcnow())
+    delivery = Delivery(running.tag, "", running.queue, running.deliveries, owner,
+                        running.task_id, running.token)
+    broker = get_broker()
+    from ..conf import get_result_store
+
+    Settler(broker, get_result_store(), worker.lease).settle(
+        [Settlement(delivery, outcome, label=running.label,
+                    acked=not broker.capabilities.leases)])
 
 
 def stuck(slots: Sequence[Slot]) -> int | None:

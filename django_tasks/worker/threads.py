@@ -25,7 +25,7 @@ from . import heartbeat
 from .consumer import Consumer
 from .idle import LookTurns
 from .recycle import Recycler
-from .slots import Slot
+from .slots import Running, Slot
 from .supervisor import (
     Pool,
     Signals,
@@ -58,6 +58,37 @@ class _Member:
         self.slot = Slot()
         self.thread: threading.Thread | None = None
         self.crashed = False
+        self.consumer: Consumer | None = None
+        self.retire = threading.Event()  # pool_shrink: stop after the running task
+
+
+class _MemberStop:
+    """A consumer thread's stop flag: the worker's, or its own retirement."""
+
+    def __init__(self, worker_stop: threading.Event, retire: threading.Event) -> None:
+        self.worker_stop, self.retire = worker_stop, retire
+
+    def is_set(self) -> bool:
+        return self.worker_stop.is_set() or self.retire.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            self.worker_stop.wait(left)
+        return True
+
+
+def _terminate_in(ident: int | None, running: Running) -> None:
+    """Raise ``TaskTerminated`` in the thread running ``running``."""
+    from ..exceptions import TaskTerminated
+    from .limits import _as_class, _raise_in
+
+    if ident is not None:
+        _raise_in(ident, _as_class(TaskTerminated(
+            f"Task {running.label} was revoked and terminated.")))
 
 
 class _BeatThread:
@@ -107,8 +138,10 @@ class ThreadPool(Pool):
 
     def _serve(self, member: _Member) -> None:
         try:
-            _consumer(self.worker, member.owner, self.signals.stop, member.slot,
-                      self.recycler, self.turns).run()
+            member.consumer = _consumer(self.worker, member.owner,
+                                        _MemberStop(self.signals.stop, member.retire),
+                                        member.slot, self.recycler, self.turns)
+            member.consumer.run()
         except BaseException:
             member.crashed = True
             logger.critical("Consumer thread %d stopped on an unexpected error; its messages "
@@ -151,7 +184,51 @@ class ThreadPool(Pool):
         leave_now(self.worker, [m.owner for m in self.members],
                   "Cold shutdown: unfinished tasks returned to the queue")
 
+    # -- control ------------------------------------------------------------------------------
+
+    def _serving(self) -> list[_Member]:
+        return [m for m in self.members if not m.retire.is_set()]
+
+    def consumer_slots(self) -> list[tuple[Slot, int]]:
+        return [(m.slot, os.getpid()) for m in self._serving()]
+
+    def terminate(self, task_id: str, signum: int) -> Running | None:
+        for member in self._serving():
+            running = member.slot.get()
+            if running is not None and running.task_id == task_id and member.thread:
+                logger.warning("Terminating task %s: an exception raised in thread %d "
+                               "(a thread cannot be killed)", running.label, member.index)
+                _terminate_in(member.thread.ident, running)
+                return running
+        return None
+
+    def resize(self, delta: int) -> int:
+        serving = self._serving()
+        if delta > 0:
+            for _ in range(delta):
+                index = max([m.index for m in self.members] + [-1]) + 1
+                member = _Member(owner_name(self.worker.hostname, f"t{index}"), index)
+                self.members.append(member)
+                self._launch(member)
+        else:
+            if len(serving) + delta < 1:
+                raise ValueError(f"the pool has {len(serving)} thread(s); it cannot shrink "
+                                 f"by {-delta} (one must stay)")
+            for member in sorted(serving, key=lambda m: m.index)[delta:]:
+                member.retire.set()  # finishes its batch, then its thread ends
+        self.worker.concurrency = len(self._serving())
+        return self.worker.concurrency
+
+    def reconfigure(self) -> None:
+        for member in self.members:
+            if member.consumer is not None:
+                member.consumer.queues = list(self.worker.queues)
+
     def check(self, *, respawn: bool) -> None:
+        for member in [m for m in self.members if m.retire.is_set()]:
+            if member.thread is None or not member.thread.is_alive():
+                self.members.remove(member)
+                logger.info("Thread %d retired (pool_shrink)", member.index)
         index = stuck([m.slot for m in self.members])
         if index is not None:
             member = self.members[index]
@@ -182,6 +259,22 @@ class SoloPool(Pool):
         self.done = threading.Event()
         self._cold = False
         self.beat = _BeatThread(worker, signals.stop) if worker.beat else None
+        self.consumer: Consumer | None = None
+        self.ident = threading.get_ident()  # the main thread runs the consumer
+
+    def consumer_slots(self) -> list[tuple[Slot, int]]:
+        return [(self.slot, os.getpid())]
+
+    def terminate(self, task_id: str, signum: int) -> Running | None:
+        running = self.slot.get()
+        if running is None or running.task_id != task_id:
+            return None
+        _terminate_in(self.ident, running)
+        return running
+
+    def reconfigure(self) -> None:
+        if self.consumer is not None:
+            self.consumer.queues = list(self.worker.queues)
 
     def start(self) -> None:
         # The main thread runs the consumer (see run_solo); only the beat needs starting.
@@ -249,7 +342,9 @@ def run_solo(worker: Worker, recycler: Recycler) -> None:
     thread.start()
     pool.start()
     try:
-        _consumer(worker, pool.owner, sigs.stop, pool.slot, recycler, pool.turns).run()
+        pool.consumer = _consumer(worker, pool.owner, sigs.stop, pool.slot, recycler,
+                                  pool.turns)
+        pool.consumer.run()
     except ColdShutdown:
         heartbeat.release(pool.owner)
         logger.warning("Cold shutdown: the unfinished task returned to the queue")
