@@ -47,6 +47,10 @@ class Migration(migrations.Migration):
                 ('h21', models.BigIntegerField(default=0)),
                 ('h22', models.BigIntegerField(default=0)),
                 ('h23', models.BigIntegerField(default=0)),
+                ('h24', models.BigIntegerField(default=0)),
+                ('h25', models.BigIntegerField(default=0)),
+                ('h26', models.BigIntegerField(default=0)),
+                ('h27', models.BigIntegerField(default=0)),
             ],
             options={
                 'verbose_name': 'task counter',

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.db import models
 
-#: Histogram columns ``h00`` … ``h23``: ``h00`` counts runs under 1 ms, ``hNN`` runs of
-#: 2**(NN-1) ms up to 2**NN ms, ``h23`` runs of 2**22 ms (about 70 minutes) and more.
-BUCKETS = 24
+#: Histogram columns ``h00`` … ``h27``: ``h00`` counts runs under 0.1 ms, ``hNN`` runs of
+#: 0.1 ms * 2**(NN-1) up to 0.1 ms * 2**NN, ``h27`` runs of 0.1 ms * 2**26 (about 1 h 52 min)
+#: and more.
+BUCKETS = 28
 BUCKET_FIELDS = tuple(f"h{i:02d}" for i in range(BUCKETS))
 
 
@@ -52,6 +53,10 @@ class TaskCounter(models.Model):
     h21 = models.BigIntegerField(default=0)
     h22 = models.BigIntegerField(default=0)
     h23 = models.BigIntegerField(default=0)
+    h24 = models.BigIntegerField(default=0)
+    h25 = models.BigIntegerField(default=0)
+    h26 = models.BigIntegerField(default=0)
+    h27 = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name = "task counter"

@@ -34,24 +34,28 @@ MIN_KEEP = dt.timedelta(days=1)
 _ADDED = ("count", "runtime_count", "runtime_sum", *BUCKET_FIELDS)
 
 
+#: The upper edge of the first histogram bucket, in seconds; each next one doubles it.
+BASE = 0.0001
+
+
 def bucket(seconds: float) -> int:
-    """The histogram bucket of a runtime: 0 under 1 ms, then one per doubling."""
-    ms = seconds * 1000.0
-    if not ms >= 1.0:  # also NaN and negative clock steps
+    """The histogram bucket of a runtime: 0 under 0.1 ms, then one per doubling."""
+    units = seconds / BASE
+    if not units >= 1.0:  # also NaN and negative clock steps
         return 0
-    return min(BUCKETS - 1, int(math.log2(ms)) + 1)
+    return min(BUCKETS - 1, int(math.log2(units)) + 1)
 
 
 def upper_bound(index: int) -> float:
     """The upper edge of bucket ``index``, in seconds (``inf`` for the last one)."""
-    return math.inf if index >= BUCKETS - 1 else 2.0 ** index / 1000.0
+    return math.inf if index >= BUCKETS - 1 else BASE * 2.0 ** index
 
 
 def percentile(buckets: Sequence[int], q: float, maximum: float | None = None) -> float | None:
     """Estimate the ``q`` quantile (0..1) of the runtimes counted in ``buckets``, in seconds.
 
     The rank is found in its bucket and placed inside it on a log scale (linearly in the
-    first bucket, 0 to 1 ms); the result never exceeds ``maximum``, the largest runtime seen.
+    first bucket, 0 to 0.1 ms); the result never exceeds ``maximum``, the largest runtime seen.
     """
     total = sum(buckets)
     if total <= 0:

@@ -24,24 +24,25 @@ def outcome(task_id: str, name: str = "app.add", state: str = states.SUCCESS,
                        date_done=done)
 
 
-def test_buckets_double_from_one_millisecond() -> None:
+def test_buckets_double_from_a_tenth_of_a_millisecond() -> None:
     assert counters.bucket(0.0) == 0
-    assert counters.bucket(0.0009) == 0
-    assert counters.bucket(0.001) == 1
-    assert counters.bucket(0.003) == 2
-    assert counters.bucket(1.0) == 10  # 512 ms .. 1024 ms
+    assert counters.bucket(-1.0) == 0
+    assert counters.bucket(0.00009) == 0
+    assert counters.bucket(0.0001) == 1
+    assert counters.bucket(0.0003) == 2  # 0.2 .. 0.4 ms
+    assert counters.bucket(1.0) == 14  # 819.2 ms .. 1638.4 ms
+    assert counters.upper_bound(14) == pytest.approx(1.6384)
     assert counters.bucket(10 ** 6) == len(BUCKET_FIELDS) - 1
-    assert counters.upper_bound(10) == pytest.approx(1.024)
 
 
 def test_percentiles_are_estimated_within_their_bucket() -> None:
     buckets = [0] * len(BUCKET_FIELDS)
-    buckets[counters.bucket(0.1)] = 90  # 64..128 ms
-    buckets[counters.bucket(2.0)] = 10  # 1.024..2.048 s
+    buckets[counters.bucket(0.1)] = 90  # 51.2 .. 102.4 ms
+    buckets[counters.bucket(2.0)] = 10  # 1.6384 .. 3.2768 s
     p50 = counters.percentile(buckets, 0.5)
-    assert p50 is not None and 0.064 <= p50 <= 0.128
+    assert p50 is not None and 0.0512 <= p50 <= 0.1024
     p95 = counters.percentile(buckets, 0.95, maximum=2.0)
-    assert p95 is not None and 1.024 <= p95 <= 2.0
+    assert p95 is not None and 1.6384 <= p95 <= 2.0
     assert counters.percentile([0] * len(BUCKET_FIELDS), 0.5) is None
 
 

@@ -92,7 +92,7 @@
     var series = [{}].concat(names.map(function (s) {
       var colour = kind === "rate" ? COLOURS.FAILURE : (COLOURS[s] || OTHER);
       return {label: s, stroke: colour, width: 1.5, fill: kind === "rate" ? colour + "22" : undefined,
-              points: {show: false}, spanGaps: kind !== "rate",
+              points: {show: kind === "rate", size: 4}, spanGaps: kind !== "rate",
               value: function (u, v) { return v === null ? "-" : kind === "rate" ? v.toFixed(1) + " %" : v; }};
     }));
     var opts = {
