@@ -27,7 +27,7 @@ TASK_OPTIONS_WITHOUT_EFFECT: dict[str, str] = {
     "compression": "messages are JSON and are not compressed",
     "backend": "results go to the store TASKS_RESULT_BACKEND names, for every task",
     "send_events": "there are no Celery events; the result rows and the admin show each task",
-    "trail": "children are not tracked on the result",
+    "trail": "children are always found through their parent_id (AsyncResult.children)",
     "abstract": "a base class is given with base=, never registered itself",
     "resultrepr_maxsize": "results are stored as JSON, not as a repr",
     "store_eager_result": "eager results are stored like any other when a result store is set",
@@ -53,7 +53,8 @@ CALL_OPTIONS_WITHOUT_EFFECT: dict[str, str] = {
     "serializer": "messages are always JSON",
     "compression": "messages are JSON and are not compressed",
     "shadow": "logs and the admin always show the task's own name",
-    "add_to_parent": "children are not tracked on the result",
+    "add_to_parent": "children are always found through their parent_id "
+                     "(AsyncResult.children)",
     "publisher": "the broker connection is managed for you",
     "producer": "the broker connection is managed for you",
     "connection": "the broker connection is managed for you",

@@ -161,3 +161,9 @@ def test_the_messages_carry_celerys_embed() -> None:
     embed = __import__("json").loads(delivery.body)["body"][2]
     assert embed["chord"]["task"] == tsum.name and message.group is not None
     assert set(embed) == {"callbacks", "errbacks", "chain", "chord"}
+
+
+def test_the_task_queue_fixture_runs_a_workflows_follow_ups(task_queue: Any) -> None:
+    flow = (add.s(1, 1) | group(add.s(1), add.s(2)) | tsum.s()).apply_async()
+    ran = task_queue.run_pending()
+    assert len(ran) == 4 and flow.get(timeout=1) == 7
