@@ -36,6 +36,10 @@ EARLY_SECONDS = 0.002
 LATE_SECONDS = 2.0
 #: Slot times a consumer remembers, to wake for them when idle.
 KEEP_DUE = 10_000
+#: An idle consumer looks this long after a slot: the broker's due time for the message is
+#: a few microseconds past the slot (it counts the delay from when it writes), and a look
+#: that comes too early finds nothing and waits for the next slot.
+WAKE_AFTER_SECONDS = 0.002
 
 
 class RateLimit(Hook):
@@ -67,7 +71,7 @@ class RateLimit(Hook):
         consumer._pending.append(Settlement(run.item.delivery, retry=deferred,
                                             retry_delay=slot - now, label=run.label,
                                             defer_until=slot))
-        consumer.due.add(time.monotonic() + (slot - now))
+        consumer.due.add(time.monotonic() + (slot - now) + WAKE_AFTER_SECONDS)
         logger.debug("Task %s waits %.3fs for its rate limit slot", run.label, slot - now)
         return False
 
