@@ -81,6 +81,13 @@ def build_message(
     when = _to_datetime(countdown, now) if countdown is not None else eta
     if when is not None and when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
+    workflow: dict[str, Any] = {}
+    if link or link_error or chain or chord:
+        from .canvas import embedded
+
+        workflow = {"callbacks": embedded(link, "link"),
+                    "errbacks": embedded(link_error, "link_error"),
+                    "chain": embedded(chain, "chain"), "chord": dict(chord) if chord else None}
     message = Message(
         id=str(task_id or uuid.uuid4()), task=name, args=args, kwargs=kwargs,
         queue=queue or str(task_settings.DEFAULT_QUEUE), priority=priority or 0,
@@ -88,14 +95,8 @@ def build_message(
         headers=dict(headers or {}), ignore_result=ignore_result,
         timelimit=(None if time_limit is None else float(time_limit),
                    None if soft_time_limit is None else float(soft_time_limit)),
-        root_id=root_id, parent_id=parent_id, group=group_id,
+        root_id=root_id, parent_id=parent_id, group=group_id, **workflow,
     )
-    if link or link_error or chain or chord:
-        from .canvas import embedded
-
-        message = message.replace(
-            callbacks=embedded(link, "link"), errbacks=embedded(link_error, "link_error"),
-            chain=embedded(chain, "chain"), chord=dict(chord) if chord else None)
     message.encode()  # fail here, in the caller, if the arguments are not serializable
     return message
 
