@@ -51,7 +51,7 @@ def build_message(
 ) -> Message:
     """The message of one call. ``link``/``link_error`` are signatures (or lists of them) to
     apply when the task succeeds or fails; ``chain`` and ``chord`` are what a workflow
-    carries (``canvas.py``). ``celery_options`` are Celery's other ``apply_async`` options:
+    carries (``canvas/``). ``celery_options`` are Celery's other ``apply_async`` options:
     accepted with a warning where they have no meaning here (``options.py``)."""
     if celery_options:
         call_options(celery_options)
@@ -245,7 +245,7 @@ class Calls(Generic[P, R]):
         """Celery's ``delay_on_commit()``; see :meth:`apply_async_on_commit`."""
         self.apply_async_on_commit(args, kwargs)
 
-    # -- signatures (canvas.py) ---------------------------------------------------------------
+    # -- signatures (canvas/) ----------------------------------------------------------------
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of a call of this task: ``add.s(2)``; arguments given when it is

@@ -42,7 +42,7 @@ class Message:
     #: Celery's ``timelimit`` header: ``(hard, soft)`` seconds for this call, None = default.
     timelimit: tuple[float | None, float | None] = (None, None)
     headers: dict[str, Any] = field(default_factory=dict)
-    #: Signatures (Celery's dict shape, ``canvas.py``) applied with the task's result when
+    #: Signatures (Celery's dict shape, ``canvas/``) applied with the task's result when
     #: it succeeds (``link=``), or with its id when it fails (``link_error=``).
     callbacks: tuple[dict[str, Any], ...] = ()
     errbacks: tuple[dict[str, Any], ...] = ()

@@ -31,7 +31,7 @@ class ResultMeta:
     queue: str | None = None
     worker: str | None = None
     retries: int = 0
-    #: A workflow's ids (``canvas.py``): its first task, the task that queued this one,
+    #: A workflow's ids (``canvas/``): its first task, the task that queued this one,
     #: its group.
     root_id: str | None = None
     parent_id: str | None = None
