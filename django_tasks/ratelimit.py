@@ -10,14 +10,19 @@ takes a slot from one shared bucket per task (``brokers/buckets.py``), and the w
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from typing import Any
 
 from .conf import task_settings
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-#: The header a deferred message carries: the Unix time of the slot it holds.
+#: The headers a deferred message carries: the Unix time of the slot it holds, and the
+#: interval of the rate it was taken at (a slot of another rate does not count).
 SLOT_HEADER = "rate_limit_slot"
+INTERVAL_HEADER = "rate_limit_interval"
+#: The longest bucket name (the ``RateBucket.name`` column).
+MAX_BUCKET_NAME = 255
 
 
 class RateError(ValueError):
@@ -61,6 +66,16 @@ def rate_error(value: Any) -> str:
     except RateError as exc:
         return str(exc)
     return ""
+
+
+def bucket_name(task_name: str, interval: float) -> str:
+    """The shared bucket of ``task_name`` at one rate: a changed rate gets a bucket of its
+    own, free at once, rather than the slots the old rate had handed out ahead."""
+    suffix = f"@{interval:.9g}"
+    if len(task_name) + len(suffix) > MAX_BUCKET_NAME:
+        digest = hashlib.sha256(task_name.encode()).hexdigest()[:16]
+        task_name = f"{task_name[:MAX_BUCKET_NAME - len(suffix) - 17]}~{digest}"
+    return task_name + suffix
 
 
 def rate_of(task: Any) -> float | None:

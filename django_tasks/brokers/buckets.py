@@ -1,6 +1,7 @@
 """Shared rate-limit buckets: the slots of each rate-limited task, for the whole cluster.
 
-A bucket is one number per task: ``free_at``, when its next slot is free. ``reserve`` takes
+A bucket is one number per task and rate (``ratelimit.bucket_name``: ``name@interval``, so
+a changed rate starts afresh): ``free_at``, when its next slot is free. ``reserve`` takes
 that slot atomically: the slot is ``max(free_at, now)``, and ``free_at`` moves one interval
 (``1 / rate``) past it. Concurrent takers get distinct slots at least an interval apart, so
 the tasks of all workers together start no faster than the rate, and a bucket allows no

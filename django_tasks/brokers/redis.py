@@ -19,7 +19,8 @@ Key layout (``P`` is the prefix)::
     P:once:<key>          a published outbox row (``publish_once``), kept for a day
     P:wake:<queue>        LIST of wake-up tokens, one per due message published (at most
                           32 kept): an idle consumer waits for one with BLPOP
-    P:rate:<task>         a rate-limited task's bucket: when its next slot is free
+    P:rate:<task>@<int>   a rate-limited task's bucket at one rate (its interval): when its
+                          next slot is free
 
 A message is in exactly one of its queue's three ZSETs. A message released, or whose lease
 ran out, goes back to ``ready`` under its old tag, so ahead of messages published after it.

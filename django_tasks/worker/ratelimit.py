@@ -4,8 +4,10 @@ A message of a rate-limited task takes the next slot of its task's shared bucket
 (``brokers/buckets.py``). A slot that is free now lets it run at once; a later one sends the
 delivery back to the broker, delayed until the slot and carrying the slot's time in a header:
 not counted as a delivery, not a retry, and holding no pool slot meanwhile. When it comes
-back at its time, it runs without taking another slot. Slots are handed out one interval
-apart, so however many workers take them, the task starts no faster than its rate.
+back at its time, it runs without taking another slot (unless the task's rate changed
+meanwhile: each rate has a bucket of its own, and a slot of another rate does not count).
+Slots are handed out one interval apart, so however many workers take them, the task starts
+no faster than its rate.
 
 A message that comes back more than ``LATE_SECONDS`` (or one interval, if longer) after its
 slot (the workers were busy, or stopped) takes a new slot, so that a pile of late messages
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from .. import clock
 from ..kernel import Hook, Run
-from ..ratelimit import SLOT_HEADER, rate_of
+from ..ratelimit import INTERVAL_HEADER, SLOT_HEADER, bucket_name, rate_of
 from .settle import Settlement
 
 if TYPE_CHECKING:
@@ -56,7 +58,8 @@ class RateLimit(Hook):
         interval = 1.0 / rate
         now = clock.now().timestamp()
         held = message.headers.get(SLOT_HEADER)
-        if isinstance(held, int | float) and not isinstance(held, bool):
+        if isinstance(held, int | float) and not isinstance(held, bool) \
+                and message.headers.get(INTERVAL_HEADER) == interval:
             if held - EARLY_SECONDS <= now <= held + max(LATE_SECONDS, interval):
                 self._forget_slot(run)
                 return None
@@ -66,7 +69,8 @@ class RateLimit(Hook):
         if slot - now <= EARLY_SECONDS:
             self._forget_slot(run)
             return None
-        deferred = message.replace(headers={**message.headers, SLOT_HEADER: slot})
+        deferred = message.replace(headers={**message.headers, SLOT_HEADER: slot,
+                                            INTERVAL_HEADER: interval})
         consumer = self.consumer
         consumer._pending.append(Settlement(run.item.delivery, retry=deferred,
                                             retry_delay=slot - now, label=run.label,
@@ -78,7 +82,7 @@ class RateLimit(Hook):
     def _reserve(self, run: Run, interval: float, now: float) -> float:
         buckets: RateBuckets = self.consumer.broker.rate_buckets()
         try:
-            return buckets.reserve(run.message.task, interval, now)
+            return buckets.reserve(bucket_name(run.message.task, interval), interval, now)
         except Exception as exc:
             self.consumer._away(exc)  # the database went away: hand the batch back
             raise
@@ -87,8 +91,9 @@ class RateLimit(Hook):
     def _forget_slot(run: Run) -> None:
         """The task runs: its retries and follow-ups must not carry the slot along."""
         message = run.message
-        if SLOT_HEADER in message.headers:
-            headers = {k: v for k, v in message.headers.items() if k != SLOT_HEADER}
+        if SLOT_HEADER in message.headers or INTERVAL_HEADER in message.headers:
+            headers = {k: v for k, v in message.headers.items()
+                       if k not in (SLOT_HEADER, INTERVAL_HEADER)}
             run.message = message.replace(headers=headers)
             if run.request is not None:
                 run.request.headers = headers

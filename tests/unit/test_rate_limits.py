@@ -24,7 +24,7 @@ from django_tasks.brokers.buckets import DatabaseBuckets, MemoryBuckets, RateBuc
 from django_tasks.conf import get_broker, get_result_store
 from django_tasks.exceptions import ConfigurationError
 from django_tasks.message import Message
-from django_tasks.ratelimit import SLOT_HEADER, RateError, parse_rate, rate_of
+from django_tasks.ratelimit import SLOT_HEADER, RateError, bucket_name, parse_rate, rate_of
 from django_tasks.task import build_message
 from django_tasks.worker.consumer import Consumer
 from django_tasks.worker.ratelimit import LATE_SECONDS, WAKE_AFTER_SECONDS
@@ -313,3 +313,25 @@ def test_the_default_rate_limit_applies_in_the_worker(define: Callable[..., Any]
         frozen.advance(1.0)
         drain(consumer())
     assert len(ran) == 2
+
+
+def test_each_rate_has_a_bucket_of_its_own() -> None:
+    assert bucket_name("app.tasks.call", 0.1) == "app.tasks.call@0.1"
+    long = bucket_name("t" * 300, 1 / 3)
+    assert len(long) == 255 and long.endswith("@0.333333333")
+    assert long != bucket_name("t" * 299 + "u", 1 / 3)  # a digest of the whole name
+
+
+def test_a_changed_rate_takes_effect_for_waiting_messages(limited: Any, frozen: Clock) -> None:
+    send(limited.name, 3)
+    c = consumer()
+    drain(c)
+    limited.rate_limit = "1/s"  # what a later control command will do, in each worker
+    frozen.advance(0.1)
+    drain(c)  # back at its 10/s slot: the new rate's bucket is free, so it runs
+    frozen.advance(0.1)
+    drain(c)  # back at its 10/s slot: it waits for a slot of the new rate instead
+    assert [n for n, _ in ran] == ["0", "1"]
+    frozen.advance(0.9)
+    drain(c)
+    assert [n for n, _ in ran] == ["0", "1", "2"]
