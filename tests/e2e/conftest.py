@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("django_tasks_queuedmessage", "django_tasks_taskresult", "django_tasks_workerstate",
           "django_tasks_beatslot", "django_tasks_periodictask", "django_tasks_intervalschedule",
           "django_tasks_crontabschedule", "django_tasks_clockedschedule",
-          "django_tasks_outboxmessage", "django_tasks_taskgroup", "django_tasks_ratebucket")
+          "django_tasks_outboxmessage", "django_tasks_taskgroup", "django_tasks_ratebucket",
+          "django_tasks_controlrequest", "django_tasks_controlreply")
 POLL = 0.1
 
 # Pinned so that neither the caller's environment nor a .env file changes what workers do.
