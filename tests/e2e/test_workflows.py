@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,3 +96,48 @@ def _moment(value: Any) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def test_killed_workers_send_each_follow_up_once(project: Project, tmp_path: Path) -> None:
+    """kill -9 in a loop while links and a chord run: a task whose worker died before its
+    settlement committed runs again and sends its follow-ups then; one whose settlement
+    committed is never run again. Either way each callback is queued once, and the chord's
+    callback runs once, with every member counted once."""
+    journal = str(tmp_path / "journal")
+    out = project.shell(
+        "from django_tasks import chord, group\n"
+        "from testproject.demo.tasks import add, record, tsum\n"
+        f"g = group(record.s({journal!r}, 0.02).set(link=add.s(1)) for _ in range(300))\n"
+        "g.apply_async()\n"
+        f"c = chord((record.s({journal!r}, 0.02) for _ in range(200)), tsum.s())"
+        ".apply_async()\n"
+        "print(c.id)\n").split()
+    [callback] = out
+    short = {"TASKS_LEASE_SECONDS": "3", "TASKS_HEARTBEAT_SECONDS": "1"}
+    kills = 0
+    for _ in range(5):
+        worker = project.worker("-c", "2", "-P", "prefork", hostname="e2e-killed", **short)
+        project.wait_ready(worker)
+        time.sleep(1.0)
+        worker.kill()
+        kills += 1
+    project.worker("-c", "2", "-P", "prefork", hostname="e2e-last", **short)
+    project.wait_state(callback, "SUCCESS", timeout=120)
+    project.wait("the links' callbacks", lambda: project.count(
+        "django_tasks_taskresult", "task_name = %s AND state = %s",
+        ("testproject.demo.tasks.add", "SUCCESS")) >= 300, timeout=120)
+    time.sleep(1.0)  # anything sent twice would be queued by now
+    starts = [line.split()[1] for line in Path(journal).read_text().splitlines()
+              if line.startswith("S ")]
+    assert len(set(starts)) == 500 and kills == 5
+    # One callback per linked task, whatever ran twice: no parent has two children.
+    assert project.count("django_tasks_taskresult", "task_name = %s",
+                         ("testproject.demo.tasks.add",)) == 300
+    assert project.query("SELECT COUNT(*) FROM (SELECT parent_id FROM django_tasks_taskresult "
+                         "WHERE task_name = %s GROUP BY parent_id HAVING COUNT(*) > 1) AS d",
+                         ("testproject.demo.tasks.add",)) == [(0,)]
+    assert project.count("django_tasks_taskresult", "task_name = %s",
+                         ("testproject.demo.tasks.tsum",)) == 1
+    assert project.query("SELECT size, done, state FROM django_tasks_taskgroup "
+                         "WHERE callback_id = %s", (callback,)) == [(200, 200, "SUCCESS")]
+    assert project.count("django_tasks_queuedmessage") == 0
