@@ -218,10 +218,15 @@ def steps(self, total: int = 10, seconds: float = 0.5) -> int:  # type: ignore[n
 
 @shared_task(bind=True)
 async def steps_async(self, total: int = 10, seconds: float = 0.5) -> int:  # type: ignore[no-untyped-def]
-    """``steps`` as a coroutine: ``await self.aupdate_state(...)`` after each step."""
+    """``steps`` as a coroutine: ``await self.aupdate_state(...)`` after each even step, and
+    the blocking ``self.update_state(...)`` (written from a helper thread) after each odd one."""
     import asyncio
 
     for done in range(1, total + 1):
         await asyncio.sleep(seconds)
-        await self.aupdate_state(state="PROGRESS", meta={"current": done, "total": total})
+        meta = {"current": done, "total": total}
+        if done % 2:
+            self.update_state(state="PROGRESS", meta=meta)
+        else:
+            await self.aupdate_state(state="PROGRESS", meta=meta)
     return total

@@ -74,10 +74,12 @@ def test_progress_is_visible_while_the_task_runs(project: Project, pool: str,
         row = project.result(task_id)
         if row and row["state"] == "PROGRESS":
             seen.append((row["state"], json.loads(row["result"])))
-        return len(seen) >= 2 or (row is not None and row["state"] == "SUCCESS")
+        return len({meta["current"] for _, meta in seen}) >= 3 or (
+            row is not None and row["state"] == "SUCCESS")
 
     project.wait("progress", progressed, timeout=30)
     assert seen and seen[0][1]["total"] == 6 and 1 <= seen[0][1]["current"] < 6
+    assert len({meta["current"] for _, meta in seen}) >= 3  # odd and even steps alike
     project.wait_state(task_id, "SUCCESS", timeout=30)
     assert project.result(task_id)["result"] == "6"
     read = project.shell("from django_tasks import AsyncResult\n"
