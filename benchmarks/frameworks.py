@@ -1,9 +1,10 @@
 """The frameworks the benchmark compares, each one configuration:
 
-- ``Ours``: django_tasks on the database broker (``django://``) or on Redis, results in the
-  database or none, with or without the PENDING row at enqueue;
-- ``Celery``: Celery on Redis, results with django-celery-results in the same database, or
-  none (``task_ignore_result``). It runs from a separate virtualenv (``BENCH_VENV``).
+- ``Ours``: django_tasks on the database broker (``django://``), on Redis or on RabbitMQ,
+  results in the database or none, with or without the PENDING row at enqueue;
+- ``Celery``: Celery on Redis or RabbitMQ, results with django-celery-results in the same
+  database, or none (``task_ignore_result``). It runs from a separate virtualenv
+  (``BENCH_VENV``).
 
 A framework knows how to migrate, reset, fill its queue, start a worker and count what is
 done; the code it runs in subprocesses is in ``snippets.py``.
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import snippets
+from benchmarks import rabbitmq, snippets
 from benchmarks.common import ROOT, Database, log, run_code, run_command
 
 BENCH_VENV = Path(os.environ.get("BENCH_VENV", ROOT / ".venv" / "bench-celery"))
@@ -28,7 +29,7 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 REDIS_PREFIX = "bench"  # django_tasks' keys; Celery's are its own ("celery", "unacked", ...)
 QUEUE = "default"  # django_tasks' default queue; Celery's is "celery"
 POLL = 0.05  # seconds between counts of finished tasks during a drain (SQL COUNTs)
-REDIS_POLL = 0.01  # the same counted in Redis (cheap): finer, for drains under a second
+REDIS_POLL = 0.01  # the same counted in Redis or RabbitMQ (cheap): finer, for short drains
 
 
 def redis_client() -> Any:
@@ -51,8 +52,9 @@ class Framework:
     success_sql = ""
     tables: list[str] = []
 
-    def __init__(self, db: Database, *, results: bool = True) -> None:
+    def __init__(self, db: Database, *, broker: str = "redis", results: bool = True) -> None:
         self.db = db
+        self.broker = broker
         self.results = results
         self.filled = 0  # tasks queued by the last fill(), for done() without results
         self._redis: Any = None
@@ -117,8 +119,7 @@ class Ours(Framework):
 
     def __init__(self, db: Database, *, broker: str = "database", results: bool = True
                  ) -> None:
-        self.broker = broker
-        super().__init__(db, results=results)
+        super().__init__(db, broker=broker, results=results)
 
     @property
     def name(self) -> str:
@@ -127,11 +128,14 @@ class Ours(Framework):
     def broker_url(self) -> str:
         if self.broker == "redis":
             return f"{REDIS_URL}?prefix={REDIS_PREFIX}"
+        if self.broker == "amqp":
+            return rabbitmq.AMQP_URL
         return "django://"
 
     def env(self, **overrides: str) -> dict[str, str]:
+        queue = rabbitmq.OURS_QUEUE if self.broker == "amqp" else QUEUE
         return {**os.environ, "DATABASE_URL": self.db.url, "TASKS_LOGLEVEL": "WARNING",
-                "TASKS_BROKER_URL": self.broker_url(),
+                "TASKS_BROKER_URL": self.broker_url(), "TASKS_DEFAULT_QUEUE": queue,
                 "TASKS_RESULT_BACKEND": "django://" if self.results else "",
                 "TASKS_STORE_PENDING": "True",
                 "TASKS_ALWAYS_EAGER": "False", "DEBUG": "False",  # no query log
@@ -148,6 +152,8 @@ class Ours(Framework):
     def reset(self) -> None:
         if self.broker == "redis":
             flush_redis()
+        elif self.broker == "amqp":
+            rabbitmq.clean()
         self.db.execute("DELETE FROM django_tasks_queuedmessage",
                         "DELETE FROM django_tasks_outboxmessage",
                         "DELETE FROM django_tasks_taskresult",
@@ -160,6 +166,8 @@ class Ours(Framework):
             for state in ("ready", "leased", "delayed"):
                 pipe.zcard(f"{REDIS_PREFIX}:{state}:{QUEUE}")
             return int(sum(pipe.execute()))
+        if self.broker == "amqp":  # ready only: what a worker holds unacked is not seen
+            return rabbitmq.ready(rabbitmq.OURS_QUEUE)
         return self.db.count("SELECT COUNT(*) FROM django_tasks_queuedmessage")
 
 
@@ -174,14 +182,16 @@ class Celery(Framework):
 
     @property
     def name(self) -> str:
-        return "celery" + ("" if self.results else "-noresults")
+        return f"celery-{self.broker}" + ("" if self.results else "-noresults")
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if k not in ("DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV", "PYTHONHOME")}
+        amqp = self.broker == "amqp"
         return {**env, "DJANGO_SETTINGS_MODULE": "benchmarks.celery_app.settings",
                 "CELERY_BENCH_DATABASE": json.dumps(self.db.django_database()),
-                "CELERY_BENCH_BROKER": REDIS_URL,
+                "CELERY_BENCH_BROKER": rabbitmq.AMQP_URL if amqp else REDIS_URL,
+                "CELERY_BENCH_QUEUE": rabbitmq.CELERY_QUEUE if amqp else "celery",
                 "CELERY_BENCH_IGNORE_RESULT": "0" if self.results else "1",
                 "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **overrides}
 
@@ -193,13 +203,19 @@ class Celery(Framework):
                 "-P", "prefork", "-c", str(concurrency), "--loglevel=warning"]
 
     def reset(self) -> None:
-        flush_redis()
+        if self.broker == "amqp":
+            rabbitmq.clean()
+        else:
+            flush_redis()
         self.db.execute("DELETE FROM django_celery_results_taskresult")
         self.filled = 0
 
     def remaining(self) -> int:
-        """The queue's list plus kombu's unacked hash (messages a worker prefetched; with
-        early ack a message leaves it when its task starts)."""
+        """On Redis, the queue's list plus kombu's unacked hash (messages a worker
+        prefetched; with early ack a message leaves it when its task starts). On RabbitMQ,
+        the messages ready in the queue only (prefetched ones are not seen)."""
+        if self.broker == "amqp":
+            return self.queued()
         pipe = self.redis().pipeline()
         pipe.llen("celery")
         pipe.hlen("unacked")
@@ -207,18 +223,17 @@ class Celery(Framework):
 
     def queued(self) -> int:
         """Messages no worker has fetched yet."""
+        if self.broker == "amqp":
+            return rabbitmq.ready(rabbitmq.CELERY_QUEUE)
         return int(self.redis().llen("celery"))
 
 
 def celery_ready(install: bool = True) -> str | None:
-    """None when ``BENCH_VENV`` runs Celery (creating it if missing), else why not."""
+    """None when ``BENCH_VENV`` runs Celery (creating it if missing), else why not. Whether
+    its broker answers is each table's question (``redis_problem``, ``rabbitmq.problem``)."""
     python = BENCH_VENV / "bin" / "python"
     check = ("import celery, django_celery_results, redis, django, psycopg, "
-             "kombu.transport.redis")
-    try:
-        flush_redis()
-    except Exception as exc:  # noqa: BLE001 - no Redis: no Celery column
-        return f"Redis at {REDIS_URL} not reachable ({type(exc).__name__})"
+             "kombu.transport.redis, kombu.transport.pyamqp")
     try:
         if not python.exists():
             if not install:

@@ -220,6 +220,7 @@ class Measurement:
         n = self.size["countdown"]
         self.fw.fill_countdown(n)
         started = time.monotonic()
+        note = ""
         if isinstance(self.fw, Celery):  # the worker takes every ETA task into memory
             while self.fw.queued() and time.monotonic() - started < 120:
                 time.sleep(0.2)
@@ -227,7 +228,9 @@ class Measurement:
             took = time.monotonic() - started
             self.details.append(f"{self.label}: the worker held {n - left:,} of {n:,} "
                                 f"countdown tasks {took:.1f} s after the last was published")
+            if left:
+                note = f"(the worker held {n - left:,} of them after {took:.0f} s)"
         time.sleep(3.0)  # ours: a fetch or two (once a second when idle) moves nothing
         if worker.poll() is not None:
             raise RuntimeError(f"worker died:\n{tail(self.fw.logfile)}")
-        self.cells["memory_countdown"] = Cell(memory_mib(worker.pid))
+        self.cells["memory_countdown"] = Cell(memory_mib(worker.pid), note)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import rabbitmq
 from benchmarks.common import POSTGRES_URL
 from benchmarks.frameworks import (
     BENCH_VENV,
@@ -43,7 +44,8 @@ def database_rows(size: dict[str, Any]) -> list[Row]:
     ]
 
 
-def redis_rows(size: dict[str, Any]) -> list[Row]:
+def broker_rows(size: dict[str, Any]) -> list[Row]:
+    """The Redis and RabbitMQ tables' rows."""
     return [
         Row("enqueue", f"enqueue: `noop.delay()` one by one, {size['enqueue']:,} calls; "
             "django_tasks with the PENDING row (results column) or with "
@@ -178,6 +180,20 @@ def targets(database: Groups, redis: Groups, pg: str, with_results: str, no_resu
     return "\n".join(lines)
 
 
+def amqp_targets(amqp: Groups, with_results: str, no_results: str) -> str:
+    """Issue 7: on RabbitMQ, django_tasks drains at -c 2 at least 5 times Celery's rate."""
+    lines = []
+    for title, what in ((with_results, "with results in PostgreSQL"),
+                        (no_results, "without results")):
+        if title not in amqp:
+            continue
+        ours, theirs = (figure(amqp, title, who, "drain2") for who in ("ours", "celery"))
+        lines.append(verdict(f"RabbitMQ {what}, drain at -c 2, times Celery's",
+                             ours / theirs if ours and theirs else None, 5, "times",
+                             digits=1))
+    return "\n".join(lines)
+
+
 # -- machine and page -----------------------------------------------------------------------
 
 
@@ -196,6 +212,9 @@ def machine(celery_versions: dict[str, str] | None) -> str:
 
         redis_version = str(redis.Redis.from_url(REDIS_URL, socket_timeout=5)
                             .info("server")["redis_version"])
+    rabbit = "-"
+    with contextlib.suppress(Exception):
+        rabbit = rabbitmq.server_version()
     cpu = platform.processor() or "-"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -205,7 +224,8 @@ def machine(celery_versions: dict[str, str] | None) -> str:
     ram = psutil.virtual_memory().total / 2**30
     parts = [f"{os.cpu_count()} CPUs ({cpu})", f"{ram:.0f} GiB RAM",
              f"Python {platform.python_version()}", f"Django {django.get_version()}",
-             f"PostgreSQL {pg}", f"SQLite {sqlite3.sqlite_version}", f"Redis {redis_version}"]
+             f"PostgreSQL {pg}", f"SQLite {sqlite3.sqlite_version}", f"Redis {redis_version}",
+             f"RabbitMQ {rabbit}"]
     if celery_versions:
         parts.append(f"Celery {celery_versions.get('celery')} with django-celery-results "
                      f"(Django {celery_versions.get('django')})")

@@ -1,24 +1,27 @@
 """Benchmarks of django_tasks side by side with Celery, in one run.
 
-    python benchmarks/run.py                        # everything, full size (~15 min)
+    python benchmarks/run.py                        # everything, full size (~30 min)
     python benchmarks/run.py --quick                # small numbers, a smoke run; prints only
-    python benchmarks/run.py --brokers redis        # only the Redis table
+    python benchmarks/run.py --brokers redis        # only the Redis table (or amqp)
     python benchmarks/run.py --backends postgres    # the database broker on PostgreSQL only
     python benchmarks/run.py --no-celery            # django_tasks only
 
-Two tables:
+Three tables:
 
 - ``database``: django_tasks on its database broker (``django://``), on SQLite and on
   PostgreSQL (a temporary file; a new database ``bench_<random>``, dropped at the end),
   results in the same database, beside Celery on Redis with django-celery-results in that
   database;
 - ``redis``: django_tasks on Redis (db 15 of ``BENCH_REDIS_URL``, flushed before and after
-  every measurement) beside Celery on the same Redis, with results in PostgreSQL and without.
+  every measurement) beside Celery on the same Redis, with results in PostgreSQL and without;
+- ``amqp``: django_tasks on RabbitMQ (``BENCH_AMQP_URL``; the benchmark's queues deleted
+  before and after every measurement, ``rabbitmq.py``) beside Celery on the same RabbitMQ,
+  with results in PostgreSQL and without.
 
 Measurements (``measure.py``): enqueue one by one and in bulk, drain at -c 1 and -c 2,
 start-up, round trips on a warm worker, worker memory after the drain and with countdown
 tasks pending. Prints the tables and writes docs/benchmarks.md (``report.py``, ``page.md``).
-Needs psutil, psycopg and redis in the running interpreter; Celery runs from ``BENCH_VENV``
+Needs psutil, psycopg, redis and kombu in the running interpreter; Celery runs from ``BENCH_VENV``
 (``frameworks.py``), created on first use.
 """
 
@@ -32,13 +35,14 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the benchmarks package is importable
 
-from benchmarks import report  # noqa: E402 - after the path is set
+from benchmarks import rabbitmq, report  # noqa: E402 - after the path is set
 from benchmarks.common import Database, log, run_code, stop_all  # noqa: E402
 from benchmarks.frameworks import (  # noqa: E402
     Celery,
@@ -60,8 +64,17 @@ SIZES = {
               "startup_repeats": 1, "drain_cap": 60.0, "celery_drain_cap": 30.0},
 }
 NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+BROKERS = ("database", "redis", "amqp")
 WITH_RESULTS = "Redis, results in PostgreSQL"
 NO_RESULTS = "Redis, no results"
+AMQP_WITH_RESULTS = "RabbitMQ, results in PostgreSQL"
+AMQP_NO_RESULTS = "RabbitMQ, no results"
+#: Per broker table: the column groups' titles, the broker's name in the log, whether it
+#: answers, and how its state is wiped before and after every measurement.
+TABLES: dict[str, tuple[str, str, str, Callable[[], str | None], Callable[[], None]]] = {
+    "redis": (WITH_RESULTS, NO_RESULTS, "redis", redis_problem, flush_redis),
+    "amqp": (AMQP_WITH_RESULTS, AMQP_NO_RESULTS, "rabbitmq", rabbitmq.problem, rabbitmq.clean),
+}
 # The hand-written reading of the figures in docs/benchmarks.md survives a new run.
 READING = re.compile(r"<!-- reading -->.*?<!-- /reading -->", re.S)
 
@@ -74,11 +87,12 @@ def side(fw: Framework, size: dict[str, Any], label: str, plan: Plan,
 
 
 def celery_side(db: Database, size: dict[str, Any], problem: str | None, label: str,
-                details: list[str], *, results: bool = True) -> dict[str, Cell]:
+                details: list[str], *, results: bool = True, broker: str = "redis"
+                ) -> dict[str, Cell]:
     if problem:
         return {"_all": Cell(error=f"unavailable: {problem}")}
     try:
-        other = Celery(db, results=results)
+        other = Celery(db, broker=broker, results=results)
         other.migrate()
         return side(other, size, label, Plan(), details)
     except Exception as exc:  # noqa: BLE001 - Celery is optional
@@ -86,7 +100,7 @@ def celery_side(db: Database, size: dict[str, Any], problem: str | None, label: 
         return {"_all": Cell(error=f"unavailable: {type(exc).__name__}")}
     finally:
         with contextlib.suppress(Exception):
-            flush_redis()
+            TABLES[broker][4]()
 
 
 def bench_database(backend: str, size: dict[str, Any], celery_problem: str | None,
@@ -114,45 +128,47 @@ def bench_database(backend: str, size: dict[str, Any], celery_problem: str | Non
         db.drop()
 
 
-def bench_redis(size: dict[str, Any], celery_problem: str | None, details: list[str]
-                ) -> report.Groups:
-    """django_tasks and Celery on the same Redis, results in PostgreSQL and none."""
-    problem = redis_problem()
+def bench_broker(broker: str, size: dict[str, Any], celery_problem: str | None,
+                 details: list[str]) -> report.Groups:
+    """django_tasks and Celery on the same Redis or RabbitMQ, results in PostgreSQL and
+    none."""
+    with_results, no_results, name, broker_problem, wipe = TABLES[broker]
+    problem = broker_problem()
     try:
         if problem:
             raise RuntimeError(problem)
         db = Database("postgres")
-    except Exception as exc:  # noqa: BLE001 - no Redis or no PostgreSQL: the table says so
-        log(f"redis: {exc}")
+    except Exception as exc:  # noqa: BLE001 - no broker or no PostgreSQL: the table says so
+        log(f"{name}: {exc}")
         cell = Cell(error=f"unavailable ({problem or type(exc).__name__})")
         return {title: {"ours": {"_all": cell}, "celery": {"_all": cell}}
-                for title in (WITH_RESULTS, NO_RESULTS)}
+                for title in (with_results, no_results)}
     groups: report.Groups = {}
     try:
-        log(f"redis: migrate ({db.url})")
-        Ours(db, broker="redis").migrate()
+        log(f"{name}: migrate ({db.url})")
+        Ours(db, broker=broker).migrate()
         no_pending = Plan(enqueue_env={"TASKS_RESULT_BACKEND": "django://",
                                        "TASKS_STORE_PENDING": "False"})
-        for title, results, plan in ((WITH_RESULTS, True, Plan()),
-                                     (NO_RESULTS, False, no_pending)):
+        for title, results, plan in ((with_results, True, Plan()),
+                                     (no_results, False, no_pending)):
             tag = "results in postgres" if results else "no results"
-            ours = Ours(db, broker="redis", results=results)
+            ours = Ours(db, broker=broker, results=results)
             groups[title] = {
-                "ours": side(ours, size, f"django_tasks on redis, {tag}", plan, details),
-                "celery": celery_side(db, size, celery_problem, f"celery on redis, {tag}",
-                                      details, results=results)}
+                "ours": side(ours, size, f"django_tasks on {name}, {tag}", plan, details),
+                "celery": celery_side(db, size, celery_problem, f"celery on {name}, {tag}",
+                                      details, results=results, broker=broker)}
     finally:
         stop_all()
         with contextlib.suppress(Exception):
-            flush_redis()
+            wipe()
         db.drop()
     return groups
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--brokers", default="database,redis",
-                        help="comma-separated: database, redis (default: both)")
+    parser.add_argument("--brokers", default=",".join(BROKERS),
+                        help="comma-separated: database, redis, amqp (default: all three)")
     parser.add_argument("--backends", default="sqlite,postgres",
                         help="databases for the database broker: sqlite, postgres (default: "
                              "both)")
@@ -165,7 +181,7 @@ def main() -> int:
     options = parser.parse_args()
     brokers = [b.strip() for b in options.brokers.split(",") if b.strip()]
     backends = [b.strip() for b in options.backends.split(",") if b.strip()]
-    for kind, given, known in (("brokers", brokers, {"database", "redis"}),
+    for kind, given, known in (("brokers", brokers, set(BROKERS)),
                                ("backends", backends, set(NAMES))):
         if set(given) - known:
             parser.error(f"unknown {kind}: {', '.join(sorted(set(given) - known))}")
@@ -176,6 +192,10 @@ def main() -> int:
     celery_problem = "skipped (--no-celery)" if options.no_celery else celery_ready()
     if celery_problem:
         log(f"Celery columns: {celery_problem}")
+    # The database table's Celery runs on Redis: without Redis, those columns say so.
+    celery_on_redis = celery_problem
+    if not celery_problem and "database" in brokers:
+        celery_on_redis = redis_problem()
     celery_versions = None
     if not celery_problem:
         with contextlib.suppress(Exception):
@@ -183,11 +203,14 @@ def main() -> int:
     details: list[str] = []
     database: report.Groups = {}
     redis: report.Groups = {}
+    amqp: report.Groups = {}
     if "database" in brokers:
         for backend in backends:
-            database[NAMES[backend]] = bench_database(backend, size, celery_problem, details)
+            database[NAMES[backend]] = bench_database(backend, size, celery_on_redis, details)
     if "redis" in brokers:
-        redis = bench_redis(size, celery_problem, details)
+        redis = bench_broker("redis", size, celery_problem, details)
+    if "amqp" in brokers:
+        amqp = bench_broker("amqp", size, celery_problem, details)
     took = time.monotonic() - began
     details.append(f"whole run: {took:.0f} s")
 
@@ -196,10 +219,13 @@ def main() -> int:
         sections.append("### The database broker\n\n"
                         + report.table(database, report.database_rows(size)))
     if redis:
-        sections.append("### Redis\n\n" + report.table(redis, report.redis_rows(size)))
+        sections.append("### Redis\n\n" + report.table(redis, report.broker_rows(size)))
+    if amqp:
+        sections.append("### RabbitMQ\n\n" + report.table(amqp, report.broker_rows(size)))
     tables = "\n\n".join(sections)
-    target_lines = report.targets(database, redis, NAMES["postgres"], WITH_RESULTS,
-                                  NO_RESULTS)
+    target_lines = "\n".join(filter(None, (
+        report.targets(database, redis, NAMES["postgres"], WITH_RESULTS, NO_RESULTS),
+        report.amqp_targets(amqp, AMQP_WITH_RESULTS, AMQP_NO_RESULTS))))
     info = report.machine(celery_versions)
     print(tables, target_lines, f"Machine: {info}.", f"({mode} run, {took:.0f} s)",
           sep="\n\n")

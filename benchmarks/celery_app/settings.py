@@ -2,7 +2,8 @@
 
 The database comes from ``CELERY_BENCH_DATABASE`` (the JSON of one ``DATABASES`` entry,
 written by ``benchmarks/run.py``) so Celery's results land in the very database django_tasks
-is measured on; the broker is Redis database 15 unless ``CELERY_BENCH_BROKER`` says otherwise;
+is measured on; the broker is Redis database 15 unless ``CELERY_BENCH_BROKER`` says otherwise
+(RabbitMQ for the RabbitMQ table, with the queue ``CELERY_BENCH_QUEUE``);
 ``CELERY_BENCH_IGNORE_RESULT=1`` turns results off.
 """
 
@@ -28,6 +29,8 @@ CELERY_DB_REUSE_MAX = 1000
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BENCH_BROKER", "redis://127.0.0.1:6379/15")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's default queue (and, on RabbitMQ, the direct exchange of the same name).
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_BENCH_QUEUE", "celery")
 CELERY_RESULT_BACKEND = "django-db"
 # The "no results" columns: no task stores its result (Celery's task_ignore_result).
 CELERY_TASK_IGNORE_RESULT = os.environ.get("CELERY_BENCH_IGNORE_RESULT") == "1"
