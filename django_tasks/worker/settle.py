@@ -214,6 +214,8 @@ class Settler:
             self._store([*early, *live])
             self._follow_up([*early, *live])
             self._count([*early, *live])
+        for s in (*early, *live):  # committed: trying the ack again must not send them again
+            s.follow_up, s.on_settle = (), ()
         alias = self.broker.database_alias
         scope = transaction.atomic(using=alias) \
             if self.broker.capabilities.transactional and alias else nullcontext()

@@ -167,3 +167,31 @@ def test_the_task_queue_fixture_runs_a_workflows_follow_ups(task_queue: Any) -> 
     flow = (add.s(1, 1) | group(add.s(1), add.s(2)) | tsum.s()).apply_async()
     ran = task_queue.run_pending()
     assert len(ran) == 4 and flow.get(timeout=1) == 7
+
+
+def test_an_ack_tried_again_does_not_send_the_follow_ups_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker outside the database: the outcome, the chord's count and the follow-ups
+    committed, then the ack failed for a passing reason and is tried again."""
+    from django.db import OperationalError
+
+    with override_settings(TASKS_BROKER_URL="memory://", TASKS_RESULT_BACKEND="django://"):
+        reset_cache()
+        parent = add.apply_async((2, 2), link=add.s(8))
+        flow = chord([add.s(1, 1), add.s(2, 2)], tsum.s()).apply_async()
+        broker = type(get_broker())
+        real_ack, failures = broker.ack, [1]
+
+        def ack_once_failing(self: Any, deliveries: Any) -> Any:
+            if failures:
+                failures.pop()
+                raise OperationalError("the broker went away for a moment")
+            return real_ack(self, deliveries)
+
+        monkeypatch.setattr(broker, "ack", ack_once_failing)
+        drain()
+        assert parent.get(timeout=1) == 4 and flow.get(timeout=1) == 6
+        assert [r.get(timeout=1) for r in parent.children] == [12]
+        assert TaskGroup.objects.get().done == 2
+        assert TaskResult.objects.count() == 5 and not failures
+    reset_cache()
