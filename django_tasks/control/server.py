@@ -40,6 +40,9 @@ class ControlServer:
         self.using = alias()
         self.started = time.time()
         self.last_id = 0
+        # Rows up to this one were written before the worker started: its clock need not
+        # agree with the senders' (a failed read leaves the send times to decide).
+        self.baseline = self._newest()
         self.next_look = 0.0
         self._failing = False
 
@@ -54,6 +57,18 @@ class ControlServer:
             self._failing = True
             connections.close_all()
             self.next_look = time.monotonic() + LOOK_SECONDS
+
+    def _newest(self) -> int:
+        from django.db.models import Max
+
+        from ..models import ControlRequest
+
+        try:
+            newest = ControlRequest.objects.using(self.using).aggregate(Max("id"))["id__max"]
+        except Exception:  # noqa: BLE001 - the first look will do without it
+            connections.close_all()
+            return 0
+        return int(newest or 0)
 
     def _serve(self) -> None:
         from ..models import ControlRequest
@@ -83,7 +98,9 @@ class ControlServer:
         except (ValueError, KeyError, TypeError):
             logger.warning("Dropped control request %d: it cannot be read", row_id)
             return
-        if sent < self.started - SKEW_SECONDS or time.time() - sent > FRESH_SECONDS:
+        before = row_id <= self.baseline or (not self.baseline
+                                             and sent < self.started - SKEW_SECONDS)
+        if before or time.time() - sent > FRESH_SECONDS:
             return  # made before this worker started, or stale: not for us
         if destination and self.hostname not in destination:
             return

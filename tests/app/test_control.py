@@ -164,3 +164,12 @@ def test_revoke_without_terminate_needs_no_worker() -> None:
     out, _ = run("taskcontrol", "revoke", "q1", "done-already")
     assert "q1: revoked" in out
     assert TaskResult.objects.get(task_id="q1").state == "REVOKED"
+
+
+def test_requests_sent_before_the_worker_started_are_not_acted_on() -> None:
+    early = channel.send("ping")
+    server = ControlServer(FakePool())  # type: ignore[arg-type]
+    late = channel.send("ping")
+    serve(server)
+    assert replies(early, "w1@host") == {}
+    assert replies(late, "w1@host") == {"w1@host": {"ok": "pong"}}
