@@ -179,3 +179,29 @@ def test_pool_and_queues_change_and_shutdown(project: Project, tmp_path: Path,
     assert ask(project, "taskcontrol", "shutdown")[worker.hostname] == {"ok": "shutting down"}
     assert worker.wait_exit(30) == 0
     assert "warm shutdown" in worker.output()
+
+
+def test_rate_limit_changes_on_a_running_worker(project: Project) -> None:
+    worker = ready(project, "-c", "2")
+    before = ask(project, "taskinspect", "stats")[worker.hostname]["ok"]["processes"]
+    assert ask(project, "taskcontrol", "rate_limit", "testproject.demo.tasks.add",
+               "2/s")[worker.hostname] == {
+        "ok": "rate limit of testproject.demo.tasks.add set to 2/s"}
+    # the pool processes are replaced to take it
+    project.wait("the pool to be replaced", lambda: not set(before) & set(
+        ask(project, "taskinspect", "stats")[worker.hostname]["ok"]["processes"]), timeout=15)
+    ids = project.shell("from testproject.demo.tasks import add\n"
+                        "print(' '.join(add.delay(i, i).id for i in range(6)))").split()
+    for task_id in ids:
+        project.wait_state(task_id, "SUCCESS", timeout=30)
+    done = sorted(_moment(row[0]) for row in project.query(
+        "SELECT date_done FROM django_tasks_taskresult WHERE task_name = %s",
+        ("testproject.demo.tasks.add",)))
+    assert len(done) == 6
+    assert (done[-1] - done[0]).total_seconds() >= 2.0  # six at 2/s: 2.5 s apart, no burst
+
+
+def _moment(value: Any) -> Any:
+    import datetime as dt
+
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
