@@ -184,6 +184,21 @@ class chord(Signature):
     def body(self) -> Signature | None:
         return maybe_signature(self["kwargs"]["body"])
 
+    def link(self, callback: dict[str, Any]) -> dict[str, Any]:
+        """A chord's callback is its body's: ``link`` runs after the body."""
+        return self._body_ref().link(callback)
+
+    def link_error(self, errback: dict[str, Any]) -> dict[str, Any]:
+        """Runs when the chord fails (a member failed, or the body did)."""
+        return self._body_ref().link_error(errback)
+
+    def _body_ref(self) -> Signature:
+        body = self.body
+        if body is None:
+            raise TypeError("A chord needs a callback: chord(header, callback).")
+        self["kwargs"]["body"] = body
+        return body
+
     def __call__(self, body: Any = None, **options: Any) -> Any:
         """``chord(header)(callback)``: apply it with this callback."""
         return self.apply_async((), body=body, **options)

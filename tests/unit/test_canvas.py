@@ -325,3 +325,13 @@ def test_a_member_revoked_or_expired_before_it_ran_fails_the_chord() -> None:
         assert result.state == states.FAILURE
         with pytest.raises(ChordError, match=result.parent.results[0].id):  # type: ignore[union-attr]
             result.get(timeout=1)
+
+
+def test_a_chords_link_and_link_error_belong_to_its_body() -> None:
+    ok = chord([add.s(1, 1)], tsum.s())
+    ok.link(record.s("after"))
+    bad = chord([boom.s()], tsum.s()).on_error(record.s("failed"))
+    done, failed = ok.apply_async(), bad.apply_async()
+    drain()
+    assert done.get(timeout=1) == 2 and failed.state == states.FAILURE
+    assert sorted(calls, key=str) == sorted([(2, "after"), (failed.id, "failed")], key=str)
