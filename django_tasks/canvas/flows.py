@@ -231,7 +231,9 @@ class chord(Signature):
         header, body = self.header, self.body
         if body is None:
             raise TypeError("A chord needs a callback: chord(header, callback).")
-        group_id = merged.pop("group_id", None) or _new_id()
+        # Its own id (frozen), not that of a group it is a member of.
+        group_id = self.options.get("group_id") or merged.pop("group_id", None) or _new_id()
+        merged.pop("group_id", None)
         merged.pop("task_id", None)
         incoming = merged.pop("chain", None)
         for key in ("parent_id", "root_id"):  # the callback is queued by its last member

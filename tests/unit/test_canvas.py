@@ -335,3 +335,10 @@ def test_a_chords_link_and_link_error_belong_to_its_body() -> None:
     drain()
     assert done.get(timeout=1) == 2 and failed.state == states.FAILURE
     assert sorted(calls, key=str) == sorted([(2, "after"), (failed.id, "failed")], key=str)
+
+
+def test_chords_as_members_of_a_group() -> None:
+    result = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()),
+                   chord([add.s(3, 3)], tsum.s()), add.s(5, 5)).apply_async()
+    drain()
+    assert result.get(timeout=1) == [6, 6, 10]
