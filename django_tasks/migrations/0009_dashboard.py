@@ -14,7 +14,8 @@ class Migration(migrations.Migration):
             name='TaskCounter',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('minute', models.DateTimeField()),
+                ('period', models.PositiveSmallIntegerField(default=1, help_text="minutes the row covers: 1, or 60 for an hour's row")),
+                ('minute', models.DateTimeField(help_text='the first minute the row covers, UTC')),
                 ('task_name', models.CharField(max_length=255)),
                 ('state', models.CharField(max_length=16)),
                 ('count', models.BigIntegerField(default=0, help_text='runs that ended in this state')),
@@ -54,7 +55,8 @@ class Migration(migrations.Migration):
             ],
             options={
                 'verbose_name': 'task counter',
-                'constraints': [models.UniqueConstraint(fields=('minute', 'task_name', 'state'), name='tasks_counter_key')],
+                'indexes': [models.Index(fields=['period', 'minute', 'state', 'count'], name='tasks_counter_chart_idx')],
+                'constraints': [models.UniqueConstraint(fields=('period', 'minute', 'task_name', 'state'), name='tasks_counter_key')],
             },
         ),
         migrations.CreateModel(

@@ -1,10 +1,12 @@
 """Per-minute counters of task runs: written by workers with their outcomes, read by the
 dashboard and the Prometheus view, folded by ``taskprune``.
 
-A batch of outcomes becomes one row per (minute, task name, state) it touches, added to the
-table with one multi-row upsert (``INSERT … ON CONFLICT DO UPDATE``, or ``ON DUPLICATE KEY
-UPDATE`` on MySQL/MariaDB) in the transaction that stores the outcomes. Rows go in key
-order, so two workers adding to the same rows lock them in the same order.
+A batch of outcomes becomes one row per (minute, task name, state) it touches, and one per
+(hour, task name, state) with the same runs (``period`` 60: the last day's tables read 24 of
+those per task name instead of 1,440). Both go in one multi-row upsert (``INSERT … ON
+CONFLICT DO UPDATE``, or ``ON DUPLICATE KEY UPDATE`` on MySQL/MariaDB) in the transaction
+that stores the outcomes, in key order, so two workers adding to the same rows lock them in
+the same order.
 
 Runtimes (``date_done - started_at``) are kept as a sum, a count, a maximum (with the id of
 the slowest run) and a histogram of fixed log buckets (``models.counters.BUCKETS``), from
@@ -23,7 +25,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from ..models import TaskCounter
-from ..models.counters import BUCKET_FIELDS, BUCKETS
+from ..models.counters import BUCKET_FIELDS, BUCKETS, HOUR, MINUTE
 from ..result import TaskOutcome
 
 #: The minute of the rows that keep the totals of pruned minutes.
@@ -96,22 +98,26 @@ class Tally:
             self.runtime_max, self.slowest_task_id = max(seconds, self.runtime_max), task_id
 
 
-Key = tuple[dt.datetime, str, str]
+Key = tuple[int, dt.datetime, str, str]
 
 
 def tally(outcomes: Iterable[TaskOutcome], now: dt.datetime) -> dict[Key, Tally]:
-    """The outcomes summed by (minute of ``date_done``, task name, state)."""
+    """The outcomes summed by (period, minute or hour of ``date_done``, task name, state)."""
     rows: dict[Key, Tally] = {}
     for o in outcomes:
         done = o.date_done or now
         minute = done.astimezone(dt.UTC).replace(second=0, microsecond=0)
-        row = rows.setdefault((minute, o.task_name or "", o.state), Tally())
-        row.count += 1
-        row.last_task_id = o.task_id
+        seconds = None
         if o.started_at is not None and o.date_done is not None:
             seconds = max((o.date_done - o.started_at).total_seconds(), 0.0)
-            row.add_runtime(seconds, o.task_id)
-            row.buckets[bucket(seconds)] += 1
+        for key in ((MINUTE, minute, o.task_name or "", o.state),
+                    (HOUR, minute.replace(minute=0), o.task_name or "", o.state)):
+            row = rows.setdefault(key, Tally())
+            row.count += 1
+            row.last_task_id = o.task_id
+            if seconds is not None:
+                row.add_runtime(seconds, o.task_id)
+                row.buckets[bucket(seconds)] += 1
     return rows
 
 
@@ -127,13 +133,13 @@ def upsert(alias: str, rows: Mapping[Key, Tally]) -> None:
     quote = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
     table = quote(TaskCounter._meta.db_table)
-    columns = ["minute", "task_name", "state", "count", "runtime_count", "runtime_sum",
+    columns = ["period", "minute", "task_name", "state", "count", "runtime_count", "runtime_sum",
                "runtime_max", "slowest_task_id", "last_task_id", *BUCKET_FIELDS]
     params: list[Any] = []
     for key in sorted(rows):  # one lock order for every worker
-        minute, name, state = key
+        period, minute, name, state = key
         t = rows[key]
-        params += [adapt(minute), name[:255], state[:16], t.count, t.runtime_count,
+        params += [period, adapt(minute), name[:255], state[:16], t.count, t.runtime_count,
                    t.runtime_sum, t.runtime_max, t.slowest_task_id[:255], t.last_task_id[:255],
                    *t.buckets]
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
@@ -156,8 +162,8 @@ def upsert(alias: str, rows: Mapping[Key, Tally]) -> None:
                 f"THEN {new('slowest_task_id')} ELSE {table}.{quote('slowest_task_id')} END",
                 f"{quote('runtime_max')} = CASE WHEN {new('runtime_max')} > {old} "
                 f"THEN {new('runtime_max')} ELSE {old} END"]
-        sql += (f"ON CONFLICT ({quote('minute')}, {quote('task_name')}, {quote('state')}) "
-                "DO UPDATE SET ")
+        sql += (f"ON CONFLICT ({quote('period')}, {quote('minute')}, {quote('task_name')}, "
+                f"{quote('state')}) DO UPDATE SET ")
     sets += [f"{quote(c)} = {table}.{quote(c)} + {new(c)}" if connection.vendor != "mysql"
              else f"{quote(c)} = {quote(c)} + {new(c)}" for c in _ADDED]
     sets.append(f"{quote('last_task_id')} = {new('last_task_id')}")
@@ -168,7 +174,8 @@ def upsert(alias: str, rows: Mapping[Key, Tally]) -> None:
 
 def fold_before(alias: str, before: dt.datetime, batch_size: int) -> int:
     """Fold up to ``batch_size`` counter rows of minutes before ``before`` into the totals
-    rows (``TOTALS_MINUTE``), in one transaction; return how many rows went."""
+    rows (``TOTALS_MINUTE``), in one transaction; return how many rows went. Hour rows
+    before it are deleted (their runs are in the minute rows)."""
     rows = TaskCounter.objects.using(alias)
     with transaction.atomic(using=alias):
         old = list(rows.select_for_update().filter(minute__lt=before, minute__gt=TOTALS_MINUTE)
@@ -177,7 +184,9 @@ def fold_before(alias: str, before: dt.datetime, batch_size: int) -> int:
             return 0
         totals: dict[Key, Tally] = {}
         for r in old:
-            t = totals.setdefault((TOTALS_MINUTE, r.task_name, r.state), Tally())
+            if r.period != MINUTE:
+                continue
+            t = totals.setdefault((MINUTE, TOTALS_MINUTE, r.task_name, r.state), Tally())
             t.count += r.count
             t.runtime_count += r.runtime_count
             t.runtime_sum += r.runtime_sum
@@ -187,6 +196,7 @@ def fold_before(alias: str, before: dt.datetime, batch_size: int) -> int:
             for i, name in enumerate(BUCKET_FIELDS):
                 t.buckets[i] += getattr(r, name)
         rows.filter(id__in=[r.id for r in old]).delete()
-        upsert(alias, totals)
+        if totals:
+            upsert(alias, totals)
     return len(old)
 

@@ -1,16 +1,20 @@
 """What the dashboard and the Prometheus view show, read from the per-minute counters.
 
-Every read is bounded by the counter rows of its window (a few per task name and minute),
-never by the result rows: a snapshot is a fixed handful of queries however many results the
-table holds. The only result rows read are those of the last failures shown, by their task
-ids (the unique index).
+Every read is bounded by the counter rows of its window, never by the result rows: a
+snapshot is a fixed handful of queries however many results the table holds. The last hour
+is read from minute rows; the last day from the hour rows of its whole hours and the minute
+rows of the two partial hours at its ends (``rows_covering``). The per-minute chart reads only an
+index (``tasks_counter_chart_idx``). The only result rows read are those of the last failures
+shown, by their task ids (the unique index).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Max, Q, Sum
@@ -18,7 +22,7 @@ from django.db.models import Max, Q, Sum
 from .. import clock, states
 from ..conf import get_broker, get_result_store, task_settings
 from ..models import TaskCounter, TaskResult, WorkerState
-from ..models.counters import BUCKET_FIELDS
+from ..models.counters import BUCKET_FIELDS, HOUR, MINUTE
 from ..registry import registry
 from . import counters
 
@@ -39,35 +43,105 @@ def _minute(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(second=0, microsecond=0)
 
 
+def _hour_up(moment: dt.datetime) -> dt.datetime:
+    floor = moment.replace(minute=0)
+    return floor if floor == moment else floor + dt.timedelta(hours=1)
+
+
+def rows_covering(since: dt.datetime, until: dt.datetime) -> Q:
+    """The counter rows that cover the minutes from ``since`` to ``until`` once each: hour
+    rows for the whole hours between them, minute rows for the rest."""
+    since, until = _minute(since), _minute(until)
+    first, last = _hour_up(since), until.replace(minute=0)
+    if first >= last:
+        return Q(period=MINUTE, minute__gte=since, minute__lte=until)
+    return (Q(period=HOUR, minute__gte=first, minute__lt=last)
+            | Q(period=MINUTE, minute__gte=since, minute__lt=first)
+            | Q(period=MINUTE, minute__gte=last, minute__lte=until))
+
+
+@dataclass(slots=True)
+class _Minutes:
+    """The per-minute counts of minutes that have settled, kept between refreshes."""
+
+    read_at: float  # time.monotonic()
+    first: int  # the first minute kept, Unix seconds
+    settled: int  # minutes before this one are kept; later ones are read every time
+    counts: dict[int, tuple[int, ...]]
+
+
+#: Per database alias. A minute is settled two minutes after it ends (a worker's batch is
+#: written within that, except after an outage); everything is read again every minute.
+_minutes: dict[str, _Minutes] = {}
+SETTLE = 120
+REREAD = 60.0
+
+
+def forget_cached() -> None:
+    """Drop the kept per-minute counts (tests that change the counters' past)."""
+    _minutes.clear()
+
+
+def _minute_counts(alias: str, first: int, last: int) -> dict[int, tuple[int, ...]]:
+    """Counts per minute (Unix seconds) from ``first`` to ``last``: the state columns of
+    ``CHARTED`` and a last one for other states. The minutes that settled are kept, so that
+    a page refreshing every few seconds reads a few minutes, not a day of them."""
+    kept = _minutes.get(alias)
+    if kept is None or kept.first > first or time.monotonic() - kept.read_at > REREAD:
+        kept = _Minutes(time.monotonic(), first, first, {})
+    now = int(clock.now().timestamp())
+    settled = max(kept.settled, min(last + 60, now // 60 * 60 - SETTLE))
+    # One row per minute, a column per state (1,440 rows for a day, not one per state).
+    by_state = {f"n{i}": Sum("count", filter=Q(state=state)) for i, state in enumerate(CHARTED)}
+    rows = (TaskCounter.objects.using(alias)
+            .filter(period=MINUTE, minute__gte=dt.datetime.fromtimestamp(kept.settled, dt.UTC),
+                    minute__lte=dt.datetime.fromtimestamp(last, dt.UTC))
+            .values_list("minute").annotate(**by_state,
+                                            other=Sum("count", filter=~Q(state__in=CHARTED)))
+            .order_by())
+    fresh = {int(minute.timestamp()): tuple(n or 0 for n in counts) for minute, *counts in rows}
+    if settled > kept.settled:  # a new object: another thread may be reading the old one
+        counts = {m: n for m, n in kept.counts.items() if m >= first}
+        counts.update((m, n) for m, n in fresh.items() if m < settled)
+        kept = _Minutes(kept.read_at, first, settled, counts)
+    _minutes[alias] = kept
+    return {**kept.counts, **fresh}
+
+
 def per_minute(alias: str, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
     """Runs per minute by state from ``since`` to ``until`` (minutes with none are 0), and
     the failure rate per minute (failures over successes and failures; None without any)."""
     first, last = _minute(since), _minute(until)
-    rows = (TaskCounter.objects.using(alias).filter(minute__gte=first, minute__lte=last)
-            .values_list("minute", "state").annotate(n=Sum("count")).order_by())
     size = int((last - first).total_seconds() // 60) + 1
     series: dict[str, list[int]] = {state: [0] * size for state in CHARTED}
-    for minute, state, n in rows:
-        index = int((_minute(minute) - first).total_seconds() // 60)
+    other = [0] * size
+    start = first.timestamp()
+    for minute, counts in _minute_counts(alias, int(start), int(last.timestamp())).items():
+        index = int((minute - start) // 60)
         if 0 <= index < size:
-            series.setdefault(state, [0] * size)[index] += int(n or 0)
+            for state, n in zip(CHARTED, counts, strict=False):
+                series[state][index] = n
+            other[index] = counts[-1]
+    if any(other):  # a task's own final states, if any
+        series["other"] = other
     failed, succeeded = series[states.FAILURE], series[states.SUCCESS]
     rate = [round(f / (f + s), 4) if f + s else None for f, s in zip(failed, succeeded,
                                                                       strict=True)]
-    start = int(first.timestamp())
-    return {"t": [start + 60 * i for i in range(size)], "series": series,
+    return {"t": [int(start) + 60 * i for i in range(size)], "series": series,
             "failure_rate": rate}
 
 
-def task_table(alias: str, since: dt.datetime) -> list[dict[str, Any]]:
+def task_table(alias: str, rows_of: Q) -> list[dict[str, Any]]:
     """Per task name over the window: runs by state, failure rate, mean, p50/p95/p99 and
     maximum runtime; the busiest names first."""
     by_state = {state.lower(): Sum("count", filter=Q(state=state)) for state in CHARTED}
-    rows: Any = (TaskCounter.objects.using(alias).filter(minute__gte=since)
+    failed = Q(state=states.FAILURE)
+    rows: Any = (TaskCounter.objects.using(alias).filter(rows_of)
             .values("task_name")
             .annotate(total=Sum("count"), runtime_count=Sum("runtime_count"),
                       runtime_sum=Sum("runtime_sum"), runtime_max=Max("runtime_max"),
-                      last_failure=Max("minute", filter=Q(state=states.FAILURE)),
+                      failed_minute=Max("minute", filter=failed & Q(period=MINUTE)),
+                      failed_hour=Max("minute", filter=failed & Q(period=HOUR)),
                       **by_state, **{name: Sum(name) for name in BUCKET_FIELDS})
             .order_by("-total", "task_name")[:TASK_NAMES_SHOWN])
     table = []
@@ -86,15 +160,22 @@ def task_table(alias: str, since: dt.datetime) -> list[dict[str, Any]]:
             "p95": counters.percentile(buckets, 0.95, top),
             "p99": counters.percentile(buckets, 0.99, top),
             "max": top if row["runtime_count"] else None,
-            "last_failure": row["last_failure"],
+            "last_failure": _last_failure(row["failed_minute"], row["failed_hour"]),
         })
     return table
 
 
-def slowest(alias: str, since: dt.datetime) -> list[dict[str, Any]]:
+def _last_failure(minute: dt.datetime | None, hour: dt.datetime | None) -> tuple[int, Any]:
+    """The row of a task's last failure in the window: (period, minute), or (0, None)."""
+    if minute is not None and (hour is None or minute >= hour + dt.timedelta(minutes=59)):
+        return MINUTE, minute
+    return (HOUR, hour) if hour is not None else (0, None)
+
+
+def slowest(alias: str, rows_of: Q) -> list[dict[str, Any]]:
     """The slowest runs of the window: the slowest of each counter row, slowest first."""
     rows = (TaskCounter.objects.using(alias)
-            .filter(minute__gte=since, runtime_count__gt=0)
+            .filter(rows_of, runtime_count__gt=0)
             .order_by("-runtime_max")
             .values("task_name", "state", "minute", "runtime_max", "slowest_task_id")[:TOP])
     return [{"task_name": r["task_name"], "state": r["state"],
@@ -111,7 +192,8 @@ def failures(alias: str, table: Sequence[dict[str, Any]]) -> list[dict[str, Any]
         return []
     match = Q()
     for row in failing:
-        match |= Q(task_name=row["task_name"], minute=row["last_failure"])
+        period, minute = row["last_failure"]
+        match |= Q(task_name=row["task_name"], period=period, minute=minute)
     last = dict(TaskCounter.objects.using(alias).filter(match, state=states.FAILURE)
                 .values_list("task_name", "last_task_id"))
     texts = dict(TaskResult.objects.using(alias)
@@ -183,11 +265,15 @@ def snapshot(window: str = "hour", now: dt.datetime | None = None) -> dict[str, 
     day = per_minute(alias, now - WINDOWS["day"] + dt.timedelta(minutes=1), now)
     hour = {key: values[-60:] for key, values in day.items() if key != "series"}
     hour["series"] = {state: values[-60:] for state, values in day["series"].items()}
-    table = task_table(alias, since)
+    rows_of = rows_covering(since, now)
+    table = task_table(alias, rows_of)
     chart = hour if span <= WINDOWS["hour"] else day
     totals = {state: sum(values) for state, values in chart["series"].items()}
     done = totals[states.SUCCESS] + totals[states.FAILURE]
+    failing = failures(alias, table)
+    for row in table:
+        del row["last_failure"]
     return {**data, "day": day, "hour": hour, "tasks": table,
-            "slowest": slowest(alias, since), "failures": failures(alias, table),
+            "slowest": slowest(alias, rows_of), "failures": failing,
             "totals": totals,
             "failure_rate": round(totals[states.FAILURE] / done, 4) if done else None}

@@ -57,7 +57,12 @@ def test_one_row_per_minute_name_and_state_added_up_across_batches(
     with django_assert_num_queries(1):  # type: ignore[operator]
         store.count_outcomes(batch)
     store.count_outcomes([outcome("slow", runtime=5.0), outcome("b2", name="app.other")])
-    rows = {(r.minute.minute, r.task_name, r.state): r for r in TaskCounter.objects.all()}
+    rows = {(r.minute.minute, r.task_name, r.state): r
+            for r in TaskCounter.objects.filter(period=1)}
+    hours = {(r.minute.minute, r.task_name, r.state): r.count
+             for r in TaskCounter.objects.filter(period=60)}
+    assert hours == {(0, "app.add", "SUCCESS"): 12, (0, "app.add", "FAILURE"): 1,
+                     (0, "app.add", "REVOKED"): 1, (0, "app.other", "SUCCESS"): 1}
     assert set(rows) == {(30, "app.add", "SUCCESS"), (30, "app.add", "FAILURE"),
                          (30, "app.add", "REVOKED"), (31, "app.add", "SUCCESS"),
                          (30, "app.other", "SUCCESS")}
@@ -79,11 +84,12 @@ def test_taskprune_folds_old_minutes_into_totals_and_keeps_a_day() -> None:
         minutes=5), runtime=3.0), outcome("o3", state=states.FAILURE, done=old)])
     store.count_outcomes([outcome("recent", done=NOW - dt.timedelta(hours=20))])
     report = prune_expired(older_than=dt.timedelta(hours=1), store=store, now=NOW)
-    assert report.counters == 3
-    minutes = sorted((r.minute, r.state, r.count) for r in TaskCounter.objects.all())
-    assert minutes == [(counters.TOTALS_MINUTE, "FAILURE", 1),
-                       (counters.TOTALS_MINUTE, "SUCCESS", 2),
-                       (NOW.replace(second=0) - dt.timedelta(hours=20), "SUCCESS", 1)]
+    assert report.counters == 3 + 2  # three minute rows, two hour rows
+    minutes = sorted((r.period, r.minute, r.state, r.count) for r in TaskCounter.objects.all())
+    recent = NOW.replace(second=0) - dt.timedelta(hours=20)
+    assert minutes == [(1, counters.TOTALS_MINUTE, "FAILURE", 1),
+                       (1, counters.TOTALS_MINUTE, "SUCCESS", 2),
+                       (1, recent, "SUCCESS", 1), (60, recent.replace(minute=0), "SUCCESS", 1)]
     totals = TaskCounter.objects.get(minute=counters.TOTALS_MINUTE, state="SUCCESS")
     assert totals.runtime_max == pytest.approx(3.0) and totals.slowest_task_id == "o2"
     # Folding again adds to the totals: they only grow.

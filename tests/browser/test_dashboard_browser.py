@@ -21,6 +21,7 @@ from django.db import connection, connections
 
 from django_tasks import states
 from django_tasks.models import TaskResult
+from django_tasks.results import stats
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,13 @@ def worker(transactional_db: None, tmp_path: Path) -> Iterator[subprocess.Popen[
         connections.close_all()
         if proc.returncode not in (0, -signal.SIGKILL):
             print(log.read_text(errors="replace"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_chart() -> Iterator[None]:
+    stats.forget_cached()
+    yield
+    stats.forget_cached()
 
 
 @pytest.fixture
