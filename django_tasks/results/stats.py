@@ -277,3 +277,21 @@ def snapshot(window: str = "hour", now: dt.datetime | None = None) -> dict[str, 
             "slowest": slowest(alias, rows_of), "failures": failing,
             "totals": totals,
             "failure_rate": round(totals[states.FAILURE] / done, 4) if done else None}
+
+
+def totals(alias: str) -> list[dict[str, Any]]:
+    """Every run counted so far, by task name and state: counts, runtime sums and histogram
+    buckets (the minute rows, with the totals ``taskprune`` folded old minutes into). These
+    only ever grow, as Prometheus counters must."""
+    rows: Any = (TaskCounter.objects.using(alias).filter(period=MINUTE)
+                 .values("task_name", "state")
+                 .annotate(count_=Sum("count"), runtime_count_=Sum("runtime_count"),
+                           runtime_sum_=Sum("runtime_sum"),
+                           **{f"{name}_": Sum(name) for name in BUCKET_FIELDS})
+                 .order_by("task_name", "state"))
+    return [{"task_name": row["task_name"], "state": row["state"],
+             "count": int(row["count_"] or 0),
+             "runtime_count": int(row["runtime_count_"] or 0),
+             "runtime_sum": float(row["runtime_sum_"] or 0.0),
+             "buckets": [int(row[f"{name}_"] or 0) for name in BUCKET_FIELDS]}
+            for row in rows]
