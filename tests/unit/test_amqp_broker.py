@@ -107,8 +107,14 @@ def test_quorum_queues_count_deliveries(broker: AmqpBroker) -> None:
         False, False, True, False)
 
 
+@pytest.fixture
+def prefetch_two(queue: str, created: list[str]) -> Iterator[AmqpBroker]:
+    yield from _make(URL + "?prefetch=2", created)
+
+
 def test_fetch_limit_and_prefetch_leave_the_rest_to_others(
-        broker: AmqpBroker, queue: str) -> None:
+        prefetch_two: AmqpBroker, queue: str) -> None:
+    broker = prefetch_two
     broker.publish([message(queue) for _ in range(5)])
     first = fetch(broker, queue, limit=2, want=2)
     assert len(first) == 2
@@ -120,6 +126,16 @@ def test_fetch_limit_and_prefetch_leave_the_rest_to_others(
     finally:
         other.close()
     assert broker.ack(first) == first
+
+
+def test_batches_grow_past_the_first_fetch(broker: AmqpBroker, queue: str) -> None:
+    """The consumer keeps the prefetch of the URL (16), whatever the first batch asked."""
+    broker.publish([message(queue) for _ in range(40)])
+    first = fetch(broker, queue, limit=1, want=1)
+    time.sleep(0.5)  # RabbitMQ sends up to the prefetch ahead of the acks
+    later = broker.fetch([queue], "w1", 16, 30)  # one fetch, no waiting
+    assert len(later) == 15  # what was sent ahead: the 16 less the one not acked yet
+    assert broker.ack([*first, *later]) == [*first, *later]
 
 
 def test_release_requeues(broker: AmqpBroker, queue: str) -> None:
@@ -196,6 +212,10 @@ def test_url_options_are_checked() -> None:
         AmqpBroker(URL + "?queue_type=stream")
     with pytest.raises(ConfigurationError, match="consumer_timeout"):
         AmqpBroker(URL + "?consumer_timeout=-1")
+    for bad in ("0", "x", "70000"):
+        with pytest.raises(ConfigurationError, match="prefetch= must be a whole number"):
+            AmqpBroker(URL + f"?prefetch={bad}")
+    assert AmqpBroker(URL + "?prefetch=1").prefetch == 1
     broker = AmqpBroker(URL + "?consumer_timeout=60&queue_type=classic")
     assert broker._arguments["x-consumer-timeout"] == 60_000
     assert "consumer_timeout" not in broker._kombu_url
