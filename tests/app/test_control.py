@@ -173,3 +173,16 @@ def test_requests_sent_before_the_worker_started_are_not_acted_on() -> None:
     serve(server)
     assert replies(early, "w1@host") == {}
     assert replies(late, "w1@host") == {"w1@host": {"ok": "pong"}}
+
+
+def test_terminate_as_json_keeps_stdout_json() -> None:
+    TaskResult.objects.create(task_id="q2", task_name="shop.charge", state="STARTED",
+                              created_at=channel._now())
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("taskcontrol", "terminate", "q2", "--json", "--timeout", "0.2",
+                     stdout=out, stderr=err)
+    assert exit_info.value.code == 69  # no worker answered
+    assert json.loads(out.getvalue()) == {}
+    assert "q2: revoked" in err.getvalue()
+    assert TaskResult.objects.get(task_id="q2").state == "REVOKED"

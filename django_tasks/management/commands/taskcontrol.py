@@ -77,7 +77,7 @@ class Command(BaseCommand):
     def _request(self, action: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if action in ("revoke", "terminate"):
             terminate = action == "terminate" or options["terminate"]
-            self._revoke(options["task_ids"], as_json=options["json"] and not terminate)
+            self._revoke(options["task_ids"], as_json=options["json"], replies=terminate)
             return "revoke", {"task_ids": options["task_ids"], "terminate": terminate,
                               "signal": options["signal"]}
         if action == "rate_limit":
@@ -94,7 +94,9 @@ class Command(BaseCommand):
             return action, {"n": options["n"]}
         return action, {}
 
-    def _revoke(self, task_ids: list[str], *, as_json: bool) -> None:
+    def _revoke(self, task_ids: list[str], *, as_json: bool, replies: bool) -> None:
+        """Store the revokes; say what was revoked (on stderr when the workers' replies
+        are the JSON that follows)."""
         from django_tasks.result import AsyncResult
 
         done = {}
@@ -102,10 +104,10 @@ class Command(BaseCommand):
             if problem := name_error(task_id, "TASK_ID"):
                 raise CommandError(problem)
             done[task_id] = AsyncResult(task_id).revoke()
-        if as_json:
+        if as_json and not replies:
             self.stdout.write(json.dumps({"revoked": [t for t, ok in done.items() if ok],
                                           "finished": [t for t, ok in done.items() if not ok]}))
             return
+        out = self.stderr if as_json else self.stdout
         for task_id, ok in done.items():
-            self.stdout.write(f"{task_id}: revoked" if ok
-                              else f"{task_id}: already finished, not revoked")
+            out.write(f"{task_id}: revoked" if ok else f"{task_id}: already finished, not revoked")
