@@ -63,6 +63,10 @@ class chain(Signature):
         self["kwargs"]["tasks"] = steps
         return result
 
+    def writes_rows(self) -> bool:
+        steps = self._steps()
+        return bool(steps) and steps[0].writes_rows()
+
     def link(self, callback: dict[str, Any]) -> dict[str, Any]:
         """The callback of the chain is the callback of its last task."""
         self.tasks_ref()[-1].link(callback)
@@ -121,6 +125,9 @@ class group(Signature):
 
     def __len__(self) -> int:
         return len(self["kwargs"]["tasks"])
+
+    def writes_rows(self) -> bool:
+        return any(task.writes_rows() for task in self.tasks)
 
     def freeze(self, _id: str | None = None) -> GroupResult:
         from ..group_result import GroupResult
@@ -183,6 +190,9 @@ class chord(Signature):
     @property
     def body(self) -> Signature | None:
         return maybe_signature(self["kwargs"]["body"])
+
+    def writes_rows(self) -> bool:
+        return True
 
     def link(self, callback: dict[str, Any]) -> dict[str, Any]:
         """A chord's callback is its body's: ``link`` runs after the body."""

@@ -194,9 +194,14 @@ class Signature(dict[str, Any]):  # Celery's Signature is a dict too
         sig = self.clone(**options)
         result = sig.freeze()
         store = get_result_store()
-        with _publishing(store, eager):
+        with _publishing(store, eager or not sig.writes_rows()):
             _publish(sig.messages(tuple(args or ()), dict(kwargs or {}), store), eager)
         return result
+
+    def writes_rows(self) -> bool:
+        """Whether applying it writes rows of its own (a chord's counter), which must commit
+        with its messages."""
+        return False
 
     def _args(self, args: Sequence[Any]) -> tuple[Any, ...]:
         return self.args if self.immutable else (*args, *self.args)
@@ -279,11 +284,12 @@ def embedded(value: Any, what: str) -> tuple[dict[str, Any], ...]:
 # -- publishing -------------------------------------------------------------------------
 
 
-def _publishing(store: ResultStore | None, eager: bool) -> AbstractContextManager[Any]:
+def _publishing(store: ResultStore | None, alone: bool) -> AbstractContextManager[Any]:
     """The transaction a workflow is sent in: a chord's counter row and the messages of its
-    members commit together (on Redis and RabbitMQ the messages wait in the outbox)."""
+    members commit together (on Redis and RabbitMQ the messages wait in the outbox).
+    ``alone``: nothing to commit with the messages (or eager mode): no transaction of ours."""
     alias = store.database_alias if store is not None else None
-    return transaction.atomic(using=alias) if alias and not eager else nullcontext()
+    return transaction.atomic(using=alias) if alias and not alone else nullcontext()
 
 
 def _publish(messages: list[Message], eager: bool) -> None:

@@ -195,3 +195,20 @@ def test_an_ack_tried_again_does_not_send_the_follow_ups_again(
         assert TaskGroup.objects.get().done == 2
         assert TaskResult.objects.count() == 5 and not failures
     reset_cache()
+
+
+@pytest.mark.usefixtures("tasks_on")
+def test_a_rolled_back_chord_leaves_neither_its_row_nor_its_messages() -> None:
+    from django.db import transaction
+
+    class Rollback(Exception):
+        pass
+
+    with pytest.raises(Rollback), transaction.atomic():
+        chord([add.s(1, 1), add.s(2, 2)], tsum.s()).apply_async()
+        group(add.s(3, 3)).apply_async()
+        raise Rollback
+    assert not TaskGroup.objects.exists() and not TaskResult.objects.exists()
+    assert drain() == 0
+    chord([add.s(1, 1)], tsum.s()).apply_async()
+    assert TaskGroup.objects.count() == 1 and drain() == 2
