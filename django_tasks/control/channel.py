@@ -30,7 +30,7 @@ CONTROL_CHANNEL = "django_tasks_control"
 KEEP_SECONDS = 60.0
 #: A worker acts on a request only this long after it was sent (a copied row is refused).
 FRESH_SECONDS = 30.0
-DEFAULT_TIMEOUT = 2.0
+DEFAULT_TIMEOUT = 5.0  # the wait ends as soon as every worker online has answered
 _POLL = 0.05
 
 
