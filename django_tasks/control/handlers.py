@@ -44,15 +44,20 @@ def _iso(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
 
 
-def _stored_arguments(task_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """The args and kwargs the result rows show (masked for sensitive tasks), by id."""
+_UNKNOWN = ("", "?", "?")
+
+
+def _stored(task_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """Name, args and kwargs as the result rows show them (masked for sensitive tasks), by
+    id; nothing without the database result store."""
     from ..conf import get_result_store
 
-    rows = getattr(get_result_store(), "_rows", None)  # the database store only
+    rows = getattr(get_result_store(), "_rows", None)
     if rows is None or not task_ids:
         return {}
-    return {task_id: (args, kwargs) for task_id, args, kwargs in
-            rows.filter(task_id__in=task_ids).values_list("task_id", "args", "kwargs")}
+    return {task_id: (name, args, kwargs) for task_id, name, args, kwargs in
+            rows.filter(task_id__in=task_ids).values_list("task_id", "task_name", "args",
+                                                          "kwargs")}
 
 
 @command("ping")
@@ -67,11 +72,11 @@ def active(pool: Pool, arguments: dict[str, Any]) -> Any:
         running = slot.get()
         if running is not None:
             found.append((running, pid))
-    stored = _stored_arguments([r.task_id for r, _ in found])
+    stored = _stored([r.task_id for r, _ in found])
     now = time.time()
     return [{"id": r.task_id, "name": r.task_name, "queue": r.queue,
-             "args": stored.get(r.task_id, ("?", "?"))[0],
-             "kwargs": stored.get(r.task_id, ("?", "?"))[1],
+             "args": stored.get(r.task_id, _UNKNOWN)[1],
+             "kwargs": stored.get(r.task_id, _UNKNOWN)[2],
              "started": _iso(r.started), "runtime": round(now - r.started, 3),
              "deliveries": r.deliveries, "worker_pid": pid} for r, pid in found]
 
@@ -79,18 +84,10 @@ def active(pool: Pool, arguments: dict[str, Any]) -> Any:
 @command("reserved")
 def reserved(pool: Pool, arguments: dict[str, Any]) -> Any:
     held = [(task_id, pid) for slot, pid in pool.consumer_slots() for task_id in slot.reserved()]
-    stored = _stored_arguments([task_id for task_id, _ in held])
-    names = {}
-    if held:
-        from ..conf import get_result_store
-
-        rows = getattr(get_result_store(), "_rows", None)
-        if rows is not None:
-            names = dict(rows.filter(task_id__in=[t for t, _ in held])
-                         .values_list("task_id", "task_name"))
-    return [{"id": task_id, "name": names.get(task_id, ""),
-             "args": stored.get(task_id, ("?", "?"))[0],
-             "kwargs": stored.get(task_id, ("?", "?"))[1], "worker_pid": pid}
+    stored = _stored([task_id for task_id, _ in held])
+    return [{"id": task_id, "name": stored.get(task_id, _UNKNOWN)[0],
+             "args": stored.get(task_id, _UNKNOWN)[1],
+             "kwargs": stored.get(task_id, _UNKNOWN)[2], "worker_pid": pid}
             for task_id, pid in held]
 
 

@@ -186,3 +186,16 @@ def test_terminate_as_json_keeps_stdout_json() -> None:
     assert json.loads(out.getvalue()) == {}
     assert "q2: revoked" in err.getvalue()
     assert TaskResult.objects.get(task_id="q2").state == "REVOKED"
+
+
+def test_reserved_lists_the_held_batch_with_stored_names() -> None:
+    pool = FakePool()
+    TaskResult.objects.create(task_id="r1", task_name="shop.ship", state="PENDING",
+                              created_at=channel._now(), args="[1]", kwargs="{}")
+    pool.slot.hold([(1, 1, 1), (2, 1, 1)], ["r1", "r-unknown"])
+    server = ControlServer(pool)  # type: ignore[arg-type]
+    nonce = channel.send("reserved")
+    serve(server)
+    assert replies(nonce, "w1@host")["w1@host"]["ok"] == [
+        {"id": "r1", "name": "shop.ship", "args": "[1]", "kwargs": "{}", "worker_pid": 4242},
+        {"id": "r-unknown", "name": "", "args": "?", "kwargs": "?", "worker_pid": 4242}]
