@@ -97,3 +97,16 @@ def test_taskprune_folds_old_minutes_into_totals_and_keeps_a_day() -> None:
     prune_expired(older_than=dt.timedelta(hours=1), store=store, now=NOW)
     totals.refresh_from_db()
     assert totals.count == 3
+
+
+@pytest.mark.django_db
+def test_taskprune_says_how_many_counter_rows_it_folded() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    DatabaseResultStore().count_outcomes([outcome("o1", done=dt.datetime.now(dt.UTC)
+                                                  - dt.timedelta(days=2))])
+    out = StringIO()
+    call_command("taskprune", stdout=out)
+    assert "Folded 2 dashboard counter rows into totals." in out.getvalue()

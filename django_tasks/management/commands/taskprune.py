@@ -64,8 +64,11 @@ def describe(report: PruneReport) -> str:
     results = _plural(report.count, "result")
     if report.dry_run:
         return f"Would delete {results} finished before {when} (dry run)."
+    folded = (f" Folded {_plural(report.counters, 'dashboard counter row')} into totals."
+              if report.counters else "")
     return (f"Deleted {results} finished before {when}, in "
-            f"{_plural(report.batches, 'batch', 'batches')} of at most {report.batch_size}.")
+            f"{_plural(report.batches, 'batch', 'batches')} of at most {report.batch_size}."
+            + folded)
 
 
 def _plural(count: int, one: str, many: str = "") -> str:
