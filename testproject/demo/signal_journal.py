@@ -11,7 +11,8 @@ from typing import Any
 from django_tasks import signals
 
 NAMES = ("task_received", "task_prerun", "task_success", "task_failure", "task_retry",
-         "task_postrun", "worker_ready", "worker_process_init", "worker_shutdown")
+         "task_postrun", "task_revoked", "worker_ready", "worker_process_init",
+         "worker_shutdown")
 
 
 def _plain(value: Any) -> Any:
@@ -31,7 +32,8 @@ def _receiver(name: str) -> Any:
         entry = {"signal": name, "pid": os.getpid(),
                  "sender": getattr(sender, "name", type(sender).__name__),
                  "arguments": sorted(kwargs)}
-        for key in ("task_id", "retval", "state", "result", "args", "kwargs"):
+        for key in ("task_id", "retval", "state", "result", "args", "kwargs", "terminated",
+                    "signum", "expired"):
             if key in kwargs:
                 entry[key] = _plain(kwargs[key])
         if "exception" in kwargs:

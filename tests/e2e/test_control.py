@@ -81,7 +81,9 @@ def test_terminate_stops_a_running_task(project: Project, tmp_path: Path, pool: 
     """prefork: a task asleep in a system call is stopped (SIGTERM raises in it, and its
     process is replaced); threads: the exception is raised in the thread, which takes it at
     its next Python instruction (here between two half-second sleeps)."""
-    worker = ready(project, "-c", "2", "--pool", pool)
+    journal = tmp_path / "signals"
+    worker = project.worker("-c", "2", "--pool", pool, DEMO_SIGNAL_JOURNAL=str(journal))
+    project.wait_ready(worker)
     marker = tmp_path / "starts"
     if pool == "prefork":
         task_id = start_slow(project, marker)
@@ -104,6 +106,12 @@ def test_terminate_stops_a_running_task(project: Project, tmp_path: Path, pool: 
     assert f"[{task_id}] revoked and terminated" in worker.output()
     if pool == "prefork":
         assert len(lines(marker)) == 1
+    # task_revoked, terminated, from the worker's main process; no task_failure
+    seen = [json.loads(line) for line in lines(journal)]
+    revoked = [e for e in seen if e["signal"] == "task_revoked"]
+    assert [(e["task_id"], e["terminated"], e["signum"], e["expired"], e["pid"])
+            for e in revoked] == [(task_id, True, 15, False, worker.pid)]
+    assert not [e for e in seen if e["signal"] == "task_failure"]
 
 
 def test_revoke_sigkill_replaces_the_process(project: Project, tmp_path: Path) -> None:
