@@ -213,3 +213,17 @@ def _moment(value: Any) -> Any:
     import datetime as dt
 
     return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+
+
+def test_destination_limits_who_answers_and_acts(project: Project) -> None:
+    first = ready(project, "-c", "1", "--pool", "threads", hostname="ctl-a")
+    second = ready(project, "-c", "1", "--pool", "threads", hostname="ctl-b")
+    assert ask(project, "taskinspect", "ping") == {
+        first.hostname: {"ok": "pong"}, second.hostname: {"ok": "pong"}}
+    assert ask(project, "taskinspect", "ping", "-d", second.hostname) == {
+        second.hostname: {"ok": "pong"}}
+    assert ask(project, "taskcontrol", "pool_grow", "--destination", first.hostname) == {
+        first.hostname: {"ok": "pool is now 2"}}
+    stats = ask(project, "taskinspect", "stats", "-d", f"{first.hostname},{second.hostname}")
+    assert {name: reply["ok"]["concurrency"] for name, reply in stats.items()} == {
+        first.hostname: 2, second.hostname: 1}
