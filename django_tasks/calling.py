@@ -15,6 +15,7 @@ from .conf import task_settings, time_limit_error
 from .exceptions import EncodeError
 from .message import Message, name_error, printable
 from .options import call_options
+from .request import current_request
 from .result import AsyncResult as _AsyncResult
 
 if TYPE_CHECKING:
@@ -72,6 +73,10 @@ def build_message(
             isinstance(priority, int) and 0 <= priority <= MAX_PRIORITY):
         raise TypeError(f"priority must be an int from 0 to 9, not {priority!r}.")
     task_id = None if task_id is None or task_id == "" else str(task_id)
+    if root_id is None and parent_id is None:  # queued by a running task: its child
+        running = current_request()
+        if running is not None and running.id:
+            parent_id, root_id = running.id, running.root_id or running.id
     for what, text in (("task name", name), ("task_id", task_id), ("queue", queue),
                        ("root_id", root_id), ("parent_id", parent_id),
                        ("group_id", group_id)):

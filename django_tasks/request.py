@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,3 +43,16 @@ class Request:
             delivery_info={"queue": message.queue, "routing_key": message.queue,
                            "priority": message.priority, "attempts": attempts},
         )
+
+
+#: The request of the task running in this context (thread or coroutine), innermost: set
+#: while a task runs under a message, not for a plain function call of a task.
+_current: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+    "django_tasks.current_request", default=None)
+
+
+def current_request() -> Request | None:
+    """The request of the task running here under a message (worker, ``apply()``, eager
+    mode), or None: what gives a task queued from inside it its ``parent_id`` and
+    ``root_id``, and the task logger its name and id."""
+    return _current.get()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import aio, states
+from . import request as request_module
 from .calling import MAX_PRIORITY, Calls, build_message, send_task, utcnow
 from .conf import get_result_store, task_settings, time_limit_error
 from .exceptions import ConfigurationError, MaxRetriesExceededError, Retry
@@ -235,11 +236,17 @@ class Task(Calls[P, R], Generic[P, R]):
         stack = self._requests.get()
         return stack[-1] if stack else Request(task=self.name)
 
-    def _push(self, request: Request) -> contextvars.Token[tuple[Request, ...]]:
-        return self._requests.set((*self._requests.get(), request))
+    def _push(self, request: Request) -> tuple[contextvars.Token[tuple[Request, ...]],
+                                               contextvars.Token[Request | None] | None]:
+        current = None if request.called_directly else request_module._current.set(request)
+        return self._requests.set((*self._requests.get(), request)), current
 
-    def _pop(self, token: contextvars.Token[tuple[Request, ...]]) -> None:
-        self._requests.reset(token)
+    def _pop(self, token: tuple[contextvars.Token[tuple[Request, ...]],
+                                contextvars.Token[Request | None] | None]) -> None:
+        requests, current = token
+        self._requests.reset(requests)
+        if current is not None:
+            request_module._current.reset(current)
 
     # -- running -------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ import contextvars
 import logging
 from typing import Any
 
+from .. import request as request_module
+
 #: The parent of every task logger.
 TASK_LOGGER = "django_tasks.task"
 #: Celery's ``worker_log_format`` and ``worker_task_log_format``.
@@ -33,7 +35,10 @@ def current_request() -> Any:
 
     A request that came with a message (it has an id) wins over a plain function call of
     another task made from inside it."""
-    found = None
+    running = request_module.current_request()
+    if running is not None:
+        return running
+    found = None  # a task called as a function: its request has no id
     for var, stack in contextvars.copy_context().items():
         if stack and var.name.startswith(_REQUESTS_VAR):
             request = stack[-1]
