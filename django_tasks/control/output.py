@@ -43,6 +43,19 @@ def write(out: Any, command: str, replies: Sequence[Reply], *, as_json: bool) ->
     out.write(f"\n{count} node{'' if count == 1 else 's'} online.\n")
 
 
+def report(out: Any, err: Any, command: str, replies: Sequence[Reply], *,
+           destination: Sequence[str], timeout: float, as_json: bool) -> None:
+    """Write the replies, say so when none came, and exit with ``exit_status``."""
+    write(out, command, replies, as_json=as_json)
+    if not replies and not as_json:
+        err.write("Error: no worker answered"
+                  + (f" ({', '.join(destination)})" if destination else "")
+                  + f" within {timeout:g}s.")
+    status = exit_status(replies)
+    if status:
+        raise SystemExit(status)
+
+
 def exit_status(replies: Sequence[Reply]) -> int:
     if not replies:
         return NONE_ANSWERED

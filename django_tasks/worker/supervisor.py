@@ -30,6 +30,7 @@ from .settle import Settlement, Settler
 from .slots import Held, Running, Slot
 
 if TYPE_CHECKING:
+    from ..result import TaskOutcome
     from .main import Worker
 
 logger = logging.getLogger("django_tasks.worker")
@@ -189,19 +190,25 @@ def hand_back(owner: str, slot: Slot, *, running: Running | None = None) -> None
 def record_exceeded(worker: Worker, running: Running, owner: str, what: str) -> None:
     """Record FAILURE (``TimeLimitExceeded``) for a task stopped from outside, and ack it
     under its lease (a lease lost meanwhile is refused, like any late write)."""
-    from ..brokers.base import Delivery
-    from ..conf import get_broker, get_result_store
-
     outcome, exc = limits.exceeded_outcome(running, worker.hostname, what)
+    _settle_from_outside(worker, running, owner, outcome)
+    limits.announce_exceeded(running, exc)
+
+
+def _settle_from_outside(worker: Worker, running: Running, owner: str,
+                         outcome: TaskOutcome) -> None:
+    """Store ``outcome`` for the task a process was stopped in, and ack it under its lease.
+    Without leases the message is not ours to ack (it comes back when the child's channel
+    closes); its outcome is final, so whoever receives it next acks it without running."""
+    from .. import conf  # looked up at the call: tests put a broker of their own there
+
+    get_broker, get_result_store = conf.get_broker, conf.get_result_store
     delivery = Delivery(running.tag, "", running.queue, running.deliveries, owner,
                         running.task_id, running.token)
     broker = get_broker()
-    # Without leases the message is not ours to ack (it comes back when the child's channel
-    # closes); its outcome is final, so whoever receives it next acks it without running.
     Settler(broker, get_result_store(), worker.lease).settle(
         [Settlement(delivery, outcome, label=running.label,
                     acked=not broker.capabilities.leases)])
-    limits.announce_exceeded(running, exc)
 
 
 def record_revoked(worker: Worker, running: Running, owner: str, what: str) -> None:
@@ -221,14 +228,7 @@ def record_revoked(worker: Worker, running: Running, owner: str, what: str) -> N
         queue=running.queue, worker=worker.hostname, attempts=running.deliveries,
         retries=running.retries, started_at=dt.datetime.fromtimestamp(running.started, dt.UTC),
         date_done=utcnow())
-    delivery = Delivery(running.tag, "", running.queue, running.deliveries, owner,
-                        running.task_id, running.token)
-    broker = get_broker()
-    from ..conf import get_result_store
-
-    Settler(broker, get_result_store(), worker.lease).settle(
-        [Settlement(delivery, outcome, label=running.label,
-                    acked=not broker.capabilities.leases)])
+    _settle_from_outside(worker, running, owner, outcome)
 
 
 def stuck(slots: Sequence[Slot]) -> int | None:

@@ -65,14 +65,8 @@ class Command(BaseCommand):
         if command == "revoke" and not arguments["terminate"]:
             return  # stored: every worker skips the task; none needs asking
         replies = broadcast(command, arguments, destination=destination, timeout=timeout)
-        output.write(self.stdout, command, replies, as_json=options["json"])
-        status = output.exit_status(replies)
-        if not replies and not options["json"]:
-            self.stderr.write("Error: no worker answered"
-                              + (f" ({', '.join(destination)})" if destination else "")
-                              + f" within {timeout:g}s.")
-        if status:
-            raise SystemExit(status)
+        output.report(self.stdout, self.stderr, command, replies, destination=destination,
+                      timeout=timeout, as_json=options["json"])
 
     def _request(self, action: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if action in ("revoke", "terminate"):

@@ -31,14 +31,8 @@ class Command(BaseCommand):
         command = QUESTIONS[options["what"]]
         destination, timeout = common(options)
         replies = broadcast(command, destination=destination, timeout=timeout)
-        output.write(self.stdout, command, replies, as_json=options["json"])
-        status = output.exit_status(replies)
-        if not replies and not options["json"]:
-            self.stderr.write("Error: no worker answered"
-                              + (f" ({', '.join(destination)})" if destination else "")
-                              + f" within {timeout:g}s.")
-        if status:
-            raise SystemExit(status)
+        output.report(self.stdout, self.stderr, command, replies, destination=destination,
+                      timeout=timeout, as_json=options["json"])
 
 
 def add_common(parser: Any) -> None:
