@@ -144,6 +144,10 @@ class Consumer:
             if due is not None and due <= 0:
                 return
             wait = min(wait, WAIT_SLICE_SECONDS, WAIT_SLICE_SECONDS if due is None else due)
+            # Waiting for its turn is progress: the stall watch and the readiness probe must
+            # not take a process that other processes' looks stand in for as stuck (the one
+            # that looks, and hangs, stops marking).
+            self.slot.mark()
             if self._wakes is False:
                 self.stop.wait(wait)
                 continue

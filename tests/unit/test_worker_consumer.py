@@ -17,6 +17,7 @@ from django_tasks.registry import registry
 from django_tasks.task import build_message
 from django_tasks.worker import consumer as consumer_module
 from django_tasks.worker import idle
+from django_tasks.worker import slots as slots_module
 from django_tasks.worker.consumer import Consumer
 
 calls: list[str] = []
@@ -423,6 +424,30 @@ def test_a_broker_that_cannot_wake_is_polled_with_back_off(
     assert gaps[:4] == [idle.FIRST_PAUSE, 0.002, 0.004, 0.008]  # doubling from 1 ms ...
     assert gaps == sorted(gaps) and max(gaps) == 1.0  # ... up to TASKS_POLL_INTERVAL
     assert 10 < len(fetched_at) < 25  # not 20 a second
+
+
+def test_a_consumer_waiting_its_turn_shows_progress(monkeypatch: pytest.MonkeyPatch,
+                                                    settings) -> None:  # type: ignore[no-untyped-def]
+    """Other processes' looks stand in for its own: the stall watch must not see it stuck."""
+    settings.TASKS_POLL_INTERVAL = 60.0
+    fake = _FakeTime()
+    for module in (consumer_module, idle, slots_module):
+        monkeypatch.setattr(module, "time", fake)
+    consumer = make_consumer()
+    ages: list[float] = []
+
+    class Flag:
+        def is_set(self) -> bool:
+            return fake.now > 1100
+
+        def wait(self, timeout: float | None = None) -> bool:
+            ages.append(fake.now - consumer.slot.progress)
+            fake.sleep(timeout or 0.0)
+            return False
+
+    consumer.stop = Flag()
+    consumer.run()
+    assert len(ages) > 100 and max(ages) == 0.0  # marked before every slice of waiting
 
 
 def test_idle_consumers_of_one_worker_take_turns(settings) -> None:  # type: ignore[no-untyped-def]
