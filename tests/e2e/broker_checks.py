@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -159,3 +160,40 @@ def rate_limit_holds(project: Project, depth: Depth, *, messages: int = 120,
     rows = project.query(f"SELECT retries FROM {RESULTS}")
     assert len(rows) == messages and {retries for (retries,) in rows} == {0}
     return rate
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server(port: int, workdir: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A redis-server of the test's own on ``port`` (append-only, fsync always, its files in
+    ``workdir``), started and answering; ``extra`` arguments go to it."""
+    import contextlib
+    import shutil
+    import socket
+
+    import pytest
+
+    from tests.conftest import IN_CI
+
+    server = shutil.which("redis-server")
+    if server is None:
+        if IN_CI:
+            pytest.fail("redis-server is not installed, and CI=true forbids skipping.")
+        pytest.skip("redis-server is not installed")
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"redis-server did not start on port {port}")

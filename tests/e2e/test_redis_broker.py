@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from django_tasks.brokers.redis import RedisBroker
-from tests.conftest import IN_CI, require_service
+from tests.conftest import require_service
 
 from . import broker_checks as check
 from .broker_checks import lines
@@ -129,40 +127,11 @@ def test_a_crash_between_commit_and_publish_is_covered_by_the_outbox(
     assert project.count("django_tasks_outboxmessage") == 0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _redis_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    import shutil
-
-    server = shutil.which("redis-server")
-    if server is None:
-        if IN_CI:
-            pytest.fail("redis-server is not installed, and CI=true forbids skipping.")
-        pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return proc
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"redis-server did not start on port {port}")
-
-
 def test_a_redis_restart_mid_drain_loses_nothing(project: Project, tmp_path: Path) -> None:
     """Redis (append-only, fsync always) is stopped for a few seconds in the middle of a drain
     and started again on the same files."""
-    port = _free_port()
-    servers = [_redis_server(port, tmp_path)]
+    port = check.free_port()
+    servers = [check.redis_server(port, tmp_path)]
     url = f"redis://127.0.0.1:{port}/0"
     project.env["TASKS_BROKER_URL"] = url
 
@@ -171,7 +140,7 @@ def test_a_redis_restart_mid_drain_loses_nothing(project: Project, tmp_path: Pat
         servers[-1].terminate()  # SIGTERM: Redis writes its append-only file and exits
         servers[-1].wait(10)
         yield
-        servers.append(_redis_server(port, tmp_path))
+        servers.append(check.redis_server(port, tmp_path))
 
     try:
         check.an_outage_mid_drain_loses_nothing(
