@@ -115,8 +115,7 @@ def dumps(value: Any, what: str = "value") -> str:
     ``errors="surrogateescape"``, say) is an :class:`EncodeError` here, not a failure in
     whichever database or broker would have stored it."""
     try:
-        text = json.dumps(value, default=_default, separators=(",", ":"), allow_nan=False,
-                          ensure_ascii=False)
+        text = _ENCODER.encode(value)
     except RecursionError:
         raise EncodeError(f"{what} cannot be serialized to JSON: it is nested too deeply "
                           f"(or refers to itself). {_PLAIN}") from None
@@ -137,11 +136,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# Made once: ``json.dumps``/``json.loads`` with options build a new encoder or decoder on
+# every call (these are stateless between calls, so threads share them).
+_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"), allow_nan=False,
+                            ensure_ascii=False)
+_TAGGED = json.JSONDecoder(object_hook=_object_hook, parse_constant=_reject_constant)
+_UNTAGGED = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def loads(text: str | bytes) -> Any:
     try:
         if isinstance(text, bytes | bytearray):
             text = bytes(text).decode("utf-8")
-        value = json.loads(text, object_hook=_object_hook, parse_constant=_reject_constant)
+        # Only text that holds a tag needs the object hook, which runs for every object.
+        value = (_TAGGED if "__type__" in text else _UNTAGGED).decode(text)
     except RecursionError:
         raise DecodeError("not valid JSON: nested too deeply to decode") from None
     except (TypeError, ValueError) as exc:

@@ -41,6 +41,8 @@ worker_process_init = Signal()
 def send(signal: Signal, sender: Any, **named: Any) -> None:
     """Send ``signal`` to every receiver; one that raises is logged and never breaks the
     task or the worker (the other receivers still get it)."""
+    if not signal.receivers:  # the common case, four times a task: nothing to do
+        return
     try:
         answers = signal.send_robust(sender, **named)
     except Exception:  # a sender Django cannot look up (unhashable): a bug of ours
