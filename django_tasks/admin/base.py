@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from typing import Any
 
 from django.conf import settings
@@ -11,8 +13,10 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 
 class AtLeast(int):
@@ -115,3 +119,45 @@ def preformatted(text: str, css_class: str = "") -> str:
         '<pre class="{}" style="white-space: pre-wrap; margin: 0; font-size: 12px">{}</pre>',
         css_class, text,
     )
+
+
+#: Characters of a task id the lists show; the whole id is on hover and on the copy button.
+SHORT_ID = 8
+
+
+def short_id(task_id: str, url: str | None = None) -> str:
+    """A task id shortened to its first characters (linked to ``url``), the whole id in its
+    title, and a button that copies the whole id (``static/django_tasks/task-id.js``)."""
+    short = task_id if len(task_id) <= SHORT_ID + 1 else f"{task_id[:SHORT_ID]}…"
+    text = (format_html('<a href="{}" class="task-id" title="{}">{}</a>', url, task_id, short)
+            if url else format_html('<span class="task-id" title="{}">{}</span>', task_id,
+                                    short))
+    return format_html(
+        '<span class="task-id-wrap">{}<button type="button" class="task-id-copy" '
+        'data-task-id="{}" title="Copy the whole id" aria-label="Copy the task id {}">'
+        '{}</button></span>', text, task_id, task_id, COPY_ICON)
+
+
+#: Two overlapping sheets, drawn inline: no icon font, no file to load.
+COPY_ICON = mark_safe(
+    '<svg width="11" height="11" viewBox="0 0 16 16" aria-hidden="true" fill="none" '
+    'stroke="currentColor" stroke-width="1.6"><rect x="5" y="5" width="9" height="9" '
+    'rx="1.5"/><path d="M11 3.5V3a1.5 1.5 0 0 0-1.5-1.5h-6A1.5 1.5 0 0 0 2 3v6.5A1.5 1.5 0 '
+    '0 0 3.5 11H4"/></svg>')
+
+
+def local_time(moment: dt.datetime | None) -> str:
+    """A time to the second in the current time zone, ``2026-11-28 15:26:50``, that wraps
+    between the date and the time when its column is narrow."""
+    if moment is None:
+        return "-"
+    if timezone.is_aware(moment):
+        moment = timezone.localtime(moment)
+    return format_html('<span class="task-time">{}</span> <span class="task-time">{}</span>',
+                       moment.strftime("%Y-%m-%d"), moment.strftime("%H:%M:%S"))
+
+
+def breakable(name: str) -> str:
+    """A dotted name (a task, a host) that may wrap after its dots and before an ``@``."""
+    parts = re.split(r"(?<=\.)|(?=@)", name)
+    return format_html_join(mark_safe("<wbr>"), "{}", ((part,) for part in parts if part))

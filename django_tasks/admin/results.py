@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -17,7 +17,16 @@ from .. import serialization
 from ..masking import is_sensitive
 from ..models import TaskResult
 from ..states import PENDING, READY_STATES, TaskState
-from .base import LightChangeList, ReadOnlyAdmin, preformatted, pretty_json
+from . import revoking
+from .base import (
+    LightChangeList,
+    ReadOnlyAdmin,
+    breakable,
+    local_time,
+    preformatted,
+    pretty_json,
+    short_id,
+)
 from .filters import QueueFilter, TaskNameFilter
 
 STATE_COLOURS = {
@@ -33,7 +42,7 @@ CUSTOM_STATE_COLOUR = "#8250df"
 
 _SECTIONS: list[tuple[str | None, tuple[str, ...]]] = [
     (None, ("task_id", "task_name", "coloured_state", "progress", "queue", "priority")),
-    ("Execution", ("worker", "attempts", "retries", "created_at", "started_at", "date_done",
+    ("Execution", ("worker", "attempts", "retries", "created", "started", "done",
                    "runtime_s")),
     ("Arguments", ("args_pretty", "kwargs_pretty")),
     ("Outcome", ("result_pretty", "traceback_pretty")),
@@ -48,17 +57,20 @@ WORKFLOW_FILTERS = ("parent_id", "root_id", "group_id")
 @admin.register(TaskResult)
 class TaskResultAdmin(ReadOnlyAdmin):
     superuser_may_delete = True
-    actions = ["queue_again"]
+    actions = ["revoke_tasks", "terminate_tasks", "queue_again"]
     rerun_limit = 1000  # "select all" of a filtered list must not queue a million tasks
-    list_display = ["task_id", "task_name", "coloured_state", "progress", "queue", "worker",
-                    "runtime_s", "created_at", "date_done"]
-    list_display_links = ["task_id"]
+    # Fits a 1280-pixel screen beside both sidebars: a running task's progress bar sits
+    # under its state, long names wrap at their dots, times between date and time.
+    list_display = ["short_task_id", "name_shown", "state_and_progress", "queue",
+                    "worker_shown", "runtime_s", "created", "done"]
+    list_display_links = None  # the short id links to the page itself, beside its copy button
+    change_form_template = "admin/django_tasks/taskresult/change_form.html"
     # A date filter instead of date_hierarchy, whose year list is a DISTINCT over the table.
     list_filter = ["state", TaskNameFilter, QueueFilter, "created_at"]
     list_defer = ["args", "kwargs", "result", "traceback"]
     search_fields = ["task_id", "task_name"]  # searched by get_search_results below
     search_help_text = "An exact task id, or part of a task name."
-    sortable_by = ["task_id", "task_name", "coloured_state", "queue", "created_at"]
+    sortable_by = ["short_task_id", "name_shown", "state_and_progress", "queue", "created"]
     fieldsets = [(title, {"fields": fields}) for title, fields in _SECTIONS]
     readonly_fields = [field for _, fields in _SECTIONS for field in fields]
 
@@ -74,8 +86,42 @@ class TaskResultAdmin(ReadOnlyAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    class Media:
+        css = {"all": ["django_tasks/admin-lists.css"]}
+        js = ["django_tasks/task-id.js"]
+
     def has_rerun_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("django_tasks.rerun_taskresult"))
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("django_tasks.revoke_taskresult"))
+
+    @admin.action(description="Revoke the selected tasks (queued ones never run)",
+                  permissions=["revoke"])
+    def revoke_tasks(self, request: HttpRequest,
+                     queryset: QuerySet[TaskResult]) -> HttpResponse | None:
+        """Mark each selected unfinished task REVOKED, after a confirmation page."""
+        return revoking.revoke_action(self, request, queryset, terminate=False)
+
+    @admin.action(description="Terminate the selected tasks (revoke; stop those running)",
+                  permissions=["revoke"])
+    def terminate_tasks(self, request: HttpRequest,
+                        queryset: QuerySet[TaskResult]) -> HttpResponse | None:
+        """Revoke, and stop the running ones through the control channel."""
+        return revoking.revoke_action(self, request, queryset, terminate=True)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """A result's page, with Revoke and Terminate buttons while the task is unfinished
+        (for users who may revoke)."""
+        context = dict(extra_context or {})
+        if self.has_revoke_permission(request):
+            state = (TaskResult.objects.filter(pk=object_id).values_list("state", flat=True)
+                     .first() if str(object_id).isdigit() else None)
+            if state is not None and state not in READY_STATES:
+                context["revoke_buttons"] = revoking.BUTTONS
+                context["revoke_return_field"] = revoking.RETURN_FIELD
+        return super().change_view(request, object_id, form_url, context)
 
     @admin.action(description="Queue the selected finished tasks again", permissions=["rerun"])
     def queue_again(self, request: HttpRequest, queryset: QuerySet[TaskResult]) -> None:
@@ -132,6 +178,39 @@ class TaskResultAdmin(ReadOnlyAdmin):
         return format_html(
             '<span class="task-state" style="background: {}; color: #fff; padding: 1px 6px; '
             'border-radius: 3px; font-weight: bold">{}</span>', colour, obj.state)
+
+    @admin.display(description="task id", ordering="task_id")
+    def short_task_id(self, obj: TaskResult) -> str:
+        """The first 8 characters, linked to the task's page; the whole id on hover and on
+        the copy button."""
+        url = reverse("admin:django_tasks_taskresult_change", args=[obj.pk])
+        return short_id(obj.task_id, url)
+
+    @admin.display(description="task name", ordering="task_name")
+    def name_shown(self, obj: TaskResult) -> str:
+        return breakable(obj.task_name)
+
+    @admin.display(description="worker", ordering="worker")
+    def worker_shown(self, obj: TaskResult) -> str:
+        return breakable(obj.worker) if obj.worker else "-"
+
+    @admin.display(description="state", ordering="state")
+    def state_and_progress(self, obj: TaskResult) -> str:
+        bar = self.progress(obj)
+        return format_html('<div class="task-state-cell">{}{}</div>', self.coloured_state(obj),
+                           bar if bar != "-" else "")
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: TaskResult) -> str:
+        return local_time(obj.created_at)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: TaskResult) -> str:
+        return local_time(obj.started_at)
+
+    @admin.display(description="done", ordering="date_done")
+    def done(self, obj: TaskResult) -> str:
+        return local_time(obj.date_done)
 
     @admin.display(description="progress")
     def progress(self, obj: TaskResult) -> str:

@@ -43,7 +43,8 @@ class TaskResult(models.Model):
     class Meta:
         verbose_name = "task result"
         ordering = ["-created_at"]
-        permissions = [("rerun_taskresult", "Can queue a finished task again")]
+        permissions = [("rerun_taskresult", "Can queue a finished task again"),
+                       ("revoke_taskresult", "Can revoke or terminate a task")]
         indexes = [
             models.Index(fields=["state", "-created_at"], name="tasks_result_state_idx"),
             models.Index(fields=["task_name", "-created_at"], name="tasks_result_name_idx"),

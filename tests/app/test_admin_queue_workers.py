@@ -20,7 +20,7 @@ WORKERS = reverse("admin:django_tasks_workerstate_changelist")
 def page(client: Client, url: str, params: dict[str, str] | None = None) -> str:
     response = client.get(url, params or {})
     assert response.status_code == 200
-    return html.unescape(response.content.decode())
+    return html.unescape(response.content.decode()).replace("<wbr>", "")
 
 
 def test_queue_lists_messages_with_the_task_name_from_the_body(admin_client: Client) -> None:
@@ -68,7 +68,7 @@ def test_workers_show_whether_they_look_alive(admin_client: Client) -> None:
     make_worker("live@host", beat_ago=3, queues="default,mail")
     make_worker("dead@host", beat_ago=16)  # more than three heartbeats ago
     text = page(admin_client, WORKERS)
-    assert "live@host" in text and "default,mail" in text and "prefork" in text
+    assert "live@host" in text and "default, mail" in text and "prefork" in text
     row = text.split(">live@host</a>")[1].split("</tr>")[0]
     assert 'alt="True"' in row
     row = text.split(">dead@host</a>")[1].split("</tr>")[0]
@@ -82,6 +82,35 @@ def test_workers_show_whether_they_look_alive(admin_client: Client) -> None:
 def test_a_superuser_may_delete_a_dead_worker_row(admin_client: Client) -> None:
     row = make_worker("dead@host", beat_ago=3600)
     delete = reverse("admin:django_tasks_workerstate_delete", args=[row.pk])
+    assert delete in page(admin_client, reverse("admin:django_tasks_workerstate_change",
+                                                args=[row.pk]))
     assert admin_client.post(delete, {"post": "yes"}).status_code == 302
     assert not WorkerState.objects.exists()
     assert admin_client.get(reverse("admin:django_tasks_workerstate_add")).status_code == 403
+
+
+def test_a_live_worker_has_no_delete_button_and_cannot_be_deleted(admin_client: Client) -> None:
+    row = make_worker("live@host", beat_ago=1)
+    delete = reverse("admin:django_tasks_workerstate_delete", args=[row.pk])
+    text = page(admin_client, reverse("admin:django_tasks_workerstate_change", args=[row.pk]))
+    assert delete not in text and "deletelink" not in text
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert WorkerState.objects.filter(pk=row.pk).exists()
+
+
+def test_the_bulk_delete_keeps_live_workers(admin_client: Client) -> None:
+    live, dead = make_worker("live@host", beat_ago=1), make_worker("dead@host", beat_ago=3600)
+    text = page(admin_client, WORKERS)
+    assert 'value="delete_stopped"' in text and 'value="delete_selected"' not in text
+    response = admin_client.post(WORKERS, {"action": "delete_stopped", "index": "0",
+                                           "_selected_action": [live.pk, dead.pk]}, follow=True)
+    text = html.unescape(response.content.decode())
+    assert "Deleted 1 row(s) of stopped workers." in text
+    assert "Kept 1 row(s) of workers that are alive (live@host)" in text
+    assert list(WorkerState.objects.values_list("hostname", flat=True)) == ["live@host"]
+
+
+def test_workers_show_times_to_the_second(admin_client: Client) -> None:
+    make_worker("w@host")
+    text = page(admin_client, WORKERS)
+    assert text.count('<span class="task-time">') == 4  # started and last heartbeat

@@ -28,7 +28,8 @@ LIST = reverse("admin:django_tasks_taskresult_changelist")
 def page(client: Client, url: str, params: dict[str, str] | None = None) -> str:
     response = client.get(url, params or {})
     assert response.status_code == 200
-    return html.unescape(response.content.decode())
+    # <wbr> lets long names wrap at their dots; the text is the name.
+    return html.unescape(response.content.decode()).replace("<wbr>", "")
 
 
 def detail_url(row: TaskResult) -> str:
@@ -41,7 +42,7 @@ def test_list_shows_id_name_state_queue_worker_runtime_and_dates(admin_client: C
     for shown in ("aaa", "demo.add", "SUCCESS", "mail", "w7@host", "1.500"):
         assert shown in text
     assert "background: #1a7f37" in text  # the state is coloured
-    assert "column-created_at" in text and "column-date_done" in text
+    assert "column-created" in text and "column-done" in text
 
 
 def test_list_shows_a_dash_for_a_task_that_has_not_run(admin_client: Client) -> None:
@@ -159,7 +160,7 @@ def test_nothing_can_be_added_or_changed(admin_client: Client) -> None:
     text = page(admin_client, LIST)
     assert reverse("admin:django_tasks_taskresult_add") not in text
     actions = re.findall(r'<option value="(\w+)"', text.split('name="action"')[1][:2000])
-    assert actions == ["queue_again"]  # and no bulk delete
+    assert actions == ["revoke_tasks", "terminate_tasks", "queue_again"]  # no bulk delete
     assert admin_client.get(reverse("admin:django_tasks_taskresult_add")).status_code == 403
     response = admin_client.post(detail_url(row), {"state": states.FAILURE})
     assert response.status_code == 403
@@ -278,4 +279,30 @@ def test_a_running_task_shows_its_progress_in_the_list_and_on_its_page(
 def test_a_finished_task_shows_no_progress_bar(admin_client: Client) -> None:
     make_result("done", result='{"current": 3, "total": 10}')
     text = page(admin_client, LIST)
-    assert 'class="task-progress"' not in text and '<td class="field-progress">-</td>' in text
+    assert 'class="task-progress"' not in text and "SUCCESS" in text
+
+
+# -- readable on a 1280-pixel screen -----------------------------------------------------
+
+
+def test_the_list_shows_short_ids_with_the_whole_id_to_hover_and_copy(
+        admin_client: Client) -> None:
+    row = make_result("0f5dbcfc-9a4e-4a44-b1a1-4d5e8f3c2b10", task_name="shop.tasks.receipt",
+                      worker="w1@ip-10-0-3-17.internal")
+    text = page(admin_client, LIST)
+    assert (f'<a href="{detail_url(row)}" class="task-id" '
+            'title="0f5dbcfc-9a4e-4a44-b1a1-4d5e8f3c2b10">0f5dbcfc…</a>') in text
+    assert 'data-task-id="0f5dbcfc-9a4e-4a44-b1a1-4d5e8f3c2b10"' in text
+    assert "django_tasks/task-id.js" in text and "django_tasks/admin-lists.css" in text
+    raw = admin_client.get(LIST).content.decode()
+    assert "shop.<wbr>tasks.<wbr>receipt" in raw and "w1<wbr>@ip-10-<wbr>" not in raw
+
+
+def test_times_are_shown_to_the_second(admin_client: Client) -> None:
+    row = make_result("timed", created_at=dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC),
+                      date_done=dt.datetime(2026, 3, 4, 5, 6, 9, tzinfo=dt.UTC))
+    text = page(admin_client, LIST)
+    assert '<span class="task-time">2026-03-04</span> <span class="task-time">05:06:07</span>' \
+        in text
+    assert "05:06:09" in text
+    assert "05:06:09" in page(admin_client, detail_url(row))
