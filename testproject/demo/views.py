@@ -1,5 +1,7 @@
 """The demo page: enqueue example tasks and watch their results arrive."""
 
+import json
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -23,8 +25,24 @@ def index(request: HttpRequest) -> HttpResponse:
         elif kind == "fail":
             tasks.fail.delay()
         return redirect("demo-index")
-    recent = TaskResult.objects.order_by("-created_at")[:20]
+    recent = list(TaskResult.objects.order_by("-created_at")[:20])
+    for row in recent:
+        row.shown = shown_result(row.result)  # type: ignore[attr-defined]
     return render(request, "demo/index.html", {"results": recent})
+
+
+def shown_result(text: str | None) -> str:
+    """A result as a reader wants it: a failure's type and message, not its stored JSON."""
+    if not text:
+        return ""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, dict) and "exc_type" in value:
+        message = str(value.get("exc_message") or "")
+        return f"{value['exc_type']}: {message}" if message else str(value["exc_type"])
+    return text
 
 
 def result(request: HttpRequest, task_id: str) -> JsonResponse:

@@ -22,6 +22,23 @@ def test_demo_page_queues_each_example(client) -> None:  # type: ignore[no-untyp
     assert "testproject.demo.tasks.fail" in page and "PENDING" in page
 
 
+def test_demo_page_shows_a_failures_message_not_its_json(client) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+    import json
+
+    now = dt.datetime.now(dt.UTC)
+    TaskResult.objects.create(
+        task_id="f1", task_name="testproject.demo.tasks.fail", state="FAILURE", created_at=now,
+        result=json.dumps({"exc_type": "ValueError", "exc_module": "builtins",
+                           "exc_message": "this task always fails",
+                           "exc_args": ["this task always fails"]}))
+    TaskResult.objects.create(task_id="s1", task_name="testproject.demo.tasks.add",
+                              state="SUCCESS", created_at=now, result="5")
+    page = client.get("/").content.decode()
+    assert "<td>ValueError: this task always fails</td>" in page
+    assert "exc_type" not in page and "<td>5</td>" in page
+
+
 def test_result_view_reports_state(client, settings) -> None:  # type: ignore[no-untyped-def]
     settings.TASKS_ALWAYS_EAGER = True
     from testproject.demo.tasks import add
