@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,9 @@ from django.contrib.auth.models import User
 from django_tasks import states
 from django_tasks.models import TaskResult, WorkerState
 
+from . import support
+from .support import artefact_folder
+
 VIEWPORT = {"width": 1280, "height": 800}
 RESULT_COLUMNS = ("task id", "task name", "state", "queue", "worker", "runtime (s)", "created",
                   "done")
@@ -25,10 +27,7 @@ WORKER_COLUMNS = ("hostname", "pid", "pool", "queues", "started", "last heartbea
 
 @pytest.fixture
 def artefacts(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("TEST_ARTIFACTS") or tmp_path) / "admin-layout"
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nAdmin layout screenshots: {folder}")
-    return folder
+    return artefact_folder(tmp_path, "admin-layout")
 
 
 @pytest.fixture
@@ -62,10 +61,7 @@ def busy_tables(transactional_db: None) -> list[str]:
 
 def log_in(page: Any, url: str, next_path: str) -> None:
     page.set_viewport_size(VIEWPORT)
-    page.goto(f"{url}/admin/login/?next={next_path}")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "password")
-    page.click("input[type=submit]")
+    support.log_in(page, url, next_path)
 
 
 def no_horizontal_scroll(page: Any) -> None:

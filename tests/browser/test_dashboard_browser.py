@@ -10,47 +10,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection, connections
+from django.db import connections
 
 from django_tasks import states
 from django_tasks.models import TaskResult
 from django_tasks.results import stats
 
-T = TypeVar("T")
+from .support import database_url, off_the_loop
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def off_the_loop(work: Callable[[], T]) -> T:
-    """ORM work in a thread of its own: Playwright's sync API runs an event loop in the
-    test's thread, where Django refuses ORM calls."""
-
-    def run() -> T:
-        try:
-            return work()
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run).result()
-
-
-def database_url() -> str:
-    """The URL of the test database, for the worker process."""
-    settings = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{settings['NAME']}"
-    if connection.vendor == "postgresql":
-        password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
-        return (f"postgres://{settings['USER']}{password}@{settings['HOST'] or '127.0.0.1'}:"
-                f"{settings['PORT'] or 5432}/{settings['NAME']}")
-    pytest.skip(f"the worker of this test does not know {connection.vendor} URLs")
 
 
 @pytest.fixture
