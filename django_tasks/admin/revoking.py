@@ -53,7 +53,9 @@ def fate(row: TaskResult, terminate: bool) -> str:
 def revoke_action(model_admin: admin.ModelAdmin[Any], request: HttpRequest,
                   queryset: QuerySet[TaskResult], *, terminate: bool) -> HttpResponse | None:
     """The confirmation page on the first POST; the revokes on the confirming one."""
-    rows = list(queryset.order_by("created_at")[: REVOKE_LIMIT + 1])
+    # The confirmation shows these columns only: the big text ones stay unread.
+    rows = list(queryset.order_by("created_at")
+                .only("pk", "task_id", "task_name", "state", "created_at")[: REVOKE_LIMIT + 1])
     if len(rows) > REVOKE_LIMIT:
         model_admin.message_user(
             request, f"More than {REVOKE_LIMIT} tasks selected; revoke at most "

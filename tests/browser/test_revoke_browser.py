@@ -101,3 +101,46 @@ def test_the_revoke_button_on_a_result_page(transactional_db: None, admin_user: 
     expect(page.locator("button[value=revoke_tasks]")).to_have_count(0)
     page.screenshot(path=str(artefacts / "revoked-from-its-page.png"), full_page=True)
     assert off_the_loop(lambda: TaskResult.objects.get(task_id=doomed).state) == states.REVOKED
+
+
+def wait_for_state(task_id: str, wanted: set[str], timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while (state := TaskResult.objects.get(task_id=task_id).state) not in wanted:
+        assert time.monotonic() < deadline, f"{task_id} is {state}, not one of {wanted}"
+        time.sleep(0.1)
+    return state
+
+
+def test_a_running_task_terminated_from_the_admin_stops(transactional_db: None,
+                                                        admin_user: User, live_server: Any,
+                                                        tmp_path: Path,
+                                                        browser_page: Any) -> None:
+    """Terminate through the control channel: the worker stops the task mid-run."""
+    from playwright.sync_api import expect
+
+    from testproject.demo.tasks import steps
+
+    artefacts = artefact_folder(tmp_path, "revoke")
+    log = tmp_path / "worker.log"
+    with running_worker("terminate-e2e", log, database_url()):
+        running = off_the_loop(lambda: steps.delay(600, 0.1).id)  # a minute, in short steps
+        off_the_loop(lambda: wait_for_state(running, {states.STARTED, "PROGRESS"}))
+        page = browser_page
+        log_in(page, live_server.url, "/admin/django_tasks/taskresult/")
+        row = page.locator("#result_list tr", has=page.locator(f"a[title='{running}']"))
+        row.locator("input.action-select").check()
+        page.select_option("select[name=action]", "terminate_tasks")
+        page.locator("button[name=index]").click()
+        expect(page.locator("#revoke-tasks")).to_contain_text("revoked, and stopped where it runs")
+        page.get_by_role("button", name="Yes, revoke and terminate").click()
+        expect(page.locator("ul.messagelist")).to_contain_text(
+            "1 task revoked; 1 running task terminated.")
+        page.screenshot(path=str(artefacts / "terminated.png"), full_page=True)
+        # The task's own outcome: REVOKED, written by the worker that stopped it.
+        off_the_loop(lambda: wait_for_state(running, {states.REVOKED}))
+        deadline = time.monotonic() + 30
+        while "revoked and terminated" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    row_after = off_the_loop(lambda: TaskResult.objects.get(task_id=running))
+    assert row_after.state == states.REVOKED and row_after.date_done is not None
