@@ -8,9 +8,12 @@
 set -eu
 cd "$(dirname "$0")/.."
 MATRIX=${MATRIX:-"3.11 3.12"}
-# The fault suite (tests/faults) runs once, with the first pair: it tests the worker's
-# behaviour under faults, which no Python or Django version changes, and takes minutes.
+# The fault suite (tests/faults) and the whole end-to-end suite (tests/e2e) run once, with the
+# first pair: they test the worker's behaviour with real processes, which no Python or Django
+# version changes, and take most of the run. The other pairs run a smoke set of end-to-end
+# tests (a worker starts, drains, survives kill -9, shuts down warm) beside every other test.
 FAULTS_PAIR=${FAULTS_PAIR:-3.11}
+E2E_SMOKE="tests/e2e/test_startup.py tests/e2e/test_delivery.py tests/e2e/test_shutdown.py"
 POSTGRES_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 MYSQL_URL=${TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}
 export TEST_POSTGRES_URL="$POSTGRES_URL" TEST_MYSQL_URL="$MYSQL_URL"
@@ -49,9 +52,13 @@ for pair in $MATRIX; do
     "$venv/bin/mypy"
     "$venv/bin/python" manage.py makemigrations --check --dry-run
     echo "--- SQLite"
-    if [ "$pair" = "$FAULTS_PAIR" ]; then faults=""; else faults="not faults"; fi
+    if [ "$pair" = "$FAULTS_PAIR" ]; then faults=""; else faults="not faults and not e2e"; fi
     DATABASE_URL="sqlite:///$(pwd)/.venv/test-$pair.sqlite3" \
         "$venv/bin/pytest" ${faults:+-m "$faults"} "$@"
+    if [ "$pair" != "$FAULTS_PAIR" ]; then
+        DATABASE_URL="sqlite:///$(pwd)/.venv/test-$pair.sqlite3" \
+            "$venv/bin/pytest" $E2E_SMOKE "$@" || [ $? -eq 5 ]  # 5: "-k" left none
+    fi
     echo "--- PostgreSQL"
     DATABASE_URL="$POSTGRES_URL" "$venv/bin/pytest" -m "not e2e and not faults" "$@"
     if "$venv/bin/python" -c "import MySQLdb" 2>/dev/null; then
