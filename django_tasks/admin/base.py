@@ -13,6 +13,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
@@ -136,6 +137,22 @@ def short_id(task_id: str, url: str | None = None) -> str:
         '<span class="task-id-wrap">{}<button type="button" class="task-id-copy" '
         'data-task-id="{}" title="Copy the whole id" aria-label="Copy the task id {}">'
         '{}</button></span>', text, task_id, task_id, COPY_ICON)
+
+
+class ShortIds:
+    """A list's first column as a short task id linked to the row's page, with the copy
+    button (mixed into a ``ModelAdmin`` whose model has a ``task_id``; set its
+    ``list_display_links = None``: the short id links to the page itself)."""
+
+    class Media:
+        css = {"all": ["django_tasks/admin-lists.css"]}
+        js = ["django_tasks/task-id.js"]
+
+    @admin.display(description="task id")
+    def short_task_id(self, obj: Any) -> str:
+        opts = obj._meta
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        return short_id(obj.task_id, url)
 
 
 #: Two overlapping sheets, drawn inline: no icon font, no file to load.

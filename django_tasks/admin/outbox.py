@@ -7,13 +7,14 @@ from django.contrib import admin
 
 from .. import clock, outbox
 from ..models import OutboxMessage
-from .base import ReadOnlyAdmin, envelope_shown, envelope_task_name, pretty_json
+from .base import ReadOnlyAdmin, ShortIds, envelope_shown, envelope_task_name, pretty_json
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdmin):
+class OutboxMessageAdmin(ShortIds, ReadOnlyAdmin):
     actions = None
-    list_display = ["task_id", "task_name", "queue", "status", "created_at", "due_at",
+    list_display_links = None  # the short id links to the row's page (ShortIds)
+    list_display = ["short_task_id", "task_name", "queue", "status", "created_at", "due_at",
                     "claimed_until"]
     search_fields = ["task_id"]
     search_help_text = "An exact task id."

@@ -10,14 +10,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from ..models import QueuedMessage
-from .base import ReadOnlyAdmin, envelope_shown, envelope_task_name, pretty_json
+from .base import ReadOnlyAdmin, ShortIds, envelope_shown, envelope_task_name, pretty_json
 from .filters import MessageStatusFilter, QueueFilter
 
 
 @admin.register(QueuedMessage)
-class QueuedMessageAdmin(ReadOnlyAdmin):
+class QueuedMessageAdmin(ShortIds, ReadOnlyAdmin):
     actions = None
-    list_display = ["task_id", "task_name", "queue", "priority", "status", "visible_at",
+    list_display_links = None  # the short id links to the row's page (ShortIds)
+    list_display = ["short_task_id", "task_name", "queue", "priority", "status", "visible_at",
                     "lease_owner", "deliveries", "created_at"]
     list_filter = [QueueFilter, MessageStatusFilter]
     search_fields = ["task_id"]
