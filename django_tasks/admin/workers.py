@@ -21,9 +21,9 @@ class WorkerStateAdmin(ReadOnlyAdmin):
     superuser_may_delete = True
     actions = ["delete_stopped"]
     list_display = ("hostname_shown", "kind", "pid", "pool", "concurrency", "queues_shown",
-                    "started", "heartbeat", "alive")
+                    "started", "heartbeat", "done", "failed", "alive")
     readonly_fields = ("hostname", "kind", "pid", "pool", "concurrency", "queues", "started",
-                       "heartbeat", "alive")
+                       "heartbeat", "done", "failed", "alive")
     list_filter = [AliveFilter, "kind"]
     search_fields = ["hostname"]
     ordering = ["hostname"]
@@ -73,6 +73,15 @@ class WorkerStateAdmin(ReadOnlyAdmin):
     @admin.display(description="last heartbeat", ordering="last_heartbeat")
     def heartbeat(self, obj: WorkerState) -> str:
         return local_time(obj.last_heartbeat)
+
+    @admin.display(description="done", ordering="tasks_done")
+    def done(self, obj: WorkerState) -> int:
+        """Tasks the worker ran since it started, as of its last heartbeat."""
+        return obj.tasks_done
+
+    @admin.display(description="failed", ordering="tasks_failed")
+    def failed(self, obj: WorkerState) -> int:
+        return obj.tasks_failed
 
     @admin.display(boolean=True, description="alive")
     def alive(self, obj: WorkerState) -> bool:

@@ -108,8 +108,7 @@ def _memory_kib(pid: int) -> int | None:
 def stats(pool: Pool, arguments: dict[str, Any]) -> Any:
     worker = pool.worker
     slots = pool.consumer_slots()
-    done = sum(slot.totals()[0] for slot, _ in slots)
-    failed = sum(slot.totals()[1] for slot, _ in slots)
+    done, failed = pool.totals()
     own, children = (resource.getrusage(resource.RUSAGE_SELF),
                      resource.getrusage(resource.RUSAGE_CHILDREN))
     pids = sorted({pid for _, pid in slots})

@@ -15,6 +15,9 @@ class WorkerState(models.Model):
     queues = models.CharField(max_length=1024)
     started_at = models.DateTimeField()
     last_heartbeat = models.DateTimeField(db_index=True)
+    #: Tasks this worker ran and, of those, failed, since it started (as of its last beat).
+    tasks_done = models.PositiveBigIntegerField(default=0)
+    tasks_failed = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         verbose_name = "worker"

@@ -136,15 +136,16 @@ def _take_name(identity: Identity, poll: float) -> None:
         time.sleep(poll)
 
 
-def touch(identity: Identity) -> None:
-    """Record that the process is alive (raises if the database does not answer)."""
+def touch(identity: Identity, counts: dict[str, int] | None = None) -> None:
+    """Record that the process is alive, with ``counts`` (``tasks_done``, ``tasks_failed``)
+    where it has them (raises if the database does not answer)."""
     from ..models import WorkerState
 
     now = _now()
+    fields = {**identity.fields(), **(counts or {}), "last_heartbeat": now}
     WorkerState.objects.using(identity.alias).update_or_create(
-        hostname=identity.hostname,
-        defaults={**identity.fields(), "last_heartbeat": now},
-        create_defaults={**identity.fields(), "started_at": now, "last_heartbeat": now},
+        hostname=identity.hostname, defaults=fields,
+        create_defaults={**fields, "started_at": now},
     )
 
 

@@ -35,14 +35,16 @@ def register(worker: Worker, poll: float = 0.25) -> None:
     liveness.register(identity(worker), poll)
 
 
-def beat(worker: Worker, owners: Sequence[str]) -> bool:
-    """Renew every lease ``owners`` hold and record that the worker is alive; False if
-    that failed (it is tried again on the next beat)."""
+def beat(worker: Worker, owners: Sequence[str], totals: tuple[int, int] = (0, 0)) -> bool:
+    """Renew every lease ``owners`` hold and record that the worker is alive, with the tasks
+    it ran and failed (``totals``); False if that failed (it is tried again on the next
+    beat)."""
     try:
         broker = get_broker()
         if broker.capabilities.leases:
             broker.renew(owners, worker.lease)
-        liveness.touch(identity(worker))
+        liveness.touch(identity(worker),
+                       {"tasks_done": totals[0], "tasks_failed": totals[1]})
     except Exception as exc:  # noqa: BLE001 - a missed beat is retried on the next one
         logger.warning("Heartbeat failed (%s); leases are renewed on the next beat", exc)
         connections.close_all()

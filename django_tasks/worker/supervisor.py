@@ -88,6 +88,11 @@ class Pool(abc.ABC):
         """Each consumer's slot, with the pid of the process it runs in."""
         return []
 
+    def totals(self) -> tuple[int, int]:
+        """Tasks the consumers ran, and failed, since the worker started."""
+        counts = [slot.totals() for slot, _ in self.consumer_slots()]
+        return sum(done for done, _ in counts), sum(failed for _, failed in counts)
+
     def terminate(self, task_id: str, signum: int) -> Running | None:
         """Stop task ``task_id`` if a consumer runs it (it ends REVOKED); what it was."""
         return None
@@ -109,7 +114,7 @@ class Pool(abc.ABC):
 def supervise(pool: Pool, watch: StallWatch) -> None:
     """Run ``pool`` until it has no consumer left."""
     worker, sigs = pool.worker, pool.signals
-    if heartbeat.beat(worker, pool.owners()):
+    if heartbeat.beat(worker, pool.owners(), pool.totals()):
         watch.beat_ok()
     next_beat = time.monotonic() + worker.heartbeat
     next_relay = time.monotonic()
@@ -127,7 +132,7 @@ def supervise(pool: Pool, watch: StallWatch) -> None:
             break
         pool.check(respawn=deadline is None)
         if time.monotonic() >= next_beat:
-            if heartbeat.beat(worker, pool.owners()):
+            if heartbeat.beat(worker, pool.owners(), pool.totals()):
                 watch.beat_ok()
             next_beat = time.monotonic() + worker.heartbeat
         if deadline is None:

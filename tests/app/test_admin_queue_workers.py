@@ -79,6 +79,19 @@ def test_workers_show_whether_they_look_alive(admin_client: Client) -> None:
     assert "dead@host" in dead and "live@host" not in dead
 
 
+def test_workers_show_the_tasks_they_ran_and_failed(admin_client: Client) -> None:
+    from django_tasks.process import liveness
+
+    make_worker("busy@host")
+    identity = liveness.Identity(hostname="busy@host", pool="prefork", concurrency=2,
+                                 queues="default")
+    liveness.touch(identity, {"tasks_done": 1234, "tasks_failed": 56})  # what a beat writes
+    row = page(admin_client, WORKERS).split(">busy@host</a>")[1].split("</tr>")[0]
+    assert ">1234<" in row and ">56<" in row
+    liveness.touch(identity)  # a beat process has no counts: they stay as they were
+    assert WorkerState.objects.get(hostname="busy@host").tasks_done == 1234
+
+
 def test_a_superuser_may_delete_a_dead_worker_row(admin_client: Client) -> None:
     row = make_worker("dead@host", beat_ago=3600)
     delete = reverse("admin:django_tasks_workerstate_delete", args=[row.pk])

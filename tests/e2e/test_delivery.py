@@ -37,6 +37,10 @@ def test_a_thousand_tasks_all_succeed(project: Project) -> None:
     pairs = sorted((json.loads(args), json.loads(result)) for args, result in rows)
     assert pairs == [([i, i], 2 * i) for i in range(1000)]
     assert project.count(QUEUE) == 0
+    # The worker's row (the admin's Workers page) counts them at its next heartbeat.
+    project.wait("the worker's row to count 1,000 tasks done", lambda: project.query(
+        "SELECT tasks_done, tasks_failed FROM django_tasks_workerstate") == [(1000, 0)],
+        timeout=15)
 
 
 def test_kill_9_means_exactly_one_more_run_after_the_lease(project: Project,

@@ -136,7 +136,7 @@ def test_without_leases_nothing_is_renewed_or_released(monkeypatch: pytest.Monke
 
     broker = LeaselessBroker()
     monkeypatch.setattr(heartbeat, "get_broker", lambda: broker)
-    monkeypatch.setattr(heartbeat.liveness, "touch", lambda identity: None)
+    monkeypatch.setattr(heartbeat.liveness, "touch", lambda identity, counts=None: None)
     worker = Worker(hostname="unit@host", concurrency=1, out=io.StringIO())
     assert heartbeat.beat(worker, ["w/p1.x"]) is True
     assert heartbeat.release("w/p1.x", keep_count=[1]) == 0
