@@ -4,11 +4,8 @@ they grow on their own as more tasks finish. Screenshots are kept (the test prin
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,33 +19,18 @@ from django_tasks import states
 from django_tasks.models import TaskResult
 from django_tasks.results import stats
 
-from .support import database_url, off_the_loop
+from .support import database_url, off_the_loop, running_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def worker(transactional_db: None, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "DATABASE_URL": database_url(), "TASKS_BROKER_URL": "django://",
-           "TASKS_RESULT_BACKEND": "django://", "TASKS_ALWAYS_EAGER": "False",
-           "DEMO_BEAT_SCHEDULE": "False", "TASKS_HEARTBEAT_SECONDS": "1",
-           "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "taskworker", "--hostname", "dashboard-e2e",
-             "--pool", "threads", "--concurrency", "2"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield proc
+        with running_worker("dashboard-e2e", tmp_path / "worker.log", database_url()) as proc:
+            yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
         connections.close_all()
-        if proc.returncode not in (0, -signal.SIGKILL):
-            print(log.read_text(errors="replace"))
 
 
 @pytest.fixture(autouse=True)
