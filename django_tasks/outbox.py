@@ -153,6 +153,22 @@ def relay(broker: Broker, alias: str, limit: int = BATCH) -> int:
     return len(keyed)
 
 
+def waiting(alias: str, now: dt.datetime | None = None) -> dict[str, tuple[int, int]]:
+    """Per queue, the rows not published yet: ``(unsent, held)``. *Unsent* rows are due
+    (committed, or held and due) and wait for their process or a relay; *held* rows are
+    delayed messages not due yet, kept here for a broker that cannot delay (AMQP). One
+    query, grouped by queue."""
+    from django.db.models import Count, Q
+
+    from .models import OutboxMessage
+
+    later = Q(due_at__gt=now or clock.now())
+    rows = (OutboxMessage.objects.using(alias).values_list("queue")
+            .annotate(unsent=Count("id", filter=~later), held=Count("id", filter=later))
+            .order_by())
+    return {queue: (int(unsent), int(held)) for queue, unsent, held in rows}
+
+
 def _claim(rows: QuerySet[OutboxMessage], alias: str) -> tuple[int, int]:
     """Claim ``rows`` (free rows) under a new claim; the claim and how many rows it took."""
     claim = secrets.randbits(62) + 1

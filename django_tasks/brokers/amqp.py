@@ -57,7 +57,7 @@ from django.db import transaction
 from .. import clock, outbox
 from ..exceptions import BrokerUnreachable, ConfigurationError
 from ..message import Message
-from .base import Broker, Capabilities, Delivery
+from .base import Broker, Capabilities, Delivery, QueueCounts
 
 CONNECT_TIMEOUT = 2.0
 CONFIRM_TIMEOUT = 5.0
@@ -439,6 +439,21 @@ class AmqpBroker(Broker):
         names = list(queues) if queues is not None else sorted(self._known)
         counts = {name: self._queue_op(name, "depth") for name in names}
         return counts if queues is not None else {q: n for q, n in counts.items() if n}
+
+    def queue_counts(self, queues: Sequence[str] = ()) -> dict[str, QueueCounts]:
+        """Ready: the server's count of each queue (a passive declare each: one round trip
+        per queue, of ``queues`` and those this process declared). Delayed: the outbox rows
+        held for the queue until due (one query). In flight: not known: RabbitMQ does not
+        tell an AMQP client how many messages its consumers hold unacked (its management
+        API does), and what a worker holds includes what its channel was sent ahead."""
+        held = {queue: n for queue, (_, n) in outbox.waiting(self.home_alias).items() if n}
+        named = set(queues)
+        counts = {}
+        for queue in sorted(named | self._known | set(held)):
+            ready = self._queue_op(queue, "depth")
+            if ready or queue in named or queue in held:
+                counts[queue] = QueueCounts(ready, held.get(queue, 0), None)
+        return counts
 
     def purge(self, queue: str) -> int:
         return self._queue_op(queue, "purge")

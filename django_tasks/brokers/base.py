@@ -53,6 +53,25 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """The messages of one queue, by where they stand; ``None`` where the broker cannot know.
+
+    ``ready``: due, waiting for a worker (one whose lease ran out, its worker gone, too).
+    ``delayed``: not due yet (a countdown, an eta, a retry's backoff, a rate limit's wait).
+    ``in_flight``: leased to a worker, or held unacknowledged by one, right now.
+    """
+
+    ready: int
+    delayed: int | None
+    in_flight: int | None
+
+    @property
+    def total(self) -> int:
+        """Every message counted (those not known left out)."""
+        return self.ready + (self.delayed or 0) + (self.in_flight or 0)
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a broker can do. The worker and the publishing path read these flags; they
     never look at a broker's class."""
@@ -187,6 +206,12 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def depths(self, queues: Sequence[str] | None = None) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def queue_counts(self, queues: Sequence[str] = ()) -> dict[str, QueueCounts]:
+        """Ready, delayed and in-flight messages of each queue in ``queues`` (zeros for an
+        empty one) and of every other queue the broker finds messages in, in as few round
+        trips as the broker allows. A count the broker cannot know is ``None``."""
 
     @abc.abstractmethod
     def purge(self, queue: str) -> int: ...

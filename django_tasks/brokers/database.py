@@ -24,7 +24,7 @@ from ..conf import database_alias
 from ..message import Message
 from ..models import QueuedMessage
 from . import filewatch
-from .base import Broker, Capabilities, Delivery, new_token
+from .base import Broker, Capabilities, Delivery, QueueCounts, new_token
 
 _CHUNK = 500
 _files = filewatch.FileWatch()
@@ -276,6 +276,21 @@ class DatabaseBroker(Broker):
         counts = {q: 0 for q in queues or ()}
         for row in qs.values("queue").annotate(n=Count("id")).order_by():
             counts[row["queue"]] = row["n"]
+        return counts
+
+    def queue_counts(self, queues: Sequence[str] = ()) -> dict[str, QueueCounts]:
+        """One aggregate query over the queue table, grouped by queue."""
+        from django.db.models import Count, Q
+
+        now = _now()
+        due, free = Q(visible_at__lte=now), Q(lease_owner__isnull=True)
+        rows = (self._rows.values_list("queue")
+                .annotate(ready=Count("id", filter=due),
+                          delayed=Count("id", filter=~due & free),
+                          in_flight=Count("id", filter=~due & ~free))
+                .order_by())
+        counts = {queue: QueueCounts(0, 0, 0) for queue in queues}
+        counts.update((queue, QueueCounts(*n)) for queue, *n in rows)
         return counts
 
     def purge(self, queue: str) -> int:

@@ -13,7 +13,7 @@ from django.db import transaction
 
 from .. import clock
 from ..message import Message
-from .base import Broker, Capabilities, Delivery, new_token
+from .base import Broker, Capabilities, Delivery, QueueCounts, new_token
 from .buckets import MemoryBuckets, RateBuckets
 
 
@@ -174,6 +174,16 @@ class MemoryBroker(Broker):
                 if queues is None or row.queue in queues:
                     counts[row.queue] = counts.get(row.queue, 0) + 1
             return counts
+
+    def queue_counts(self, queues: Sequence[str] = ()) -> dict[str, QueueCounts]:
+        now = _now()
+        counts = {queue: [0, 0, 0] for queue in queues}
+        with self._lock:
+            for row in self._rows.values():
+                # Due (a lease that ran out included), not due yet, or leased now.
+                where = 0 if row.visible_at <= now else 1 if row.owner is None else 2
+                counts.setdefault(row.queue, [0, 0, 0])[where] += 1
+        return {queue: QueueCounts(*n) for queue, n in counts.items()}
 
     def purge(self, queue: str) -> int:
         with self._lock:

@@ -15,7 +15,8 @@ Key layout (``P`` is the prefix)::
     P:delayed:<queue>     ZSET of tags not due yet, scored by their eta (Unix seconds)
     P:leased:<queue>      ZSET of leased tags, scored by the end of their lease
     P:owner:<owner>       SET of the tags an owner (one consuming process) holds
-    P:queues              SET of queue names with messages, for ``depths()``
+    P:queues              SET of queue names with messages, for ``depths()`` and
+                          ``queue_counts()``
     P:once:<key>          a published outbox row (``publish_once``), kept for a day
     P:wake:<queue>        LIST of wake-up tokens, one per due message published (at most
                           32 kept): an idle consumer waits for one with BLPOP
@@ -61,7 +62,7 @@ from .. import clock
 from ..exceptions import BrokerUnreachable
 from ..message import MAX_WIRE_PRIORITY, Message
 from . import redis_lua
-from .base import Broker, Capabilities, Delivery, new_token
+from .base import Broker, Capabilities, Delivery, QueueCounts, new_token
 from .buckets import RateBuckets
 
 DEFAULT_PREFIX = "tasks"
@@ -145,6 +146,7 @@ class RedisBroker(Broker):
         self._renew = register(redis_lua.RENEW)
         self._confirm = register(redis_lua.CONFIRM)
         self._depths = register(redis_lua.DEPTHS)
+        self._queue_counts = register(redis_lua.QUEUE_COUNTS)
         self._purge = register(redis_lua.PURGE)
 
     # -- plumbing ------------------------------------------------------------------------
@@ -287,6 +289,12 @@ class RedisBroker(Broker):
             return {}
         reply = self._run(self._depths, list(queues or ()))
         return {reply[i]: int(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    def queue_counts(self, queues: Sequence[str] = ()) -> dict[str, QueueCounts]:
+        """One script: atomic counts of the queues' three sorted sets."""
+        reply = self._run(self._queue_counts, [repr(_time()), *queues])
+        return {reply[i]: QueueCounts(int(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3]))
+                for i in range(0, len(reply), 4)}
 
     def purge(self, queue: str) -> int:
         return int(self._run(self._purge, [queue]))

@@ -294,6 +294,36 @@ end
 return out
 """
 
+# ARGV: prefix, now, then queues. Counts those queues and every other known one that holds
+# messages, without moving anything: returns queue, ready, delayed, in-flight per queue.
+# Ready counts the delayed messages that are due and the leases that ran out too (the next
+# fetch moves them to ready); delayed and in flight are those not due or not run out.
+QUEUE_COUNTS = _PRELUDE + """
+local now = ARGV[2]
+local later = '(' .. now
+local named, queues = {}, {}
+for i = 3, #ARGV do
+  if not named[ARGV[i]] then named[ARGV[i]] = true; table.insert(queues, ARGV[i]) end
+end
+for _, q in ipairs(redis.call('SMEMBERS', QUEUES)) do
+  if not named[q] then table.insert(queues, q) end
+end
+local out = {}
+for _, q in ipairs(queues) do
+  local delayed = redis.call('ZCOUNT', dkey(q), later, '+inf')
+  local in_flight = redis.call('ZCOUNT', lkey(q), later, '+inf')
+  local ready = redis.call('ZCARD', rkey(q)) + redis.call('ZCOUNT', dkey(q), '-inf', now)
+    + redis.call('ZCOUNT', lkey(q), '-inf', now)
+  if named[q] or ready + delayed + in_flight > 0 then
+    table.insert(out, q)
+    table.insert(out, ready)
+    table.insert(out, delayed)
+    table.insert(out, in_flight)
+  end
+end
+return out
+"""
+
 # ARGV: prefix, queue. Returns how many messages were removed.
 PURGE = _PRELUDE + """
 local q = ARGV[2]
