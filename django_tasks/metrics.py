@@ -14,7 +14,9 @@ a few queries, whatever the number of result rows. The metrics:
 - ``django_tasks_tasks_total{task, state}``: runs that ended in ``state`` (a counter);
 - ``django_tasks_task_runtime_seconds{task}``: a histogram of runtimes (``_bucket``,
   ``_sum``, ``_count``; buckets doubling from 0.1 ms);
-- ``django_tasks_queue_depth{queue}``: messages waiting, as ``Broker.depths()`` counts them;
+- ``django_tasks_queue_depth{queue}``: messages in the queue, as ``Broker.queue_counts()``
+  counts them, and its parts ``django_tasks_queue_ready``, ``django_tasks_queue_delayed`` and
+  ``django_tasks_queue_in_flight`` (no sample where the broker cannot know: in flight on AMQP);
 - ``django_tasks_workers_online{kind}``: workers (and beats) whose heartbeat is recent;
 - ``django_tasks_worker_last_heartbeat_timestamp_seconds{hostname, kind}``.
 
@@ -57,11 +59,7 @@ class TasksCollector:
             yield from self._tasks(stats.totals(alias))
         seen = stats.workers(clock.now())
         queues = stats.queue_depths(seen)
-        depth = GaugeMetricFamily("django_tasks_queue_depth",
-                                  "Messages waiting in each queue", labels=["queue"])
-        for queue, n in queues["depths"].items():
-            depth.add_metric([queue], n)
-        yield depth
+        yield from self._queues(queues)
         online = GaugeMetricFamily("django_tasks_workers_online",
                                    "Workers and beats whose heartbeat is recent",
                                    labels=["kind"])
@@ -74,6 +72,24 @@ class TasksCollector:
         for w in seen:
             beat.add_metric([w["hostname"], w["kind"]], w["last_heartbeat"])
         yield beat
+
+    def _queues(self, queues: dict[str, Any]) -> Iterator[Any]:
+        """The depth of each queue and its parts; a part the broker cannot know (in flight
+        on AMQP) has no sample."""
+        depth = GaugeMetricFamily("django_tasks_queue_depth",
+                                  "Messages in each queue: ready, delayed and in flight "
+                                  "(as far as the broker knows)", labels=["queue"])
+        parts = {part: GaugeMetricFamily(f"django_tasks_queue_{part}", text, labels=["queue"])
+                 for part, text in (("ready", "Messages due and waiting for a worker"),
+                                    ("delayed", "Messages not due yet (countdown, eta, retry)"),
+                                    ("in_flight", "Messages held by workers now"))}
+        for queue, counts in queues["counts"].items():
+            depth.add_metric([queue], queues["depths"][queue])
+            for part, family in parts.items():
+                if counts[part] is not None:
+                    family.add_metric([queue], counts[part])
+        yield depth
+        yield from parts.values()
 
     def _tasks(self, rows: list[dict[str, Any]]) -> Iterator[Any]:
         total = CounterMetricFamily("django_tasks_tasks", "Task runs by final state",

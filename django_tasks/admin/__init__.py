@@ -18,15 +18,16 @@ The result list is built for tables of millions of rows: the count behind the pa
 stops at ``CappedCountPaginator.limit``, filters list their choices without scanning the
 table, search by task id uses the unique index, and the big text columns are not loaded
 for the list. The dashboard (``dashboard.py``) reads per-minute counters, never the result
-rows.
+rows; the queues page (``queues.py``) asks the broker for its counts in one call.
 """
 
 from .dashboard import DashboardAdmin
 from .outbox import OutboxMessageAdmin
 from .queue import QueuedMessageAdmin
+from .queues import QueuesAdmin
 from .results import TaskResultAdmin
 from .schedules import PeriodicTaskAdmin
 from .workers import WorkerStateAdmin
 
 __all__ = ["DashboardAdmin", "OutboxMessageAdmin", "PeriodicTaskAdmin", "QueuedMessageAdmin",
-           "TaskResultAdmin", "WorkerStateAdmin"]
+           "QueuesAdmin", "TaskResultAdmin", "WorkerStateAdmin"]

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -76,6 +77,35 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return LightChangeList
+
+
+class PageAdmin(admin.ModelAdmin):
+    """A page of its own in the admin (the dashboard, the queues), listed beside the others
+    through a proxy model. Active staff with the view (or change) permission on task results
+    see it, and superusers; nobody adds, changes or deletes anything through it."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        user = request.user
+        return bool(user.is_active and user.is_staff and (
+            user.has_perm("django_tasks.view_taskresult")
+            or user.has_perm("django_tasks.change_taskresult")))
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def check_viewer(self, request: HttpRequest) -> None:
+        """Refuse (403) a logged-in user who may not see this page."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
 
 
 def envelope_task_name(body: str) -> str:

@@ -9,41 +9,21 @@ on the counters, whatever the number of result rows.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from ..models import Dashboard
 from ..results import stats
+from .base import PageAdmin
 
 #: How often the page asks for new data, in seconds.
 REFRESH_SECONDS = 5
 
 
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        user = request.user
-        return bool(user.is_active and user.is_staff and (
-            user.has_perm("django_tasks.view_taskresult")
-            or user.has_perm("django_tasks.change_taskresult")))
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self.has_view_permission(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
+class DashboardAdmin(PageAdmin):
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
         return [
@@ -53,12 +33,8 @@ class DashboardAdmin(admin.ModelAdmin):
                  name="{}_{}_data".format(*info)),
         ]
 
-    def _check(self, request: HttpRequest) -> None:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
-        self._check(request)
+        self.check_viewer(request)
         window = request.GET.get("window", "hour")
         window = window if window in stats.WINDOWS else "hour"
         context = {
@@ -70,12 +46,13 @@ class DashboardAdmin(admin.ModelAdmin):
             "refresh_seconds": REFRESH_SECONDS,
             "data_url": reverse("admin:django_tasks_dashboard_data"),
             "results_url": reverse("admin:django_tasks_taskresult_changelist"),
+            "queues_url": reverse("admin:django_tasks_queues_changelist"),
             "initial": stats.snapshot(window),
         }
         return TemplateResponse(request, "admin/django_tasks/dashboard.html", context)
 
     def data_view(self, request: HttpRequest) -> JsonResponse:
-        self._check(request)
+        self.check_viewer(request)
         response = JsonResponse(stats.snapshot(request.GET.get("window", "hour")))
         response["Cache-Control"] = "no-store"
         return response

@@ -39,3 +39,14 @@ class QueuedMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue}: {self.task_id}"
+
+
+class Queues(QueuedMessage):
+    """The admin's queues page (``admin/queues.py``): ready, delayed and in-flight messages
+    per queue on whichever broker runs. A proxy, so that the admin lists it beside the other
+    pages of django_tasks; it needs the view permission on task results, not one of its own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "queues"
+        default_permissions = ()

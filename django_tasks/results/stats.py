@@ -19,8 +19,10 @@ from typing import Any
 
 from django.db.models import Max, Q, Sum
 
-from .. import clock, states
+from .. import clock, outbox, states
+from ..brokers.base import Broker, QueueCounts
 from ..conf import get_broker, get_result_store, task_settings
+from ..exceptions import BrokerUnreachable
 from ..models import TaskCounter, TaskResult, WorkerState
 from ..models.counters import BUCKET_FIELDS, HOUR, MINUTE
 from ..registry import registry
@@ -230,20 +232,59 @@ def workers(now: dt.datetime) -> list[dict[str, Any]]:
              "alive": row["last_heartbeat"] >= deadline} for row in rows]
 
 
-def queue_depths(workers_seen: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Messages waiting per queue, as the broker counts them (``Broker.depths``)."""
-    broker = get_broker()
+def queue_names(workers_seen: Sequence[dict[str, Any]]) -> set[str]:
+    """The default queue, the queues of registered tasks and those the workers consume."""
     queues = {str(task_settings.DEFAULT_QUEUE)}
     queues.update(str(registry.get(name).queue) for name in registry
                   if registry.get(name).queue)
     for row in workers_seen:
-        queues.update(q.strip() for q in str(row["queues"]).split(",") if q.strip())
+        queues.update(_consumed(row))
+    return queues
+
+
+def _consumed(worker: dict[str, Any]) -> list[str]:
+    return [q.strip() for q in str(worker["queues"]).split(",") if q.strip()]
+
+
+def queue_depths(workers_seen: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each queue's messages as the broker counts them (``Broker.queue_counts``): ready,
+    delayed and in flight (``None`` where the broker cannot know), the workers online that
+    consume it, and, on a broker that publishes through the outbox, the outbox rows not
+    published yet. ``depths`` is each queue's total (what is known of it).
+
+    The queues: those of ``queue_names`` and every other one the broker finds messages in.
+    One call to the broker, and one query on the outbox where there is one."""
+    broker = get_broker()
+    data: dict[str, Any] = {"broker": broker.describe(), "counts": {}, "depths": {},
+                            "outbox": _has_outbox(broker), "error": ""}
     try:
-        depths = broker.depths(None if broker.database_alias else sorted(queues))
+        counts = broker.queue_counts(sorted(queue_names(workers_seen)))
+        unsent = ({q: n for q, (n, _) in outbox.waiting(broker.home_alias).items() if n}
+                  if data["outbox"] else {})
     except Exception as exc:  # noqa: BLE001 - the rest of the page still shows
-        return {"broker": broker.describe(), "depths": {}, "error": type(exc).__name__}
-    shown = {queue: 0 for queue in queues} | {str(q): int(n) for q, n in depths.items()}
-    return {"broker": broker.describe(), "depths": dict(sorted(shown.items())), "error": ""}
+        # A broker's own "unreachable" error names its URL with the password hidden.
+        data["error"] = (f"{type(exc).__name__}: {exc}" if isinstance(exc, BrokerUnreachable)
+                         else type(exc).__name__)
+        return data
+    consumers: dict[str, int] = {}
+    for row in workers_seen:
+        if row["alive"] and row["kind"] == "worker":
+            for queue in set(_consumed(row)):
+                consumers[queue] = consumers.get(queue, 0) + 1
+    for queue in sorted(set(counts) | set(unsent)):
+        n = counts.get(queue, QueueCounts(0, 0, 0))
+        data["counts"][queue] = {
+            "ready": n.ready, "delayed": n.delayed, "in_flight": n.in_flight,
+            "outbox": unsent.get(queue, 0) if data["outbox"] else None,
+            "consumers": consumers.get(queue, 0)}
+        data["depths"][queue] = n.total
+    return data
+
+
+def _has_outbox(broker: Broker) -> bool:
+    """Whether messages published in a transaction wait in the outbox table first."""
+    caps = broker.capabilities
+    return caps.durable and not caps.transactional
 
 
 def snapshot(window: str = "hour", now: dt.datetime | None = None) -> dict[str, Any]:

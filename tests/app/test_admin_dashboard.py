@@ -101,6 +101,8 @@ def test_the_data_endpoint(admin_client: Client) -> None:
     assert hour["slowest"][0]["runtime"] == pytest.approx(1.0)
     assert hour["workers_online"] == 1 and hour["workers"][0]["alive"]
     assert "default" in hour["queues"]["depths"]
+    assert hour["queues"]["counts"]["default"] == {"ready": 0, "delayed": 0, "in_flight": 0,
+                                                   "outbox": None, "consumers": 1}
     day = data(admin_client, "day")
     assert day["totals"]["SUCCESS"] == 101
     add = next(row for row in day["tasks"] if row["task_name"] == "demo.add")

@@ -73,3 +73,29 @@ def test_a_clear_error_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
                        match=r'pip install "django-taskworker\[prometheus\]"'):
         importlib.import_module("django_tasks.metrics")
     monkeypatch.delitem(sys.modules, "django_tasks.metrics", raising=False)
+
+
+def test_queues_ready_delayed_and_in_flight(client: Client) -> None:
+    make_message("r-1", queue="mail")
+    make_message("d-1", queue="mail", delay=600)
+    make_message("l-1", queue="mail", delay=30, lease_owner="w1@host-1")
+    text = scrape(client)
+    assert 'django_tasks_queue_depth{queue="mail"} 3.0' in text
+    assert 'django_tasks_queue_ready{queue="mail"} 1.0' in text
+    assert 'django_tasks_queue_delayed{queue="mail"} 1.0' in text
+    assert 'django_tasks_queue_in_flight{queue="mail"} 1.0' in text
+    assert 'django_tasks_queue_in_flight{queue="default"} 0.0' in text
+
+
+def test_in_flight_has_no_sample_where_the_broker_cannot_know(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_tasks.brokers.base import QueueCounts
+    from django_tasks.conf import get_broker
+
+    monkeypatch.setattr(get_broker(), "queue_counts",
+                        lambda queues=(): {"default": QueueCounts(4, 2, None)})
+    text = scrape(client)
+    assert 'django_tasks_queue_depth{queue="default"} 6.0' in text
+    assert 'django_tasks_queue_ready{queue="default"} 4.0' in text
+    assert "# TYPE django_tasks_queue_in_flight gauge" in text
+    assert "django_tasks_queue_in_flight{" not in text

@@ -19,6 +19,9 @@
 
   function number(n) { return n === null || n === undefined ? "-" : Number(n).toLocaleString(); }
 
+  // A count the broker cannot know (in flight on RabbitMQ) is null.
+  function known(n) { return n === null || n === undefined ? "not known" : number(n); }
+
   function percent(rate) {
     return rate === null || rate === undefined ? "-" : (rate * 100).toFixed(rate < 0.1 ? 2 : 1) + " %";
   }
@@ -143,8 +146,12 @@
     });
     document.getElementById("td-broker").textContent = data.queues.broker +
       (data.queues.error ? " (cannot count: " + data.queues.error + ")" : "");
-    fill("td-queues", Object.keys(depths).map(function (q) { return [q, depths[q]]; }),
-         "No queue known.", function (r) { return [el("td", r[0]), num(number(r[1]))]; });
+    var counts = data.queues.counts || {};
+    fill("td-queues", Object.keys(counts).map(function (q) { return [q, counts[q]]; }),
+         "No queue known.", function (r) {
+           return [el("td", r[0]), num(number(r[1].ready)), num(known(r[1].delayed)),
+                   num(known(r[1].in_flight))];
+         });
     fill("td-workerlist", data.workers, "No worker has started yet.", function (w) {
       return [el("td", w.hostname), w.kind, w.pool, num(w.concurrency), el("td", w.queues, "td-wrap"),
               clockTime(w.last_heartbeat),
