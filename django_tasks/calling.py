@@ -136,6 +136,10 @@ class Calls(Generic[P, R]):
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise ``TypeError`` now if ``args``/``kwargs`` don't fit the function."""
+        if not kwargs:  # the common call: a count of positional arguments to compare
+            fewest, most = self._arity
+            if fewest <= len(args) <= most:
+                return
         try:
             if self.bind:
                 self._signature.bind(None, *args, **kwargs)
@@ -143,6 +147,16 @@ class Calls(Generic[P, R]):
                 self._signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}{self._signature}: {exc}") from None
+
+    @functools.cached_property
+    def _arity(self) -> tuple[int, int]:
+        """The fewest and most positional arguments a call may pass, when that alone decides
+        whether a call without keyword arguments fits; else ``(1, 0)`` (never fits: bind)."""
+        params = list(self._signature.parameters.values())[1 if self.bind else 0:]
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if any(p.kind not in positional for p in params):
+            return (1, 0)
+        return (sum(p.default is inspect.Parameter.empty for p in params), len(params))
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> _AsyncResult:
         """Queue the task with these arguments; shortcut for ``apply_async(args, kwargs)``."""

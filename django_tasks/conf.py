@@ -1,4 +1,5 @@
-"""Settings of django_tasks, read on every access so ``override_settings`` works.
+"""Settings of django_tasks, read once and again whenever the settings are overridden, so
+``override_settings`` works.
 
 Every setting has the ``TASKS_`` prefix and is declared once below, with its type and its
 default; ``DEFAULTS`` is derived from those declarations. The types say what the code
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 if TYPE_CHECKING:
     from .brokers.base import Broker
@@ -21,8 +23,25 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+#: Values read so far, by name without the prefix, and the settings object they were read
+#: from. Reading a setting Django does not have costs an exception each time, and some are
+#: read per message. ``override_settings`` (and pytest-django's ``settings``) puts another
+#: object in place, and sends ``setting_changed``: either empties it.
+_read: dict[str, Any] = {}
+_read_from: list[object] = [None]
+
+
+def _forget(*, setting: str, **_: Any) -> None:
+    if setting.startswith("TASKS_"):
+        _read.clear()
+
+
+setting_changed.connect(_forget, dispatch_uid="django_tasks.conf")
+
+
 class Setting(Generic[T]):
-    """One ``TASKS_*`` setting: read from Django's settings on each access, else the default."""
+    """One ``TASKS_*`` setting: read from Django's settings, else the default; kept until a
+    ``TASKS_*`` setting changes."""
 
     def __init__(self, default: T) -> None:
         self.default = default
@@ -39,11 +58,20 @@ class Setting(Generic[T]):
     def __get__(self, obj: object | None, objtype: type | None = None) -> T | Setting[T]:
         if obj is None:
             return self
-        return getattr(django_settings, f"TASKS_{self.name}", self.default)
+        wrapped = vars(django_settings).get("_wrapped")  # LazySettings' settings object
+        if wrapped is not _read_from[0]:
+            _read.clear()
+            _read_from[0] = wrapped
+        try:
+            return _read[self.name]
+        except KeyError:
+            value = _read[self.name] = getattr(django_settings, f"TASKS_{self.name}",
+                                               self.default)
+            return value
 
 
 class TaskSettings:
-    """Attribute access to ``TASKS_*`` settings with defaults; nothing is cached."""
+    """Attribute access to ``TASKS_*`` settings with defaults."""
 
     BROKER_URL = Setting[str]("django://")
     RESULT_BACKEND = Setting[str | None]("django://")

@@ -13,15 +13,15 @@ from typing import Any
 
 from . import serialization
 from .conf import task_settings
+from .registry import registry
 
 MASK = "********"
 
 
 def is_sensitive(task_name: str) -> bool:
     """Whether the arguments of ``task_name`` are masked."""
-    from .registry import registry
-
-    if task_name in registry and registry.get(task_name).sensitive:
+    task = registry.find(task_name)
+    if task is not None and task.sensitive:
         return True
     patterns = task_settings.SENSITIVE_TASKS
     return bool(patterns) and any(fnmatch.fnmatchcase(task_name, p) for p in patterns)

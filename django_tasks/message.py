@@ -18,6 +18,7 @@ from typing import Any
 
 from . import serialization
 from .exceptions import DecodeError
+from .masking import shown
 
 CONTENT_TYPE = "application/json"
 
@@ -57,8 +58,6 @@ class Message:
         return replace(self, **changes)
 
     def to_envelope(self) -> dict[str, Any]:
-        from .masking import shown
-
         shown_args, shown_kwargs = shown(self.task, self.args, self.kwargs)
         headers = {
             **self.headers,
@@ -183,8 +182,32 @@ _repr.maxlevel, _repr.maxstring, _repr.maxother = 4, 200, 200
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = 20
 
 
+def _plain(value: Any) -> bool:
+    """Whether ``repr(value)`` is what ``_repr`` makes of it: a short printable string (its
+    repr at most 198 characters), an int of at most 40 characters, a float, a bool or None."""
+    kind = type(value)
+    if kind is str:
+        return len(value) <= 98 and value.isprintable()
+    if kind is int:
+        return -10**39 < value < 10**39
+    return kind is float or kind is bool or value is None
+
+
+def _plain_key(value: Any) -> bool:
+    return type(value) is str and _plain(value)
+
+
 def _short_repr(value: Any, limit: int = 200) -> str:
     """A bounded repr (Celery's ``argsrepr``): safe for huge or deeply nested arguments."""
+    kind = type(value)
+    if kind is tuple or kind is list:  # the usual arguments: repr() itself, made faster
+        if len(value) <= _repr.maxtuple and all(map(_plain, value)):
+            text = repr(value)
+            return text if len(text) <= limit else text[: limit - 3] + "..."
+    elif kind is dict and len(value) <= _repr.maxdict and all(map(_plain_key, value)) \
+            and all(map(_plain, value.values())) and list(value) == sorted(value):
+        text = repr(value)  # _repr sorts the keys: only keys in order give the same text
+        return text if len(text) <= limit else text[: limit - 3] + "..."
     try:
         text = _repr.repr(value)
     except (ValueError, RecursionError):  # an int past the conversion limit, say

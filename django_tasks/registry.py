@@ -38,6 +38,10 @@ class TaskRegistry:
                 "installed app (or a module that file imports)."
             ) from None
 
+    def find(self, name: str) -> Task | None:
+        """The task called ``name``, or None when this process does not know it."""
+        return self._tasks.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
+from ..calling import build_message
 from ..conf import get_result_store, task_settings
+from ..registry import registry
+from ..result import AsyncResult
 
 if TYPE_CHECKING:
     from ..message import Message
@@ -109,8 +112,6 @@ class Signature(dict[str, Any]):  # Celery's Signature is a dict too
     @property
     def type(self) -> Any:
         """The task itself (Celery's name), looked up in the registry."""
-        from ..registry import registry
-
         return registry.get(self.task)
 
     # -- changing it ----------------------------------------------------------------------
@@ -155,8 +156,6 @@ class Signature(dict[str, Any]):  # Celery's Signature is a dict too
     def freeze(self, _id: str | None = None) -> Any:
         """Give the call its task id now (kept in ``options``); its result, before it is
         sent."""
-        from ..result import AsyncResult
-
         if _id is not None:
             self.options["task_id"] = _id
         self.options.setdefault("task_id", _new_id())
@@ -210,16 +209,19 @@ class Signature(dict[str, Any]):  # Celery's Signature is a dict too
                  store: ResultStore | None = None, **options: Any) -> list[Message]:
         """The messages that start this call with ``args`` put first; a chord writes its
         counter row through ``store`` too (in the caller's transaction)."""
-        from ..calling import build_message
-        from ..registry import registry
-
-        merged = {**self.options, **options}
+        merged = {**self["options"], **options}
         merged.pop("chord_size", None)
-        call_kwargs = self.kwargs if self.immutable else {**self.kwargs, **(kwargs or {})}
-        call_args = self._args(args)
-        if self.task in registry:
-            return [registry.get(self.task)._message(call_args, call_kwargs, **merged)]
-        return [build_message(self.task, call_args, call_kwargs, **merged)]
+        own_args, own_kwargs = self["args"], self["kwargs"]
+        if self.get("immutable"):
+            call_args, call_kwargs = tuple(own_args), dict(own_kwargs)
+        else:
+            call_args = (*args, *own_args)
+            call_kwargs = {**own_kwargs, **kwargs} if kwargs else dict(own_kwargs)
+        name = self["task"]
+        task = registry.find(name)
+        if task is not None:
+            return [task._message(call_args, call_kwargs, **merged)]
+        return [build_message(name, call_args, call_kwargs, **merged)]
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args]

@@ -255,3 +255,19 @@ def test_argsrepr_is_bounded_for_huge_and_deep_arguments() -> None:
         inner = inner[0]
     headers = Message(id="a", task="t", args=(deep, "x" * 10_000)).to_envelope()["headers"]
     assert len(headers["argsrepr"]) <= 200
+
+
+@pytest.mark.parametrize("value", [
+    (1, 2), (), [1.5, None, True], ("é" * 98,), ("x" * 99,), ("'\"\\" * 33,),
+    ("\x00" * 50,), ("\u2028",), (10**39 - 1, -(10**39) + 1), (10**39,), tuple(range(25)),
+    {"a": 1, "b": "x"}, {"b": 1, "a": 2}, {}, {1: 2}, {"a": [1]}, (["q"], {"k": 1}),
+    {"a" * 98: "b" * 98, "c": 1}, (float("nan"), 1e300),
+])
+def test_argsrepr_of_plain_arguments_is_what_reprlib_gives(value: Any) -> None:
+    """Plain arguments take a shortcut (``repr()`` itself); the text is the same as the
+    bounded repr's, truncation included."""
+    from django_tasks.message import _repr, _short_repr
+
+    expected = _repr.repr(value)
+    expected = expected if len(expected) <= 200 else expected[:197] + "..."
+    assert _short_repr(value) == expected

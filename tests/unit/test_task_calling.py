@@ -131,6 +131,30 @@ def test_delay_with_wrong_arguments_publishes_nothing(add: Task[Any, Any]) -> No
     assert get_broker().depths() == {}
 
 
+def test_positional_calls_are_counted_against_the_signature() -> None:
+    """A call without keyword arguments is checked by counting (the fast way) exactly where
+    binding would accept it; *args, keyword-only parameters and bound tasks too."""
+    from django_tasks.task import Task
+
+    def plain(a: int, b: int, c: int = 0) -> None: ...
+    def star(a: int, *rest: int) -> None: ...
+    def keyword_only(a: int, *, b: int) -> None: ...
+    def bound(self: Any, a: int, b: int = 0) -> None: ...
+
+    cases = [(plain, False), (star, False), (keyword_only, False), (bound, True)]
+    for fn, bind in cases:
+        task: Task[Any, Any] = Task(fn, name=f"unit.calling.arity.{fn.__name__}", bind=bind)
+        for count in range(5):
+            args = tuple(range(count))
+            try:
+                task._signature.bind(*((None,) if bind else ()), *args)
+            except TypeError:
+                with pytest.raises(TypeError, match=fn.__name__):
+                    task.check_arguments(args, {})
+            else:
+                task.check_arguments(args, {})
+
+
 def test_delay_with_unserializable_arguments_publishes_nothing(add: Task[Any, Any]) -> None:
     with pytest.raises(TypeError) as info:
         add.delay(object())
