@@ -29,19 +29,16 @@ def publish(message: Message) -> AsyncResult:
     return AsyncResult(message.id, message.task)
 
 
-#: Messages written in one statement (PostgreSQL allows 65,535 parameters in one).
-CHUNK = 1000
-
-
 def publish_chunked(messages: Sequence[Message]) -> None:
-    """Publish any number of messages in chunks of ``CHUNK``; on the database broker in one
-    transaction (all or none)."""
+    """Publish any number of messages in chunks (``Broker.publish_batch()``); on the
+    database broker in one transaction (all or none)."""
     broker = get_broker()
     alias = broker.database_alias
     with transaction.atomic(using=alias) if broker.capabilities.transactional and alias \
             else nullcontext():
-        for start in range(0, len(messages), CHUNK):
-            publish_many(messages[start:start + CHUNK])
+        size = broker.publish_batch()
+        for start in range(0, len(messages), size):
+            publish_many(messages[start:start + size])
 
 
 def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> None:

@@ -126,6 +126,10 @@ class Broker(abc.ABC):
         publishes again: the worker acks a copy whose task already finished, unrun."""
         self.publish([message for _, message in keyed])
 
+    def publish_batch(self) -> int:
+        """How many messages ``publish_chunked`` hands over at once."""
+        return 1000
+
     def publish_with_pending(self, messages: Sequence[Message]) -> bool:
         """Publish and write the messages' PENDING result rows in one statement, where the
         broker can and the results live beside it; False where the caller must write them

@@ -27,6 +27,8 @@ from . import filewatch
 from .base import Broker, Capabilities, Delivery, QueueCounts, new_token
 
 _CHUNK = 500
+#: From this many messages on, PostgreSQL is given them by ``COPY``.
+_COPY_FROM = 100
 _files = filewatch.FileWatch()
 # One delivery fewer, never below zero (unsigned on MySQL: no subtraction from 0 at all).
 _UNCOUNT = Case(When(deliveries__gt=0, then=F("deliveries") - 1), default=Value(0))
@@ -73,16 +75,24 @@ class DatabaseBroker(Broker):
         if any(m.eta is None or m.eta <= now for m in messages):
             notify.notify(connections[self.alias], notify.QUEUE_CHANNEL)
 
-    def publish_with_pending(self, messages: Sequence[Message]) -> bool:
-        """Write PENDING result rows and queue rows in one statement, where that is possible.
+    def publish_batch(self) -> int:
+        """On PostgreSQL, any number: a batch is copied in (``publish_with_pending``)."""
+        return 10_000 if connections[self.alias].vendor == "postgresql" else 1000
 
-        On PostgreSQL a data-modifying CTE inserts both in one round trip, atomic by itself,
-        instead of BEGIN, two INSERTs and COMMIT. Returns False where the caller must write
-        them separately.
+    def publish_with_pending(self, messages: Sequence[Message]) -> bool:
+        """Write PENDING result rows and queue rows together, where that is possible.
+
+        On PostgreSQL a few messages go in one statement, a data-modifying CTE that inserts
+        both in one round trip, atomic by itself, instead of BEGIN, two INSERTs and COMMIT;
+        a batch is copied in (``COPY``), both tables in one transaction. Returns False where
+        the caller must write them separately.
         """
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not messages:
             return False
+        if len(messages) >= _COPY_FROM:
+            self._copy_with_pending(connection, messages)
+            return True
         from ..results.database import pending_insert_json
 
         now = _now()
@@ -93,7 +103,7 @@ class DatabaseBroker(Broker):
             f"INSERT INTO {connection.ops.quote_name(QueuedMessage._meta.db_table)} (queue, "
             "priority, task_id, body, visible_at, deliveries, runs, created_at) SELECT "
             "r->>0, (r->>1)::smallint, r->>2, r->>3, COALESCE((r->>4)::timestamptz, %s), "
-            "0, 0, %s FROM json_array_elements(%s::json) AS r")
+            "0, 0, %s FROM jsonb_array_elements(%s::jsonb) AS r")
         sql = f"WITH pending AS ({insert_pending}) "
         params += [now, now, json.dumps(
             [(m.queue, m.priority, m.id, m.encode(), m.eta.isoformat() if m.eta else None)
@@ -107,6 +117,24 @@ class DatabaseBroker(Broker):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
         return True
+
+    def _copy_with_pending(self, connection: Any, messages: Sequence[Message]) -> None:
+        """PostgreSQL: ``COPY`` the PENDING rows and the queue rows (in about half the time
+        of the statement above for 10,000 messages), then wake idle consumers; all in one
+        transaction."""
+        from ..results.database import copy_pending
+
+        now = _now()
+        table = connection.ops.quote_name(QueuedMessage._meta.db_table)
+        with transaction.atomic(using=self.alias), connection.cursor() as cursor:
+            copy_pending(cursor, messages, now)
+            with cursor.copy(f"COPY {table} (queue, priority, task_id, body, visible_at, "
+                             "deliveries, runs, created_at) FROM STDIN") as copy:
+                for m in messages:
+                    copy.write_row((m.queue, m.priority, m.id, m.encode(), m.eta or now,
+                                    0, 0, now))
+        if any(m.eta is None for m in messages):
+            notify.notify(connection, notify.QUEUE_CHANNEL)
 
     # -- claiming ------------------------------------------------------------------------
 

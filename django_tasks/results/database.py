@@ -266,8 +266,21 @@ def pending_insert_json(connection: Any,
            "task_name, state, args, kwargs, queue, priority, worker, attempts, retries, "
            "created_at, root_id, parent_id, group_id) SELECT r->>0, r->>1, 'PENDING', "
            "r->>2, r->>3, r->>4, (r->>5)::smallint, '', 0, 0, %s, r->>6, r->>7, r->>8 "
-           "FROM json_array_elements(%s::json) AS r")
+           "FROM jsonb_array_elements(%s::jsonb) AS r")
     return sql, [_now(), json.dumps(rows)]
+
+
+def copy_pending(cursor: Any, messages: Sequence[Message], now: dt.datetime) -> None:
+    """PostgreSQL: ``COPY`` the PENDING result rows of ``messages`` in through ``cursor``
+    (the database broker copies its queue rows beside them, in the same transaction)."""
+    table = cursor.db.ops.quote_name(TaskResult._meta.db_table)
+    with cursor.copy(f"COPY {table} (task_id, task_name, state, args, kwargs, queue, "
+                     "priority, worker, attempts, retries, created_at, root_id, parent_id, "
+                     "group_id) FROM STDIN") as copy:
+        for m in messages:
+            args, kwargs = masking.stored(m.task, m.args, m.kwargs)
+            copy.write_row((m.id, m.task, states.PENDING, args, kwargs, m.queue, m.priority,
+                            "", 0, 0, now, m.root_id or m.id, m.parent_id, m.group))
 
 
 def pending_insert(connection: Any, messages: Sequence[Message]) -> tuple[str, list[Any]]:

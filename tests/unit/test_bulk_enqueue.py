@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,6 @@ from django_tasks import shared_task
 from django_tasks.conf import get_broker, reset_cache
 from django_tasks.message import Message
 from django_tasks.models import QueuedMessage, TaskResult
-from django_tasks.publishing import CHUNK
 
 
 @shared_task(name="unit.bulk.add")
@@ -51,7 +51,7 @@ def test_apply_many_takes_kwargs_and_shared_options(database_tasks: None) -> Non
 
 
 def test_more_than_a_chunk_is_written_in_several_statements(database_tasks: None) -> None:
-    count = CHUNK * 2 + 17
+    count = min(get_broker().publish_batch(), 1000) * 2 + 17
     results = add.delay_many((i, i) for i in range(count))
     assert len({r.id for r in results}) == count
     assert QueuedMessage.objects.count() == count == TaskResult.objects.count()
@@ -108,3 +108,46 @@ def test_without_pending_rows_the_worker_writes_them_as_it_takes_the_batch(
         consumer.process(get_broker().fetch(["default"], "t/1", 8, 30))
     assert seen == [True, True, True]
     assert {r.state for r in results} == {"SUCCESS"}
+
+
+
+def test_postgresql_copies_a_batch_in_with_the_rows_a_statement_writes(
+        database_tasks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From ``_COPY_FROM`` messages on, PostgreSQL is given the rows by COPY: the same rows,
+    field for field, as the one-statement insert of a few writes."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY is PostgreSQL's; elsewhere the batch is INSERTed")
+    from django_tasks.brokers import database as database_broker
+    from django_tasks.calling import build_message
+
+    eta = dt.datetime(2031, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+    def messages(tag: str) -> list[Message]:
+        return [build_message("unit.bulk.add", (i,), {"y": "é\t\\n"}, task_id=f"{tag}-{i}",
+                              queue="bulk", priority=i % 10, group_id="g-1",
+                              parent_id="p-1", root_id="r-1", eta=eta if i % 3 else None)
+                for i in range(150)]
+
+    def written(tag: str) -> list[tuple[Any, ...]]:
+        queued = {task_id: rest for task_id, *rest in QueuedMessage.objects.values_list(
+            "task_id", "queue", "priority", "body", "deliveries", "runs", "lease_owner",
+            "visible_at")}
+        rows = TaskResult.objects.order_by("id").values_list(
+            "task_id", "task_name", "state", "args", "kwargs", "queue", "priority", "worker",
+            "root_id", "parent_id", "group_id", "attempts", "retries", "date_done")
+        return [(task_id.removeprefix(f"{tag}-"), *rest, *queued[task_id][:2],
+                 queued[task_id][2].replace(f'"{tag}-', '"'), *queued[task_id][3:-1],
+                 queued[task_id][-1] == eta)
+                for task_id, *rest in rows if task_id.startswith(f"{tag}-")]
+
+    broker = get_broker()
+    monkeypatch.setattr(database_broker, "_COPY_FROM", 1000)
+    assert broker.publish_with_pending(messages("insert"))
+    by_statement = written("insert")
+    monkeypatch.setattr(database_broker, "_COPY_FROM", 100)
+    assert broker.publish_with_pending(messages("copy"))
+    assert written("copy") == by_statement
+    assert len(by_statement) == 150 and sum(row[-1] for row in by_statement) == 100
+    assert by_statement[1][4] == '{"y":"é\\t\\\\n"}'
