@@ -72,6 +72,10 @@ class Settlement:
     #: limit's slot): handed back uncounted with ``Broker.defer``, not requeued as a new
     #: attempt. A time, not a delay: the settlement may be written a while after it is made.
     defer_until: float | None = None
+    #: Its outcome, count and follow-ups are committed; only the ack is left (a broker
+    #: outside the database that did not take the ack: written again, they would count
+    #: the run twice on the dashboard).
+    recorded: bool = False
 
 
 def shared_alias(broker: Broker, store: ResultStore | None) -> str | None:
@@ -210,12 +214,13 @@ class Settler:
         # a worker that dies before the commit sends nothing; after it, the message is final
         # and is acked without running again, so nothing is sent twice.
         store_alias = self.store.database_alias if self.store is not None else None
+        fresh = [s for s in (*early, *live) if not s.recorded]
         with transaction.atomic(using=store_alias) if store_alias else nullcontext():
-            self._store([*early, *live])
-            self._follow_up([*early, *live])
-            self._count([*early, *live])
-        for s in (*early, *live):  # committed: trying the ack again must not send them again
-            s.follow_up, s.on_settle = (), ()
+            self._store(fresh)
+            self._follow_up(fresh)
+            self._count(fresh)
+        for s in fresh:  # committed: trying the ack again must not write them again
+            s.recorded = True
         alias = self.broker.database_alias
         scope = transaction.atomic(using=alias) \
             if self.broker.capabilities.transactional and alias else nullcontext()

@@ -312,3 +312,41 @@ def test_a_signal_receiver_that_raises_does_not_break_the_task(
         signals.task_success.disconnect(broken)
     assert result(task_id) == "fine"
     assert "receiver bug" in caplog.text
+
+
+def test_an_ack_tried_again_does_not_record_or_count_the_run_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker outside the database (Redis, RabbitMQ) that does not take the ack: the
+    outcome, the dashboard's count and the follow-ups are committed already, and writing
+    the settlement again acks it without writing them a second time."""
+    ids = [send(i) for i in range(3)]
+    broker, store = get_broker(), get_result_store()
+    assert store is not None
+    counted: list[str] = []
+    stored: list[str] = []
+    real_count, real_store, real_ack = store.count_outcomes, store.store_outcomes, broker.ack
+    monkeypatch.setattr(store, "count_outcomes",
+                        lambda outcomes: (counted.extend(o.task_id for o in outcomes),
+                                          real_count(outcomes))[1])
+    monkeypatch.setattr(store, "store_outcomes",
+                        lambda outcomes: (stored.extend(o.task_id for o in outcomes),
+                                          real_store(outcomes))[1])
+    broker_down = [True]
+
+    def ack(deliveries: Any) -> Any:
+        if broker_down[0]:
+            raise ConnectionError("Connection refused")
+        return real_ack(deliveries)
+
+    monkeypatch.setattr(broker, "ack", ack)
+    monkeypatch.setattr(settle_module, "answers", lambda *_: not broker_down[0])
+    monkeypatch.setattr(consumer_module, "answers", lambda *_: not broker_down[0])
+    c = consumer()
+    drain(c)
+    assert sorted(counted) == sorted(stored) == sorted(ids)  # committed before the ack
+    assert c.settler.waiting and len(c.settler.backlog) == 3
+    broker_down[0] = False
+    assert c.settler.retry() is True
+    assert sorted(counted) == sorted(stored) == sorted(ids), "written twice"
+    assert broker.depths(["default"]) == {"default": 0}
+    assert [result(i) for i in ids] == [0, 1, 2] and runs == [0, 1, 2]
