@@ -29,6 +29,9 @@ T = TypeVar("T")
 #: object in place, and sends ``setting_changed``: either empties it.
 _read: dict[str, Any] = {}
 _read_from: list[object] = [None]
+# LazySettings' own attributes; ``_wrapped`` is the settings object in use (read here, not
+# through the attribute, which Django's LazyObject looks up in Python code).
+_lazy = object.__getattribute__(django_settings, "__dict__")
 
 
 def _forget(*, setting: str, **_: Any) -> None:
@@ -58,7 +61,7 @@ class Setting(Generic[T]):
     def __get__(self, obj: object | None, objtype: type | None = None) -> T | Setting[T]:
         if obj is None:
             return self
-        wrapped = vars(django_settings).get("_wrapped")  # LazySettings' settings object
+        wrapped = _lazy.get("_wrapped")
         if wrapped is not _read_from[0]:
             _read.clear()
             _read_from[0] = wrapped

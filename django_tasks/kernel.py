@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import states
+from . import serialization, states
 from .calling import utcnow
 from .exceptions import ColdShutdown, EncodeError, Retry, TaskTerminated
 from .request import Request
@@ -215,13 +215,16 @@ class Kernel:
             else:
                 with guard:  # inside the try: a limit that fires is a FAILURE
                     value = task._invoke(run.request, run.loop_limits)
-            try:
-                from . import serialization
-
-                outcome.result = serialization.loads(
-                    serialization.dumps(value, f"return value of {task.name}"))
-            except EncodeError as exc:
-                raise exc from None
+            # The value as a reader will see it (a tuple comes back a list); None, a bool or
+            # a 64-bit int comes back as it is.
+            if not (value is None or value is True or value is False
+                    or (type(value) is int and -2**63 <= value < 2**63)):
+                try:
+                    value = serialization.loads(
+                        serialization.dumps(value, f"return value of {task.name}"))
+                except EncodeError as exc:
+                    raise exc from None
+            outcome.result = value
         except Retry as retry:
             outcome.state = states.RETRY
             run.retry_in = retry.when or 0.0

@@ -133,9 +133,6 @@ class Message:
                 and isinstance(body[0], list) and isinstance(body[1], dict)):
             raise DecodeError(f"message {task_id} body is not [args, kwargs, embed]")
         embed = body[2] if isinstance(body[2], dict) else {}
-        known = {"lang", "task", "id", "shadow", "eta", "expires", "group", "group_index",
-                 "retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr",
-                 "origin", "ignore_result"}
         delivery = properties.get("delivery_info") or {}
         if not isinstance(delivery, dict):
             raise DecodeError(f"message {task_id} 'delivery_info' is not an object")
@@ -158,7 +155,7 @@ class Message:
                 group=_optional_id(headers.get("group"), "group"),
                 ignore_result=bool(headers.get("ignore_result")),
                 timelimit=_parse_timelimit(headers.get("timelimit")),
-                headers={k: v for k, v in headers.items() if k not in known},
+                headers={k: v for k, v in headers.items() if k not in _KNOWN_HEADERS},
                 callbacks=tuple(embed.get("callbacks") or ()),
                 errbacks=tuple(embed.get("errbacks") or ()),
                 chain=tuple(embed.get("chain") or ()),
@@ -166,6 +163,12 @@ class Message:
             )
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"message {task_id} has a malformed header: {exc}") from exc
+
+
+#: The headers a :class:`Message` has fields for; the others are kept in ``headers``.
+_KNOWN_HEADERS = frozenset({
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result"})
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
@@ -244,6 +247,8 @@ def name_error(value: Any, what: str) -> str:
     string without control characters (a NUL cannot be stored by PostgreSQL at all)."""
     if not isinstance(value, str) or not value:
         return f"{what} must be a non-empty string, not {printable(repr(value))}"
+    if len(value) <= MAX_NAME and value.isascii() and value.isprintable():
+        return ""  # the usual name: printable ASCII holds no control character
     if len(value) > MAX_NAME:
         return f"{what} is {len(value)} characters long; at most {MAX_NAME} are allowed"
     if found := _CONTROL.search(value):
@@ -255,7 +260,7 @@ def name_error(value: Any, what: str) -> str:
 def printable(value: str, limit: int = 300) -> str:
     """``value`` with control characters escaped, for logs: a NUL or an ANSI escape in a
     task name must not reach a log file raw."""
-    if _CONTROL.search(value):
+    if not (value.isascii() and value.isprintable()) and _CONTROL.search(value):
         value = "".join(repr(c)[1:-1] if _CONTROL.match(c) else c for c in value)
     return value if len(value) <= limit else value[: limit - 3] + "..."
 

@@ -187,8 +187,9 @@ class Logging(Hook):
         assert outcome is not None
         runtime = time.monotonic() - run.began
         if outcome.state == states.SUCCESS:
-            logger.info("Task %s succeeded in %.6fs: %s", run.label, runtime,
-                        _repr.repr(outcome.result))
+            if logger.isEnabledFor(logging.INFO):  # the repr costs, and is often not wanted
+                logger.info("Task %s succeeded in %.6fs: %s", run.label, runtime,
+                            _repr.repr(outcome.result))
         elif outcome.state == states.RETRY:
             reason = (outcome.traceback or "").strip().splitlines()
             logger.info("Task %s retry: retry in %.3gs: %s", run.label, run.retry_in,

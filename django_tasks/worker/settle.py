@@ -205,8 +205,11 @@ class Settler:
                 self._count(kept)
             return
         early = [s for s in batch if s.acked]
-        current = {d.tag for d in self.broker.confirm(
-            [s.delivery for s in batch if not s.acked], self.lease)}
+        unacked = [s.delivery for s in batch if not s.acked]
+        if self.store is None and not any(s.follow_up or s.on_settle for s in batch):
+            current = {d.tag for d in unacked}  # nothing is written first: the ack fences
+        else:
+            current = {d.tag for d in self.broker.confirm(unacked, self.lease)}
         live = [s for s in batch if not s.acked and s.delivery.tag in current]
         self.refused([s for s in batch if not s.acked and s.delivery.tag not in current])
         # The outcomes, a chord's count and the follow-ups commit together (follow-ups for a

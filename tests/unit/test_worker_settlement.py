@@ -350,3 +350,35 @@ def test_an_ack_tried_again_does_not_record_or_count_the_run_again(
     assert sorted(counted) == sorted(stored) == sorted(ids), "written twice"
     assert broker.depths(["default"]) == {"default": 0}
     assert [result(i) for i in ids] == [0, 1, 2] and runs == [0, 1, 2]
+
+
+def test_without_a_result_store_the_ack_alone_fences_the_lease(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """With nothing to write before the ack (no result store, no follow-ups), the leases
+    are not confirmed first: the ack names each lease, and refuses one that moved on."""
+    from django.test import override_settings
+
+    from django_tasks.brokers import memory
+    from django_tasks.conf import reset_cache
+
+    with override_settings(TASKS_RESULT_BACKEND=None):
+        reset_cache()
+        broker = get_broker()
+        confirms: list[int] = []
+        real_confirm = broker.confirm
+        monkeypatch.setattr(broker, "confirm", lambda deliveries, lease: (
+            confirms.append(len(deliveries)), real_confirm(deliveries, lease))[1])
+        for value in ("a", "b"):
+            broker.publish([build_message("unit.settle.echo", (value,), {})])
+        mine = consumer()
+        held = broker.fetch(["default"], mine.owner, 16, 30)
+        # The first message's lease lapses and another worker claims it meanwhile.
+        broker._rows[held[0].tag].visible_at = memory._now()  # type: ignore[attr-defined]
+        [taken] = broker.fetch(["default"], "other/1", 16, 30)
+        assert taken.tag == held[0].tag
+        mine.process(held)
+        assert confirms == [] and runs == ["a", "b"]
+        assert "lease on it is no longer current" in caplog.text
+        broker.ack([taken])
+        assert broker.depths(["default"]) == {"default": 0}
+    reset_cache()
