@@ -39,4 +39,5 @@ def shown(task_name: str, args: Sequence[Any],
 def stored(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
     """``args`` and ``kwargs`` as JSON text for a result row, masked where they must be."""
     shown_args, shown_kwargs = shown(task_name, args, kwargs)
-    return serialization.dumps(list(shown_args)), serialization.dumps(dict(shown_kwargs))
+    return (serialization.dumps(list(shown_args)) if shown_args else "[]",
+            serialization.dumps(dict(shown_kwargs)) if shown_kwargs else "{}")
