@@ -111,35 +111,45 @@ def test_the_data_endpoint(admin_client: Client) -> None:
     assert data(admin_client, "nonsense")["window"] == "hour"
 
 
-def test_anonymous_users_are_sent_to_the_login(client: Client) -> None:
-    for url in (DASHBOARD, DATA):
+#: The admin's own pages (``PageAdmin``), each with the URLs it answers: one permission rule.
+PAGES = {"dashboard": (DASHBOARD, DATA),
+         "queues": (reverse("admin:django_tasks_queues_changelist"),)}
+pages = pytest.mark.parametrize("urls", PAGES.values(), ids=PAGES.keys())
+
+
+@pages
+def test_anonymous_users_are_sent_to_the_login(client: Client, urls: tuple[str, ...]) -> None:
+    for url in urls:
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith(reverse("admin:login"))
 
 
-def test_staff_without_the_view_permission_on_results_are_refused() -> None:
-    client = staff("clerk", "view_workerstate")
-    assert client.get(DASHBOARD).status_code == 403
-    assert client.get(DATA).status_code == 403
+@pages
+def test_staff_without_the_view_permission_on_results_are_refused(urls: tuple[str, ...]) -> None:
+    client = staff("clerk", "view_workerstate", "view_queuedmessage")
+    for url in urls:
+        assert client.get(url).status_code == 403
     index = client.get(reverse("admin:index")).content.decode()
-    assert DASHBOARD not in index
+    assert urls[0] not in index
 
 
-def test_staff_with_the_view_permission_on_results_see_it() -> None:
+@pages
+def test_staff_with_the_view_permission_on_results_see_it(urls: tuple[str, ...]) -> None:
     client = staff("operator", "view_taskresult")
-    assert client.get(DASHBOARD).status_code == 200
-    assert client.get(DATA).status_code == 200
-    assert DASHBOARD in client.get(reverse("admin:index")).content.decode()
+    for url in urls:
+        assert client.get(url).status_code == 200
+    assert urls[0] in client.get(reverse("admin:index")).content.decode()
 
 
-def test_non_staff_users_are_refused_even_with_the_permission() -> None:
+@pages
+def test_non_staff_users_are_refused_even_with_the_permission(urls: tuple[str, ...]) -> None:
     user = User.objects.create_user("customer", password="pw")
     user.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
     client = Client()
     client.force_login(user)
-    assert client.get(DASHBOARD).status_code == 302
-    assert client.get(DATA).status_code == 302
+    for url in urls:
+        assert client.get(url).status_code == 302
 
 
 def _fill(results: int) -> None:

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
@@ -113,39 +112,7 @@ def test_the_queries_do_not_grow_with_the_messages(admin_client: Client) -> None
     assert rows(text)["q0"]["ready"] != "0"
 
 
-def test_anonymous_users_are_sent_to_the_login(client: Client) -> None:
-    response = client.get(QUEUES)
-    assert response.status_code == 302
-    assert response["Location"].startswith(reverse("admin:login"))
-
-
-def staff(username: str, *perms: str) -> Client:
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def test_staff_without_the_view_permission_on_results_are_refused() -> None:
-    client = staff("clerk", "view_workerstate", "view_queuedmessage")
-    assert client.get(QUEUES).status_code == 403
-    assert QUEUES not in client.get(reverse("admin:index")).content.decode()
-
-
-def test_staff_with_the_view_permission_on_results_see_it() -> None:
-    client = staff("operator", "view_taskresult")
-    assert client.get(QUEUES).status_code == 200
-    assert QUEUES in client.get(reverse("admin:index")).content.decode()
-
-
-def test_non_staff_users_are_refused_even_with_the_permission() -> None:
-    user = User.objects.create_user("customer", password="pw")
-    user.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
-    client = Client()
-    client.force_login(user)
-    assert client.get(QUEUES).status_code == 302
+# Who may see the page: tests/app/test_admin_dashboard.py (the same checks for both pages).
 
 
 def test_the_broker_password_is_masked(admin_client: Client, broker_url: object) -> None:

@@ -12,8 +12,13 @@ from django.test import override_settings
 from django_tasks.brokers import database as database_broker
 from django_tasks.brokers import memory as memory_broker
 from django_tasks.brokers import redis as redis_broker
+from django_tasks.brokers.base import Broker
+from django_tasks.brokers.database import DatabaseBroker
+from django_tasks.brokers.memory import MemoryBroker
+from django_tasks.brokers.redis import RedisBroker
 from django_tasks.registry import registry
 from django_tasks.task import Task, shared_task
+from tests.conftest import require_service
 
 
 @pytest.fixture
@@ -76,3 +81,34 @@ def nested_list(levels: int) -> list[Any]:
         inner.append([])
         inner = inner[0]
     return outer
+
+
+#: A database of the local Redis that the unit tests have to themselves; flushed before each
+#: test that uses it.
+REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
+
+
+def flushed_redis(url: str = REDIS_TEST_URL) -> Iterator[RedisBroker]:
+    """A Redis broker on a flushed test database (skipped where no Redis runs; a failure
+    under CI=true)."""
+    require_service("Redis", "127.0.0.1", 6379)
+    broker = RedisBroker(url)
+    broker._client.flushdb()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+# The marker, not getfixturevalue("db"): pytest-django sets up test databases only for
+# tests that ask for them where it can see it before the session starts.
+@pytest.fixture(params=["memory", pytest.param("database", marks=pytest.mark.django_db),
+                        "redis"])
+def any_broker(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Broker]:
+    """Each broker in turn, for tests of the contract every broker keeps."""
+    if request.param == "database":
+        yield DatabaseBroker("django://")
+    elif request.param == "redis":
+        yield from flushed_redis()
+    else:
+        yield MemoryBroker("memory://")

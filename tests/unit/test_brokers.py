@@ -4,49 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator, Sequence
-
-import pytest
+from collections.abc import Sequence
 
 from django_tasks.brokers.base import Broker, Delivery
-from django_tasks.brokers.database import DatabaseBroker
 from django_tasks.brokers.memory import MemoryBroker
-from django_tasks.brokers.redis import RedisBroker
 from django_tasks.message import Message
-from tests.conftest import require_service
 
 from .conftest import Clock
 
 LEASE = 30.0
-#: A database of the local Redis that nothing else uses; flushed before each test.
-REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
 _ids = itertools.count(1)
-
-
-# The marker, not getfixturevalue("db"): pytest-django sets up test databases only for
-# tests that ask for them where it can see it before the session starts.
-@pytest.fixture(params=["memory", pytest.param("database", marks=pytest.mark.django_db),
-                        "redis"])
-def any_broker(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Broker]:
-    if request.param == "database":
-        yield DatabaseBroker("django://")
-    elif request.param == "redis":
-        yield from redis_broker()
-    else:
-        yield MemoryBroker("memory://")
-
-
-def redis_broker(url: str = REDIS_TEST_URL) -> Iterator[RedisBroker]:
-    """A Redis broker on a flushed test database (skipped where no Redis runs)."""
-    require_service("Redis", "127.0.0.1", 6379)
-    broker = RedisBroker(url)
-    broker._client.flushdb()
-    try:
-        yield broker
-    finally:
-        broker.close()
-
-
 def publish(broker: Broker, queue: str = "default", priority: int = 0,
             eta: dt.datetime | None = None) -> str:
     message = Message(id=f"m{next(_ids)}", task="unit.brokers.t", args=(1,), queue=queue,

@@ -21,28 +21,16 @@ from django_tasks import outbox
 from django_tasks.brokers.amqp import AmqpBroker
 from django_tasks.brokers.base import Broker, QueueCounts
 from django_tasks.brokers.database import DatabaseBroker
-from django_tasks.brokers.memory import MemoryBroker
 from django_tasks.brokers.redis import RedisBroker
 from django_tasks.message import Message
 
 from . import test_amqp_broker as amqp
+from .conftest import REDIS_TEST_URL as REDIS_URL
 from .conftest import Clock
-from .test_brokers import LEASE, fetch, publish, redis_broker
+from .conftest import flushed_redis as redis_broker
+from .test_brokers import LEASE, fetch, publish
 
-#: A Redis database of its own (test_brokers.py flushes 13), flushed before each test.
-REDIS_URL = "redis://127.0.0.1:6379/11"
 HOUR = dt.timedelta(hours=1)
-
-
-@pytest.fixture(params=["memory", pytest.param("database", marks=pytest.mark.django_db),
-                        "redis"])
-def any_broker(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Broker]:
-    if request.param == "database":
-        yield DatabaseBroker("django://")
-    elif request.param == "redis":
-        yield from redis_broker(REDIS_URL)
-    else:
-        yield MemoryBroker("memory://")
 
 
 def test_nothing_queued_counts_zero_for_the_queues_named(any_broker: Broker) -> None:
