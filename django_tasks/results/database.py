@@ -44,9 +44,13 @@ class DatabaseResultStore(ResultStore):
 
     def create_pending(self, messages: Sequence[Message]) -> None:
         """One plain INSERT per batch: outside a transaction it commits by itself (one
-        round trip, where ``bulk_create`` would add BEGIN and COMMIT)."""
+        round trip, where ``bulk_create`` would add BEGIN and COMMIT). On PostgreSQL a
+        batch of ``COPY_FROM`` or more is copied in, one statement too."""
         connection = connections[self.alias]
         with connection.cursor() as cursor:
+            if connection.vendor == "postgresql" and len(messages) >= COPY_FROM:
+                copy_pending(cursor, messages, _now())
+                return
             for start in range(0, len(messages), _BATCH):
                 cursor.execute(*pending_insert(connection, messages[start:start + _BATCH]))
 
@@ -268,6 +272,10 @@ def pending_insert_json(connection: Any,
            "r->>2, r->>3, r->>4, (r->>5)::smallint, '', 0, 0, %s, r->>6, r->>7, r->>8 "
            "FROM jsonb_array_elements(%s::jsonb) AS r")
     return sql, [_now(), json.dumps(rows)]
+
+
+#: From this many messages on, PostgreSQL is given their PENDING rows by ``COPY``.
+COPY_FROM = 100
 
 
 def copy_pending(cursor: Any, messages: Sequence[Message], now: dt.datetime) -> None:

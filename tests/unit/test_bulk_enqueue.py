@@ -151,3 +151,32 @@ def test_postgresql_copies_a_batch_in_with_the_rows_a_statement_writes(
     assert written("copy") == by_statement
     assert len(by_statement) == 150 and sum(row[-1] for row in by_statement) == 100
     assert by_statement[1][4] == '{"y":"é\\t\\\\n"}'
+
+
+def test_postgresql_copies_in_the_pending_rows_of_a_batch_for_other_brokers(
+        database_tasks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The result store's own path (Redis and RabbitMQ write PENDING rows beside a publish):
+    a batch is copied in, with the same rows as the INSERT of a few."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY is PostgreSQL's; elsewhere the batch is INSERTed")
+    from django_tasks.calling import build_message
+    from django_tasks.conf import get_result_store
+    from django_tasks.results import database as database_store
+
+    def rows(tag: str) -> list[tuple[Any, ...]]:
+        return [(task_id.removeprefix(tag), root_id.removeprefix(tag), *rest)
+                for task_id, root_id, *rest in
+                TaskResult.objects.filter(task_id__startswith=tag).order_by("id").values_list(
+                    "task_id", "root_id", "task_name", "state", "args", "kwargs", "queue",
+                    "priority", "parent_id", "group_id", "date_done")]
+
+    store = get_result_store()
+    assert store is not None
+    for tag, copy_from in (("insert-", 1000), ("copy-", 100)):
+        monkeypatch.setattr(database_store, "COPY_FROM", copy_from)
+        store.create_pending([build_message("unit.bulk.add", (i,), {"y": "\\t"},
+                                            task_id=f"{tag}{i}", priority=i % 10,
+                                            group_id="g") for i in range(150)])
+    assert rows("copy-") == rows("insert-") and len(rows("copy-")) == 150
