@@ -44,6 +44,7 @@ import itertools
 import json
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -164,6 +165,12 @@ class _Session:
         self.queues: tuple[str, ...] = ()
         self.consumers: list[Any] = []
         self.buffer: deque[tuple[str, Any]] = deque()
+        # Publisher confirms: the channel's sequence numbers not confirmed yet, and the last
+        # one used (they count from 1 once the channel is in confirm mode).
+        self.confirming = False
+        self.sequence = 0
+        self.unconfirmed: set[int] = set()
+        self.refused = 0
 
     def usable(self) -> bool:
         return self.open and self.pid == os.getpid() and bool(self.channel.is_open)
@@ -178,6 +185,44 @@ class _Session:
                 self.connection.close()
             else:
                 self.connection.connection.transport.sock.close()
+
+    def start_confirms(self) -> None:
+        """Put the channel in confirm mode, with this session told of each ack and nack."""
+        if self.confirming:
+            return
+        self.channel.events["basic_ack"].add(self._acked)
+        self.channel.events["basic_nack"].add(self._nacked)
+        self.channel.confirm_select()
+        self.channel._confirm_selected = True  # py-amqp's own flag: never select again
+        self.confirming = True
+
+    def sent(self) -> None:
+        self.sequence += 1
+        self.unconfirmed.add(self.sequence)
+
+    def _acked(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self.unconfirmed = {t for t in self.unconfirmed if t > tag}
+        else:
+            self.unconfirmed.discard(tag)
+
+    def _nacked(self, tag: int, multiple: bool) -> None:
+        before = len(self.unconfirmed)
+        self._acked(tag, multiple)
+        self.refused += before - len(self.unconfirmed)
+
+    def wait_confirms(self, timeout: float) -> None:
+        """Wait until RabbitMQ confirmed every message sent: raise ``MessageNacked`` if it
+        refused one, ``TimeoutError`` if it did not answer in ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.unconfirmed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no publisher confirm within {timeout:g} s")
+            self.connection.drain_events(timeout=left)
+        if self.refused:
+            refused, self.refused = self.refused, 0
+            raise amqp.exceptions.MessageNacked(f"RabbitMQ refused {refused} message(s)")
 
     def drain(self, timeout: float) -> bool:
         """Read what the server sent, waiting up to ``timeout`` for the first frame; True
@@ -318,17 +363,22 @@ class AmqpBroker(Broker):
             self._publish_on(session, messages)
 
     def _publish_on(self, session: _Session, messages: Sequence[Message]) -> None:
+        """Send every message, then wait for RabbitMQ's confirms of all of them together:
+        one wait for a batch, not one per message."""
         with self._errors(session), session.lock:
-            producer = kombu.Producer(session.channel, auto_declare=False)
+            channel = session.channel
+            session.start_confirms()
             for message in messages:
                 self._declare(session, message.queue)
                 body, headers = _outgoing(message)
-                producer.publish(
-                    body, exchange="", routing_key=message.queue, headers=headers,
-                    content_type="application/json", content_encoding="utf-8",
-                    correlation_id=message.id, delivery_mode=2, retry=False,
-                    priority=min(max(int(message.priority), 0), MAX_PRIORITY),
-                    timeout=CONFIRM_TIMEOUT)
+                raw = channel.prepare_message(
+                    body.encode("utf-8"), min(max(int(message.priority), 0), MAX_PRIORITY),
+                    "application/json", "utf-8", headers,
+                    {"correlation_id": message.id, "delivery_mode": 2})
+                # py-amqp's publish without its wait for this one message's confirm.
+                channel._basic_publish(raw, exchange="", routing_key=message.queue)
+                session.sent()
+            session.wait_confirms(CONFIRM_TIMEOUT)
 
     # -- consuming -----------------------------------------------------------------------
 

@@ -219,3 +219,25 @@ def test_url_options_are_checked() -> None:
     broker = AmqpBroker(URL + "?consumer_timeout=60&queue_type=classic")
     assert broker._arguments["x-consumer-timeout"] == 60_000
     assert "consumer_timeout" not in broker._kombu_url
+
+
+def test_a_batch_is_confirmed_together_and_whole_when_publish_returns(
+        broker: AmqpBroker, queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """delay_many() and the outbox relay publish batches: every message is sent, then the
+    confirms of all are awaited at once; when publish() returns RabbitMQ holds them all."""
+    from django_tasks.brokers import amqp as amqp_module
+
+    waits: list[int] = []
+    real = amqp_module._Session.wait_confirms
+    monkeypatch.setattr(amqp_module._Session, "wait_confirms",
+                        lambda self, timeout: (waits.append(len(self.unconfirmed)),
+                                               real(self, timeout))[1])
+    sent = [message(queue, priority=i % 10) for i in range(300)]
+    broker.publish(sent)
+    broker.publish([message(queue)])
+    assert len(waits) == 2  # one wait per publish() (some confirms come in while sending)
+    assert broker.depths([queue]) == {queue: 301}
+    session, _ = broker._publisher()
+    assert session.unconfirmed == set() and session.sequence == 301
+    got = fetch(broker, queue, limit=10, want=10)
+    assert set(ids(got)) <= {m.id for m in sent} and len(got) == 10
