@@ -29,8 +29,7 @@ from django_tasks.task import build_message
 from django_tasks.worker.consumer import Consumer
 from django_tasks.worker.ratelimit import LATE_SECONDS, WAKE_AFTER_SECONDS
 
-from .conftest import Clock
-from .test_brokers import any_broker, redis_broker  # noqa: F401 - fixtures
+from .conftest import Clock, flushed_redis
 
 ran: list[tuple[str, float]] = []
 
@@ -156,7 +155,7 @@ def test_concurrent_takers_of_the_database_bucket_never_exceed_the_rate() -> Non
 
 
 def test_concurrent_takers_of_the_redis_bucket_never_exceed_the_rate(clock: Clock) -> None:
-    broker = next(redis_broker())
+    broker = next(flushed_redis())
     try:
         slots = take_concurrently(broker.rate_buckets)
         assert spaced(slots, 0.01) and min(slots) == pytest.approx(1000.0)
@@ -171,7 +170,7 @@ def test_concurrent_takers_of_the_redis_bucket_never_exceed_the_rate(clock: Cloc
 # -- defer, on every broker -----------------------------------------------------------------
 
 
-def test_defer_hands_back_uncounted_with_its_runs_after_the_delay(any_broker: Broker,  # noqa: F811
+def test_defer_hands_back_uncounted_with_its_runs_after_the_delay(any_broker: Broker,
                                                                    clock: Clock) -> None:
     message = Message(id="d1", task="unit.rates.t")
     any_broker.publish([message])

@@ -24,8 +24,8 @@ from django_tasks.result import TaskOutcome
 from django_tasks.results.memory import MemoryResultStore
 from django_tasks.worker.settle import Settlement, Settler
 
-from .conftest import Clock
-from .test_brokers import REDIS_TEST_URL, redis_broker
+from .conftest import REDIS_TEST_URL, Clock
+from .conftest import flushed_redis as redis_broker
 
 
 @pytest.fixture
