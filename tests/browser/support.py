@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 from django.db import connection, connections
 
 T = TypeVar("T")
@@ -43,7 +42,11 @@ def database_url() -> str:
         password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
         return (f"postgres://{settings['USER']}{password}@{settings['HOST'] or '127.0.0.1'}:"
                 f"{settings['PORT'] or 5432}/{settings['NAME']}")
-    pytest.skip(f"the worker of this test does not know {connection.vendor} URLs")
+    if connection.vendor == "mysql":
+        password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+        return (f"mysql://{settings['USER']}{password}@{settings['HOST'] or '127.0.0.1'}:"
+                f"{settings['PORT'] or 3306}/{settings['NAME']}")
+    raise AssertionError(f"the worker of this test does not know {connection.vendor} URLs")
 
 
 @contextlib.contextmanager
