@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings as django_settings
-from django.core.signals import setting_changed
 
 if TYPE_CHECKING:
     from .brokers.base import Broker
@@ -26,7 +25,7 @@ T = TypeVar("T")
 #: Values read so far, by name without the prefix, and the settings object they were read
 #: from. Reading a setting Django does not have costs an exception each time, and some are
 #: read per message. ``override_settings`` (and pytest-django's ``settings``) puts another
-#: object in place, and sends ``setting_changed``: either empties it.
+#: settings object in place, which empties it.
 _read: dict[str, Any] = {}
 _read_from: list[object] = [None]
 # LazySettings' own attributes; ``_wrapped`` is the settings object in use (read here, not
@@ -34,17 +33,9 @@ _read_from: list[object] = [None]
 _lazy = object.__getattribute__(django_settings, "__dict__")
 
 
-def _forget(*, setting: str, **_: Any) -> None:
-    if setting.startswith("TASKS_"):
-        _read.clear()
-
-
-setting_changed.connect(_forget, dispatch_uid="django_tasks.conf")
-
-
 class Setting(Generic[T]):
-    """One ``TASKS_*`` setting: read from Django's settings, else the default; kept until a
-    ``TASKS_*`` setting changes."""
+    """One ``TASKS_*`` setting: read from Django's settings, else the default; kept until
+    the settings are overridden."""
 
     def __init__(self, default: T) -> None:
         self.default = default

@@ -27,8 +27,6 @@ from . import filewatch
 from .base import Broker, Capabilities, Delivery, QueueCounts, new_token
 
 _CHUNK = 500
-#: From this many messages on, PostgreSQL is given them by ``COPY``.
-_COPY_FROM = 100
 _files = filewatch.FileWatch()
 # One delivery fewer, never below zero (unsigned on MySQL: no subtraction from 0 at all).
 _UNCOUNT = Case(When(deliveries__gt=0, then=F("deliveries") - 1), default=Value(0))
@@ -90,15 +88,16 @@ class DatabaseBroker(Broker):
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not messages:
             return False
-        if len(messages) >= _COPY_FROM:
+        from ..results import database as results
+
+        if len(messages) >= results.COPY_FROM:
             self._copy_with_pending(connection, messages)
             return True
-        from ..results.database import pending_insert_json
 
         now = _now()
         # The rows as one JSON array: the statement is the same text for any batch, and the
         # driver neither parses nor quotes a parameter per value.
-        insert_pending, params = pending_insert_json(connection, messages)
+        insert_pending, params = results.pending_insert_json(connection, messages)
         insert_queued = (
             f"INSERT INTO {connection.ops.quote_name(QueuedMessage._meta.db_table)} (queue, "
             "priority, task_id, body, visible_at, deliveries, runs, created_at) SELECT "

@@ -274,7 +274,8 @@ def pending_insert_json(connection: Any,
     return sql, [_now(), json.dumps(rows)]
 
 
-#: From this many messages on, PostgreSQL is given their PENDING rows by ``COPY``.
+#: From this many messages on, PostgreSQL is given their rows by ``COPY`` (their PENDING
+#: rows here, and the database broker's queue rows beside them).
 COPY_FROM = 100
 
 
