@@ -113,14 +113,11 @@ def test_without_pending_rows_the_worker_writes_them_as_it_takes_the_batch(
 
 def test_postgresql_copies_a_batch_in_with_the_rows_a_statement_writes(
         database_tasks: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """From ``_COPY_FROM`` messages on, PostgreSQL is given the rows by COPY: the same rows,
-    field for field, as the one-statement insert of a few writes."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("COPY is PostgreSQL's; elsewhere the batch is INSERTed")
-    from django_tasks.brokers import database as database_broker
+    """From ``COPY_FROM`` messages on, PostgreSQL is given the rows by COPY: the same rows,
+    field for field, as the one-statement insert of a few writes. (Elsewhere both batches
+    are INSERTed, and the rows are the same too.)"""
     from django_tasks.calling import build_message
+    from django_tasks.results import database as database_store
 
     eta = dt.datetime(2031, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
@@ -142,12 +139,13 @@ def test_postgresql_copies_a_batch_in_with_the_rows_a_statement_writes(
                  queued[task_id][-1] == eta)
                 for task_id, *rest in rows if task_id.startswith(f"{tag}-")]
 
-    broker = get_broker()
-    monkeypatch.setattr(database_broker, "_COPY_FROM", 1000)
-    assert broker.publish_with_pending(messages("insert"))
+    from django_tasks.publishing import publish_many
+
+    monkeypatch.setattr(database_store, "COPY_FROM", 1000)
+    publish_many(messages("insert"))
     by_statement = written("insert")
-    monkeypatch.setattr(database_broker, "_COPY_FROM", 100)
-    assert broker.publish_with_pending(messages("copy"))
+    monkeypatch.setattr(database_store, "COPY_FROM", 100)
+    publish_many(messages("copy"))
     assert written("copy") == by_statement
     assert len(by_statement) == 150 and sum(row[-1] for row in by_statement) == 100
     assert by_statement[1][4] == '{"y":"é\\t\\\\n"}'
@@ -156,11 +154,7 @@ def test_postgresql_copies_a_batch_in_with_the_rows_a_statement_writes(
 def test_postgresql_copies_in_the_pending_rows_of_a_batch_for_other_brokers(
         database_tasks: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The result store's own path (Redis and RabbitMQ write PENDING rows beside a publish):
-    a batch is copied in, with the same rows as the INSERT of a few."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("COPY is PostgreSQL's; elsewhere the batch is INSERTed")
+    on PostgreSQL a batch is copied in, with the same rows as the INSERT of a few."""
     from django_tasks.calling import build_message
     from django_tasks.conf import get_result_store
     from django_tasks.results import database as database_store
