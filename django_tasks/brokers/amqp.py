@@ -40,13 +40,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -151,6 +152,30 @@ def _envelope(raw: bytes | str, headers: dict[str, Any], properties: dict[str, A
     })
 
 
+#: Bytes asked of the socket at once when py-amqp reads a frame.
+READ_AHEAD = 4096
+
+
+def _read_ahead(transport: Any) -> None:
+    """Make py-amqp's plain TCP transport read ahead: it asks the socket for exactly the
+    bytes it needs next, three reads per frame and three frames per message (about nine
+    ``recv`` system calls a message). Asked for up to ``READ_AHEAD`` bytes, a read brings
+    several messages, and py-amqp keeps what it did not need yet in its buffer (its
+    ``_read`` takes more than it asked for as it is). TLS transports are left as they are."""
+    try:
+        sock, recv = transport.sock, transport._quick_recv
+    except AttributeError:  # not py-amqp's TCPTransport
+        return
+    if sock is None or getattr(recv, "__self__", None) is not sock:
+        return
+    socket_recv: Callable[[int], bytes] = recv  # the socket's own: nothing wraps it
+
+    def read_ahead(size: int) -> bytes:
+        return socket_recv(max(size, READ_AHEAD))
+
+    transport._quick_recv = read_ahead
+
+
 class _Session:
     """One connection and channel of one thread: a consumer's (with its buffer of messages
     received but not handed out yet), or a publisher's."""
@@ -165,12 +190,35 @@ class _Session:
         self.queues: tuple[str, ...] = ()
         self.consumers: list[Any] = []
         self.buffer: deque[tuple[str, Any]] = deque()
+        #: The delivery tags of the messages received and not acked or rejected yet.
+        self.unsettled: set[int] = set()
         # Publisher confirms: the channel's sequence numbers not confirmed yet, and the last
         # one used (they count from 1 once the channel is in confirm mode).
         self.confirming = False
         self.sequence = 0
         self.unconfirmed: set[int] = set()
         self.refused = 0
+
+    def received(self, queue: str, message: Any) -> None:
+        self.buffer.append((queue, message))
+        self.unsettled.add(message.delivery_tag)
+
+    def ack(self, raws: Sequence[Any]) -> None:
+        """Ack ``raws`` (messages received on this channel): with one ``basic.ack`` of
+        the highest tag (``multiple``) when they are every message unsettled up to it,
+        else one each."""
+        tags = {raw.delivery_tag for raw in raws}
+        last = max(tags)
+        if len(tags) > 1 and all(tag in tags for tag in self.unsettled if tag <= last):
+            self.channel.basic_ack(last, multiple=True)
+        else:
+            for tag in sorted(tags):
+                self.channel.basic_ack(tag)
+        self.unsettled -= tags
+
+    def reject(self, raw: Any) -> None:
+        self.channel.basic_reject(raw.delivery_tag, requeue=True)
+        self.unsettled.discard(raw.delivery_tag)
 
     def usable(self) -> bool:
         return self.open and self.pid == os.getpid() and bool(self.channel.is_open)
@@ -180,6 +228,7 @@ class _Session:
         socket (no AMQP close: the parent's connection lives on)."""
         self.open = False
         self.buffer.clear()
+        self.unsettled.clear()
         with contextlib.suppress(Exception):
             if self.pid == os.getpid():
                 self.connection.close()
@@ -289,6 +338,7 @@ class AmqpBroker(Broker):
         with self._errors():
             connection.ensure_connection(max_retries=1, interval_start=0.25,
                                          interval_step=0.25, interval_max=0.25)
+            _read_ahead(connection.connection.transport)
             return _Session(connection)
 
     def _declare(self, session: _Session, queue: str) -> None:
@@ -333,7 +383,7 @@ class AmqpBroker(Broker):
             for queue in queues:
                 consumer = kombu.Consumer(
                     session.channel, [kombu.Queue(queue, no_declare=True)],
-                    on_message=lambda msg, q=queue, s=session: s.buffer.append((q, msg)),
+                    on_message=functools.partial(session.received, queue),
                     auto_declare=False, no_ack=False)
                 consumer.consume()
                 session.consumers.append(consumer)
@@ -431,18 +481,22 @@ class AmqpBroker(Broker):
         return found
 
     def _settle(self, deliveries: Iterable[Delivery], how: str) -> list[Delivery]:
-        done = []
+        by_session: dict[_Session, list[tuple[Delivery, Any]]] = {}
         for delivery, session, raw in self._take(deliveries):
+            by_session.setdefault(session, []).append((delivery, raw))
+        done = []
+        for session, held in by_session.items():
             try:
                 with session.lock:
                     if how == "ack":
-                        raw.ack()
+                        session.ack([raw for _, raw in held])
                     else:
-                        raw.reject(requeue=True)
+                        for _, raw in held:
+                            session.reject(raw)
             except Exception:  # noqa: BLE001 - the channel is gone: the server redelivers
                 session.close()
                 continue
-            done.append(delivery)
+            done += [delivery for delivery, _ in held]
         return done
 
     def ack(self, deliveries: Iterable[Delivery]) -> list[Delivery]:

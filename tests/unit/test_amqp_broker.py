@@ -241,3 +241,77 @@ def test_a_batch_is_confirmed_together_and_whole_when_publish_returns(
     assert session.unconfirmed == set() and session.sequence == 301
     got = fetch(broker, queue, limit=10, want=10)
     assert set(ids(got)) <= {m.id for m in sent} and len(got) == 10
+
+
+def _count_acks(broker: AmqpBroker, queue: str) -> list[tuple[int, bool]]:
+    """The ``basic.ack`` frames the consumer's channel sends from now on: (tag, multiple)."""
+    session = broker._consumer([queue])
+    sent: list[tuple[int, bool]] = []
+    basic_ack = session.channel.basic_ack
+
+    def counting(tag: int, multiple: bool = False) -> None:
+        sent.append((tag, multiple))
+        basic_ack(tag, multiple=multiple)
+
+    session.channel.basic_ack = counting
+    return sent
+
+
+def _redelivered(queue: str, want: int) -> list[str]:
+    """The ids RabbitMQ hands a new consumer (what the closed one left unacked)."""
+    other = AmqpBroker(URL)
+    try:
+        again = fetch(other, queue, want=want, timeout=3.0)
+        assert other.ack(again) == again
+        return ids(again)
+    finally:
+        other.close()
+
+
+def test_a_batch_is_acked_with_one_frame_and_only_what_it_holds(
+        broker: AmqpBroker, queue: str) -> None:
+    """Acking every message received up to the last one sends one ``basic.ack`` with
+    ``multiple``; a batch that leaves an earlier message unsettled is acked one by one, and
+    that message stays unacked (RabbitMQ gives it to the next consumer)."""
+    sent = [message(queue) for _ in range(8)]
+    broker.publish(sent)
+    got = fetch(broker, queue, limit=8, want=8)
+    acks = _count_acks(broker, queue)
+    assert broker.ack(got[:4]) == got[:4]
+    assert [multiple for _, multiple in acks] == [True]
+    acks.clear()
+    kept = got[4]  # say a retry still to be requeued: not part of the ack
+    assert broker.ack(got[5:]) == got[5:]
+    assert acks and not any(multiple for _, multiple in acks)
+    assert len(acks) == 3
+    broker.close()  # the consumer goes: only what it did not ack comes back
+    assert _redelivered(queue, want=1) == ids([kept])
+
+
+def test_reads_ahead_instead_of_a_system_call_per_frame_part(
+        broker: AmqpBroker, queue: str) -> None:
+    """py-amqp reads each part of each frame with its own ``recv`` (about nine a message);
+    the consumer's transport asks for a few kilobytes at once, so 200 messages take far
+    fewer reads than messages, and arrive whole and in order."""
+    sent = [message(queue) for _ in range(200)]
+    broker.publish(sent)
+    time.sleep(0.5)  # let RabbitMQ send the prefetch's worth
+    session = broker._consumer([queue])
+    transport = session.connection.connection.transport
+    reads: list[int] = []
+    read_ahead = transport._quick_recv
+
+    def counting(size: int) -> bytes:
+        data = read_ahead(size)
+        reads.append(len(data))
+        return data
+
+    transport._quick_recv = counting
+    got: list[Delivery] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 200 and time.monotonic() < deadline:
+        batch = fetch(broker, queue, limit=16, want=1)
+        assert broker.ack(batch) == batch
+        got += batch
+    assert ids(got) == [m.id for m in sent]
+    assert len(reads) < 200, f"{len(reads)} reads for 200 messages"
