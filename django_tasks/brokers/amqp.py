@@ -295,6 +295,7 @@ class AmqpBroker(Broker):
         super().__init__(url)
         self._kombu_url, self.queue_type, self.consumer_timeout, self.prefetch = \
             _split_url(url)
+        self.window = self.prefetch
         self._password = urlsplit(url).password or ""
         if self.queue_type == "classic":
             # Per instance: the worker reads ``broker.capabilities``, never the class.

@@ -108,6 +108,11 @@ class Broker(abc.ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
     #: The database a transactional broker writes to; None for the others.
     database_alias: str | None = None
+    #: How many unacked deliveries the broker sends each consumer ahead (RabbitMQ's
+    #: prefetch), where only acks let more come; None where a consumer takes what it
+    #: asks for. A consumer settles its batch each time half of this has run, so that the
+    #: next messages are on their way while it runs the rest.
+    window: int | None = None
 
     @property
     def home_alias(self) -> str:

@@ -81,6 +81,9 @@ class Consumer:
         self.turns = turns or LookTurns()
         self._poll = float(task_settings.POLL_INTERVAL)
         self._wakes: bool | None = None  # whether the broker can wake this consumer
+        # Settle after this many runs, where the broker sends no more until it has acks.
+        window = self.broker.window
+        self._settle_every = max(1, window // 2) if window else None
 
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.recycler.triggered.is_set()
@@ -220,7 +223,9 @@ class Consumer:
                     pending.append(settlement)
                     if not settlement.acked:
                         self.slot.ran_add(settlement.delivery.tag)
-                if time.monotonic() - last_flush > FLUSH_SECONDS:
+                if time.monotonic() - last_flush > FLUSH_SECONDS or (
+                        self._settle_every is not None
+                        and len(pending) >= self._settle_every):
                     self._flush(pending)
                     last_flush = time.monotonic()
         finally:

@@ -79,6 +79,33 @@ def test_success_is_recorded_then_acked() -> None:
     assert get_broker().depths(["default"]) == {"default": 0}
 
 
+def test_a_broker_that_sends_ahead_of_acks_is_acked_each_half_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """RabbitMQ sends a consumer no more than its prefetch ahead of the acks: a batch is
+    settled each time half of that has run, not only at its end, so that the next
+    messages are on their way while the rest runs."""
+    broker = get_broker()
+    monkeypatch.setattr(broker, "window", 4, raising=False)
+    acked: list[int] = []
+    ack = broker.ack
+
+    def counting(deliveries):  # type: ignore[no-untyped-def]
+        batch = list(deliveries)
+        acked.append(len(batch))
+        return ack(batch)
+
+    monkeypatch.setattr(broker, "ack", counting)
+    ids = [send(build_message("unit.worker.echo", (i,), {})) for i in range(7)]
+    drain(make_consumer())
+    assert acked == [2, 2, 2, 1]
+    assert [meta(i).result for i in ids] == list(range(7))
+    monkeypatch.setattr(broker, "window", None, raising=False)
+    acked.clear()
+    ids = [send(build_message("unit.worker.echo", (i,), {})) for i in range(7)]
+    drain(make_consumer())
+    assert acked == [7]  # elsewhere: at the end of the batch (or every 20 ms)
+
+
 def test_failure_records_type_message_and_traceback() -> None:
     task_id = send(build_message("unit.worker.boom", (), {}))
     drain(make_consumer())
