@@ -42,7 +42,9 @@ keep workers' clocks in agreement (NTP) to well within a small fraction of
 Failures: connecting and each command are bounded by timeouts and one quick retry, so an
 operation while Redis is down fails within seconds with :class:`RedisUnreachable`, whose
 message names the URL with its password hidden. A retried script may run twice (its reply
-was lost): a message may then be published twice, which at-least-once delivery allows.
+was lost): a message may then be published twice, which at-least-once delivery allows. A
+fetch run twice answers with what its first run leased (``FETCH`` knows its own tokens); one
+whose answer never comes is undone by the consumer's next fetch (``release_owner``).
 """
 
 from __future__ import annotations

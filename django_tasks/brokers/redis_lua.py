@@ -108,9 +108,26 @@ return queued
 
 # ARGV: prefix, now, lease end, owner, limit, number of queues, queues..., one token per slot.
 # Returns {tag, body, queue, deliveries, task_id, token, runs} per leased message, in order.
+# A call made again with the same tokens (redis-py retries a command whose answer was lost)
+# leases nothing more: it answers with what the first run leased, which the owner would
+# otherwise hold, renewed by its heartbeat, without knowing.
 FETCH = _PRELUDE + """
 local now, lease_end, owner, limit, nq = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]),
   tonumber(ARGV[6])
+local mine, again = {}, {}
+for i = 7 + nq, #ARGV do mine[ARGV[i]] = true end
+for _, tag in ipairs(redis.call('SMEMBERS', okey(owner))) do
+  local h = redis.call('HMGET', mkey(tag), 't', 'b', 'q', 'd', 'id', 'r')
+  if h[1] and mine[h[1]] then
+    table.insert(again, {tonumber(tag), {tag, h[2], h[3], tonumber(h[4]), h[5], h[1], h[6]}})
+  end
+end
+if #again > 0 then
+  table.sort(again, function(a, b) return a[1] < b[1] end)
+  local out = {}
+  for _, entry in ipairs(again) do table.insert(out, entry[2]) end
+  return out
+end
 local candidates = {}
 for i = 7, 6 + nq do
   local q = ARGV[i]

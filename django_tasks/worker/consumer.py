@@ -100,6 +100,8 @@ class Consumer:
                     continue
             try:
                 connections.refresh()
+                if failures:
+                    self._release_unanswered()
                 fetched_at = time.monotonic()
                 deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease)
                 self.slot.mark()
@@ -130,6 +132,23 @@ class Consumer:
             slow = self.process(deliveries, fetched_at)
             batch = 1 if slow else min(batch * 2, self.prefetch, self._batch_that_fits())
         self._settle_kept()
+
+    def _release_unanswered(self) -> None:
+        """After a failed fetch, before the next: hand back, uncounted, whatever the broker
+        leased to this process.
+
+        The fetch may have leased messages whose answer never came (the broker stopped, or
+        the connection broke, after it took them). The heartbeat renews every lease this
+        process's name holds, so they would stay with a live process that does not know
+        of them. Between batches a consumer holds nothing (what it could not settle is
+        written before it fetches), so everything its name holds is such a message.
+        """
+        if not self.broker.capabilities.leases:
+            return  # the broker returns them when the failed connection closes
+        released = self.broker.release_owner(self.owner)
+        if released:
+            logger.warning("%d message(s) leased by a fetch whose answer was lost went back "
+                           "to the queue", released)
 
     def _wait_for_work(self) -> None:
         """After an empty fetch, wait for this consumer's turn to look again (``idle.py``:

@@ -253,3 +253,23 @@ def test_an_outbox_row_published_twice_is_queued_once(broker: RedisBroker) -> No
     assert broker.depths() == {"default": 2}
     assert sorted(Message.decode(d.body).id for d in broker.fetch(["default"], "w", 10, 30)) \
         == ["m0", "m1"]
+
+
+def test_a_fetch_run_again_with_its_tokens_answers_with_what_it_leased(
+        broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py sends a command again when its answer was lost: the second run of a fetch
+    leases nothing more, and the first run's messages are not left with an owner that
+    never saw them."""
+    broker.publish(messages(5))
+    tokens = iter([11, 12, 13, 11, 12, 13, 21, 22, 23])
+    monkeypatch.setattr(redis_module, "new_token", lambda: next(tokens))
+    first = broker.fetch(["default"], "w1", 3, 30)
+    again = broker.fetch(["default"], "w1", 3, 30)
+    assert [(d.tag, d.token, d.deliveries) for d in again] == [
+        (d.tag, d.token, d.deliveries) for d in first]
+    assert [Message.decode(d.body).id for d in again] == ["m0", "m1", "m2"]
+    counts = broker.queue_counts(["default"])["default"]
+    assert (counts.ready, counts.in_flight) == (2, 3)
+    rest = broker.fetch(["default"], "w1", 3, 30)  # new tokens: the next messages
+    assert [Message.decode(d.body).id for d in rest] == ["m3", "m4"]
+    assert len(broker.ack([*first, *rest])) == 5

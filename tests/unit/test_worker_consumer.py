@@ -562,3 +562,40 @@ def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPat
     assert len(warnings) == 2, warnings
     assert "Cannot fetch from the broker (broker away)" in warnings[0]
     assert warnings[1] == "The broker answers again, after 5 failed fetches"
+
+
+def test_what_a_fetch_leased_before_its_answer_was_lost_goes_back_and_runs(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The broker leased a batch and then went away before answering: the heartbeat renews
+    every lease of the process's name, so the batch would stay with a live process that
+    never saw it. The next fetch after the outage hands it back first, uncounted."""
+    consumer = make_consumer()
+    ids = [send(build_message("unit.worker.echo", (i,), {})) for i in range(3)]
+    fetch = consumer.broker.fetch
+    lost: list[int] = []
+    counts: list[int] = []
+
+    def answer_lost(*args: object, **kwargs: object) -> list[object]:
+        got = fetch(*args, **kwargs)  # type: ignore[arg-type]
+        if not lost:
+            lost.append(len(got))
+            raise ConnectionError("connection closed by the broker")
+        counts.extend(d.deliveries for d in got)
+        return got  # type: ignore[return-value]
+
+    class Flag:
+        def is_set(self) -> bool:
+            return len(calls) >= 3
+
+        def wait(self, timeout: float | None = None) -> bool:
+            return False
+
+    monkeypatch.setattr(consumer.broker, "fetch", answer_lost)
+    consumer.stop = Flag()
+    with caplog.at_level("WARNING", "django_tasks.worker"):
+        consumer.run()
+    assert lost == [1]
+    assert [meta(i).result for i in ids] == [0, 1, 2]
+    assert counts == [1, 1, 1]  # the lost delivery was not counted
+    assert any("1 message(s) leased by a fetch whose answer was lost went back"
+               in r.getMessage() for r in caplog.records)
