@@ -65,10 +65,12 @@ def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> N
         outbox.write(broker, messages, broker.home_alias)
         return
     alias = broker.database_alias
-    with transaction.atomic(using=alias) if broker.capabilities.transactional and alias \
-            else nullcontext():
+    transactional = broker.capabilities.transactional
+    with transaction.atomic(using=alias) if transactional and alias else nullcontext():
         if store is not None and pending:
-            store.create_pending(pending)
+            # A broker outside the database holds the message itself: its row need not
+            # wait for the disk (the worker writes the outcome with or without it).
+            store.create_pending(pending, durable=transactional)
         broker.publish(messages)
 
 

@@ -22,8 +22,13 @@ class ResultStore(abc.ABC):
         self.url = url
 
     @abc.abstractmethod
-    def create_pending(self, messages: Sequence[Message]) -> None:
-        """Record queued tasks as PENDING (at enqueue, in the caller's transaction)."""
+    def create_pending(self, messages: Sequence[Message], *, durable: bool = True) -> None:
+        """Record queued tasks as PENDING (at enqueue, in the caller's transaction).
+
+        ``durable=False``: the rows need not survive a crash of their database on their
+        own, because a broker outside it holds the messages and the worker writes each
+        outcome whether its row is there or not. Outside a transaction, a store may then
+        commit them without waiting for the disk."""
 
     @abc.abstractmethod
     def mark_started(self, outcomes: Sequence[TaskOutcome]) -> None:

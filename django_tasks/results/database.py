@@ -42,14 +42,23 @@ class DatabaseResultStore(ResultStore):
     def _rows(self) -> Any:
         return TaskResult.objects.using(self.alias)
 
-    def create_pending(self, messages: Sequence[Message]) -> None:
+    def create_pending(self, messages: Sequence[Message], *, durable: bool = True) -> None:
         """One plain INSERT per batch: outside a transaction it commits by itself (one
         round trip, where ``bulk_create`` would add BEGIN and COMMIT). On PostgreSQL a
-        batch of ``COPY_FROM`` or more is copied in, one statement too."""
+        batch of ``COPY_FROM`` or more is copied in, one statement too; and rows that need
+        not be ``durable``, written outside a transaction, are committed without waiting
+        for the disk (``synchronous_commit`` off for that statement alone): visible at
+        once, on disk a fraction of a second later."""
         connection = connections[self.alias]
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql" and len(messages) >= COPY_FROM:
                 copy_pending(cursor, messages, _now())
+                return
+            if (connection.vendor == "postgresql" and not durable
+                    and not connection.in_atomic_block):
+                for start in range(0, len(messages), _BATCH):
+                    cursor.execute(*pending_insert_json(
+                        connection, messages[start:start + _BATCH], commit_async=True))
                 return
             for start in range(0, len(messages), _BATCH):
                 cursor.execute(*pending_insert(connection, messages[start:start + _BATCH]))
@@ -261,12 +270,16 @@ def _pending_rows(messages: Sequence[Message], now: dt.datetime) -> list[TaskRes
     return rows
 
 
-def pending_insert_json(connection: Any,
-                        messages: Sequence[Message]) -> tuple[str, list[Any]]:
+def pending_insert_json(connection: Any, messages: Sequence[Message], *,
+                        commit_async: bool = False) -> tuple[str, list[Any]]:
     """PostgreSQL: the ``INSERT`` of :func:`pending_insert` with its rows given as one JSON
     array. The statement's text is the same for any number of rows, so the driver does not
     parse and quote a parameter per value (most of the time of a batch of 1,000 rows given
-    as ``VALUES``), and the server plans it once."""
+    as ``VALUES``), and the server plans it once.
+
+    ``commit_async``: the statement turns ``synchronous_commit`` off for its own
+    transaction (``set_config(..., true)``), so run in autocommit its commit does not wait
+    for the disk; the session's setting is left as it was."""
     rows = []
     for m in messages:
         args, kwargs = masking.stored(m.task, m.args, m.kwargs)
@@ -277,6 +290,8 @@ def pending_insert_json(connection: Any,
            "created_at, root_id, parent_id, group_id) SELECT r->>0, r->>1, 'PENDING', "
            "r->>2, r->>3, r->>4, (r->>5)::smallint, '', 0, 0, %s, r->>6, r->>7, r->>8 "
            "FROM jsonb_array_elements(%s::jsonb) AS r")
+    if commit_async:
+        sql += ", set_config('synchronous_commit', 'off', true)"
     return sql, [_now(), json.dumps(rows)]
 
 

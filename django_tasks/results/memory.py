@@ -19,7 +19,7 @@ class MemoryResultStore(ResultStore):
         self._results: dict[str, ResultMeta] = {}
         self._lock = threading.Lock()
 
-    def create_pending(self, messages: Sequence[Message]) -> None:
+    def create_pending(self, messages: Sequence[Message], *, durable: bool = True) -> None:
         with self._lock:
             for m in messages:
                 self._results[m.id] = ResultMeta(m.id, states.PENDING, task_name=m.task,

@@ -138,6 +138,44 @@ def test_final_states_looks_up_by_task_id_alone() -> None:
     assert '"state"' not in where and "ORDER BY" not in where, query
 
 
+@pytest.mark.django_db(transaction=True)
+def test_rows_that_need_not_be_durable_are_committed_without_waiting_for_the_disk() -> None:
+    """PENDING rows of messages that a broker outside the database holds: on PostgreSQL,
+    outside a transaction, their statement turns ``synchronous_commit`` off for itself
+    alone. In a transaction (the caller's, which it must not change), on request, and on
+    the other databases, they are written as always."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return str(cursor.fetchone()[0])
+
+    def written(task_id: str, *, durable: bool, atomic: bool = False) -> list[str]:
+        rows = [Message(id=task_id, task="unit.stores.t", args=(1,))]
+        with CaptureQueriesContext(connection) as queries:
+            if atomic:
+                with transaction.atomic():
+                    store.create_pending(rows, durable=durable)
+            else:
+                store.create_pending(rows, durable=durable)
+        meta = store.get(task_id)
+        assert meta is not None and meta.state == states.PENDING
+        return [q["sql"] for q in queries.captured_queries]
+
+    store = DatabaseResultStore("django://")
+    postgres = connection.vendor == "postgresql"
+    before = setting() if postgres else ""
+    fast = "set_config('synchronous_commit', 'off', true)"
+    [insert] = written("a", durable=False)
+    assert (fast in insert) is postgres, insert
+    assert not any(fast in sql for sql in written("b", durable=False, atomic=True))
+    assert not any(fast in sql for sql in written("c", durable=True))
+    if postgres:
+        assert setting() == before  # the session keeps its own setting
+
+
 def test_forget(store: ResultStore) -> None:
     store.store_outcomes([outcome("done")])
     store.forget("done")
