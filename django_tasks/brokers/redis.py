@@ -15,6 +15,8 @@ Key layout (``P`` is the prefix)::
     P:delayed:<queue>     ZSET of tags not due yet, scored by their eta (Unix seconds)
     P:leased:<queue>      ZSET of leased tags, scored by the end of their lease
     P:owner:<owner>       SET of the tags an owner (one consuming process) holds
+    P:last:<owner>        the owner's last fetch that leased anything: its first token and
+                          the tags, for a minute (a fetch sent again answers with them)
     P:queues              SET of queue names with messages, for ``depths()`` and
                           ``queue_counts()``
     P:once:<key>          a published outbox row (``publish_once``), kept for a day
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -64,7 +67,7 @@ from .. import clock
 from ..exceptions import BrokerUnreachable
 from ..message import MAX_WIRE_PRIORITY, Message
 from . import redis_lua
-from .base import Broker, Capabilities, Delivery, QueueCounts, new_token
+from .base import Broker, Capabilities, Delivery, QueueCounts
 from .buckets import RateBuckets
 
 DEFAULT_PREFIX = "tasks"
@@ -75,6 +78,8 @@ HEALTH_CHECK_INTERVAL = 15
 ONCE_SECONDS = 86400
 # Messages (or deliveries) per script call; a larger batch is several calls in one pipeline.
 _CHUNK = 1000
+#: Messages one fetch leases at most (the slot takes four digits of each token).
+MAX_FETCH = 9999
 
 
 class RedisUnreachable(BrokerUnreachable, ConnectionError):
@@ -101,6 +106,12 @@ def _split_url(url: str) -> tuple[str, str]:
     prefix = next((value for key, value in query if key == "prefix"), "") or DEFAULT_PREFIX
     rest = urlencode([(key, value) for key, value in query if key != "prefix"])
     return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def _token_base() -> str:
+    """A fetch's token base: random, so that no two claims of one message share a token
+    (their tokens below 2**63, as every broker's are)."""
+    return str(secrets.randbits(48) + 1)
 
 
 def _message_args(message: Message, visible_at: float) -> list[Any]:
@@ -215,9 +226,10 @@ class RedisBroker(Broker):
         if limit <= 0 or not queues:
             return []
         now = _time()
-        tokens = [str(new_token()) for _ in range(limit)]
-        rows = self._run(self._fetch, [repr(now), repr(now + lease), owner, limit,
-                                       len(queues), *queues, *tokens])
+        # One random base per call; each lease's token is it and the slot (see FETCH).
+        rows = self._run(self._fetch, [repr(now), repr(now + lease), owner,
+                                       min(limit, MAX_FETCH), len(queues), *queues,
+                                       _token_base()])
         return [Delivery(tag=int(tag), body=body, queue=queue, deliveries=int(deliveries),
                          owner=owner, task_id=task_id or "", token=int(token),
                          runs=int(runs or 0))

@@ -106,27 +106,33 @@ wake(due)
 return queued
 """
 
-# ARGV: prefix, now, lease end, owner, limit, number of queues, queues..., one token per slot.
+# ARGV: prefix, now, lease end, owner, limit (at most 9,999), number of queues, queues...,
+# then the call's token base: a random decimal number; the lease of slot i gets the token
+# base .. '%04d' % i (kept as a string: Lua's doubles would round it).
 # Returns {tag, body, queue, deliveries, task_id, token, runs} per leased message, in order.
-# A call made again with the same tokens (redis-py retries a command whose answer was lost)
+# A call made again with the same base (redis-py retries a command whose answer was lost)
 # leases nothing more: it answers with what the first run leased, which the owner would
-# otherwise hold, renewed by its heartbeat, without knowing.
+# otherwise hold, renewed by its heartbeat, without knowing. Each call that leases keeps its
+# base and tags in P:last:<owner> for a minute.
 FETCH = _PRELUDE + """
 local now, lease_end, owner, limit, nq = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]),
   tonumber(ARGV[6])
-local mine, again = {}, {}
-for i = 7 + nq, #ARGV do mine[ARGV[i]] = true end
-for _, tag in ipairs(redis.call('SMEMBERS', okey(owner))) do
-  local h = redis.call('HMGET', mkey(tag), 't', 'b', 'q', 'd', 'id', 'r')
-  if h[1] and mine[h[1]] then
-    table.insert(again, {tonumber(tag), {tag, h[2], h[3], tonumber(h[4]), h[5], h[1], h[6]}})
+local last, base = P .. ':last:' .. owner, ARGV[7 + nq]
+local previous = redis.call('GET', last)
+if previous then
+  local tags = {}
+  for field in string.gmatch(previous, '[^,]+') do table.insert(tags, field) end
+  if tags[1] == base then
+    local again = {}
+    for i = 2, #tags do
+      local tag = tags[i]
+      local h = redis.call('HMGET', mkey(tag), 't', 'b', 'q', 'd', 'id', 'r')
+      if h[1] and #h[1] == #base + 4 and string.sub(h[1], 1, #base) == base then
+        table.insert(again, {tag, h[2], h[3], tonumber(h[4]), h[5], h[1], h[6]})
+      end
+    end
+    return again
   end
-end
-if #again > 0 then
-  table.sort(again, function(a, b) return a[1] < b[1] end)
-  local out = {}
-  for _, entry in ipairs(again) do table.insert(out, entry[2]) end
-  return out
 end
 local candidates = {}
 for i = 7, 6 + nq do
@@ -150,7 +156,7 @@ table.sort(candidates, function(a, b) return a[1] < b[1] end)
 local leased = {}
 for i = 1, math.min(limit, #candidates) do
   local tag, q = candidates[i][2], candidates[i][3]
-  local token = ARGV[6 + nq + i]
+  local token = base .. string.format('%04d', i)
   redis.call('ZREM', rkey(q), tag)
   local h = redis.call('HMGET', mkey(tag), 'b', 'id', 'r')
   if h[1] then
@@ -160,6 +166,11 @@ for i = 1, math.min(limit, #candidates) do
     redis.call('SADD', okey(owner), tag)
     table.insert(leased, {tag, h[1], q, deliveries, h[2], token, h[3]})
   end
+end
+if #leased > 0 then
+  local tags = {base}
+  for _, entry in ipairs(leased) do table.insert(tags, entry[1]) end
+  redis.call('SET', last, table.concat(tags, ','), 'EX', 60)
 end
 return leased
 """

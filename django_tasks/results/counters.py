@@ -17,6 +17,7 @@ which percentiles are estimated: within a factor of two, usually much closer (se
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,23 +129,58 @@ def record(alias: str, outcomes: Sequence[TaskOutcome], now: dt.datetime) -> Non
         upsert(alias, rows)
 
 
+_COLUMNS = ("period", "minute", "task_name", "state", "count", "runtime_count", "runtime_sum",
+            "runtime_max", "slowest_task_id", "last_task_id", *BUCKET_FIELDS)
+#: PostgreSQL's type of each column, for the rows given as JSON.
+_TYPES = ("smallint", "timestamptz", "text", "text", "bigint", "bigint", "float8", "float8",
+          "text", "text", *["bigint"] * len(BUCKET_FIELDS))
+
+
+#: The PostgreSQL upsert's text, by database alias (built once: it names 38 columns).
+_JSON_UPSERTS: dict[str, str] = {}
+
+
+def _row(key: Key, t: Tally) -> list[Any]:
+    period, minute, name, state = key
+    return [period, minute, name[:255], state[:16], t.count, t.runtime_count, t.runtime_sum,
+            t.runtime_max, t.slowest_task_id[:255], t.last_task_id[:255], *t.buckets]
+
+
 def upsert(alias: str, rows: Mapping[Key, Tally]) -> None:
     connection = connections[alias]
+    keys = sorted(rows)  # one lock order for every worker
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            sql = _JSON_UPSERTS.get(alias) or _JSON_UPSERTS.setdefault(
+                alias, _upsert_sql(connection, ""))
+            cursor.execute(sql, [json.dumps(
+                [[*row[:1], row[1].isoformat(), *row[2:]]
+                 for row in (_row(key, rows[key]) for key in keys)])])
+            return
+        adapt = connection.ops.adapt_datetimefield_value
+        params: list[Any] = []
+        for key in keys:
+            row = _row(key, rows[key])
+            row[1] = adapt(row[1])
+            params += row
+        cursor.execute(_upsert_sql(connection, ", ".join(
+            ["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * len(keys))), params)
+
+
+def _upsert_sql(connection: Any, values: str) -> str:
+    """The upsert of counter rows given as ``VALUES`` (``values``), or on PostgreSQL as one
+    JSON array of rows (``values`` empty): one statement text for any number of rows, so
+    the driver does not parse a long statement with hundreds of parameters each time
+    (about 0.3 ms a batch)."""
     quote = connection.ops.quote_name
-    adapt = connection.ops.adapt_datetimefield_value
     table = quote(TaskCounter._meta.db_table)
-    columns = ["period", "minute", "task_name", "state", "count", "runtime_count", "runtime_sum",
-               "runtime_max", "slowest_task_id", "last_task_id", *BUCKET_FIELDS]
-    params: list[Any] = []
-    for key in sorted(rows):  # one lock order for every worker
-        period, minute, name, state = key
-        t = rows[key]
-        params += [period, adapt(minute), name[:255], state[:16], t.count, t.runtime_count,
-                   t.runtime_sum, t.runtime_max, t.slowest_task_id[:255], t.last_task_id[:255],
-                   *t.buckets]
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    sql = (f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
-           f"VALUES {', '.join([row] * len(rows))} ")
+    columns = ", ".join(quote(c) for c in _COLUMNS)
+    if connection.vendor == "postgresql":
+        picked = ", ".join(f"(e.r->>{i})::{kind}" for i, kind in enumerate(_TYPES))
+        sql = (f"INSERT INTO {table} ({columns}) SELECT {picked} FROM "
+               "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY e.n ")
+    else:
+        sql = f"INSERT INTO {table} ({columns}) VALUES {values} "
     if connection.vendor == "mysql":
         def new(c: str) -> str:
             return f"VALUES({quote(c)})"
@@ -167,9 +203,7 @@ def upsert(alias: str, rows: Mapping[Key, Tally]) -> None:
     sets += [f"{quote(c)} = {table}.{quote(c)} + {new(c)}" if connection.vendor != "mysql"
              else f"{quote(c)} = {quote(c)} + {new(c)}" for c in _ADDED]
     sets.append(f"{quote('last_task_id')} = {new('last_task_id')}")
-    sql += ", ".join(sets)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    return sql + ", ".join(sets)
 
 
 def fold_before(alias: str, before: dt.datetime, batch_size: int) -> int:

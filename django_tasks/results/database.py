@@ -135,9 +135,12 @@ class DatabaseResultStore(ResultStore):
 
     def _update_returning(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
         """PostgreSQL and SQLite: write the outcome columns of the rows that exist and are not
-        final (the PENDING rows made at enqueue) in one ``UPDATE … FROM (VALUES …)``; return
-        the ids of the rows it wrote, final or missing ones are not among them."""
+        final (the PENDING rows made at enqueue) in one ``UPDATE … FROM``; return the ids of
+        the rows it wrote, final or missing ones are not among them. SQLite is given the
+        rows as ``VALUES``, PostgreSQL as JSON (:meth:`_update_returning_json`)."""
         connection = connections[self.alias]
+        if connection.vendor == "postgresql":
+            return self._update_returning_json(connection, outcomes)
         quote = connection.ops.quote_name
         adapt = connection.ops.adapt_datetimefield_value
         table = quote(TaskResult._meta.db_table)
@@ -152,30 +155,33 @@ class DatabaseResultStore(ResultStore):
                        o.attempts, o.retries,
                        adapt(o.started_at) if o.started_at else None,
                        adapt(o.date_done) if o.date_done else None]
-        if connection.vendor == "postgresql":
-            row = ("(%s, %s, %s, %s, %s, %s::integer, %s::integer, %s::timestamptz, "
-                   "%s::timestamptz)")
-        else:
-            row = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        row = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         final = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
-        values = (
+        sql = (
             "WITH v(task_id, state, result, traceback, worker, attempts, retries, started_at, "
-            f"date_done) AS (VALUES {', '.join([row] * len(outcomes))}) ")
-        update = (
+            f"date_done) AS (VALUES {', '.join([row] * len(outcomes))}) "
             f"UPDATE {table} SET state = v.state, result = v.result, "
             "traceback = v.traceback, worker = v.worker, attempts = v.attempts, "
             "retries = v.retries, started_at = v.started_at, date_done = v.date_done "
             f"FROM v WHERE {table}.task_id = v.task_id AND {table}.state NOT IN ({final}) "
             f"RETURNING {table}.task_id"
         )
-        if connection.vendor == "postgresql":  # wake readers in the same round trip (one
-            # notification per transaction: PostgreSQL folds identical ones at the commit)
-            sql = f"{values}, u AS ({update}) SELECT task_id, pg_notify(%s, '') FROM u"
-            params.append(notify.RESULT_CHANNEL)
-        else:
-            sql = values + update
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
+            return {row[0] for row in cursor.fetchall()}
+
+    def _update_returning_json(self, connection: Any,
+                               outcomes: Sequence[TaskOutcome]) -> set[str]:
+        """PostgreSQL: :meth:`_update_returning` with the outcomes given as one JSON array,
+        so that one statement text serves every batch size (the driver parses a statement
+        of more than 50 parameters again each time: about 0.3 ms for a batch of 16)."""
+        rows = [[o.task_id, o.state, _result_text(o), storable_text(o.traceback), o.worker,
+                 o.attempts, o.retries,
+                 o.started_at.isoformat() if o.started_at else None,
+                 o.date_done.isoformat() if o.date_done else None] for o in outcomes]
+        with connection.cursor() as cursor:
+            cursor.execute(_json_update(connection), [json.dumps(rows), [r[0] for r in rows],
+                                                      notify.RESULT_CHANNEL])
             return {row[0] for row in cursor.fetchall()}
 
     def _update_locked(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
@@ -224,14 +230,24 @@ class DatabaseResultStore(ResultStore):
         """Looked up by task id alone, the states compared here: given the state as well,
         PostgreSQL may combine the task id index with the state index, and then reads
         every final row's entry in the state index (milliseconds per batch on a table of
-        some hundred thousand rows, where the ids alone take a few index probes)."""
+        some hundred thousand rows, where the ids alone take a few index probes).
+
+        The worker asks this for every batch it takes, before running it: the statement is
+        written here rather than built by the ORM, which took twice the database's own time
+        (about 0.3 ms a call)."""
+        connection = connections[self.alias]
+        select = (f"SELECT task_id, state FROM "
+                  f"{connection.ops.quote_name(TaskResult._meta.db_table)} WHERE task_id ")
         found: dict[str, str] = {}
-        for start in range(0, len(task_ids), _BATCH):
-            chunk = list(task_ids[start:start + _BATCH])
-            found.update((task_id, state) for task_id, state in
-                         self._rows.filter(task_id__in=chunk).order_by()
-                         .values_list("task_id", "state")
-                         if state in states.READY_STATES)
+        with connection.cursor() as cursor:
+            for start in range(0, len(task_ids), _BATCH):
+                chunk = list(task_ids[start:start + _BATCH])
+                if connection.vendor == "postgresql":  # one statement text for any size
+                    cursor.execute(select + "= ANY(%s)", [chunk])
+                else:
+                    cursor.execute(select + f"IN ({', '.join(['%s'] * len(chunk))})", chunk)
+                found.update((task_id, state) for task_id, state in cursor.fetchall()
+                             if state in states.READY_STATES)
         return found
 
     def forget(self, task_id: str) -> None:
@@ -268,6 +284,28 @@ def _pending_rows(messages: Sequence[Message], now: dt.datetime) -> list[TaskRes
                                created_at=now, root_id=m.root_id or m.id,
                                parent_id=m.parent_id, group_id=m.group))
     return rows
+
+
+def _json_update(connection: Any) -> str:
+    """PostgreSQL: the ``UPDATE`` of outcome columns, from rows given as one JSON array, of
+    the rows that exist and are not final; it returns their ids and wakes waiting readers
+    in the same round trip (one notification per transaction: PostgreSQL folds identical
+    ones at the commit)."""
+    table = connection.ops.quote_name(TaskResult._meta.db_table)
+    final = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
+    return (
+        "WITH v AS (SELECT r->>0 AS task_id, r->>1 AS state, r->>2 AS result, "
+        "r->>3 AS traceback, r->>4 AS worker, (r->>5)::integer AS attempts, "
+        "(r->>6)::integer AS retries, (r->>7)::timestamptz AS started_at, "
+        "(r->>8)::timestamptz AS date_done FROM jsonb_array_elements(%s::jsonb) AS r), "
+        f"u AS (UPDATE {table} SET state = v.state, result = v.result, "
+        "traceback = v.traceback, worker = v.worker, attempts = v.attempts, "
+        "retries = v.retries, started_at = v.started_at, date_done = v.date_done "
+        f"FROM v WHERE {table}.task_id = v.task_id AND {table}.state NOT IN ({final}) "
+        # The ids once more, as an array: PostgreSQL cannot tell how many rows the JSON
+        # holds (it guesses 100, and may then read the whole table), but it can an array's.
+        f"AND {table}.task_id = ANY(%s::text[]) "
+        f"RETURNING {table}.task_id) SELECT task_id, pg_notify(%s, '') FROM u")
 
 
 def pending_insert_json(connection: Any, messages: Sequence[Message], *,

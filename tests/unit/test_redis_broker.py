@@ -261,15 +261,17 @@ def test_a_fetch_run_again_with_its_tokens_answers_with_what_it_leased(
     leases nothing more, and the first run's messages are not left with an owner that
     never saw them."""
     broker.publish(messages(5))
-    tokens = iter([11, 12, 13, 11, 12, 13, 21, 22, 23])
-    monkeypatch.setattr(redis_module, "new_token", lambda: next(tokens))
+    bases = iter(["11", "11", "21"])
+    monkeypatch.setattr(redis_module, "_token_base", lambda: next(bases))
     first = broker.fetch(["default"], "w1", 3, 30)
     again = broker.fetch(["default"], "w1", 3, 30)
     assert [(d.tag, d.token, d.deliveries) for d in again] == [
         (d.tag, d.token, d.deliveries) for d in first]
     assert [Message.decode(d.body).id for d in again] == ["m0", "m1", "m2"]
+    assert [d.token for d in again] == [110001, 110002, 110003]
     counts = broker.queue_counts(["default"])["default"]
     assert (counts.ready, counts.in_flight) == (2, 3)
     rest = broker.fetch(["default"], "w1", 3, 30)  # new tokens: the next messages
     assert [Message.decode(d.body).id for d in rest] == ["m3", "m4"]
+    assert [d.token for d in rest] == [210001, 210002]
     assert len(broker.ack([*first, *rest])) == 5
