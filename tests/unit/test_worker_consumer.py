@@ -6,7 +6,7 @@ import datetime as dt
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -535,6 +535,20 @@ def test_a_consumer_busy_for_a_while_stops_listening_for_wake_ups(
     assert min(stopped_waiting) - started > consumer_module.BUSY_SECONDS
 
 
+class StopWhen:
+    """A consumer's stop flag that is set once ``done()`` is true, and never waits (the
+    back-off between failed fetches passes at once)."""
+
+    def __init__(self, done: Callable[[], bool]) -> None:
+        self.done = done
+
+    def is_set(self) -> bool:
+        return self.done()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return False
+
+
 def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPatch,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     consumer = make_consumer()
@@ -547,15 +561,8 @@ def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPat
             raise ConnectionError("broker away")
         return fetch(*args, **kwargs)  # type: ignore[arg-type]
 
-    class Flag:
-        def is_set(self) -> bool:
-            return len(calls) >= 7
-
-        def wait(self, timeout: float | None = None) -> bool:
-            return False
-
     monkeypatch.setattr(consumer.broker, "fetch", flaky_fetch)
-    consumer.stop = Flag()
+    consumer.stop = StopWhen(lambda: len(calls) >= 7)
     with caplog.at_level("DEBUG", "django_tasks.worker"):
         consumer.run()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -583,15 +590,8 @@ def test_what_a_fetch_leased_before_its_answer_was_lost_goes_back_and_runs(
         counts.extend(d.deliveries for d in got)
         return got  # type: ignore[return-value]
 
-    class Flag:
-        def is_set(self) -> bool:
-            return len(calls) >= 3
-
-        def wait(self, timeout: float | None = None) -> bool:
-            return False
-
     monkeypatch.setattr(consumer.broker, "fetch", answer_lost)
-    consumer.stop = Flag()
+    consumer.stop = StopWhen(lambda: len(calls) >= 3)
     with caplog.at_level("WARNING", "django_tasks.worker"):
         consumer.run()
     assert lost == [1]
