@@ -15,7 +15,7 @@ Key layout (``P`` is the prefix)::
     P:delayed:<queue>     ZSET of tags not due yet, scored by their eta (Unix seconds)
     P:leased:<queue>      ZSET of leased tags, scored by the end of their lease
     P:owner:<owner>       SET of the tags an owner (one consuming process) holds
-    P:last:<owner>        the owner's last fetch that leased anything: its first token and
+    P:last:<owner>        the owner's last fetch that leased anything: its token base and
                           the tags, for a minute (a fetch sent again answers with them)
     P:queues              SET of queue names with messages, for ``depths()`` and
                           ``queue_counts()``
@@ -45,7 +45,7 @@ Failures: connecting and each command are bounded by timeouts and one quick retr
 operation while Redis is down fails within seconds with :class:`RedisUnreachable`, whose
 message names the URL with its password hidden. A retried script may run twice (its reply
 was lost): a message may then be published twice, which at-least-once delivery allows. A
-fetch run twice answers with what its first run leased (``FETCH`` knows its own tokens); one
+fetch run twice answers with what its first run leased (``FETCH`` knows its token base); one
 whose answer never comes is undone by the consumer's next fetch (``release_owner``).
 """
 

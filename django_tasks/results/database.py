@@ -54,14 +54,12 @@ class DatabaseResultStore(ResultStore):
             if connection.vendor == "postgresql" and len(messages) >= COPY_FROM:
                 copy_pending(cursor, messages, _now())
                 return
-            if (connection.vendor == "postgresql" and not durable
-                    and not connection.in_atomic_block):
-                for start in range(0, len(messages), _BATCH):
-                    cursor.execute(*pending_insert_json(
-                        connection, messages[start:start + _BATCH], commit_async=True))
-                return
+            fast = (connection.vendor == "postgresql" and not durable
+                    and not connection.in_atomic_block)
             for start in range(0, len(messages), _BATCH):
-                cursor.execute(*pending_insert(connection, messages[start:start + _BATCH]))
+                chunk = messages[start:start + _BATCH]
+                cursor.execute(*(pending_insert_json(connection, chunk, commit_async=True)
+                                 if fast else pending_insert(connection, chunk)))
 
     def create_missing(self, messages: Sequence[Message]) -> None:
         """One INSERT for the batch; rows that exist are left as they are."""
