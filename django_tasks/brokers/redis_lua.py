@@ -50,19 +50,52 @@ local function drop(tag)
   redis.call('DEL', mkey(tag))
 end
 
--- Store one new message; ARGV[i .. i+4] = queue, priority, task_id, body, visible_at.
-local function put(i, now)
-  local q, p, eta = ARGV[i], ARGV[i + 1], ARGV[i + 4]
-  local tag = string.format('%.0f', redis.call('INCR', P .. ':seq'))
-  redis.call('HSET', mkey(tag), 'b', ARGV[i + 3], 'q', q, 'p', p, 'id', ARGV[i + 2],
-             'd', 0, 'r', 0)
-  redis.call('SADD', QUEUES, q)
-  if tonumber(eta) > tonumber(now) then
-    redis.call('ZADD', dkey(q), eta, tag)
-    return nil
+-- Batched commands: members gathered per key, then one call per key (and per thousand
+-- members: Lua's unpack holds a few thousand values at most) instead of one per message.
+local function gather(groups, key, a, b)
+  local list = groups[key]
+  if not list then list = {}; groups[key] = list end
+  list[#list + 1] = a
+  if b then list[#list + 1] = b end
+end
+local function each(cmd, groups, flag)
+  for key, list in pairs(groups) do
+    for i = 1, #list, 1000 do
+      local last = math.min(i + 999, #list)
+      if flag then redis.call(cmd, key, flag, unpack(list, i, last))
+      else redis.call(cmd, key, unpack(list, i, last)) end
+    end
   end
-  ready(tag, q, p)
-  return q
+end
+
+-- Store new messages, each given by the index i of its fields in ARGV: ARGV[i .. i+4] =
+-- queue, priority, task_id, body, visible_at. Their tags are taken from the sequence at
+-- once. Returns how many became ready in each queue (for ``wake``).
+local function put_all(starts, now)
+  local n, due = #starts, {}
+  if n == 0 then return due end
+  local first = redis.call('INCRBY', P .. ':seq', n) - n
+  local readies, delays, queues = {}, {}, {}
+  now = tonumber(now)
+  for k, i in ipairs(starts) do
+    local q, p, eta = ARGV[i], ARGV[i + 1], ARGV[i + 4]
+    local number = first + k
+    local tag = string.format('%.0f', number)
+    redis.call('HSET', mkey(tag), 'b', ARGV[i + 3], 'q', q, 'p', p, 'id', ARGV[i + 2],
+               'd', 0, 'r', 0)
+    queues[q] = true
+    if tonumber(eta) > now then
+      gather(delays, dkey(q), eta, tag)
+    else
+      gather(readies, rkey(q),
+             string.format('%.0f', (255 - tonumber(p)) * 1099511627776 + number), tag)
+      due[q] = (due[q] or 0) + 1
+    end
+  end
+  each('ZADD', readies)
+  each('ZADD', delays)
+  for q in pairs(queues) do redis.call('SADD', QUEUES, q) end
+  return due
 end
 
 -- Wake up to one idle consumer per due message (``wait`` pops these with BLPOP); a token
@@ -78,32 +111,25 @@ local function wake(counts)
 end
 """
 
-# ARGV: prefix, now, then 5 fields per message (see ``put``).
+# ARGV: prefix, now, then 5 fields per message (see ``put_all``).
 PUBLISH = _PRELUDE + """
-local now = ARGV[2]
-local due = {}
-for i = 3, #ARGV, 5 do
-  local q = put(i, now)
-  if q then due[q] = (due[q] or 0) + 1 end
-end
-wake(due)
+local starts = {}
+for i = 3, #ARGV, 5 do starts[#starts + 1] = i end
+wake(put_all(starts, ARGV[2]))
 return (#ARGV - 2) / 5
 """
 
 # ARGV: prefix, now, seconds to remember a key, then per message its key and the 5 fields
-# of ``put``. A message whose key was seen is dropped. Returns how many were queued.
+# of ``put_all``. A message whose key was seen is dropped. Returns how many were queued.
 PUBLISH_ONCE = _PRELUDE + """
-local now, ttl = ARGV[2], ARGV[3]
-local due, queued = {}, 0
+local starts = {}
 for i = 4, #ARGV, 6 do
-  if redis.call('SET', P .. ':once:' .. ARGV[i], '1', 'NX', 'EX', ttl) then
-    local q = put(i + 1, now)
-    if q then due[q] = (due[q] or 0) + 1 end
-    queued = queued + 1
+  if redis.call('SET', P .. ':once:' .. ARGV[i], '1', 'NX', 'EX', ARGV[3]) then
+    starts[#starts + 1] = i + 1
   end
 end
-wake(due)
-return queued
+wake(put_all(starts, ARGV[2]))
+return #starts
 """
 
 # ARGV: prefix, now, lease end, owner, limit (at most 9,999), number of queues, queues...,
@@ -134,39 +160,57 @@ if previous then
     return again
   end
 end
-local candidates = {}
-for i = 7, 6 + nq do
-  local q = ARGV[i]
-  -- Due delayed messages become ready (bounded, so one call never blocks Redis for long).
+-- Due delayed messages become ready, and so do messages whose lease ran out (they keep
+-- their delivery count); bounded, so that one call never blocks Redis for long.
+local function promote(q)
   for _, tag in ipairs(redis.call('ZRANGEBYSCORE', dkey(q), '-inf', now, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', dkey(q), tag)
     ready(tag, q, redis.call('HGET', mkey(tag), 'p') or 0)
   end
-  -- Leases that ran out: the message is ready again and keeps its delivery count.
   for _, tag in ipairs(redis.call('ZRANGEBYSCORE', lkey(q), '-inf', now, 'LIMIT', 0, 1000)) do
     local h = unlease(tag)
     ready(tag, q, h[2] or 0)
   end
-  local head = redis.call('ZRANGE', rkey(q), 0, limit - 1, 'WITHSCORES')
-  for j = 1, #head, 2 do
-    table.insert(candidates, {tonumber(head[j + 1]), head[j], q})
+end
+-- The first messages in ready order: tags[i] of queue queues[i] (or of the only queue).
+local tags, queues, only = {}, {}, nil
+if nq == 1 then
+  only = ARGV[7]
+  promote(only)
+  tags = redis.call('ZRANGE', rkey(only), 0, limit - 1)
+else
+  local candidates = {}
+  for i = 7, 6 + nq do
+    local q = ARGV[i]
+    promote(q)
+    local head = redis.call('ZRANGE', rkey(q), 0, limit - 1, 'WITHSCORES')
+    for j = 1, #head, 2 do
+      candidates[#candidates + 1] = {tonumber(head[j + 1]), head[j], q}
+    end
+  end
+  table.sort(candidates, function(a, b) return a[1] < b[1] end)
+  for i = 1, math.min(limit, #candidates) do
+    tags[i], queues[i] = candidates[i][2], candidates[i][3]
   end
 end
-table.sort(candidates, function(a, b) return a[1] < b[1] end)
-local leased = {}
-for i = 1, math.min(limit, #candidates) do
-  local tag, q = candidates[i][2], candidates[i][3]
+local leased, taken, leases, owned = {}, {}, {}, {}
+for i = 1, #tags do
+  local tag, q = tags[i], only or queues[i]
   local token = base .. string.format('%04d', i)
-  redis.call('ZREM', rkey(q), tag)
-  local h = redis.call('HMGET', mkey(tag), 'b', 'id', 'r')
+  gather(taken, rkey(q), tag)
+  local h = redis.call('HMGET', mkey(tag), 'b', 'id', 'r', 'd')
   if h[1] then
-    local deliveries = redis.call('HINCRBY', mkey(tag), 'd', 1)
-    redis.call('HSET', mkey(tag), 'o', owner, 't', token)
-    redis.call('ZADD', lkey(q), lease_end, tag)
-    redis.call('SADD', okey(owner), tag)
+    local deliveries = (tonumber(h[4]) or 0) + 1
+    redis.call('HSET', mkey(tag), 'd', string.format('%d', deliveries), 'o', owner,
+               't', token)
+    gather(leases, lkey(q), lease_end, tag)
+    gather(owned, okey(owner), tag)
     table.insert(leased, {tag, h[1], q, deliveries, h[2], token, h[3]})
   end
 end
+each('ZREM', taken)
+each('ZADD', leases)
+each('SADD', owned)
 if #leased > 0 then
   local tags = {base}
   for _, entry in ipairs(leased) do table.insert(tags, entry[1]) end
@@ -176,13 +220,24 @@ return leased
 """
 
 # ARGV: prefix, then tag, token pairs. Returns the tags acked.
+# A message under a lease is in no ready or delayed set (its lease ends before either takes
+# it back), so its lease entry, its owner's entry and its hash are all there is to delete.
 ACK = _PRELUDE + """
-local acked = {}
+local acked, hashes, leases, owned = {}, {}, {}, {}
 for i = 2, #ARGV, 2 do
-  if held(ARGV[i], ARGV[i + 1]) then
-    drop(ARGV[i])
-    table.insert(acked, ARGV[i])
+  local tag = ARGV[i]
+  local h = redis.call('HMGET', mkey(tag), 't', 'q', 'o')
+  if h[1] and h[1] == ARGV[i + 1] then
+    gather(leases, lkey(h[2]), tag)
+    if h[3] then gather(owned, okey(h[3]), tag) end
+    hashes[#hashes + 1] = mkey(tag)
+    acked[#acked + 1] = tag
   end
+end
+each('ZREM', leases)
+each('SREM', owned)
+for i = 1, #hashes, 1000 do
+  redis.call('DEL', unpack(hashes, i, math.min(i + 999, #hashes)))
 end
 return acked
 """
@@ -236,12 +291,11 @@ redis.call('HINCRBY', mkey(ARGV[2]), 'r', 1)
 return 1
 """
 
-# ARGV: prefix, now, tag, token, then the new message's 5 fields (see ``put``).
+# ARGV: prefix, now, tag, token, then the new message's 5 fields (see ``put_all``).
 REQUEUE = _PRELUDE + """
 if not held(ARGV[3], ARGV[4]) then return 0 end
 drop(ARGV[3])
-local q = put(5, ARGV[2])
-if q then wake({[q] = 1}) end
+wake(put_all({5}, ARGV[2]))
 return 1
 """
 
@@ -290,14 +344,16 @@ return renewed
 
 # ARGV: prefix, lease end, then tag, token pairs. Returns the tags whose lease was current.
 CONFIRM = _PRELUDE + """
-local current = {}
+local current, leases = {}, {}
 for i = 3, #ARGV, 2 do
   local tag = ARGV[i]
-  if held(tag, ARGV[i + 1]) then
-    redis.call('ZADD', lkey(redis.call('HGET', mkey(tag), 'q')), 'XX', ARGV[2], tag)
-    table.insert(current, tag)
+  local h = redis.call('HMGET', mkey(tag), 't', 'q')
+  if h[1] and h[1] == ARGV[i + 1] then
+    gather(leases, lkey(h[2]), ARGV[2], tag)
+    current[#current + 1] = tag
   end
 end
+each('ZADD', leases, 'XX')
 return current
 """
 
