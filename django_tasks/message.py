@@ -127,7 +127,7 @@ class Message:
             raise DecodeError(f"message {printable(task_id)}: {problem}")
         if not isinstance(name, str) or not name:
             raise DecodeError(f"message {task_id} has no task name in header 'task'")
-        if problem := name_error(name, "header 'task'"):
+        if name not in _NAMES_SEEN and (problem := _seen(name, "header 'task'")):
             raise DecodeError(f"message {task_id}: {problem}")
         if not (isinstance(body, list) and len(body) == 3
                 and isinstance(body[0], list) and isinstance(body[1], dict)):
@@ -137,8 +137,9 @@ class Message:
         if not isinstance(delivery, dict):
             raise DecodeError(f"message {task_id} 'delivery_info' is not an object")
         queue = delivery.get("routing_key") or "default"
-        if problem := name_error(queue, "'routing_key'"):
+        if queue not in _NAMES_SEEN and (problem := _seen(queue, "'routing_key'")):
             raise DecodeError(f"message {task_id}: {problem}")
+        extra = headers.keys() - _KNOWN_HEADERS
         try:
             return cls(
                 id=task_id,
@@ -155,7 +156,7 @@ class Message:
                 group=_optional_id(headers.get("group"), "group"),
                 ignore_result=bool(headers.get("ignore_result")),
                 timelimit=_parse_timelimit(headers.get("timelimit")),
-                headers={k: v for k, v in headers.items() if k not in _KNOWN_HEADERS},
+                headers={k: headers[k] for k in extra} if extra else {},
                 callbacks=tuple(embed.get("callbacks") or ()),
                 errbacks=tuple(embed.get("errbacks") or ()),
                 chain=tuple(embed.get("chain") or ()),
@@ -169,6 +170,19 @@ class Message:
 _KNOWN_HEADERS = frozenset({
     "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
     "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result"})
+
+
+#: Task and queue names found valid: a worker reads the same few again and again.
+_NAMES_SEEN: set[str] = set()
+_NAMES_KEPT = 4096
+
+
+def _seen(name: str, what: str) -> str:
+    """``name_error()`` of a task or queue name, remembering the valid ones."""
+    problem = name_error(name, what)
+    if not problem and len(_NAMES_SEEN) < _NAMES_KEPT:
+        _NAMES_SEEN.add(name)
+    return problem
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
@@ -280,9 +294,12 @@ def _optional_id(value: Any, what: str) -> str | None:
     return str(value)
 
 
+_NO_LIMITS = [None, None]
+
+
 def _parse_timelimit(value: Any) -> tuple[float | None, float | None]:
     """Celery's ``[hard, soft]`` header; each is a number of seconds or null."""
-    if value is None:
+    if value is None or value == _NO_LIMITS:
         return None, None
     if not isinstance(value, list | tuple) or len(value) != 2:
         raise ValueError(f"'timelimit' must be [hard, soft], not {value!r}")
