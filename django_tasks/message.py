@@ -241,8 +241,13 @@ def origin() -> str:
     global _origin
     pid = os.getpid()
     if _origin[0] != pid:
-        _origin = (pid, f"{pid}@{socket.gethostname()}")
+        _origin = (pid, origin_of(pid))
     return _origin[1]
+
+
+def origin_of(pid: int) -> str:
+    """``pid@host`` of process ``pid`` of this host."""
+    return f"{pid}@{socket.gethostname()}"
 
 
 #: Longest task name, id or queue name: what the tables' columns hold.

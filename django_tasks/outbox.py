@@ -19,7 +19,9 @@ so that no worker holds a delayed message unacknowledged in its memory.
 A claim is an ``UPDATE`` that only takes a row nobody holds (or whose claim has run out),
 so two processes never publish one row at the same time. The one window left is a
 publisher that dies after the broker took the message and before its ``DELETE``: the relay
-then publishes the row again when the claim runs out. Rows are published with
+then publishes the row again when the claim runs out, or at once where the publisher was a
+worker's pool process (its supervisor ends the claims of a process that died, which carry
+its ``pid@host``). Rows are published with
 ``Broker.publish_once``, keyed by the row: Redis remembers the key in the same script that
 queues the message and drops the second copy (exactly once). A broker that cannot (AMQP)
 publishes it again, and the worker, which checks for a final outcome before it runs a
@@ -38,7 +40,7 @@ from django.db import transaction
 
 from . import clock
 from .brokers.base import Broker
-from .message import Message
+from .message import Message, origin
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -169,9 +171,20 @@ def waiting(alias: str, now: dt.datetime | None = None) -> dict[str, tuple[int, 
     return {queue: (int(unsent), int(held)) for queue, unsent, held in rows}
 
 
+def release_claims(alias: str, claimer: str) -> int:
+    """End the claims of ``claimer`` (``pid@host``), a process known to have died: the next
+    relay publishes its rows, instead of waiting for the claims to run out. How many."""
+    from .models import OutboxMessage
+
+    ended = clock.now() - dt.timedelta(seconds=1)
+    return OutboxMessage.objects.using(alias).filter(
+        claimed_by=claimer, claimed_until__gt=ended).update(claimed_until=ended)
+
+
 def _claim(rows: QuerySet[OutboxMessage], alias: str) -> tuple[int, int]:
     """Claim ``rows`` (free rows) under a new claim; the claim and how many rows it took."""
     claim = secrets.randbits(62) + 1
     with transaction.atomic(using=alias):
-        taken = rows.update(claim=claim, claimed_until=clock.now() + CLAIM)
+        taken = rows.update(claim=claim, claimed_until=clock.now() + CLAIM,
+                            claimed_by=origin())
     return claim, taken

@@ -13,7 +13,9 @@ class OutboxMessage(models.Model):
     eta or retry delay is a row with ``due_at``, which the relay publishes when due.
 
     ``claimed_until`` is the claim's end: a row is free to claim when it is empty (and the
-    row is older than the relay's grace, or due) or in the past.
+    row is older than the relay's grace, or due) or in the past. ``claimed_by`` is the
+    claiming process (``pid@host``): a worker whose pool process died ends that process's
+    claims at once, instead of letting them run out.
     """
 
     task_id = models.CharField(max_length=255)
@@ -27,6 +29,8 @@ class OutboxMessage(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     claim = models.BigIntegerField(
         null=True, blank=True, help_text="names the current claim: only its holder deletes")
+    claimed_by = models.CharField(max_length=255, blank=True, default="",
+                                  help_text="the process that holds the claim: pid@host")
 
     class Meta:
         verbose_name = "outbox message"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .. import outbox
 from ..brokers.base import Broker
 from ..conf import get_broker
+from ..message import origin_of
 from ..process import connections, liveness
 
 if TYPE_CHECKING:
@@ -65,6 +66,25 @@ def relay_outbox(broker: Broker) -> None:
         logger.warning("Could not publish messages left in the outbox (%s); tried again on "
                        "the next heartbeat", exc)
         connections.close_all()
+
+
+def release_outbox_claims(broker: Broker, pid: int) -> None:
+    """A pool process died: its outbox claims end now, so that the next relay publishes
+    what it had claimed and not published (the claims would otherwise hold the rows for
+    ``outbox.CLAIM``)."""
+    caps = broker.capabilities
+    if caps.transactional or not caps.durable:
+        return
+    try:
+        released = outbox.release_claims(broker.home_alias, origin_of(pid))
+    except Exception as exc:  # noqa: BLE001 - the claims run out by themselves
+        logger.warning("Could not end the outbox claims of process %d (%s); they run out "
+                       "within %d s", pid, exc, outbox.CLAIM.seconds)
+        connections.close_all()
+        return
+    if released:
+        logger.warning("%d outbox message(s) claimed by process %d, which died before it "
+                       "published them, go out with the next relay", released, pid)
 
 
 def release(owner: str, keep_count: Sequence[int] = (), *, count_all: bool = False,

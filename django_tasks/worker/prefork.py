@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..conf import get_broker
 from ..process import connections
 from ..process.children import die_with_parent
 from ..process.stall import Entry
@@ -259,6 +260,8 @@ class PreforkPool(Pool):
             _signal(child, signal.SIGKILL)
 
     def _reap(self, child: _Child) -> None:
+        if child.process.exitcode != 0 and child.process.pid:
+            heartbeat.release_outbox_claims(get_broker(), child.process.pid)
         if child.beat:
             if child.process.exitcode:
                 logger.warning("The beat process exited (exit code %s); restarting it",

@@ -164,6 +164,25 @@ def record(self, journal: str, seconds: float = 0.0, payload: object = None) -> 
     return attempt
 
 
+@shared_task
+def die_after_commit(marker: str, journal: str) -> None:
+    """The first time (no ``marker`` file): queue ``record(journal)`` in a transaction on a
+    broker outside the database, and die (kill -9) in the commit hook, after it claimed the
+    outbox row and before the broker took the message. After that, nothing."""
+    import signal
+
+    from django.db import transaction
+
+    from django_tasks.conf import get_broker
+
+    if os.path.exists(marker):
+        return
+    open(marker, "w").close()
+    get_broker().publish_once = lambda keyed: os.kill(os.getpid(), signal.SIGKILL)  # type: ignore[method-assign]
+    with transaction.atomic():
+        record.delay(journal)
+
+
 @shared_task(bind=True)
 def poison(self, journal: str, how: str) -> None:  # type: ignore[no-untyped-def]
     """Journal the start, then end as ``how`` says: ``os._exit`` (the process dies at once),

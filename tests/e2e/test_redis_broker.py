@@ -127,6 +127,24 @@ def test_a_crash_between_commit_and_publish_is_covered_by_the_outbox(
     assert project.count("django_tasks_outboxmessage") == 0
 
 
+def test_a_pool_process_that_dies_holding_outbox_claims_delays_nothing(
+        project: Project, broker: RedisBroker, tmp_path: Path) -> None:
+    """A task queues a follow-up in a transaction, and its pool process is killed in the
+    commit hook, after the hook claimed the outbox row and before Redis took the message.
+    The supervisor ends the dead process's claims, so the follow-up goes out with the next
+    relay, not when the claim runs out (a minute), and it runs once."""
+    journal = tmp_path / "journal"
+    project.delay("die_after_commit", str(tmp_path / "died"), str(journal))
+    project.worker("-c", "1", TASKS_HEARTBEAT_SECONDS="1")
+    deadline = time.monotonic() + 20  # the claim alone would hold the row for 60 s
+    while len(lines(journal)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [line.split()[0] for line in lines(journal)] == ["S", "E"]
+    assert project.count("django_tasks_outboxmessage") == 0
+    time.sleep(2)  # nothing else comes
+    assert len(lines(journal)) == 2
+
+
 def test_a_redis_restart_mid_drain_loses_nothing(project: Project, tmp_path: Path) -> None:
     """Redis (append-only, fsync always) is stopped for a few seconds in the middle of a drain
     and started again on the same files."""

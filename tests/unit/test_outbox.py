@@ -20,7 +20,7 @@ from django_tasks import conf, outbox, shared_task
 from django_tasks.brokers.base import Capabilities
 from django_tasks.brokers.memory import MemoryBroker
 from django_tasks.conf import get_broker, reset_cache
-from django_tasks.message import Message
+from django_tasks.message import Message, origin, origin_of
 from django_tasks.models import OutboxMessage, TaskResult
 from django_tasks.worker import heartbeat
 
@@ -200,6 +200,38 @@ def test_a_publisher_that_died_holding_a_claim_is_replaced_when_the_claim_runs_o
     clock.advance(outbox.CLAIM.total_seconds())
     assert outbox.relay(broker, "default") == 1
     assert broker.queued_ids() == ["held"]
+
+
+def test_a_claim_names_the_process_that_holds_it(broker: OutsideBroker) -> None:
+    broker.down = True
+    with transaction.atomic():
+        add.delay(1, 2)
+    row = OutboxMessage.objects.get()
+    assert row.claimed_until is not None  # the commit hook claimed it, then failed
+    assert row.claimed_by == origin()
+
+
+def test_the_claims_of_a_pool_process_that_died_end_at_once(broker: OutsideBroker,
+                                                             clock: Clock) -> None:
+    """A worker's supervisor ends the claims of a pool process that died: its rows go out
+    with the next relay, not when the claims run out; another process's claim holds."""
+    for task_id, pid in (("dead", 4242), ("alive", 4243)):
+        OutboxMessage.objects.create(
+            task_id=task_id, queue="default", created_at=clock.now, claim=pid,
+            claimed_until=clock.now + outbox.CLAIM, claimed_by=origin_of(pid),
+            body=Message(id=task_id, task="unit.outbox.add").encode())
+    heartbeat.release_outbox_claims(broker, 4242)
+    assert outbox.relay(broker, "default") == 1
+    assert broker.queued_ids() == ["dead"]
+    assert list(OutboxMessage.objects.values_list("task_id", flat=True)) == ["alive"]
+
+
+def test_a_broker_in_the_database_has_no_claims_to_end(monkeypatch: pytest.MonkeyPatch,
+                                                        broker: OutsideBroker) -> None:
+    monkeypatch.setattr(broker, "capabilities", Capabilities(transactional=True))
+    with CaptureQueriesContext(connection) as queries:
+        heartbeat.release_outbox_claims(broker, 4242)
+    assert not queries.captured_queries
 
 
 def test_many_messages_in_one_transaction_are_published_together(broker: OutsideBroker,
