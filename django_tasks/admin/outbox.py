@@ -21,7 +21,7 @@ class OutboxMessageAdmin(ShortIds, ReadOnlyAdmin):
     ordering = ["id"]
     sortable_by = ()
     fields = readonly_fields = ("task_id", "task_name", "queue", "status", "created_at",
-                                "due_at", "claimed_until", "body_pretty")
+                                "due_at", "claimed_until", "claimed_by", "body_pretty")
 
     @admin.display(description="task name")
     def task_name(self, obj: OutboxMessage) -> str:
