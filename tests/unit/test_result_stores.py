@@ -177,10 +177,11 @@ def test_rows_that_need_not_be_durable_are_committed_without_waiting_for_the_dis
 
 
 @pytest.mark.django_db
-def test_the_worker_s_statements_have_one_text_for_any_batch_on_postgresql() -> None:
+def test_the_worker_s_statements_have_few_texts_for_any_batch_on_postgresql() -> None:
     """The worker's writes of outcomes and counters: PostgreSQL is given the rows as one
     JSON parameter, so the statement's text is the same for any batch (the driver parses a
-    statement of more than 50 parameters again each time). Elsewhere, rows are parameters."""
+    statement of more than 50 parameters again each time): one for small batches, one for
+    larger (``_TOLD``), one for the counters. Elsewhere, rows are parameters."""
     from django.db import connection
 
     store = DatabaseResultStore("django://")
@@ -191,7 +192,7 @@ def test_the_worker_s_statements_have_one_text_for_any_batch_on_postgresql() -> 
         return execute(sql, params, many, context)
 
     texts: dict[str, set[str]] = {"store": set(), "count": set()}
-    for size in (1, 20):
+    for size in (1, 16, 17, 40):
         ids = [f"b{size}-{i}" for i in range(size)]
         pending(store, *ids)
         done = [outcome(i, started_at=NOW) for i in ids]
@@ -205,7 +206,7 @@ def test_the_worker_s_statements_have_one_text_for_any_batch_on_postgresql() -> 
                 assert params <= 3, (what, size, params)
         assert all(store.get(i).state == states.SUCCESS for i in ids)  # type: ignore[union-attr]
     if connection.vendor == "postgresql":
-        assert len(texts["store"]) == 1 and len(texts["count"]) == 1, texts
+        assert len(texts["store"]) == 2 and len(texts["count"]) == 1, texts
 
 
 def test_forget(store: ResultStore) -> None:
