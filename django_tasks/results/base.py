@@ -58,6 +58,15 @@ class ResultStore(abc.ABC):
         ``ignore_result`` success is counted too), in the transaction that stores the batch's
         outcomes. Only the database store keeps counters."""
 
+    def store_and_count(self, outcomes: Sequence[TaskOutcome],
+                        counted: Sequence[TaskOutcome]) -> None:
+        """``store_outcomes(outcomes)``, then ``count_outcomes(counted)``, in the caller's
+        transaction; a store may do both in one statement."""
+        if outcomes:
+            self.store_outcomes(outcomes)
+        if counted:
+            self.count_outcomes(counted)
+
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         """Fold up to ``batch_size`` counter rows of minutes before ``before`` into totals;
         return how many rows went."""

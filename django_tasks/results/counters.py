@@ -146,16 +146,22 @@ def _row(key: Key, t: Tally) -> list[Any]:
             t.runtime_max, t.slowest_task_id[:255], t.last_task_id[:255], *t.buckets]
 
 
+def json_upsert(alias: str, rows: Mapping[Key, Tally]) -> tuple[str, str]:
+    """PostgreSQL: the upsert of ``rows`` as a statement and its one parameter (the rows as
+    a JSON array, in one lock order for every worker)."""
+    sql = _JSON_UPSERTS.get(alias) or _JSON_UPSERTS.setdefault(
+        alias, _upsert_sql(connections[alias], ""))
+    return sql, json.dumps([[*row[:1], row[1].isoformat(), *row[2:]]
+                            for row in (_row(key, rows[key]) for key in sorted(rows))])
+
+
 def upsert(alias: str, rows: Mapping[Key, Tally]) -> None:
     connection = connections[alias]
     keys = sorted(rows)  # one lock order for every worker
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            sql = _JSON_UPSERTS.get(alias) or _JSON_UPSERTS.setdefault(
-                alias, _upsert_sql(connection, ""))
-            cursor.execute(sql, [json.dumps(
-                [[*row[:1], row[1].isoformat(), *row[2:]]
-                 for row in (_row(key, rows[key]) for key in keys)])])
+            sql, param = json_upsert(alias, rows)
+            cursor.execute(sql, [param])
             return
         adapt = connection.ops.adapt_datetimefield_value
         params: list[Any] = []

@@ -200,9 +200,7 @@ class Settler:
         if self._alias is not None:
             with transaction.atomic(using=self._alias):
                 kept = self._settle_leases(batch)
-                self._store(kept)
-                self._follow_up(kept)
-                self._count(kept)
+                self._record(kept)
             return
         early = [s for s in batch if s.acked]
         unacked = [s.delivery for s in batch if not s.acked]
@@ -219,9 +217,7 @@ class Settler:
         store_alias = self.store.database_alias if self.store is not None else None
         fresh = [s for s in (*early, *live) if not s.recorded]
         with transaction.atomic(using=store_alias) if store_alias else nullcontext():
-            self._store(fresh)
-            self._follow_up(fresh)
-            self._count(fresh)
+            self._record(fresh)
         for s in fresh:  # committed: trying the ack again must not write them again
             s.recorded = True
         alias = self.broker.database_alias
@@ -256,6 +252,18 @@ class Settler:
                 (kept if done else refused).append(s)
         self.refused(refused)
         return kept
+
+    def _record(self, batch: Sequence[Settlement]) -> None:
+        """Store the batch's outcomes, publish its follow-ups and count its runs, in the
+        caller's transaction; without follow-ups the store may store and count at once."""
+        if any(s.follow_up or s.on_settle for s in batch):
+            self._store(batch)
+            self._follow_up(batch)
+            self._count(batch)
+        elif self.store is not None:
+            self.store.store_and_count(
+                [s.outcome for s in batch if s.outcome is not None and s.outcome.task_id],
+                [o for s in batch if (o := s.tally or s.outcome) is not None])
 
     def _store(self, batch: Sequence[Settlement]) -> None:
         outcomes = [s.outcome for s in batch if s.outcome is not None and s.outcome.task_id]
