@@ -9,6 +9,7 @@ decode it, and the reverse.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import reprlib
@@ -98,10 +99,44 @@ class Message:
         """The JSON envelope; made once per message (``delay()`` checks the arguments by
         encoding, and the broker then sends the same text)."""
         if self._encoded is None:
-            object.__setattr__(self, "_encoded", serialization.dumps(
-                self.to_envelope(), f"arguments of task {self.task!r}"))
+            text = self._plain_text() if self._plain() else serialization.dumps(
+                self.to_envelope(), f"arguments of task {self.task!r}")
+            object.__setattr__(self, "_encoded", text)
         assert self._encoded is not None
         return self._encoded
+
+    def _plain(self) -> bool:
+        """The usual message: no headers of the caller's, no workflow, default time limits,
+        and fields of their own types: ``_plain_text()`` writes its envelope."""
+        return (not self.headers and not self.callbacks and not self.errbacks
+                and not self.chain and self.chord is None and self.timelimit == (None, None)
+                and type(self.retries) is int and type(self.priority) is int
+                and type(self.ignore_result) is bool)
+
+    def _plain_text(self) -> str:
+        """``to_envelope()`` encoded, for a plain message, the same text to the byte: only the
+        arguments go through the JSON encoder, the rest is written around them (the encoder
+        took two thirds of the time of building a message)."""
+        body = serialization.dumps([list(self.args), self.kwargs],
+                                   f"arguments of task {self.task!r}")
+        shown_args, shown_kwargs = shown(self.task, self.args, self.kwargs)
+        task_id = _string(self.id)
+        return "".join((
+            '{"headers":{"lang":"py","task":', _string(self.task), ',"id":', task_id,
+            ',"shadow":null,"eta":', _moment(self.eta), ',"expires":', _moment(self.expires),
+            ',"group":', _optional(self.group), ',"group_index":null,"retries":',
+            int.__repr__(self.retries), ',"timelimit":[null,null],"root_id":',
+            _string(self.root_id) if self.root_id else task_id,
+            ',"parent_id":', _optional(self.parent_id),
+            ',"argsrepr":', _string(_short_repr(shown_args)),
+            ',"kwargsrepr":', _string(_short_repr(shown_kwargs)),
+            ',"origin":', _string(origin()),
+            ',"ignore_result":', "true" if self.ignore_result else "false",
+            '},"properties":{"correlation_id":', task_id,
+            ',"content_type":"application/json","content_encoding":"utf-8","priority":',
+            int.__repr__(self.priority), ',"delivery_info":{"exchange":"","routing_key":',
+            _string(self.queue), '}},"body":', body[:-1],
+            ',{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]}'))
 
     @classmethod
     def decode(cls, raw: str | bytes) -> Message:
@@ -164,6 +199,18 @@ class Message:
             )
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"message {task_id} has a malformed header: {exc}") from exc
+
+
+#: A JSON string, as the encoder writes it (non-ASCII characters kept).
+_string = json.encoder.encode_basestring
+
+
+def _optional(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def _moment(value: dt.datetime | None) -> str:
+    return _string(value.isoformat()) if value else "null"
 
 
 #: The headers a :class:`Message` has fields for; the others are kept in ``headers``.

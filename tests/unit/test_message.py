@@ -271,3 +271,44 @@ def test_argsrepr_of_plain_arguments_is_what_reprlib_gives(value: Any) -> None:
     expected = _repr.repr(value)
     expected = expected if len(expected) <= 200 else expected[:197] + "..."
     assert _short_repr(value) == expected
+
+
+@pytest.mark.parametrize("message", [
+    Message(id="a", task="app.tasks.noop"),
+    Message(id="b", task="app.tasks.add", args=(1, 2.5, "x", None, True, [1, {"k": "v"}]),
+            kwargs={"z": 1, "a": "é", "q": 'say "hi" \\ bye'}),
+    Message(id="c", task='app.tasks.odd "name" \\ tâche', queue='que"ue', priority=9,
+            eta=ETA, expires=EXPIRES, retries=3, root_id="r", parent_id="p", group="g",
+            ignore_result=True),
+    Message(id="d", task="app.tasks.typed", args=(dt.date(2024, 1, 1), Decimal("1.5")),
+            kwargs={"who": uuid.UUID(int=3), "when": ETA, "raw": b"\x00\xff"}),
+    Message(id="e", task="app.tasks.secret", args=("x" * 500,), kwargs={"password": "s"}),
+    Message(id="f", task="app.tasks.emoji", args=("\U0001f600", "\u2028"), root_id="f"),
+], ids=["bare", "plain-args", "every-field", "tagged-types", "long-and-masked", "unicode"])
+def test_a_plain_message_is_encoded_as_the_envelope_is(message: Message) -> None:
+    """The usual message's text is written around its encoded arguments: it must be the
+    generic encoding of ``to_envelope()``, to the byte."""
+    from django_tasks import serialization
+
+    assert message._plain()
+    expected = serialization.dumps(message.to_envelope(), "arguments")
+    assert message.encode() == expected
+    assert Message.decode(expected).encode() == expected  # and read back, the same again
+
+
+def test_a_message_with_headers_or_a_workflow_takes_the_generic_encoding() -> None:
+    from django_tasks import serialization
+
+    for message in (full_message(), Message(id="t", task="x", timelimit=(10.0, None)),
+                    Message(id="c", task="x", chord={"task": "cb"})):
+        assert not message._plain()
+        assert message.encode() == serialization.dumps(message.to_envelope(), "arguments")
+
+
+def test_unserializable_arguments_fail_the_same_way_on_the_plain_path() -> None:
+    from django_tasks.exceptions import EncodeError
+
+    with pytest.raises(EncodeError, match=r"arguments of task 'app\.t' cannot be serialized"):
+        Message(id="u", task="app.t", args=(object(),)).encode()
+    with pytest.raises(EncodeError, match="lone surrogate"):
+        Message(id="u", task="app.t", kwargs={"s": "\udc80"}).encode()
