@@ -256,26 +256,18 @@ class Settler:
     def _record(self, batch: Sequence[Settlement]) -> None:
         """Store the batch's outcomes, publish its follow-ups and count its runs, in the
         caller's transaction; without follow-ups the store may store and count at once."""
-        if any(s.follow_up or s.on_settle for s in batch):
-            self._store(batch)
+        if self.store is None:
             self._follow_up(batch)
-            self._count(batch)
-        elif self.store is not None:
-            self.store.store_and_count(
-                [s.outcome for s in batch if s.outcome is not None and s.outcome.task_id],
-                [o for s in batch if (o := s.tally or s.outcome) is not None])
-
-    def _store(self, batch: Sequence[Settlement]) -> None:
-        outcomes = [s.outcome for s in batch if s.outcome is not None and s.outcome.task_id]
-        if outcomes and self.store is not None:
-            self.store.store_outcomes(outcomes)
-
-    def _count(self, batch: Sequence[Settlement]) -> None:
-        """Add the batch's runs to the per-minute counters: last in the transaction, so that
-        the counter rows every worker adds to stay locked for the shortest time."""
-        outcomes = [o for s in batch if (o := s.tally or s.outcome) is not None]
-        if outcomes and self.store is not None:
-            self.store.count_outcomes(outcomes)
+        elif any(s.follow_up or s.on_settle for s in batch):
+            # Counted last in the transaction, so that the counter rows every worker adds
+            # to stay locked for the shortest time.
+            if stored := _stored(batch):
+                self.store.store_outcomes(stored)
+            self._follow_up(batch)
+            if counted := _counted(batch):
+                self.store.count_outcomes(counted)
+        else:
+            self.store.store_and_count(_stored(batch), _counted(batch))
 
     def _follow_up(self, batch: Sequence[Settlement]) -> None:
         """Publish the follow-up messages of the settlements whose lease was current."""
@@ -377,3 +369,13 @@ def transient(error: BaseException) -> bool:
 
     ``ConnectionError``: a broker that is not a database (Redis) went away."""
     return isinstance(error, OperationalError | InterfaceError | ConnectionError)
+
+
+def _stored(batch: Sequence[Settlement]) -> list[TaskOutcome]:
+    """The outcomes to store: those with an id (an unreadable message may have none)."""
+    return [s.outcome for s in batch if s.outcome is not None and s.outcome.task_id]
+
+
+def _counted(batch: Sequence[Settlement]) -> list[TaskOutcome]:
+    """The runs to count: each settlement's tally, or its outcome."""
+    return [o for s in batch if (o := s.tally or s.outcome) is not None]

@@ -28,7 +28,7 @@ import pytest
 from tests.conftest import MYSQL_URL, POSTGRES_URL, service_up
 from tests.e2e.conftest import ROOT, Project, _mysql_database, _postgres_admin
 
-from . import report
+from . import _django, report  # noqa: F401 - _django: Django set up before any scenario
 from .harness import SCALES, Figures, machine, reset_tables, server_version
 from .scenarios import SCENARIOS
 

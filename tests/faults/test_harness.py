@@ -209,3 +209,21 @@ def test_the_proxy_rewrites_a_database_url() -> None:
         url = proxy.url_for("postgres://postgres:secret@127.0.0.1:5432/db?sslmode=disable")
         assert url == f"postgres://postgres:secret@127.0.0.1:{proxy.port}/db?sslmode=disable"
         assert proxy.url_for("mysql://127.0.0.1/db") == f"mysql://127.0.0.1:{proxy.port}/db"
+
+
+def test_the_runner_sets_django_up_for_the_messages_it_builds(tmp_path: Path) -> None:
+    """``python -m tests.faults`` runs outside pytest: the bad rows it writes are built from
+    messages, which read the project's settings."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    code = ("from pathlib import Path\n"
+            "import tests.faults.__main__\n"
+            "from tests.faults.scenarios import bad_rows_for\n"
+            f"print(len(bad_rows_for(Path({str(tmp_path / 'journal')!r}))))\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[2], check=False)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == 11
