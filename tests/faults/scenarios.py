@@ -582,7 +582,11 @@ def enqueue(project: ProjectLike, scale: Scale) -> list[Figures]:
     expected: dict[str, str] = {}
     rolled: list[str] = []
     with run.guarded():
-        run.worker("enqueue", "-c", "2").wait_ready()
+        # No fault here: the default lease. The faults' 3 s lease is shorter than a worker
+        # may wait for SQLite's write lock while nine producers write (it waited ~3 s once,
+        # its lease lapsed, and a task ran twice: by the contract, not a transactional hole).
+        run.worker("enqueue", "-c", "2", TASKS_LEASE_SECONDS="30",
+                   TASKS_HEARTBEAT_SECONDS="5").wait_ready()
         code = _PRODUCER.format(tasks=TASKS, journal=str(run.journal), threads=t,
                                 rounds=scale.enqueue_rounds)
         started = []
