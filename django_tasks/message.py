@@ -121,7 +121,7 @@ class Message:
                                    f"arguments of task {self.task!r}")
         shown_args, shown_kwargs = shown(self.task, self.args, self.kwargs)
         task_id = _string(self.id)
-        return "".join((
+        text = "".join((
             '{"headers":{"lang":"py","task":', _string(self.task), ',"id":', task_id,
             ',"shadow":null,"eta":', _moment(self.eta), ',"expires":', _moment(self.expires),
             ',"group":', _optional(self.group), ',"group_index":null,"retries":',
@@ -137,6 +137,12 @@ class Message:
             int.__repr__(self.priority), ',"delivery_info":{"exchange":"","routing_key":',
             _string(self.queue), '}},"body":', body[:-1],
             ',{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]}'))
+        if not text.isascii():  # a field the caller made by hand may hold a lone surrogate
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # the generic encoding says where, as an EncodeError
+                return serialization.dumps(self.to_envelope(), f"arguments of task {self.task!r}")
+        return text
 
     @classmethod
     def decode(cls, raw: str | bytes) -> Message:

@@ -312,3 +312,5 @@ def test_unserializable_arguments_fail_the_same_way_on_the_plain_path() -> None:
         Message(id="u", task="app.t", args=(object(),)).encode()
     with pytest.raises(EncodeError, match="lone surrogate"):
         Message(id="u", task="app.t", kwargs={"s": "\udc80"}).encode()
+    with pytest.raises(EncodeError, match="lone surrogate"):  # in a field, made by hand
+        Message(id="u", task="app.t", group="g\udc80").encode()
