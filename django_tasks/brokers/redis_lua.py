@@ -20,9 +20,11 @@ local function wkey(q) return P .. ':wake:' .. q end
 local QUEUES = P .. ':queues'
 
 -- Ready order: higher priority first, then publish order (the tag).
+local function rank(priority, tag)
+  return string.format('%.0f', (255 - tonumber(priority)) * 1099511627776 + tonumber(tag))
+end
 local function ready(tag, q, priority)
-  local score = (255 - tonumber(priority)) * 1099511627776 + tonumber(tag)
-  redis.call('ZADD', rkey(q), string.format('%.0f', score), tag)
+  redis.call('ZADD', rkey(q), rank(priority, tag), tag)
 end
 
 -- End the current lease of a message (owner, token, leased entry); returns its hash fields.
@@ -87,8 +89,7 @@ local function put_all(starts, now)
     if tonumber(eta) > now then
       gather(delays, dkey(q), eta, tag)
     else
-      gather(readies, rkey(q),
-             string.format('%.0f', (255 - tonumber(p)) * 1099511627776 + number), tag)
+      gather(readies, rkey(q), rank(p, number), tag)
       due[q] = (due[q] or 0) + 1
     end
   end

@@ -97,14 +97,24 @@ class DatabaseResultStore(ResultStore):
         self._insert_missing(missing)
 
     def store_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+        self._store(outcomes)
+
+    def _store(self, outcomes: Sequence[TaskOutcome],
+               also: tuple[str, str] | None = None) -> None:
+        """``also``: on PostgreSQL, a statement with one parameter that the first chunk's
+        ``UPDATE`` runs too (``store_and_count``)."""
         if not outcomes:
             return
         latest = list({o.task_id: o for o in outcomes}.values())  # one write per id
-        vendor = connections[self.alias].vendor
+        connection = connections[self.alias]
+        vendor = connection.vendor
         told = vendor == "postgresql"  # each UPDATE notifies waiting readers itself
         for start in range(0, len(latest), _BATCH):
             chunk = latest[start:start + _BATCH]
-            if vendor in ("postgresql", "sqlite"):
+            if vendor == "postgresql":
+                updated = self._update_returning_json(connection, chunk, also)
+                also = None
+            elif vendor == "sqlite":
                 updated = self._update_returning(chunk)
             else:
                 updated = self._update_locked(chunk)
@@ -121,23 +131,14 @@ class DatabaseResultStore(ResultStore):
 
     def store_and_count(self, outcomes: Sequence[TaskOutcome],
                         counted: Sequence[TaskOutcome]) -> None:
-        """On PostgreSQL a batch that fits one statement is stored and counted by one: the
-        counters' upsert rides in the outcomes' ``UPDATE`` as one more data-modifying ``WITH``
-        (a round trip less per batch: about 0.5 ms of each ``delay().get()``)."""
+        """On PostgreSQL the counters' upsert rides in the outcomes' ``UPDATE`` as one more
+        data-modifying ``WITH``: a statement and a round trip less per batch (0.1-0.2 ms)."""
         from . import counters
 
-        connection = connections[self.alias]
-        latest = list({o.task_id: o for o in outcomes}.values())  # one write per id
-        if connection.vendor != "postgresql" or not latest or not counted \
-                or len(latest) > _BATCH:
+        if connections[self.alias].vendor != "postgresql" or not outcomes or not counted:
             super().store_and_count(outcomes, counted)
             return
-        also = counters.json_upsert(self.alias, counters.tally(counted, _now()))
-        updated = self._update_returning_json(connection, latest, also)
-        missing = [o for o in latest if o.task_id not in updated]
-        self._insert_missing(missing)
-        if not updated or missing:
-            notify.notify(connection, notify.RESULT_CHANNEL)
+        self._store(outcomes, counters.json_upsert(self.alias, counters.tally(counted, _now())))
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         from . import counters
@@ -152,13 +153,11 @@ class DatabaseResultStore(ResultStore):
         notify.unlisten(connections[self.alias], notify.RESULT_CHANNEL)
 
     def _update_returning(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
-        """PostgreSQL and SQLite: write the outcome columns of the rows that exist and are not
-        final (the PENDING rows made at enqueue) in one ``UPDATE … FROM``; return the ids of
-        the rows it wrote, final or missing ones are not among them. SQLite is given the
-        rows as ``VALUES``, PostgreSQL as JSON (:meth:`_update_returning_json`)."""
+        """SQLite: write the outcome columns of the rows that exist and are not final (the
+        PENDING rows made at enqueue) in one ``UPDATE … FROM``, the rows given as ``VALUES``;
+        return the ids of the rows it wrote, final or missing ones are not among them.
+        PostgreSQL is given the rows as JSON (:meth:`_update_returning_json`)."""
         connection = connections[self.alias]
-        if connection.vendor == "postgresql":
-            return self._update_returning_json(connection, outcomes)
         quote = connection.ops.quote_name
         adapt = connection.ops.adapt_datetimefield_value
         table = quote(TaskResult._meta.db_table)
@@ -199,12 +198,12 @@ class DatabaseResultStore(ResultStore):
                  o.attempts, o.retries,
                  o.started_at.isoformat() if o.started_at else None,
                  o.date_done.isoformat() if o.date_done else None] for o in outcomes]
-        told = len(rows) <= _TOLD
-        params: list[Any] = [json.dumps(rows), *([[r[0] for r in rows]] if told else [])]
+        shown = len(rows) <= _SIZE_SHOWN
+        params: list[Any] = [json.dumps(rows), *([[r[0] for r in rows]] if shown else [])]
         if also is not None:
             params.append(also[1])
         with connection.cursor() as cursor:
-            cursor.execute(_json_update(connection, told, also[0] if also else ""),
+            cursor.execute(_json_update(connection, shown, also[0] if also else ""),
                            [*params, notify.RESULT_CHANNEL])
             return {row[0] for row in cursor.fetchall()}
 
@@ -267,8 +266,9 @@ class DatabaseResultStore(ResultStore):
             for start in range(0, len(task_ids), _BATCH):
                 chunk = list(task_ids[start:start + _BATCH])
                 if connection.vendor == "postgresql":  # two statement texts for any size
-                    # Above _TOLD ids, an array the planner cannot see into: _json_update().
-                    cursor.execute(select + ("= ANY(%s)" if len(chunk) <= _TOLD else
+                    # Above _SIZE_SHOWN ids, an array the planner cannot see into
+                    # (_json_update() says why).
+                    cursor.execute(select + ("= ANY(%s)" if len(chunk) <= _SIZE_SHOWN else
                                              "= ANY(ARRAY(SELECT unnest(%s::text[])))"),
                                    [chunk])
                 else:
@@ -315,21 +315,22 @@ def _pending_rows(messages: Sequence[Message], now: dt.datetime) -> list[TaskRes
 
 #: Up to this many ids in a batch, PostgreSQL is told how many (it probes the task id index
 #: for so few rows); above, it is not (``_json_update``).
-_TOLD = 16
+_SIZE_SHOWN = 16
 
 
-def _json_update(connection: Any, told: bool, also: str = "") -> str:
+def _json_update(connection: Any, size_shown: bool, also: str = "") -> str:
     """PostgreSQL: the ``UPDATE`` of outcome columns, from rows given as one JSON array, of
     the rows that exist and are not final; it returns their ids and wakes waiting readers
     in the same round trip (one notification per transaction: PostgreSQL folds identical
     ones at the commit).
 
     The ids are given again as an array, for the planner: it guesses that a JSON array holds
-    100 rows, and may then read the whole table. Up to ``_TOLD`` rows (``told``) the array
-    is a parameter, whose length it sees; above, an array it cannot see into, built from the
-    JSON. Told a batch's size, it reads the whole table once a batch is a percent of it
-    (200 of 20,000 rows: 10-14 ms against 4-6 ms through the index), because it prices each
-    index probe as a read from disk; hidden, the size costs 0.1 ms more for one row.
+    100 rows, and may then read the whole table. Up to ``_SIZE_SHOWN`` rows (``size_shown``)
+    the array is a parameter, whose length it sees; above, an array it cannot see into,
+    built from the JSON. Told a batch's size, it reads the whole table once a batch is a
+    percent of it (200 of 20,000 rows: 10-14 ms against 4-6 ms through the index), because
+    it prices each index probe as a read from disk; hidden, the size costs 0.1 ms more for
+    one row.
 
     ``also``, a data-modifying statement with one parameter, runs in the same statement (a
     ``WITH`` of its own: PostgreSQL runs it whether or not the query reads it)."""
@@ -345,7 +346,7 @@ def _json_update(connection: Any, told: bool, also: str = "") -> str:
         "retries = v.retries, started_at = v.started_at, date_done = v.date_done "
         f"FROM v WHERE {table}.task_id = v.task_id AND {table}.state NOT IN ({final}) "
         f"AND {table}.task_id = "
-        + ("ANY(%s::text[]) " if told else "ANY(ARRAY(SELECT task_id FROM v)) ") +
+        + ("ANY(%s::text[]) " if size_shown else "ANY(ARRAY(SELECT task_id FROM v)) ") +
         f"RETURNING {table}.task_id)" + (f", c AS ({also})" if also else "")
         + " SELECT task_id, pg_notify(%s, '') FROM u")
 

@@ -57,8 +57,7 @@ def relay_outbox(broker: Broker) -> None:
     """Publish outbox rows that are due: delayed messages held for a broker that cannot
     delay, and rows whose process died between its commit and its publish. Called every
     ``RELAY_SECONDS`` by the supervisor."""
-    caps = broker.capabilities
-    if caps.transactional or not caps.durable:
+    if not _has_outbox(broker):
         return
     try:
         outbox.relay(broker, broker.home_alias)
@@ -72,8 +71,7 @@ def release_outbox_claims(broker: Broker, pid: int) -> None:
     """A pool process died: its outbox claims end now, so that the next relay publishes
     what it had claimed and not published (the claims would otherwise hold the rows for
     ``outbox.CLAIM``)."""
-    caps = broker.capabilities
-    if caps.transactional or not caps.durable:
+    if not _has_outbox(broker):
         return
     try:
         released = outbox.release_claims(broker.home_alias, origin_of(pid))
@@ -85,6 +83,12 @@ def release_outbox_claims(broker: Broker, pid: int) -> None:
     if released:
         logger.warning("%d outbox message(s) claimed by process %d, which died before it "
                        "published them, go out with the next relay", released, pid)
+
+
+def _has_outbox(broker: Broker) -> bool:
+    """Messages for ``broker`` go through the outbox: it is outside the database, durable."""
+    caps = broker.capabilities
+    return not caps.transactional and caps.durable
 
 
 def release(owner: str, keep_count: Sequence[int] = (), *, count_all: bool = False,
