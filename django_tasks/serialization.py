@@ -166,7 +166,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 def _holds_surrogate(text: str, value: Any) -> bool:
     """Cheap for the usual text: only one that escapes a surrogate has its strings looked at."""
-    if not text.isascii() and _unencodable(text):
+    if not text.isascii() and unencodable(text):
         return True
     if "\\u" not in text or not _SURROGATE_ESCAPE.search(text):
         return False
@@ -174,7 +174,7 @@ def _holds_surrogate(text: str, value: Any) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if _unencodable(item):
+            if unencodable(item):
                 return True
         elif isinstance(item, dict):
             stack.extend(item)
@@ -184,7 +184,8 @@ def _holds_surrogate(text: str, value: Any) -> bool:
     return False
 
 
-def _unencodable(text: str) -> bool:
+def unencodable(text: str) -> bool:
+    """True if ``text`` has no UTF-8 form (it holds a lone surrogate)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -28,7 +28,8 @@ worker's relay publishes them when due, so ``publish`` only ever sees due messag
 Wire format: Celery's protocol v2 as Celery puts it on AMQP: the envelope's headers as AMQP
 headers, ``[args, kwargs, embed]`` as a JSON body, the id as ``correlation_id``; persistent
 (``delivery_mode`` 2), confirmed by the server (publisher confirms). A received message is put
-back together into the JSON envelope that ``Message.decode`` reads.
+back together into the envelope that ``Message.from_envelope`` reads (``Delivery.envelope``:
+not encoded as JSON text only to be parsed again).
 
 Failures: connecting is bounded by ``CONNECT_TIMEOUT`` and one quick retry, a publisher
 confirm by ``CONFIRM_TIMEOUT``, so an operation while RabbitMQ is down fails within seconds
@@ -56,8 +57,8 @@ import kombu
 import kombu.exceptions
 from django.db import transaction
 
-from .. import clock, outbox
-from ..exceptions import BrokerUnreachable, ConfigurationError
+from .. import clock, outbox, serialization
+from ..exceptions import BrokerUnreachable, ConfigurationError, DecodeError
 from ..message import Message
 from .base import Broker, Capabilities, Delivery, QueueCounts
 
@@ -128,18 +129,20 @@ def _outgoing(message: Message) -> tuple[str, dict[str, Any]]:
 
 
 def _envelope(raw: bytes | str, headers: dict[str, Any], properties: dict[str, Any],
-              queue: str) -> str:
-    """The JSON envelope ``Message.decode`` reads, from a delivery's parts. A body that is
-    not JSON is handed on as it is: the worker rejects it as undecodable."""
+              queue: str) -> tuple[dict[str, Any] | None, str]:
+    """The envelope ``Message.from_envelope`` reads, put together from a delivery's parts,
+    and the body's text. A body that is not JSON for a task, or a header that holds a lone
+    surrogate, comes back with no envelope and as text: the worker decodes the text and
+    rejects the message, with the reason."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     try:
-        body = json.loads(text)
-    except ValueError:
-        return text
+        body = serialization.loads(text)
+    except DecodeError:
+        return None, text
     if isinstance(body, dict) and "headers" in body:  # a whole envelope as the body
-        return text
+        return body, text
     kept = {k: v for k, v in headers.items() if not str(k).startswith(_BROKER_HEADERS)}
-    return json.dumps({
+    envelope = {
         "headers": kept,
         "properties": {
             "correlation_id": properties.get("correlation_id"),
@@ -149,7 +152,27 @@ def _envelope(raw: bytes | str, headers: dict[str, Any], properties: dict[str, A
             "delivery_info": {"exchange": "", "routing_key": queue},
         },
         "body": body,
-    })
+    }
+    if _surrogate_in(kept):  # py-amqp reads header text with "surrogatepass"
+        return None, json.dumps(envelope, default=repr)
+    return envelope, text
+
+
+def _surrogate_in(headers: dict[str, Any]) -> bool:
+    """True if a header's text (at any depth) holds a lone surrogate, which no database
+    stores: cheap for ASCII text, which most headers are."""
+    stack: list[Any] = [headers]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and serialization.unencodable(item):
+                return True
+        elif isinstance(item, dict):
+            stack += item.keys()
+            stack += item.values()
+        elif isinstance(item, list | tuple):
+            stack += item
+    return False
 
 
 #: Bytes asked of the socket at once when py-amqp reads a frame.
@@ -274,15 +297,31 @@ class _Session:
             raise amqp.exceptions.MessageNacked(f"RabbitMQ refused {refused} message(s)")
 
     def drain(self, timeout: float) -> bool:
-        """Read what the server sent, waiting up to ``timeout`` for the first frame; True
-        if anything arrived."""
+        """Read what the server sent, waiting up to ``timeout`` for the first method; True
+        if anything arrived.
+
+        What is already sent is read with the socket made non-blocking once for the whole
+        read, then handled: py-amqp's ``drain_events`` sets and restores the socket's
+        timeout around every frame (two system calls a frame, three frames a message)."""
         arrived = False
-        try:
-            while True:
+        if timeout > 0:
+            try:
                 self.connection.drain_events(timeout=timeout)
-                arrived, timeout = True, 0
-        except TimeoutError:  # socket.timeout: nothing (more) to read
-            return arrived
+                arrived = True
+            except TimeoutError:  # socket.timeout: nothing came
+                return False
+        connection = self.connection.connection  # py-amqp's
+        transport = connection.transport
+        frames = []
+        try:
+            with transport.having_timeout(0):
+                while True:
+                    frames.append(transport.read_frame())
+        except TimeoutError:  # nothing (more) to read; a partial frame stays buffered
+            pass
+        for frame in frames:
+            connection.on_inbound_frame(frame)
+        return arrived or bool(frames)
 
 
 class AmqpBroker(Broker):
@@ -456,9 +495,9 @@ class AmqpBroker(Broker):
         tag = next(self._tags)
         with self._held_lock:
             self._held[tag] = (session, raw)
-        return Delivery(tag=tag, body=_envelope(raw.body, headers, properties, queue),
-                        queue=queue, deliveries=deliveries, owner=owner,
-                        task_id=str(task_id))
+        envelope, body = _envelope(raw.body, headers, properties, queue)
+        return Delivery(tag=tag, body=body, queue=queue, deliveries=deliveries, owner=owner,
+                        task_id=str(task_id), envelope=envelope)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
         """Block until a message arrives on ``queues``, at most ``timeout`` seconds."""

@@ -22,8 +22,8 @@ from __future__ import annotations
 import abc
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..message import Message
 
@@ -39,6 +39,9 @@ class Delivery:
     under an old claim can be told from one made under the current claim.
     ``task_id`` is the id the broker stored beside the body, where it keeps one: it lets the
     worker record a FAILURE for a body that does not decode.
+    ``envelope``, where a broker has the envelope decoded already (AMQP puts it together from
+    a message's headers and JSON body), is that envelope, and ``body`` the message's body as
+    the broker received it: :meth:`message` reads the envelope instead of parsing text again.
     """
 
     tag: int
@@ -50,6 +53,14 @@ class Delivery:
     token: int = 0
     #: Times the message was known to be running when its process or worker died.
     runs: int = 0
+    envelope: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def message(self) -> Message:
+        """The message delivered; :class:`~django_tasks.exceptions.DecodeError` says why
+        one cannot be read."""
+        if self.envelope is not None:
+            return Message.from_envelope(self.envelope)
+        return Message.decode(self.body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,11 +45,14 @@ class Prepared:
     readable_name: str = ""
 
 
-def _read_id(body: str) -> tuple[str | None, str]:
+def _read_id(delivery: Delivery) -> tuple[str | None, str]:
     """The task id and name of a message that does not fully decode, where readable: an id
     only if it can be stored (else None), the name made storable."""
     try:
-        headers = serialization.loads(body).get("headers") or {}
+        envelope = delivery.envelope
+        if envelope is None:
+            envelope = serialization.loads(delivery.body)
+        headers = envelope.get("headers") or {}
         task_id = headers.get("id") if isinstance(headers, dict) else None
         name = str(headers.get("task") or "")
     except Exception:  # noqa: BLE001 - anything unreadable has no id
@@ -66,7 +69,7 @@ def prepare(deliveries: Sequence[Delivery], store: ResultStore | None) -> list[P
     for delivery in deliveries:
         item = Prepared(delivery)
         try:
-            item.message = Message.decode(delivery.body)
+            item.message = delivery.message()
             item.readable_id = item.message.id
             item.task = registry.get(item.message.task)
         except NotRegistered as exc:
@@ -74,7 +77,7 @@ def prepare(deliveries: Sequence[Delivery], store: ResultStore | None) -> list[P
         except Exception as exc:  # noqa: BLE001 - whatever a message holds, it never runs
             item.problem = exc if isinstance(exc, DecodeError) else DecodeError(
                 f"message cannot be decoded: {type(exc).__name__}: {exc}")
-            found_id, item.readable_name = _read_id(delivery.body)
+            found_id, item.readable_name = _read_id(delivery)
             # The broker's own record of the id, where the body has none it can give.
             stored_id = delivery.task_id if not name_error(delivery.task_id, "id") else None
             item.readable_id = found_id or stored_id

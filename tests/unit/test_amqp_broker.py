@@ -6,14 +6,18 @@ belongs to the channel that received it. Each test uses queues of its own, delet
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 
 import pytest
 
 from django_tasks.brokers.amqp import AmqpBroker, AmqpUnreachable
 from django_tasks.brokers.base import Delivery
+from django_tasks.exceptions import DecodeError
 from django_tasks.message import Message
 from tests.conftest import require_service
 
@@ -75,7 +79,7 @@ def fetch(broker: AmqpBroker, queue: str, limit: int = 10, want: int = 1,
 
 
 def ids(deliveries: Sequence[Delivery]) -> list[str]:
-    return [Message.decode(d.body).id for d in deliveries]
+    return [d.message().id for d in deliveries]
 
 
 def test_round_trip_decodes_to_the_same_message(broker: AmqpBroker, queue: str) -> None:
@@ -83,7 +87,7 @@ def test_round_trip_decodes_to_the_same_message(broker: AmqpBroker, queue: str) 
     sent = sent.replace(headers={"custom": [1, None, "x"]})
     broker.publish([sent])
     [delivery] = fetch(broker, queue)
-    assert Message.decode(delivery.body) == sent.replace(root_id=sent.id)
+    assert delivery.message() == sent.replace(root_id=sent.id)
     assert (delivery.queue, delivery.deliveries, delivery.task_id) == (queue, 1, sent.id)
     assert broker.ack([delivery]) == [delivery]
     assert broker.ack([delivery]) == []  # twice is harmless
@@ -315,3 +319,43 @@ def test_reads_ahead_instead_of_a_system_call_per_frame_part(
         got += batch
     assert ids(got) == [m.id for m in sent]
     assert len(reads) < 200, f"{len(reads)} reads for 200 messages"
+
+
+def _publish_raw(broker: AmqpBroker, queue: str, body: bytes,
+                 headers: dict[str, object]) -> None:
+    """A message as another client might send it: any body, any headers."""
+    session, _ = broker._publisher()
+    broker._declare(session, queue)
+    raw = session.channel.prepare_message(body, 0, "application/json", "utf-8", headers,
+                                          {"correlation_id": "corr-1", "delivery_mode": 2})
+    session.channel.basic_publish(raw, exchange="", routing_key=queue)
+
+
+def test_a_delivery_carries_its_envelope_decoded(broker: AmqpBroker, queue: str) -> None:
+    """The envelope is put together as a dict, not written as JSON to be parsed again;
+    ``body`` keeps the body as RabbitMQ delivered it, and typed arguments come back typed."""
+    when = dt.datetime(2026, 11, 29, 7, 0, tzinfo=dt.UTC)
+    sent = message(queue).replace(args=(when, Decimal("1.50")))
+    broker.publish([sent])
+    [delivery] = fetch(broker, queue)
+    assert delivery.envelope is not None
+    assert delivery.envelope["headers"]["id"] == sent.id
+    assert json.loads(delivery.body)[0][1] == {"__type__": "decimal", "__value__": "1.50"}
+    assert delivery.message().args == (when, Decimal("1.50"))
+    broker.ack([delivery])
+
+
+@pytest.mark.parametrize(("body", "headers", "reason"), [
+    (b"{not json", {"id": "bad-1", "task": "unit.amqp.t"}, "not valid JSON"),
+    (b"[[], {}, {}]", {"id": "bad-2", "task": "unit.amqp.t\ud800"}, "lone surrogate"),
+    (b"[[1], {}, {}]", {"task": "unit.amqp.t"}, "header 'id' is missing"),
+])
+def test_a_delivery_that_does_not_decode_says_why(
+        broker: AmqpBroker, queue: str, body: bytes, headers: dict[str, object],
+        reason: str) -> None:
+    _publish_raw(broker, queue, body, headers)
+    [delivery] = fetch(broker, queue)
+    with pytest.raises(DecodeError, match=reason):
+        delivery.message()
+    assert delivery.task_id == headers.get("id", "corr-1")
+    broker.ack([delivery])
