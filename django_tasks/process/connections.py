@@ -7,12 +7,36 @@ connection that saw an error, or that sat idle, is checked before use and replac
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 
 IDLE_CHECK_SECONDS = 1.0
 _last_used = 0.0
+_seen = threading.local()
+
+
+def _initialized() -> list[BaseDatabaseWrapper]:
+    """This thread's initialized connections, as ``connections.all(initialized_only=True)``
+    lists them, remembered until this thread opens a connection (Django's handler reads a
+    thread-critical ``Local`` twice an alias, which costs more than the checks that follow,
+    after every task). A wrapper the list misses has never connected: nothing to check."""
+    known: list[BaseDatabaseWrapper] | None = getattr(_seen, "connections", None)
+    if known is None:
+        known = _seen.connections = connections.all(initialized_only=True)
+    return known
+
+
+def _forget(**kwargs: Any) -> None:
+    """A connection opened in this thread: list its connections again at the next check."""
+    _seen.connections = None
+
+
+connection_created.connect(_forget, weak=False, dispatch_uid="django_tasks.connections")
 
 
 def refresh() -> None:
@@ -21,7 +45,7 @@ def refresh() -> None:
     now = time.monotonic()
     idle = now - _last_used > IDLE_CHECK_SECONDS
     _last_used = now
-    for conn in connections.all(initialized_only=True):
+    for conn in _initialized():
         if conn.connection is None or conn.in_atomic_block:
             continue
         if conn.errors_occurred or idle:
