@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connections
@@ -20,12 +21,12 @@ _last_used = 0.0
 _seen = threading.local()
 
 
-def _initialized() -> list[BaseDatabaseWrapper]:
+def _initialized() -> Sequence[BaseDatabaseWrapper]:
     """This thread's initialized connections, as ``connections.all(initialized_only=True)``
     lists them, remembered until this thread opens a connection (Django's handler reads a
     thread-critical ``Local`` twice an alias, which costs more than the checks that follow,
     after every task). A wrapper the list misses has never connected: nothing to check."""
-    known: list[BaseDatabaseWrapper] | None = getattr(_seen, "connections", None)
+    known: Sequence[BaseDatabaseWrapper] | None = getattr(_seen, "connections", None)
     if known is None:
         known = _seen.connections = connections.all(initialized_only=True)
     return known
