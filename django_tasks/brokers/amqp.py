@@ -160,18 +160,28 @@ def _envelope(raw: bytes | str, headers: dict[str, Any], properties: dict[str, A
 
 def _surrogate_in(headers: dict[str, Any]) -> bool:
     """True if a header's text (at any depth) holds a lone surrogate, which no database
-    stores: cheap for ASCII text, which most headers are."""
-    stack: list[Any] = [headers]
-    while stack:
-        item = stack.pop()
+    stores. The names and top-level texts are joined and looked at once: cheap when they
+    are ASCII, as they nearly always are."""
+    texts = [key for key in headers if key.__class__ is str]
+    nested: list[Any] = []
+    for value in headers.values():
+        if value.__class__ is str:
+            texts.append(value)
+        elif isinstance(value, dict | list | tuple):
+            nested.append(value)
+    joined = "".join(texts)
+    if not joined.isascii() and serialization.unencodable(joined):
+        return True
+    while nested:
+        item = nested.pop()
         if isinstance(item, str):
             if not item.isascii() and serialization.unencodable(item):
                 return True
         elif isinstance(item, dict):
-            stack += item.keys()
-            stack += item.values()
+            nested += item.keys()
+            nested += item.values()
         elif isinstance(item, list | tuple):
-            stack += item
+            nested += item
     return False
 
 

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_tasks.worker")
 #: A task terminated with SIGTERM that is still running this long after is killed.
 TERMINATE_GRACE = 3.0
+#: How often a pool process looks for its parent, to stop once orphaned (on Linux the
+#: kernel kills it with its parent anyway: ``die_with_parent``).
+ORPHAN_CHECK_SECONDS = 0.1
 
 
 class _Child:
@@ -92,8 +95,20 @@ def _child_setup(slot: SharedSlot) -> Any:
     redirect_print()
 
     class Stop:
+        checked = 0.0  # when the parent was last looked for
+
         def is_set(self) -> bool:
-            return stop.is_set() or os.getppid() != parent
+            """Stopping: told to, or orphaned (the parent looked for at most every
+            ``ORPHAN_CHECK_SECONDS``: this is asked between any two tasks)."""
+            if stop.is_set():
+                return True
+            now = time.monotonic()
+            if now - self.checked < ORPHAN_CHECK_SECONDS:
+                return False
+            self.checked = now
+            if os.getppid() != parent:
+                stop.set()
+            return stop.is_set()
 
         def wait(self, timeout: float | None = None) -> bool:
             return stop.wait(timeout)

@@ -272,11 +272,15 @@ class SharedSlot(Slot):
         data.seq += 1
 
     def set(self, running: Running) -> None:
-        self._write(busy=True, tag=running.tag, token=running.token,
-                    deliveries=running.deliveries, retries=running.retries,
-                    started=running.started, hard_limit=running.hard_limit,
-                    deadline=running.deadline, task_id=_fit(running.task_id),
-                    task_name=_fit(running.task_name), queue=_fit(running.queue))
+        # Field by field, not through _write: this runs before every task.
+        data = self._data
+        data.seq += 1
+        data.busy, data.tag, data.token = True, running.tag, running.token
+        data.deliveries, data.retries = running.deliveries, running.retries
+        data.started, data.hard_limit = running.started, running.hard_limit
+        data.deadline, data.task_id = running.deadline, _fit(running.task_id)
+        data.task_name, data.queue = _fit(running.task_name), _fit(running.queue)
+        data.seq += 1
 
     def clear(self) -> None:
         self._write(busy=False)

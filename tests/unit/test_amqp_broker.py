@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from django_tasks.brokers.amqp import AmqpBroker, AmqpUnreachable
+from django_tasks.brokers.amqp import AmqpBroker, AmqpUnreachable, _surrogate_in
 from django_tasks.brokers.base import Delivery
 from django_tasks.exceptions import DecodeError
 from django_tasks.message import Message
@@ -359,3 +359,18 @@ def test_a_delivery_that_does_not_decode_says_why(
         delivery.message()
     assert delivery.task_id == headers.get("id", "corr-1")
     broker.ack([delivery])
+
+
+@pytest.mark.parametrize(("headers", "found"), [
+    ({"task": "t", "id": "a", "eta": None, "retries": 0, "timelimit": [None, None]}, False),
+    ({"task": "t", "argsrepr": "('grüße', '日本')", "custom": {"k": ["é"]}}, False),
+    ({"task": "t", "argsrepr": "x\udc80"}, True),
+    ({"task": "t", "k\ud800": 1}, True),
+    ({"task": "t", "custom": {"deep": ["ok", ("\udfff",)]}}, True),
+    ({"task": "t", "custom": {"\ud800": 1}}, True),
+])
+def test_a_lone_surrogate_is_found_in_any_header(headers: dict[str, object],
+                                                  found: bool) -> None:
+    """py-amqp reads header text with ``surrogatepass``: such text, at any depth, keeps the
+    delivery from being decoded (no database could store it)."""
+    assert _surrogate_in(headers) is found
