@@ -22,29 +22,17 @@ def _in_a_thread(work: Callable[[], object]) -> object:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_transaction_a_task_left_open_is_undone() -> None:
+@pytest.mark.parametrize("checked_before", [False, True])
+def test_a_transaction_a_task_left_open_is_undone(checked_before: bool) -> None:
+    """Also on a connection the thread opened after a check (``checked_before``): the list
+    of a thread's connections is remembered between checks, and Django's
+    ``connection_created`` drops it."""
     def work() -> bool:
+        if checked_before:
+            connections.refresh()  # before this thread has any connection
         conn = db.connections["default"]
         conn.ensure_connection()
         conn.set_autocommit(False)  # a task that began a transaction and never ended it
-        connections.refresh()
-        try:
-            return conn.get_autocommit()
-        finally:
-            conn.close()
-
-    assert _in_a_thread(work) is True
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_connection_opened_after_a_check_is_checked_at_the_next() -> None:
-    """The list of a thread's connections is remembered between checks: one the thread
-    opens later is found all the same (Django's ``connection_created`` drops the list)."""
-    def work() -> bool:
-        connections.refresh()  # before this thread has any connection
-        conn = db.connections["default"]
-        conn.ensure_connection()
-        conn.set_autocommit(False)
         connections.refresh()
         try:
             return conn.get_autocommit()
