@@ -221,7 +221,6 @@ class _Session:
         self.open = True
         self.declared: set[str] = set()
         self.queues: tuple[str, ...] = ()
-        self.consumers: list[Any] = []
         self.buffer: deque[tuple[str, Any]] = deque()
         #: The delivery tags of the messages received and not acked or rejected yet.
         self.unsettled: set[int] = set()
@@ -430,13 +429,12 @@ class AmqpBroker(Broker):
             # gives a consumer the prefetch its channel had when it started.
             session.channel.basic_qos(prefetch_size=0, prefetch_count=self.prefetch,
                                       a_global=False)
+            # On py-amqp's channel itself: kombu's Consumer would wrap each delivery in a
+            # message object of its own first, which nothing here reads.
             for queue in queues:
-                consumer = kombu.Consumer(
-                    session.channel, [kombu.Queue(queue, no_declare=True)],
-                    on_message=functools.partial(session.received, queue),
-                    auto_declare=False, no_ack=False)
-                consumer.consume()
-                session.consumers.append(consumer)
+                session.channel.basic_consume(
+                    queue=queue, no_ack=False,
+                    callback=functools.partial(session.received, queue))
         session.queues = tuple(queues)
         self._local.consumer = session
         return session
