@@ -170,16 +170,22 @@ def _holds_surrogate(text: str, value: Any) -> bool:
         return True
     if "\\u" not in text or not _SURROGATE_ESCAPE.search(text):
         return False
+    return unencodable_in(value)
+
+
+def unencodable_in(value: Any) -> bool:
+    """True if a text in ``value`` (at any depth of its dicts' keys and values, lists and
+    tuples) has no UTF-8 form."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if unencodable(item):
+            if not item.isascii() and unencodable(item):
                 return True
         elif isinstance(item, dict):
             stack.extend(item)
             stack.extend(item.values())
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):
             stack.extend(item)
     return False
 

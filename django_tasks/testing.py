@@ -148,7 +148,7 @@ class TaskQueue:
             if not deliveries:
                 break
             consumer.process(deliveries)
-            task_id = deliveries[0].task_id or Message.decode(deliveries[0].body).id
+            task_id = deliveries[0].task_id or deliveries[0].message().id
             ran.append(AsyncResult(task_id))
         return ran
 

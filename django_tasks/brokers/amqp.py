@@ -172,17 +172,7 @@ def _surrogate_in(headers: dict[str, Any]) -> bool:
     joined = "".join(texts)
     if not joined.isascii() and serialization.unencodable(joined):
         return True
-    while nested:
-        item = nested.pop()
-        if isinstance(item, str):
-            if not item.isascii() and serialization.unencodable(item):
-                return True
-        elif isinstance(item, dict):
-            nested += item.keys()
-            nested += item.values()
-        elif isinstance(item, list | tuple):
-            nested += item
-    return False
+    return bool(nested) and serialization.unencodable_in(nested)
 
 
 #: Bytes asked of the socket at once when py-amqp reads a frame.
