@@ -1,7 +1,8 @@
-"""The AMQP broker (``amqp://``, ``amqps://``, ``pyamqp://`` and other kombu transports).
+"""The AMQP broker (``amqp://``, ``amqps://``, ``pyamqp://``), on kombu's py-amqp transport.
 
-URL: anything ``kombu.Connection`` reads, e.g. ``amqp://user:password@host:5672/vhost``, plus
-three query options of ours, removed before kombu sees the URL:
+URL: what ``kombu.Connection`` reads for py-amqp, e.g.
+``amqp://user:password@host:5672/vhost``, plus three query options of ours, removed before
+kombu sees the URL:
 
 * ``queue_type=quorum`` (default) or ``classic``: the type of every queue this broker
   declares. Quorum queues are replicated and count deliveries (``x-delivery-count``), which
