@@ -7,13 +7,20 @@ sent many times in a transaction is delivered once. An idle consumer waits for t
 ``AsyncResult.get()`` for the second, on the connection they already have, instead of
 polling it.
 
-A connection listens only while it waits: ``wait()`` issues ``LISTEN`` on the first call and
+A connection listens only while it waits: ``wait()`` starts listening on the first call and
 the caller stops with ``unlisten()`` once it has what it waited for, so that no busy
-connection collects notifications it does not read. The first ``wait()`` after a ``LISTEN``
-returns at once: what was sent before it was not heard, so the caller looks again.
-psycopg 3.3 keeps a notification that arrives while the connection runs another query for
-the next ``notifies()``; earlier versions drop it, so with them (and with psycopg2) nobody
-waits.
+connection collects notifications it does not read. The first ``wait()`` returns at once:
+what was sent before it listened was not heard, so the caller looks again. That ``LISTEN``
+rides on the caller's next look (``ahead()``: one round trip, not two), as does the
+``UNLISTEN`` after a notification that named the ids the caller waits for (their outcomes
+are final: the look that reads them is the last). psycopg 3.3 keeps a notification that
+arrives while the connection runs another query for the next ``notifies()``; earlier
+versions drop it, so with them (and with psycopg2) nobody waits.
+
+A notification's payload is empty ("look again") or names task ids, one per line (ids are
+printable, so a line break is never part of one): the result store names the tasks whose
+final outcome a batch stored, when the names fit in a payload. A reader waiting for some
+ids sleeps through notifications that name only others.
 
 Other databases, and a connection inside a transaction (where notifications are held until
 it ends), get None from ``wait()``: the caller polls as before.
@@ -22,14 +29,20 @@ it ends), get None from ``wait()``: the caller polls as before.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
+from collections.abc import Collection
 from typing import Any
 
 QUEUE_CHANNEL = "django_tasks_queue"
 RESULT_CHANNEL = "django_tasks_result"
 
-#: The channels each raw connection listens on.
+#: The channels each raw connection listens on (or will, with its next look: ``ahead()``).
 _listening: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+#: ``LISTEN``/``UNLISTEN`` statements each raw connection sends with its next look.
+_deferred: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+#: The separator of task ids in a payload.
+SEPARATOR = "\n"
 _lock = threading.Lock()
 
 
@@ -56,9 +69,14 @@ def notify(connection: Any, channel: str) -> None:
             cursor.execute("SELECT pg_notify(%s, '')", [channel])
 
 
-def wait(connection: Any, channel: str, timeout: float) -> bool | None:
+def wait(connection: Any, channel: str, timeout: float, keys: Collection[str] = (), *,
+         defer: bool = False) -> bool | None:
     """Wait up to ``timeout`` seconds for a notification on ``channel``: True if one came (or
-    the caller must look again), False on timeout, None where waiting is not possible."""
+    the caller must look again), False on timeout, None where waiting is not possible.
+
+    With ``keys``, a notification that names ids and none of ``keys`` does not count.
+    ``defer``: the caller's next query sends ``ahead()`` first, so ``LISTEN`` rides on it,
+    and so does ``UNLISTEN`` once a notification named every key."""
     if not (_WAKEUPS and supported(connection)) or connection.in_atomic_block:
         return None
     connection.ensure_connection()
@@ -67,16 +85,60 @@ def wait(connection: Any, channel: str, timeout: float) -> bool | None:
         return None
     with _lock:
         channels = _listening.setdefault(raw, set())
-    if channel not in channels:
+        listening = channel in channels
+        channels.add(channel)
+        if not listening and defer:
+            _deferred.setdefault(raw, []).append(f"LISTEN {channel}")
+            return True
+    if not listening:
         with connection.cursor() as cursor:
             cursor.execute(f"LISTEN {channel}")
-        channels.add(channel)
         return True
+    wanted = set(keys)
+    deadline = time.monotonic() + timeout
     # Notifications that came while the connection did other things wait in the driver:
     # one look answers them all (a backlog would otherwise cost a look each).
-    if any([True for _ in raw.notifies(timeout=0)]):
-        return True
-    return any(True for _ in raw.notifies(timeout=timeout, stop_after=1))
+    first, left = True, 0.0
+    while first or (left := deadline - time.monotonic()) > 0:
+        came = list(raw.notifies(timeout=0)) if first else \
+            list(raw.notifies(timeout=left, stop_after=1))
+        first = False
+        for note in came:
+            if note.channel != channel:
+                continue
+            if not wanted or not note.payload:
+                return True
+            named = set(note.payload.split(SEPARATOR))
+            if named & wanted:
+                if defer and wanted <= named:  # all final: the next look is the last
+                    _stop_ahead(raw, channel)
+                return True
+    return False
+
+
+def _stop_ahead(raw: Any, channel: str) -> None:
+    with _lock:
+        channels = _listening.get(raw)
+        if channels is not None and channel in channels:
+            channels.discard(channel)
+            _deferred.setdefault(raw, []).append(f"UNLISTEN {channel}")
+
+
+def ahead(connection: Any) -> str:
+    """The ``LISTEN``/``UNLISTEN`` statements to send before the caller's next query on
+    ``connection`` ("" when none), taken: the caller sends them."""
+    raw = connection.connection
+    if raw is None:
+        return ""
+    with _lock:
+        statements = _deferred.pop(raw, None)
+    return "; ".join(statements) if statements else ""
+
+
+def _send_ahead(connection: Any) -> None:
+    if statements := ahead(connection):
+        with connection.cursor() as cursor:
+            cursor.execute(statements)
 
 
 def unlisten(connection: Any, channel: str) -> None:
@@ -84,11 +146,18 @@ def unlisten(connection: Any, channel: str) -> None:
     not pile up unread while the connection is busy with other things."""
     if not supported(connection) or connection.connection is None:
         return
-    channels = _listening.get(connection.connection)
-    if not channels or channel not in channels:
-        return
-    channels.discard(channel)
-    if connection.in_atomic_block:  # takes effect at the commit; harmless until then
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(f"UNLISTEN {channel}")
+    raw = connection.connection
+    with _lock:
+        channels = _listening.get(raw)
+        deferred = _deferred.get(raw, [])
+        if f"LISTEN {channel}" in deferred:  # never sent: nothing to undo
+            deferred.remove(f"LISTEN {channel}")
+            if channels is not None:
+                channels.discard(channel)
+            return
+        if channels is not None and channel in channels:
+            channels.discard(channel)
+            deferred.append(f"UNLISTEN {channel}")
+            _deferred[raw] = deferred
+    if not connection.in_atomic_block:  # else it takes effect with the next query's commit
+        _send_ahead(connection)

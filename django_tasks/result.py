@@ -251,7 +251,7 @@ class AsyncResult:
                         f"Task {self.id} was not ready after {timeout} s (state {meta.state})."
                     )
                 left = interval if deadline is None else max(0.0, deadline - time.monotonic())
-                if store.wait(min(interval, left)) is None:
+                if store.wait(min(interval, left), (self.id,)) is None:
                     time.sleep(min(delay, left))
                     delay = min(delay * 1.5, interval)
         finally:

@@ -54,6 +54,9 @@ class Delivery:
     #: Times the message was known to be running when its process or worker died.
     runs: int = 0
     envelope: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: When the lease this process took ends by its own clock (Unix seconds; 0: unknown),
+    #: so that a broker may trust a lease it took moments ago without asking (``confirm``).
+    leased_until: float = field(default=0.0, compare=False, repr=False)
 
     def message(self) -> Message:
         """The message delivered; :class:`~django_tasks.exceptions.DecodeError` says why

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from ..message import Message
 from ..result import ResultMeta, TaskOutcome
@@ -72,10 +72,12 @@ class ResultStore(abc.ABC):
         return how many rows went."""
         return 0
 
-    def wait(self, timeout: float) -> bool | None:
+    def wait(self, timeout: float, task_ids: Collection[str] = ()) -> bool | None:
         """Block up to ``timeout`` seconds until some outcome may have been stored: True when
         woken (read again), False on timeout, None where this store cannot wake a reader
-        (``AsyncResult.get()`` polls instead)."""
+        (``AsyncResult.get()`` polls instead). With ``task_ids``, only an outcome of one
+        of them wakes the reader, and the reader's next look is ``get()`` of them (a store
+        may send what it must with that read)."""
         return None
 
     def stop_waiting(self) -> None:  # noqa: B027 - optional hook

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,10 +22,24 @@ _BATCH = 500
 # Arguments were written at enqueue; an outcome only adds them where no row existed.
 _OUTCOME_FIELDS = ["state", "result", "traceback", "worker", "attempts", "retries",
                    "started_at", "date_done"]
+#: The columns a reader's ``get()`` reads, in ``ResultMeta``'s order.
+_META_FIELDS = ("state", "result", "traceback", "task_name", "date_done", "queue", "worker",
+                "retries", "root_id", "parent_id", "group_id")
 
 
 def _now() -> dt.datetime:
     return clock.now()
+
+
+def _client_side(cursor: Any) -> bool:
+    """Whether the driver binds parameters into the text (psycopg's ``ClientCursor``, what
+    Django uses unless ``server_side_binding`` is on): only then may one ``execute()`` send
+    several statements with parameters."""
+    try:
+        from psycopg import ClientCursor
+    except ImportError:
+        return False
+    return isinstance(cursor.cursor, ClientCursor)
 
 
 def _result_text(outcome: TaskOutcome) -> str | None:
@@ -145,9 +159,12 @@ class DatabaseResultStore(ResultStore):
 
         return counters.fold_before(self.alias, before, batch_size)
 
-    def wait(self, timeout: float) -> bool | None:
-        """On PostgreSQL, LISTEN for the notification each batch of outcomes sends."""
-        return notify.wait(connections[self.alias], notify.RESULT_CHANNEL, timeout)
+    def wait(self, timeout: float, task_ids: Collection[str] = ()) -> bool | None:
+        """On PostgreSQL, LISTEN for the notification each batch of final outcomes sends,
+        which names their tasks. With ``task_ids``, the ``LISTEN``, and the ``UNLISTEN``
+        once they are all named, ride on the next ``get()``."""
+        return notify.wait(connections[self.alias], notify.RESULT_CHANNEL, timeout,
+                           task_ids, defer=bool(task_ids))
 
     def stop_waiting(self) -> None:
         notify.unlisten(connections[self.alias], notify.RESULT_CHANNEL)
@@ -238,16 +255,37 @@ class DatabaseResultStore(ResultStore):
         return bool(updated)
 
     def get(self, task_id: str) -> ResultMeta | None:
-        row = (self._rows.filter(task_id=task_id)
-               .values_list("state", "result", "traceback", "task_name", "date_done",
-                            "queue", "worker", "retries", "root_id", "parent_id",
-                            "group_id").first())
+        """On PostgreSQL a statement of its own (the ORM's took three times as long: 0.75
+        against 0.24 ms a call), sent with what ``notify.ahead()`` holds for the
+        connection (a waiting reader's ``LISTEN`` or ``UNLISTEN``)."""
+        connection = connections[self.alias]
+        if connection.vendor == "postgresql":
+            row = self._get_postgresql(connection, task_id)
+        else:
+            row = (self._rows.filter(task_id=task_id).values_list(*_META_FIELDS).first())
         if row is None:
             return None
         state, result, traceback, name, done, queue, worker, retries, *ids = row
         value = serialization.loads(result) if result else None
         return ResultMeta(task_id, state, value, traceback, name, done, queue, worker, retries,
                           *ids)
+
+    def _get_postgresql(self, connection: Any, task_id: str) -> Sequence[Any] | None:
+        select = (f"SELECT {', '.join(_META_FIELDS)} FROM "
+                  f"{connection.ops.quote_name(TaskResult._meta.db_table)} WHERE task_id = %s")
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            statements = notify.ahead(connection)
+            if statements and _client_side(cursor):  # one round trip
+                cursor.execute(f"{statements}; {select}", [task_id])
+                for _ in statements.split(";"):
+                    cursor.nextset()
+            else:
+                if statements:
+                    cursor.execute(statements)
+                cursor.execute(select, [task_id])
+            row: Sequence[Any] | None = cursor.fetchone()
+            return row
 
     def final_states(self, task_ids: Sequence[str]) -> dict[str, str]:
         """Looked up by task id alone, the states compared here: given the state as well,
@@ -313,6 +351,9 @@ def _pending_rows(messages: Sequence[Message], now: dt.datetime) -> list[TaskRes
     return rows
 
 
+#: A notification's payload is shorter than this many bytes (PostgreSQL's limit is 8000).
+_PAYLOAD = 7900
+
 #: Up to this many ids in a batch, PostgreSQL is told how many (it probes the task id index
 #: for so few rows); above, it is not (``_json_update``).
 _SIZE_SHOWN = 16
@@ -321,8 +362,9 @@ _SIZE_SHOWN = 16
 def _json_update(connection: Any, size_shown: bool, also: str = "") -> str:
     """PostgreSQL: the ``UPDATE`` of outcome columns, from rows given as one JSON array, of
     the rows that exist and are not final; it returns their ids and wakes waiting readers
-    in the same round trip (one notification per transaction: PostgreSQL folds identical
-    ones at the commit).
+    in the same round trip: one notification, sent at the commit, that names the tasks
+    whose outcome is final, one per line (``notify.py``), or is empty when their names do
+    not fit in a payload (readers then look).
 
     The ids are given again as an array, for the planner: it guesses that a JSON array holds
     100 rows, and may then read the whole table. Up to ``_SIZE_SHOWN`` rows (``size_shown``)
@@ -347,8 +389,11 @@ def _json_update(connection: Any, size_shown: bool, also: str = "") -> str:
         f"FROM v WHERE {table}.task_id = v.task_id AND {table}.state NOT IN ({final}) "
         f"AND {table}.task_id = "
         + ("ANY(%s::text[]) " if size_shown else "ANY(ARRAY(SELECT task_id FROM v)) ") +
-        f"RETURNING {table}.task_id)" + (f", c AS ({also})" if also else "")
-        + " SELECT task_id, pg_notify(%s, '') FROM u")
+        f"RETURNING {table}.task_id, {table}.state)" + (f", c AS ({also})" if also else "")
+        + f", n AS (SELECT pg_notify(%s, CASE WHEN sum(octet_length(task_id) + 1) < "
+        f"{_PAYLOAD} THEN string_agg(task_id, E'\\n') ELSE '' END) FROM u "
+        f"WHERE state IN ({final}) HAVING count(*) > 0) "
+        "SELECT u.task_id FROM u LEFT JOIN n ON true")
 
 
 def pending_insert_json(connection: Any, messages: Sequence[Message], *,

@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django_tasks import notify
 from django_tasks.brokers.database import DatabaseBroker
 from django_tasks.message import Message
-from django_tasks.result import TaskOutcome
+from django_tasks.result import AsyncResult, TaskOutcome
 from django_tasks.results.database import DatabaseResultStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -194,3 +194,73 @@ class TestOnPostgreSQL:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_listening_channels()")
             assert cursor.fetchall() == []
+
+    def test_a_reader_waiting_for_a_task_sleeps_through_the_outcomes_of_others(
+            self, postgres: bool) -> None:
+        """The notification names the tasks whose outcome is final; a non-final outcome
+        (a retry) sends none."""
+        if not postgres:
+            return
+        store = DatabaseResultStore("django://")
+        store.create_pending([Message(id=i, task="unit.notify.t")
+                              for i in ("mine", "other", "again")])
+        try:
+            assert store.wait(NEVER, ["mine"]) is True
+            assert store.get("mine") is not None and listening() == ["django_tasks_result"]
+            elsewhere(lambda: DatabaseResultStore("django://").store_outcomes(
+                [outcome("other"), outcome("again", "RETRY")]))
+            assert store.wait(0.3, ["mine"]) is False
+            elsewhere(lambda: DatabaseResultStore("django://").store_outcomes(
+                [outcome("other"), outcome("mine")]))
+            assert store.wait(NEVER, ["mine"]) is True
+        finally:
+            store.stop_waiting()
+        assert listening() == []
+
+    def test_listen_and_unlisten_ride_on_the_reads_of_a_waiting_reader(
+            self, postgres: bool) -> None:
+        """``AsyncResult.get()`` of a task that ends while it waits: three statements in all,
+        the read before waiting, LISTEN with the next read, UNLISTEN with the last."""
+        if not postgres:
+            return
+        store = DatabaseResultStore("django://")
+        store.create_pending([Message(id="awaited", task="unit.notify.t")])
+        result = AsyncResult("awaited")
+        finished = threading.Timer(0.3, elsewhere, [lambda: DatabaseResultStore(
+            "django://").store_outcomes([outcome("awaited")])])
+        with CaptureQueriesContext(connection) as queries:
+            finished.start()
+            assert result.get(timeout=NEVER) == 1
+        finished.join()
+        statements = [q["sql"].split(" FROM ")[0] for q in queries]
+        assert len(statements) == 3, statements
+        assert statements[1].startswith("LISTEN django_tasks_result; SELECT")
+        assert statements[2].startswith("UNLISTEN django_tasks_result; SELECT")
+        assert listening() == []
+
+    def test_a_batch_too_big_to_name_wakes_every_reader(self, postgres: bool) -> None:
+        if not postgres:
+            return
+        store = DatabaseResultStore("django://")
+        ids = [f"{i:04}-" + "x" * 200 for i in range(40)]  # 8,000 bytes of names
+        store.create_pending([Message(id=i, task="unit.notify.t") for i in ids])
+        try:
+            assert store.wait(NEVER, ["unrelated"]) is True
+            store.get("unrelated")
+            elsewhere(lambda: DatabaseResultStore("django://").store_outcomes(
+                [outcome(i) for i in ids]))
+            assert store.wait(NEVER, ["unrelated"]) is True
+        finally:
+            store.stop_waiting()
+        assert listening() == []
+
+
+def outcome(task_id: str, state: str = "SUCCESS") -> TaskOutcome:
+    return TaskOutcome(task_id=task_id, task_name="unit.notify.t", state=state, result=1,
+                       date_done=dt.datetime.now(dt.UTC))
+
+
+def listening() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_listening_channels()")
+        return [row[0] for row in cursor.fetchall()]

@@ -214,6 +214,30 @@ def test_close_then_use_again_reconnects(broker: RedisBroker) -> None:
     assert broker.ping() is True
 
 
+# -- confirming leases --------------------------------------------------------------------
+
+
+def test_a_lease_taken_moments_ago_is_confirmed_without_asking_redis(
+        broker: RedisBroker, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody claims a message before its lease has run out, so within half a lease of the
+    fetch the process's own lease stands; after that, Redis is asked (and a lease that
+    moved on is refused)."""
+    broker.publish(messages(2))
+    mine, lost = broker.fetch(["default"], "w1", 2, 10)
+    scripts: list[int] = []
+    real = broker._run_chunks
+    monkeypatch.setattr(broker, "_run_chunks", lambda *a: (scripts.append(1), real(*a))[1])
+    clock.advance(4)
+    assert broker.confirm([mine, lost], 10) == [mine, lost]
+    assert scripts == []
+    clock.advance(7)  # past the lease: another worker claims one
+    assert broker.release_owner("w1") == 2
+    [claimed, _] = broker.fetch(["default"], "w2", 2, 10)
+    assert broker.confirm([mine, lost], 10) == []
+    assert scripts == [1]
+    assert claimed.leased_until > mine.leased_until
+
+
 # -- waking idle consumers -----------------------------------------------------------------
 
 
