@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from collections.abc import Collection, Sequence
+from contextlib import nullcontext
 
 from ..message import Message
 from ..result import ResultMeta, TaskOutcome
@@ -60,12 +61,17 @@ class ResultStore(abc.ABC):
 
     def store_and_count(self, outcomes: Sequence[TaskOutcome],
                         counted: Sequence[TaskOutcome]) -> None:
-        """``store_outcomes(outcomes)``, then ``count_outcomes(counted)``, in the caller's
-        transaction; a store may do both in one statement."""
-        if outcomes:
-            self.store_outcomes(outcomes)
-        if counted:
-            self.count_outcomes(counted)
+        """``store_outcomes(outcomes)``, then ``count_outcomes(counted)``: all or nothing, in
+        the caller's transaction, or else in one of its own (a store may do both in one
+        statement)."""
+        from django.db import transaction
+
+        alias = self.database_alias
+        with transaction.atomic(using=alias) if alias else nullcontext():
+            if outcomes:
+                self.store_outcomes(outcomes)
+            if counted:
+                self.count_outcomes(counted)
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         """Fold up to ``batch_size`` counter rows of minutes before ``before`` into totals;

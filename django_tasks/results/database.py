@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DataError, connections, transaction
 
 from .. import clock, masking, notify, serialization, states
 from ..conf import database_alias
@@ -146,13 +146,30 @@ class DatabaseResultStore(ResultStore):
     def store_and_count(self, outcomes: Sequence[TaskOutcome],
                         counted: Sequence[TaskOutcome]) -> None:
         """On PostgreSQL the counters' upsert rides in the outcomes' ``UPDATE`` as one more
-        data-modifying ``WITH``: a statement and a round trip less per batch (0.1-0.2 ms)."""
+        data-modifying ``WITH``: a statement and a round trip less per batch (0.1-0.2 ms).
+
+        Outside a transaction, a batch that fits in one statement is that statement alone,
+        which is a transaction by itself: no ``BEGIN`` and ``COMMIT`` round trips. It must
+        then find every row to write (existing, not final), or it undoes itself (a division
+        by zero, which the server logs as an error) and the batch is written again in a
+        transaction that also inserts the missing rows: all of it, or nothing, either way."""
         from . import counters
 
-        if connections[self.alias].vendor != "postgresql" or not outcomes or not counted:
+        connection = connections[self.alias]
+        if connection.vendor != "postgresql" or not outcomes or not counted:
             super().store_and_count(outcomes, counted)
             return
-        self._store(outcomes, counters.json_upsert(self.alias, counters.tally(counted, _now())))
+        also = counters.json_upsert(self.alias, counters.tally(counted, _now()))
+        latest = list({o.task_id: o for o in outcomes}.values())
+        if not connection.in_atomic_block and len(latest) <= _BATCH:
+            try:
+                self._update_returning_json(connection, latest, also, whole=True)
+                return
+            except DataError as exc:
+                if _sqlstate(exc) != _DIVISION_BY_ZERO:
+                    raise
+        with transaction.atomic(using=self.alias):
+            self._store(latest, also)
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         from . import counters
@@ -205,12 +222,13 @@ class DatabaseResultStore(ResultStore):
             return {row[0] for row in cursor.fetchall()}
 
     def _update_returning_json(self, connection: Any, outcomes: Sequence[TaskOutcome],
-                               also: tuple[str, str] | None = None) -> set[str]:
+                               also: tuple[str, str] | None = None, *,
+                               whole: bool = False) -> set[str]:
         """PostgreSQL: :meth:`_update_returning` with the outcomes given as one JSON array,
         so that one statement text serves every batch size (the driver parses a statement
         of more than 50 parameters again each time: about 0.3 ms for a batch of 16).
         ``also``: a statement with one parameter (the counters' upsert) run by the same
-        statement."""
+        statement. ``whole``: the statement fails unless it writes every row."""
         rows = [[o.task_id, o.state, _result_text(o), storable_text(o.traceback), o.worker,
                  o.attempts, o.retries,
                  o.started_at.isoformat() if o.started_at else None,
@@ -219,9 +237,12 @@ class DatabaseResultStore(ResultStore):
         params: list[Any] = [json.dumps(rows), *([[r[0] for r in rows]] if shown else [])]
         if also is not None:
             params.append(also[1])
+        params.append(notify.RESULT_CHANNEL)
+        if whole:
+            params.append(len(rows))
         with connection.cursor() as cursor:
-            cursor.execute(_json_update(connection, shown, also[0] if also else ""),
-                           [*params, notify.RESULT_CHANNEL])
+            cursor.execute(_json_update(connection, shown, also[0] if also else "", whole),
+                           params)
             return {row[0] for row in cursor.fetchall()}
 
     def _update_locked(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
@@ -351,6 +372,15 @@ def _pending_rows(messages: Sequence[Message], now: dt.datetime) -> list[TaskRes
     return rows
 
 
+_DIVISION_BY_ZERO = "22012"
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error (psycopg 3 or psycopg2), if it has one."""
+    cause = error.__cause__
+    return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+
+
 #: A notification's payload is shorter than this many bytes (PostgreSQL's limit is 8000).
 _PAYLOAD = 7900
 
@@ -359,7 +389,8 @@ _PAYLOAD = 7900
 _SIZE_SHOWN = 16
 
 
-def _json_update(connection: Any, size_shown: bool, also: str = "") -> str:
+def _json_update(connection: Any, size_shown: bool, also: str = "",
+                 whole: bool = False) -> str:
     """PostgreSQL: the ``UPDATE`` of outcome columns, from rows given as one JSON array, of
     the rows that exist and are not final; it returns their ids and wakes waiting readers
     in the same round trip: one notification, sent at the commit, that names the tasks
@@ -375,7 +406,11 @@ def _json_update(connection: Any, size_shown: bool, also: str = "") -> str:
     one row.
 
     ``also``, a data-modifying statement with one parameter, runs in the same statement (a
-    ``WITH`` of its own: PostgreSQL runs it whether or not the query reads it)."""
+    ``WITH`` of its own: PostgreSQL runs it whether or not the query reads it).
+
+    ``whole``: one more parameter, the number of rows; unless the ``UPDATE`` wrote that many,
+    the statement fails with a division by zero (SQLSTATE 22012), undoing all of it. The
+    division is read by the query, so the planner cannot drop it."""
     table = connection.ops.quote_name(TaskResult._meta.db_table)
     final = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
     return (
@@ -393,7 +428,9 @@ def _json_update(connection: Any, size_shown: bool, also: str = "") -> str:
         + f", n AS (SELECT pg_notify(%s, CASE WHEN sum(octet_length(task_id) + 1) < "
         f"{_PAYLOAD} THEN string_agg(task_id, E'\\n') ELSE '' END) FROM u "
         f"WHERE state IN ({final}) HAVING count(*) > 0) "
-        "SELECT u.task_id FROM u LEFT JOIN n ON true")
+        + ("SELECT u.task_id, g.whole FROM (SELECT 1 / CASE WHEN count(*) = %s THEN 1 "
+           "ELSE 0 END AS whole FROM u) AS g JOIN u ON true LEFT JOIN n ON true" if whole
+           else "SELECT u.task_id FROM u LEFT JOIN n ON true"))
 
 
 def pending_insert_json(connection: Any, messages: Sequence[Message], *,

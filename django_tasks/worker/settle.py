@@ -204,7 +204,7 @@ class Settler:
             return
         early = [s for s in batch if s.acked]
         unacked = [s.delivery for s in batch if not s.acked]
-        if self.store is None and not any(s.follow_up or s.on_settle for s in batch):
+        if self.store is None and not _follows(batch):
             current = {d.tag for d in unacked}  # nothing is written first: the ack fences
         else:
             current = {d.tag for d in self.broker.confirm(unacked, self.lease)}
@@ -216,7 +216,11 @@ class Settler:
         # and is acked without running again, so nothing is sent twice.
         store_alias = self.store.database_alias if self.store is not None else None
         fresh = [s for s in (*early, *live) if not s.recorded]
-        with transaction.atomic(using=store_alias) if store_alias else nullcontext():
+        # Without follow-ups the store stores and counts all or nothing by itself (on
+        # PostgreSQL in one statement, with no BEGIN and COMMIT round trips).
+        alone = self.store is not None and not _follows(fresh)
+        with transaction.atomic(using=store_alias) if store_alias and not alone \
+                else nullcontext():
             self._record(fresh)
         for s in fresh:  # committed: trying the ack again must not write them again
             s.recorded = True
@@ -258,7 +262,7 @@ class Settler:
         caller's transaction; without follow-ups the store may store and count at once."""
         if self.store is None:
             self._follow_up(batch)
-        elif any(s.follow_up or s.on_settle for s in batch):
+        elif _follows(batch):
             # Counted last in the transaction, so that the counter rows every worker adds
             # to stay locked for the shortest time.
             if stored := _stored(batch):
@@ -369,6 +373,11 @@ def transient(error: BaseException) -> bool:
 
     ``ConnectionError``: a broker that is not a database (Redis) went away."""
     return isinstance(error, OperationalError | InterfaceError | ConnectionError)
+
+
+def _follows(batch: Sequence[Settlement]) -> bool:
+    """Whether some settlement publishes more messages, or acts, with its outcome."""
+    return any(s.follow_up or s.on_settle for s in batch)
 
 
 def _stored(batch: Sequence[Settlement]) -> list[TaskOutcome]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
+from django.db import connection
 
 from django_tasks import states
-from django_tasks.models import TaskCounter
+from django_tasks.message import Message
+from django_tasks.models import TaskCounter, TaskResult
 from django_tasks.models.counters import BUCKET_FIELDS
 from django_tasks.result import TaskOutcome
 from django_tasks.results import counters
@@ -74,6 +77,41 @@ def test_one_row_per_minute_name_and_state_added_up_across_batches(
     assert sum(getattr(success, f) for f in BUCKET_FIELDS) == 11
     revoked = rows[(30, "app.add", "REVOKED")]
     assert revoked.count == 1 and revoked.runtime_count == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("row", ["there", "missing", "final"])
+def test_outcomes_and_their_count_are_written_all_or_nothing_outside_a_transaction(
+        row: str) -> None:
+    """On PostgreSQL a batch whose rows all wait for their outcome is one statement outside
+    any transaction; a missing or final row makes it undo itself, and the batch is written
+    again in a transaction that inserts the missing row. Every run is counted once."""
+    store = DatabaseResultStore()
+    ids = ["s1", "s2", "s3"]
+    store.create_pending([Message(id=i, task="app.add") for i in ids])
+    if row == "missing":
+        TaskResult.objects.filter(task_id="s2").delete()
+    elif row == "final":
+        store.revoke("s2")
+    in_transaction: list[bool] = []
+
+    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        in_transaction.append(connection.in_atomic_block)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch):
+        store.store_and_count([outcome(i) for i in ids], [outcome(i) for i in ids])
+    assert dict(TaskResult.objects.values_list("task_id", "state")) == {
+        "s1": states.SUCCESS, "s2": states.REVOKED if row == "final" else states.SUCCESS,
+        "s3": states.SUCCESS}
+    assert [(c.period, c.count) for c in TaskCounter.objects.order_by("period")] == [
+        (1, 3), (60, 3)]
+    if connection.vendor == "postgresql":
+        assert in_transaction[0] is False
+        if row == "there":
+            assert len(in_transaction) == 1
+        else:  # then the update, the missing row's insert, the notification
+            assert in_transaction[1:] == [True, True, True]
 
 
 @pytest.mark.django_db
