@@ -212,6 +212,13 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def renew(self, owners: Sequence[str], lease: float) -> int: ...
 
+    def ack_statement(self, deliveries: Sequence[Delivery]) -> tuple[str, list[Any]] | None:
+        """Where the broker lives in the database: one SQL statement, with its parameters,
+        that acks every delivery, or fewer where a lease moved on, and returns a row per
+        message acked (a ``DELETE … RETURNING``), for the result store to run as part of
+        the statement that stores their outcomes; None where it has none for this batch."""
+        return None
+
     @abc.abstractmethod
     def confirm(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
         """Extend these leases by ``lease`` seconds from now; return the deliveries whose

@@ -214,6 +214,17 @@ class DatabaseBroker(Broker):
                 acked += [d for d in chunk if d.tag in tags]
         return acked
 
+    def ack_statement(self, deliveries: Sequence[Delivery]) -> tuple[str, list[Any]] | None:
+        """On PostgreSQL, for a batch of one claim (one token): the ack's ``DELETE``."""
+        connection = connections[self.alias]
+        tokens = {d.token for d in deliveries}
+        if connection.vendor != "postgresql" or len(tokens) != 1 \
+                or len(deliveries) > _CHUNK:
+            return None
+        table = connection.ops.quote_name(QueuedMessage._meta.db_table)
+        return (f"DELETE FROM {table} WHERE lease_token = %s AND id = ANY(%s) RETURNING id",
+                [tokens.pop(), [d.tag for d in deliveries]])
+
     def _delete_returning(self, token: int, tags: list[int]) -> set[int]:
         connection = connections[self.alias]
         if connection.vendor in ("postgresql", "sqlite") or getattr(

@@ -6,6 +6,7 @@ import abc
 import datetime as dt
 from collections.abc import Collection, Sequence
 from contextlib import nullcontext
+from typing import Any
 
 from ..message import Message
 from ..result import ResultMeta, TaskOutcome
@@ -67,11 +68,18 @@ class ResultStore(abc.ABC):
         from django.db import transaction
 
         alias = self.database_alias
-        with transaction.atomic(using=alias) if alias else nullcontext():
+        with transaction.atomic(using=alias, savepoint=False) if alias else nullcontext():
             if outcomes:
                 self.store_outcomes(outcomes)
             if counted:
                 self.count_outcomes(counted)
+
+    def store_alone(self, outcomes: Sequence[TaskOutcome], counted: Sequence[TaskOutcome],
+                    ack: tuple[str, list[Any]] | None = None) -> bool:
+        """``store_and_count()`` and a broker's ``ack_statement()`` as one statement of its
+        own, all of it or nothing; False (nothing written) where this store cannot, or when
+        a row or an ack was missing. The database store on PostgreSQL can."""
+        return False
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         """Fold up to ``batch_size`` counter rows of minutes before ``before`` into totals;

@@ -147,29 +147,44 @@ class DatabaseResultStore(ResultStore):
                         counted: Sequence[TaskOutcome]) -> None:
         """On PostgreSQL the counters' upsert rides in the outcomes' ``UPDATE`` as one more
         data-modifying ``WITH``: a statement and a round trip less per batch (0.1-0.2 ms).
-
-        Outside a transaction, a batch that fits in one statement is that statement alone,
-        which is a transaction by itself: no ``BEGIN`` and ``COMMIT`` round trips. It must
-        then find every row to write (existing, not final), or it undoes itself (a division
-        by zero, which the server logs as an error) and the batch is written again in a
-        transaction that also inserts the missing rows: all of it, or nothing, either way."""
+        Outside a transaction it is :meth:`store_alone` where it can be."""
         from . import counters
 
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not outcomes or not counted:
             super().store_and_count(outcomes, counted)
             return
-        also = counters.json_upsert(self.alias, counters.tally(counted, _now()))
+        if self.store_alone(outcomes, counted):
+            return
+        with transaction.atomic(using=self.alias, savepoint=False):
+            self._store(outcomes, counters.json_upsert(self.alias,
+                                                       counters.tally(counted, _now())))
+
+    def store_alone(self, outcomes: Sequence[TaskOutcome], counted: Sequence[TaskOutcome],
+                    ack: tuple[str, list[Any]] | None = None) -> bool:
+        """Store ``outcomes`` and count ``counted`` (and run ``ack``, a broker's
+        ``ack_statement()``) in one statement, outside any transaction: it is a transaction
+        by itself, with no ``BEGIN`` and ``COMMIT`` round trips. Unless it writes every
+        outcome's row (there, and not final) and the ack acks every message, it undoes
+        itself (a division by zero, which the server logs as an error) and returns False:
+        the caller writes the batch the longer way, in a transaction. False at once where
+        it cannot be one statement (not PostgreSQL, inside a transaction, a big batch)."""
+        from . import counters
+
+        connection = connections[self.alias]
         latest = list({o.task_id: o for o in outcomes}.values())
-        if not connection.in_atomic_block and len(latest) <= _BATCH:
-            try:
-                self._update_returning_json(connection, latest, also, whole=True)
-                return
-            except DataError as exc:
-                if _sqlstate(exc) != _DIVISION_BY_ZERO:
-                    raise
-        with transaction.atomic(using=self.alias):
-            self._store(latest, also)
+        if connection.vendor != "postgresql" or connection.in_atomic_block \
+                or len(latest) > _BATCH or not (latest or counted or ack):
+            return False
+        also = counters.json_upsert(self.alias, counters.tally(counted, _now())) \
+            if counted else None
+        try:
+            self._update_returning_json(connection, latest, also, whole=True, ack=ack)
+        except DataError as exc:
+            if _sqlstate(exc) != _DIVISION_BY_ZERO:
+                raise
+            return False
+        return True
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         from . import counters
@@ -222,28 +237,33 @@ class DatabaseResultStore(ResultStore):
             return {row[0] for row in cursor.fetchall()}
 
     def _update_returning_json(self, connection: Any, outcomes: Sequence[TaskOutcome],
-                               also: tuple[str, str] | None = None, *,
-                               whole: bool = False) -> set[str]:
+                               also: tuple[str, str] | None = None, *, whole: bool = False,
+                               ack: tuple[str, list[Any]] | None = None) -> set[str]:
         """PostgreSQL: :meth:`_update_returning` with the outcomes given as one JSON array,
         so that one statement text serves every batch size (the driver parses a statement
         of more than 50 parameters again each time: about 0.3 ms for a batch of 16).
         ``also``: a statement with one parameter (the counters' upsert) run by the same
-        statement. ``whole``: the statement fails unless it writes every row."""
+        statement. ``whole``: the statement fails unless it writes every row (and ``ack``,
+        a broker's ``DELETE … RETURNING`` it runs first, deletes one for each message)."""
         rows = [[o.task_id, o.state, _result_text(o), storable_text(o.traceback), o.worker,
                  o.attempts, o.retries,
                  o.started_at.isoformat() if o.started_at else None,
                  o.date_done.isoformat() if o.date_done else None] for o in outcomes]
         shown = len(rows) <= _SIZE_SHOWN
-        params: list[Any] = [json.dumps(rows), *([[r[0] for r in rows]] if shown else [])]
+        params: list[Any] = [*(ack[1] if ack else ()), json.dumps(rows),
+                             *([[r[0] for r in rows]] if shown else [])]
         if also is not None:
             params.append(also[1])
         params.append(notify.RESULT_CHANNEL)
         if whole:
             params.append(len(rows))
+            if ack is not None:
+                params.append(len(ack[1][1]))
+        sql = _json_update(connection, shown, also[0] if also else "", whole,
+                           ack[0] if ack else "")
         with connection.cursor() as cursor:
-            cursor.execute(_json_update(connection, shown, also[0] if also else "", whole),
-                           params)
-            return {row[0] for row in cursor.fetchall()}
+            cursor.execute(sql, params)
+            return {row[0] for row in cursor.fetchall() if row[0] is not None}
 
     def _update_locked(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
         """Other databases (MySQL, MariaDB): lock the rows that exist and are not final, then
@@ -390,7 +410,7 @@ _SIZE_SHOWN = 16
 
 
 def _json_update(connection: Any, size_shown: bool, also: str = "",
-                 whole: bool = False) -> str:
+                 whole: bool = False, ack: str = "") -> str:
     """PostgreSQL: the ``UPDATE`` of outcome columns, from rows given as one JSON array, of
     the rows that exist and are not final; it returns their ids and wakes waiting readers
     in the same round trip: one notification, sent at the commit, that names the tasks
@@ -410,11 +430,14 @@ def _json_update(connection: Any, size_shown: bool, also: str = "",
 
     ``whole``: one more parameter, the number of rows; unless the ``UPDATE`` wrote that many,
     the statement fails with a division by zero (SQLSTATE 22012), undoing all of it. The
-    division is read by the query, so the planner cannot drop it."""
+    division is read by the query, so the planner cannot drop it. ``ack``: a statement
+    returning a row per message acked, run first as a ``WITH`` of its own; with ``whole``,
+    one more parameter, the number of messages it must ack."""
     table = connection.ops.quote_name(TaskResult._meta.db_table)
     final = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
     return (
-        "WITH v AS (SELECT r->>0 AS task_id, r->>1 AS state, r->>2 AS result, "
+        (f"WITH a AS ({ack}), " if ack else "WITH ")
+        + "v AS (SELECT r->>0 AS task_id, r->>1 AS state, r->>2 AS result, "
         "r->>3 AS traceback, r->>4 AS worker, (r->>5)::integer AS attempts, "
         "(r->>6)::integer AS retries, (r->>7)::timestamptz AS started_at, "
         "(r->>8)::timestamptz AS date_done FROM jsonb_array_elements(%s::jsonb) AS r), "
@@ -428,8 +451,9 @@ def _json_update(connection: Any, size_shown: bool, also: str = "",
         + f", n AS (SELECT pg_notify(%s, CASE WHEN sum(octet_length(task_id) + 1) < "
         f"{_PAYLOAD} THEN string_agg(task_id, E'\\n') ELSE '' END) FROM u "
         f"WHERE state IN ({final}) HAVING count(*) > 0) "
-        + ("SELECT u.task_id, g.whole FROM (SELECT 1 / CASE WHEN count(*) = %s THEN 1 "
-           "ELSE 0 END AS whole FROM u) AS g JOIN u ON true LEFT JOIN n ON true" if whole
+        + ("SELECT u.task_id, g.whole FROM (SELECT 1 / CASE WHEN (SELECT count(*) FROM u) "
+           "= %s" + (" AND (SELECT count(*) FROM a) = %s" if ack else "") + " THEN 1 ELSE 0 "
+           "END AS whole) AS g LEFT JOIN u ON true LEFT JOIN n ON true" if whole
            else "SELECT u.task_id FROM u LEFT JOIN n ON true"))
 
 

@@ -198,6 +198,8 @@ class Settler:
 
     def _write(self, batch: Sequence[Settlement]) -> None:
         if self._alias is not None:
+            if self._write_alone(batch):
+                return
             with transaction.atomic(using=self._alias):
                 kept = self._settle_leases(batch)
                 self._record(kept)
@@ -229,6 +231,18 @@ class Settler:
             if self.broker.capabilities.transactional and alias else nullcontext()
         with scope:
             self._settle_leases(live)
+
+    def _write_alone(self, batch: Sequence[Settlement]) -> bool:
+        """The usual batch where broker and results share the database (every message
+        acked now, with its outcome, and nothing more to publish or do): its ack, outcomes
+        and counts in one statement of the result store, all or nothing. False when the
+        batch is not such a batch, or a lease moved on or a row is missing (nothing is
+        written then): the caller writes it in a transaction, ack first."""
+        if self.store is None or any(s.acked or s.retry is not None for s in batch) \
+                or _follows(batch):
+            return False
+        ack = self.broker.ack_statement([s.delivery for s in batch])
+        return ack is not None and self.store.store_alone(_stored(batch), _counted(batch), ack)
 
     def _settle_leases(self, batch: Sequence[Settlement]) -> list[Settlement]:
         """Ack or requeue each delivery under its lease; return the settlements whose lease
