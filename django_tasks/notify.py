@@ -135,6 +135,15 @@ def ahead(connection: Any) -> str:
     return "; ".join(statements) if statements else ""
 
 
+def put_back(connection: Any, statements: str) -> None:
+    """``ahead()``'s statements, sent with a query that failed (and so undone with it): to
+    be sent again with the next one."""
+    raw = connection.connection
+    if statements and raw is not None:
+        with _lock:
+            _deferred.setdefault(raw, [])[:0] = statements.split("; ")
+
+
 def _send_ahead(connection: Any) -> None:
     if statements := ahead(connection):
         with connection.cursor() as cursor:

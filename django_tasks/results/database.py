@@ -315,18 +315,23 @@ class DatabaseResultStore(ResultStore):
         select = (f"SELECT {', '.join(_META_FIELDS)} FROM "
                   f"{connection.ops.quote_name(TaskResult._meta.db_table)} WHERE task_id = %s")
         connection.ensure_connection()
-        with connection.cursor() as cursor:
-            statements = notify.ahead(connection)
-            if statements and _client_side(cursor):  # one round trip
-                cursor.execute(f"{statements}; {select}", [task_id])
-                for _ in statements.split(";"):
-                    cursor.nextset()
-            else:
-                if statements:
-                    cursor.execute(statements)
-                cursor.execute(select, [task_id])
-            row: Sequence[Any] | None = cursor.fetchone()
-            return row
+        statements = notify.ahead(connection)
+        try:
+            with connection.cursor() as cursor:
+                if statements and _client_side(cursor):  # one round trip
+                    cursor.execute(f"{statements}; {select}", [task_id])
+                    for _ in statements.split(";"):
+                        cursor.nextset()
+                else:
+                    if statements:
+                        cursor.execute(statements)
+                        statements = ""
+                    cursor.execute(select, [task_id])
+                row: Sequence[Any] | None = cursor.fetchone()
+                return row
+        except Exception:
+            notify.put_back(connection, statements)  # undone with the failed query
+            raise
 
     def final_states(self, task_ids: Sequence[str]) -> dict[str, str]:
         """Looked up by task id alone, the states compared here: given the state as well,

@@ -14,13 +14,14 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import ProgrammingError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_tasks import notify
 from django_tasks.brokers.database import DatabaseBroker
 from django_tasks.message import Message
 from django_tasks.result import AsyncResult, TaskOutcome
+from django_tasks.results import database as database_module
 from django_tasks.results.database import DatabaseResultStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -254,6 +255,25 @@ class TestOnPostgreSQL:
             store.stop_waiting()
         assert listening() == []
 
+
+    def test_a_read_that_fails_keeps_its_listen_for_the_next(
+            self, postgres: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The failed query took its LISTEN down with it: the next read sends it again."""
+        if not postgres:
+            return
+        store = DatabaseResultStore("django://")
+        try:
+            assert store.wait(NEVER, ["later"]) is True
+            with monkeypatch.context() as patched:
+                patched.setattr(database_module, "_META_FIELDS", ("no_such_column",))
+                with pytest.raises(ProgrammingError):
+                    store.get("later")
+            assert listening() == []
+            assert store.get("later") is None
+            assert listening() == ["django_tasks_result"]
+        finally:
+            store.stop_waiting()
+        assert listening() == []
 
 def outcome(task_id: str, state: str = "SUCCESS") -> TaskOutcome:
     return TaskOutcome(task_id=task_id, task_name="unit.notify.t", state=state, result=1,
