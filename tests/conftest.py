@@ -49,13 +49,24 @@ def require_module(module: str, install: str) -> None:
         pytest.skip(message)
 
 
-@pytest.fixture
-def memory_tasks() -> Iterator[None]:
-    """Memory broker and memory result store, fresh for each test."""
-    with override_settings(TASKS_BROKER_URL="memory://", TASKS_RESULT_BACKEND="memory://"):
+def _tasks_on(url: str) -> Iterator[None]:
+    """Broker and result store both at ``url``, set up afresh and dropped after."""
+    with override_settings(TASKS_BROKER_URL=url, TASKS_RESULT_BACKEND=url):
         reset_cache()
         yield
     reset_cache()
+
+
+@pytest.fixture
+def database_tasks() -> Iterator[None]:
+    """The database broker with database results, in the test database."""
+    yield from _tasks_on("django://")
+
+
+@pytest.fixture
+def memory_tasks() -> Iterator[None]:
+    """Memory broker and memory result store, fresh for each test."""
+    yield from _tasks_on("memory://")
 
 
 @pytest.fixture

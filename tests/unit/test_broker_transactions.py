@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.db import connection, transaction
-from django.test import override_settings
 
 from django_tasks.brokers.database import DatabaseBroker
 from django_tasks.brokers.memory import MemoryBroker
-from django_tasks.conf import get_broker, get_result_store, reset_cache
+from django_tasks.conf import get_broker, get_result_store
 from django_tasks.message import Message
 from django_tasks.models import QueuedMessage, TaskResult
 from django_tasks.result import AsyncResult
@@ -19,14 +18,6 @@ from django_tasks.result import AsyncResult
 
 class Rollback(Exception):
     pass
-
-
-@pytest.fixture
-def database_tasks() -> Iterator[None]:
-    with override_settings(TASKS_BROKER_URL="django://", TASKS_RESULT_BACKEND="django://"):
-        reset_cache()
-        yield
-    reset_cache()
 
 
 @pytest.fixture

@@ -4,14 +4,13 @@ transaction that stores the outcome and acks the message, or not at all."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.test import override_settings
 
 from django_tasks import states
-from django_tasks.conf import get_broker, get_result_store, reset_cache
+from django_tasks.conf import get_broker, get_result_store
 from django_tasks.kernel import Hook, Kernel, Run
 from django_tasks.message import Message
 from django_tasks.publishing import publish
@@ -19,15 +18,8 @@ from django_tasks.task import Task, build_message
 from django_tasks.worker import settle as settle_module
 from django_tasks.worker.consumer import Consumer
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _database_tasks() -> Iterator[None]:
-    with override_settings(TASKS_BROKER_URL="django://", TASKS_RESULT_BACKEND="django://"):
-        reset_cache()
-        yield
-    reset_cache()
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("database_tasks")]
 
 
 @pytest.fixture

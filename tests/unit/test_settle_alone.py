@@ -11,25 +11,17 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from django.test import override_settings
 
 from django_tasks import states
-from django_tasks.conf import get_broker, get_result_store, reset_cache
+from django_tasks.conf import get_broker, get_result_store
 from django_tasks.models import QueuedMessage, TaskCounter, TaskResult
 from django_tasks.publishing import publish
 from django_tasks.task import Task, build_message
 from django_tasks.worker.consumer import Consumer
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("database_tasks")]
 ON_POSTGRES = connection.vendor == "postgresql"
-
-
-@pytest.fixture(autouse=True)
-def _database_tasks() -> Iterator[None]:
-    with override_settings(TASKS_BROKER_URL="django://", TASKS_RESULT_BACKEND="django://"):
-        reset_cache()
-        yield
-    reset_cache()
 
 
 @pytest.fixture
