@@ -147,18 +147,19 @@ class DatabaseResultStore(ResultStore):
                         counted: Sequence[TaskOutcome]) -> None:
         """On PostgreSQL the counters' upsert rides in the outcomes' ``UPDATE`` as one more
         data-modifying ``WITH``: a statement and a round trip less per batch (0.1-0.2 ms).
-        Outside a transaction it is :meth:`store_alone` where it can be."""
+        Outside a transaction it is :meth:`store_alone`'s one statement where it can be."""
         from . import counters
 
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not outcomes or not counted:
             super().store_and_count(outcomes, counted)
             return
-        if self.store_alone(outcomes, counted):
+        latest = list({o.task_id: o for o in outcomes}.values())  # one write per id
+        also = counters.json_upsert(self.alias, counters.tally(counted, _now()))
+        if self._alone(connection, latest, also):
             return
         with transaction.atomic(using=self.alias, savepoint=False):
-            self._store(outcomes, counters.json_upsert(self.alias,
-                                                       counters.tally(counted, _now())))
+            self._store(latest, also)
 
     def store_alone(self, outcomes: Sequence[TaskOutcome], counted: Sequence[TaskOutcome],
                     ack: tuple[str, list[Any]] | None = None) -> bool:
@@ -172,12 +173,18 @@ class DatabaseResultStore(ResultStore):
         from . import counters
 
         connection = connections[self.alias]
-        latest = list({o.task_id: o for o in outcomes}.values())
-        if connection.vendor != "postgresql" or connection.in_atomic_block \
-                or len(latest) > _BATCH or not (latest or counted or ack):
+        if connection.vendor != "postgresql" or not (outcomes or counted or ack):
             return False
         also = counters.json_upsert(self.alias, counters.tally(counted, _now())) \
             if counted else None
+        return self._alone(connection, list({o.task_id: o for o in outcomes}.values()), also,
+                           ack)
+
+    def _alone(self, connection: Any, latest: Sequence[TaskOutcome],
+               also: tuple[str, str] | None, ack: tuple[str, list[Any]] | None = None) -> bool:
+        """:meth:`store_alone` of outcomes with one per id and the counters' upsert made."""
+        if connection.in_atomic_block or len(latest) > _BATCH:
+            return False
         try:
             self._update_returning_json(connection, latest, also, whole=True, ack=ack)
         except DataError as exc:
