@@ -169,10 +169,16 @@ class DatabaseBroker(Broker):
                          limit: int, now: dt.datetime, until: dt.datetime) -> list[Any]:
         table = connection.ops.quote_name(QueuedMessage._meta.db_table)
         marks = ", ".join(["%s"] * len(queues))
-        lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+        postgres = connection.vendor == "postgresql"
+        lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
+        # A lease need not wait for the disk: on its own transaction (autocommit), the claim
+        # commits with synchronous_commit off (explanation/delivery.md, "How the database
+        # broker claims"); the outcome written later is durable, and so then is the claim.
+        lazy = (" FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy"
+                if postgres and not connection.in_atomic_block else "")
         sql = (
             f"UPDATE {table} SET lease_owner = %s, lease_token = %s, visible_at = %s, "
-            f"deliveries = deliveries + 1 WHERE id IN (SELECT id FROM {table} "
+            f"deliveries = deliveries + 1{lazy} WHERE id IN (SELECT id FROM {table} "
             f"WHERE queue IN ({marks}) AND visible_at <= %s "
             f"ORDER BY priority DESC, visible_at, id LIMIT %s{lock}) "
             "RETURNING id, queue, body, deliveries, priority, task_id, runs"

@@ -107,6 +107,41 @@ def test_publish_with_pending_is_one_statement_on_postgresql_only() -> None:
         "both", "PENDING", "[3]", "q")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_commits_without_waiting_for_the_disk_on_postgresql_alone() -> None:
+    """On PostgreSQL a claim on its own (autocommit) turns ``synchronous_commit`` off for its
+    own transaction; the session keeps its setting. In a caller's transaction, whose commit
+    it must not change, and on the other databases, the claim is written as always."""
+    from django.test.utils import CaptureQueriesContext
+
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return str(cursor.fetchone()[0])
+
+    def claim(*, atomic: bool) -> list[str]:
+        broker.publish([Message(id=f"claim-{atomic}", task="t", queue="q")])
+        with CaptureQueriesContext(connection) as queries:
+            if atomic:
+                with transaction.atomic():
+                    [delivery] = broker.fetch(["q"], "me", 10, 30)
+                    if postgres:
+                        assert setting() == before  # the caller's commit is left as it is
+            else:
+                [delivery] = broker.fetch(["q"], "me", 10, 30)
+        assert broker.ack([delivery]) == [delivery]
+        return [q["sql"] for q in queries.captured_queries]
+
+    broker = DatabaseBroker("django://")
+    postgres = connection.vendor == "postgresql"
+    before = setting() if postgres else ""
+    lazy = "set_config('synchronous_commit', 'off', true)"
+    [update] = [sql for sql in claim(atomic=False) if sql.startswith("UPDATE")]
+    assert (lazy in update) is postgres, update
+    assert not any(lazy in sql for sql in claim(atomic=True))
+    if postgres:
+        assert setting() == before
+
 # -- the memory broker imitates it with on_commit ------------------------------------------
 
 
