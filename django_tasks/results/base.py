@@ -61,10 +61,11 @@ class ResultStore(abc.ABC):
         outcomes. Only the database store keeps counters."""
 
     def store_and_count(self, outcomes: Sequence[TaskOutcome],
-                        counted: Sequence[TaskOutcome]) -> None:
+                        counted: Sequence[TaskOutcome], *, lazy: bool = False) -> None:
         """``store_outcomes(outcomes)``, then ``count_outcomes(counted)``: all or nothing, in
         the caller's transaction, or else in one of its own (a store may do both in one
-        statement)."""
+        statement). ``lazy``: the write may be visible before it is durable; the caller
+        calls :meth:`flush` before anything that relies on it (an ack)."""
         from django.db import transaction
 
         alias = self.database_alias
@@ -75,11 +76,17 @@ class ResultStore(abc.ABC):
                 self.count_outcomes(counted)
 
     def store_alone(self, outcomes: Sequence[TaskOutcome], counted: Sequence[TaskOutcome],
-                    ack: tuple[str, list[Any]] | None = None) -> bool:
+                    ack: tuple[str, list[Any]] | None = None, *, lazy: bool = False) -> bool:
         """``store_and_count()`` and a broker's ``ack_statement()`` as one statement of its
         own, all of it or nothing; False (nothing written) where this store cannot, or when
-        a row or an ack was missing. The database store on PostgreSQL can."""
+        a row or an ack was missing. The database store on PostgreSQL can. ``lazy`` as for
+        ``store_and_count()``."""
         return False
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Make durable what this thread wrote with ``lazy``, if anything; it may be visible
+        to readers before (the database store on PostgreSQL commits such writes without
+        waiting for the disk, so a waiting ``get()`` wakes sooner)."""
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         """Fold up to ``batch_size`` counter rows of minutes before ``before`` into totals;

@@ -223,7 +223,11 @@ class Settler:
         alone = self.store is not None and not _follows(fresh)
         with transaction.atomic(using=store_alias) if store_alias and not alone \
                 else nullcontext():
-            self._record(fresh)
+            self._record(fresh, lazy=alone)
+        if alone and self.store is not None:
+            # Written lazily (seen at once, on disk a moment later): on disk before the ack.
+            # A flush that fails leaves them unrecorded: written again, never acked unsure.
+            self.store.flush()
         for s in fresh:  # committed: trying the ack again must not write them again
             s.recorded = True
         alias = self.broker.database_alias
@@ -242,7 +246,13 @@ class Settler:
                 or _follows(batch):
             return False
         ack = self.broker.ack_statement([s.delivery for s in batch])
-        return ack is not None and self.store.store_alone(_stored(batch), _counted(batch), ack)
+        if ack is None or not self.store.store_alone(_stored(batch), _counted(batch), ack,
+                                                     lazy=True):
+            return False
+        # Ack and outcomes went together (a crash that loses them loses both: the task runs
+        # again); seen at once, they are on disk before this process goes on.
+        self.store.flush()
+        return True
 
     def _settle_leases(self, batch: Sequence[Settlement]) -> list[Settlement]:
         """Ack or requeue each delivery under its lease; return the settlements whose lease
@@ -271,9 +281,10 @@ class Settler:
         self.refused(refused)
         return kept
 
-    def _record(self, batch: Sequence[Settlement]) -> None:
+    def _record(self, batch: Sequence[Settlement], *, lazy: bool = False) -> None:
         """Store the batch's outcomes, publish its follow-ups and count its runs, in the
-        caller's transaction; without follow-ups the store may store and count at once."""
+        caller's transaction; without follow-ups the store may store and count at once
+        (``lazy``: the caller flushes the store before it acks)."""
         if self.store is None:
             self._follow_up(batch)
         elif _follows(batch):
@@ -285,7 +296,7 @@ class Settler:
             if counted := _counted(batch):
                 self.store.count_outcomes(counted)
         else:
-            self.store.store_and_count(_stored(batch), _counted(batch))
+            self.store.store_and_count(_stored(batch), _counted(batch), lazy=lazy)
 
     def _follow_up(self, batch: Sequence[Settlement]) -> None:
         """Publish the follow-up messages of the settlements whose lease was current."""

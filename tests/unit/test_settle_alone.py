@@ -16,6 +16,7 @@ from django_tasks import states
 from django_tasks.conf import get_broker, get_result_store
 from django_tasks.models import QueuedMessage, TaskCounter, TaskResult
 from django_tasks.publishing import publish
+from django_tasks.results.database import FLUSH
 from django_tasks.task import Task, build_message
 from django_tasks.worker.consumer import Consumer
 
@@ -86,3 +87,89 @@ def test_a_lease_that_moved_on_undoes_the_statement_and_the_rest_is_written_as_b
     writes = [s for s in statements if s[0] != "SELECT"]
     if ON_POSTGRES:
         assert writes[0] == ("WITH", False) and all(inside for _, inside in writes[1:])
+
+
+def test_outcomes_are_seen_before_the_disk_has_them_and_on_disk_before_the_process_goes_on(
+        double: Task[Any, Any]) -> None:
+    """On PostgreSQL the one statement commits without waiting for the disk (a waiting
+    ``get()`` wakes sooner); the settler then flushes: the log on disk reaches past that
+    commit before the process goes on. Elsewhere nothing is lazy and nothing is flushed."""
+    seen: list[str] = []
+    written_up_to: list[str] = []
+
+    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        result = execute(sql, params, many, context)
+        if ON_POSTGRES and sql.startswith("WITH"):
+            with connection.cursor() as cursor:  # the log written so far: the commit in it
+                cursor.execute("SELECT pg_current_wal_insert_lsn()")
+                written_up_to.append(cursor.fetchone()[0])
+        return result
+
+    ids = [publish(build_message(double.name, (i,), {})).id for i in range(2)]
+    deliveries = get_broker().fetch(["default"], "test/1", 16, 30)
+    with connection.execute_wrapper(watch):
+        consumer().process(deliveries)
+    assert sorted(TaskResult.objects.filter(task_id__in=ids).values_list("state", flat=True)) \
+        == [states.SUCCESS] * 2
+    lazy = "set_config('synchronous_commit', 'off', true)"
+    flush = FLUSH
+    if not ON_POSTGRES:
+        assert not any(lazy in sql or sql == flush for sql in seen), seen
+        return
+    [write] = [i for i, sql in enumerate(seen) if sql.startswith("WITH")]
+    assert lazy in seen[write]
+    assert seen[write + 1:write + 3] == ["SELECT pg_current_wal_insert_lsn()", flush]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", [written_up_to[0]])
+        assert cursor.fetchone()[0] is True
+
+
+def test_a_broker_elsewhere_is_acked_after_the_lazy_write_is_flushed(
+        double: Task[Any, Any]) -> None:
+    """A broker outside the database (here the memory broker, as Redis and RabbitMQ): the
+    outcomes are written lazily, flushed, and only then acked; a flush that fails leaves
+    the message unacked and the batch kept, to be written again."""
+    from django.db import OperationalError
+    from django.test import override_settings
+
+    from django_tasks.conf import reset_cache
+
+    with override_settings(TASKS_BROKER_URL="memory://", TASKS_RESULT_BACKEND="django://"):
+        reset_cache()
+        try:
+            broker, store = get_broker(), get_result_store()
+            assert store is not None
+            order: list[str] = []
+            real_flush, real_ack = store.flush, broker.ack
+
+            def flush() -> None:
+                order.append("flush")
+                real_flush()
+
+            def ack(deliveries: Any) -> Any:
+                order.append("ack")
+                return real_ack(deliveries)
+
+            store.flush = flush  # type: ignore[method-assign]
+            broker.ack = ack  # type: ignore[method-assign]
+            task_id = publish(build_message(double.name, (4,), {})).id
+            consumer().process(broker.fetch(["default"], "test/1", 16, 30))
+            assert order == ["flush", "ack"]
+            assert TaskResult.objects.get(task_id=task_id).state == states.SUCCESS
+
+            def failing() -> None:
+                raise OperationalError("the database went away")
+
+            order.clear()
+            store.flush = failing  # type: ignore[method-assign]
+            publish(build_message(double.name, (5,), {}))
+            worker = consumer()
+            worker.process(broker.fetch(["default"], "test/1", 16, 30))
+            assert "ack" not in order and worker.settler.waiting
+            store.flush = flush  # type: ignore[method-assign]
+            assert worker.settler.retry()
+            assert order == ["flush", "ack"]
+            assert broker.queue_counts(["default"])["default"].ready == 0
+        finally:
+            reset_cache()
