@@ -173,3 +173,29 @@ def test_a_broker_elsewhere_is_acked_after_the_lazy_write_is_flushed(
             assert broker.queue_counts(["default"])["default"].ready == 0
         finally:
             reset_cache()
+
+
+def test_a_flush_that_fails_after_the_one_statement_leaves_the_batch_settled(
+        double: Task[Any, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Ack and outcomes committed together (on PostgreSQL): a flush that fails afterwards
+    does not write the batch again (which would find it acked and call the outcome refused).
+    Elsewhere the batch's transaction waits for the disk and nothing is flushed."""
+    from django.db import OperationalError
+
+    store = get_result_store()
+    assert store is not None
+    task_id = publish(build_message(double.name, (6,), {})).id
+    deliveries = get_broker().fetch(["default"], "test/1", 16, 30)
+
+    def failing() -> None:
+        raise OperationalError("the connection broke")
+
+    store.flush = failing  # type: ignore[method-assign]
+    try:
+        worker = consumer()
+        worker.process(deliveries)
+    finally:
+        del store.flush
+    assert TaskResult.objects.get(task_id=task_id).state == states.SUCCESS
+    assert not QueuedMessage.objects.exists() and not worker.settler.waiting
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
