@@ -112,7 +112,10 @@ class GroupResult:
                         f"Group {self.id}: {done} of {len(self.results)} tasks were ready "
                         f"after {timeout} s.")
                 left = interval if deadline is None else max(0.0, deadline - time.monotonic())
-                if store.wait(min(interval, left)) is None:
+                # Woken only by an outcome of a member still running, not by every batch.
+                running = [r.id for r in self.results if r.id not in metas
+                           or metas[r.id].state not in states.READY_STATES]
+                if store.wait(min(interval, left), running, by_get=False) is None:
                     time.sleep(min(delay, left))
                     delay = min(delay * 1.5, interval)
         finally:

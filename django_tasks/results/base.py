@@ -93,12 +93,13 @@ class ResultStore(abc.ABC):
         return how many rows went."""
         return 0
 
-    def wait(self, timeout: float, task_ids: Collection[str] = ()) -> bool | None:
+    def wait(self, timeout: float, task_ids: Collection[str] = (), *,
+             by_get: bool = True) -> bool | None:
         """Block up to ``timeout`` seconds until some outcome may have been stored: True when
         woken (read again), False on timeout, None where this store cannot wake a reader
         (``AsyncResult.get()`` polls instead). With ``task_ids``, only an outcome of one
-        of them wakes the reader, and the reader's next look is ``get()`` of them (a store
-        may send what it must with that read)."""
+        of them wakes the reader; ``by_get``: the reader's next look is ``get()`` of them
+        (a store may send what it must with that read), not another read (a group's)."""
         return None
 
     def stop_waiting(self) -> None:  # noqa: B027 - optional hook

@@ -221,12 +221,13 @@ class DatabaseResultStore(ResultStore):
 
         return counters.fold_before(self.alias, before, batch_size)
 
-    def wait(self, timeout: float, task_ids: Collection[str] = ()) -> bool | None:
+    def wait(self, timeout: float, task_ids: Collection[str] = (), *,
+             by_get: bool = True) -> bool | None:
         """On PostgreSQL, LISTEN for the notification each batch of final outcomes sends,
-        which names their tasks. With ``task_ids``, the ``LISTEN``, and the ``UNLISTEN``
-        once they are all named, ride on the next ``get()``."""
+        which names their tasks. With ``task_ids`` read ``by_get``, the ``LISTEN``, and the
+        ``UNLISTEN`` once they are all named, ride on the next ``get()``."""
         return notify.wait(connections[self.alias], notify.RESULT_CHANNEL, timeout,
-                           task_ids, defer=bool(task_ids))
+                           task_ids, defer=bool(task_ids) and by_get)
 
     def stop_waiting(self) -> None:
         notify.unlisten(connections[self.alias], notify.RESULT_CHANNEL)

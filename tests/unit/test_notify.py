@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -19,6 +20,7 @@ from django.test.utils import CaptureQueriesContext
 
 from django_tasks import notify
 from django_tasks.brokers.database import DatabaseBroker
+from django_tasks.group_result import GroupResult
 from django_tasks.message import Message
 from django_tasks.result import AsyncResult, TaskOutcome
 from django_tasks.results import database as database_module
@@ -255,6 +257,33 @@ class TestOnPostgreSQL:
             store.stop_waiting()
         assert listening() == []
 
+
+    @pytest.mark.usefixtures("database_tasks")
+    def test_a_group_waiting_for_its_members_sleeps_through_the_outcomes_of_others(
+            self, postgres: bool) -> None:
+        """``GroupResult.get()`` looks again when a member's outcome is stored, not whenever
+        any batch is: its first look, the look after it starts listening, and one after
+        each member's outcome (the interval, a look at the latest, set long)."""
+        if not postgres:
+            return
+        DatabaseResultStore("django://").create_pending(
+            [Message(id=i, task="unit.notify.t") for i in ("g1", "g2", "other")])
+        group = GroupResult("g", [AsyncResult("g1"), AsyncResult("g2")])
+
+        def later() -> None:
+            for pause, task_id in ((0.2, "other"), (0.3, "g1"), (0.3, "g2")):
+                time.sleep(pause)
+                elsewhere(lambda task_id=task_id: DatabaseResultStore(  # type: ignore[misc]
+                    "django://").store_outcomes([outcome(task_id)]))
+
+        thread = threading.Thread(target=later)
+        with CaptureQueriesContext(connection) as queries:
+            thread.start()
+            assert group.get(timeout=NEVER, interval=NEVER) == [1, 1]
+        thread.join()
+        looks = [q["sql"] for q in queries if "django_tasks_taskresult" in q["sql"]]
+        assert len(looks) == 4, looks
+        assert listening() == []
 
     def test_a_read_that_fails_keeps_its_listen_for_the_next(
             self, postgres: bool, monkeypatch: pytest.MonkeyPatch) -> None:
