@@ -19,7 +19,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.models import Case, F, Value, When
 
-from .. import clock, notify
+from .. import clock, durability, notify
 from ..conf import database_alias
 from ..message import Message
 from ..models import QueuedMessage
@@ -174,7 +174,7 @@ class DatabaseBroker(Broker):
         # A lease need not wait for the disk: on its own transaction (autocommit), the claim
         # commits with synchronous_commit off (explanation/delivery.md, "How the database
         # broker claims"); the outcome written later is durable, and so then is the claim.
-        lazy = (" FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy"
+        lazy = (f" FROM (SELECT {durability.LAZY}) AS lazy"
                 if postgres and not connection.in_atomic_block else "")
         sql = (
             f"UPDATE {table} SET lease_owner = %s, lease_token = %s, visible_at = %s, "

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import DataError, connections, transaction
 
-from .. import clock, masking, notify, serialization, states
+from .. import clock, durability, masking, notify, serialization, states
 from ..conf import database_alias
 from ..message import Message
 from ..models import TaskResult
@@ -205,15 +205,13 @@ class DatabaseResultStore(ResultStore):
         return True
 
     def flush(self) -> None:
-        """On PostgreSQL, a transaction that writes to the log (an empty logical message,
-        which touches no table) and commits waiting for the disk: the disk then holds
-        everything committed before it, the lazy writes included (those of a connection
-        closed since too: the log is the server's). A transaction that writes nothing to the
-        log would not wait. Nothing when this thread wrote nothing lazily."""
+        """On PostgreSQL, ``durability.FLUSH``: the disk then holds everything committed
+        before it, the lazy writes included (those of a connection closed since too: the
+        log is the server's). Nothing when this thread wrote nothing lazily."""
         if not getattr(self._lazy, "written", False):
             return
         with connections[self.alias].cursor() as cursor:
-            cursor.execute(FLUSH)
+            cursor.execute(durability.FLUSH)
         self._lazy.written = False
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
@@ -495,8 +493,7 @@ def _json_update(connection: Any, size_shown: bool, also: str = "",
         f"WHERE state IN ({final}) HAVING count(*) > 0) "
         + ("SELECT u.task_id, g.whole FROM (SELECT 1 / CASE WHEN (SELECT count(*) FROM u) "
            "= %s" + (" AND (SELECT count(*) FROM a) = %s" if ack else "") + " THEN 1 ELSE 0 "
-           "END AS whole" + (", set_config('synchronous_commit', 'off', true) AS lazy"
-                             if lazy else "")
+           "END AS whole" + (f", {durability.LAZY} AS lazy" if lazy else "")
            + ") AS g LEFT JOIN u ON true LEFT JOIN n ON true" if whole
            else "SELECT u.task_id FROM u LEFT JOIN n ON true"))
 
@@ -522,12 +519,9 @@ def pending_insert_json(connection: Any, messages: Sequence[Message], *,
            "r->>2, r->>3, r->>4, (r->>5)::smallint, '', 0, 0, %s, r->>6, r->>7, r->>8 "
            "FROM jsonb_array_elements(%s::jsonb) AS r")
     if commit_async:
-        sql += ", set_config('synchronous_commit', 'off', true)"
+        sql += f", {durability.LAZY}"
     return sql, [_now(), json.dumps(rows)]
 
-
-#: A statement whose commit waits until the log on disk reaches it (``flush()``).
-FLUSH = "SELECT pg_logical_emit_message(true, 'django_tasks.flush', '')"
 
 #: From this many messages on, PostgreSQL is given their rows by ``COPY`` (their PENDING
 #: rows here, and the database broker's queue rows beside them).

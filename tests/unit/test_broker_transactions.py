@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
+from django_tasks import durability
 from django_tasks.brokers.database import DatabaseBroker
 from django_tasks.brokers.memory import MemoryBroker
 from django_tasks.conf import get_broker, get_result_store
@@ -135,7 +136,7 @@ def test_a_claim_commits_without_waiting_for_the_disk_on_postgresql_alone() -> N
     broker = DatabaseBroker("django://")
     postgres = connection.vendor == "postgresql"
     before = setting() if postgres else ""
-    lazy = "set_config('synchronous_commit', 'off', true)"
+    lazy = durability.LAZY
     [update] = [sql for sql in claim(atomic=False) if sql.startswith("UPDATE")]
     assert (lazy in update) is postgres, update
     assert not any(lazy in sql for sql in claim(atomic=True))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from django_tasks import states
+from django_tasks import durability, states
 from django_tasks.message import Message
 from django_tasks.result import TaskOutcome
 from django_tasks.results.base import ResultStore
@@ -167,7 +167,7 @@ def test_rows_that_need_not_be_durable_are_committed_without_waiting_for_the_dis
     store = DatabaseResultStore("django://")
     postgres = connection.vendor == "postgresql"
     before = setting() if postgres else ""
-    fast = "set_config('synchronous_commit', 'off', true)"
+    fast = durability.LAZY
     [insert] = written("a", durable=False)
     assert (fast in insert) is postgres, insert
     assert not any(fast in sql for sql in written("b", durable=False, atomic=True))

@@ -14,9 +14,9 @@ from django.db import connection
 
 from django_tasks import states
 from django_tasks.conf import get_broker, get_result_store
+from django_tasks.durability import FLUSH, LAZY
 from django_tasks.models import QueuedMessage, TaskCounter, TaskResult
 from django_tasks.publishing import publish
-from django_tasks.results.database import FLUSH
 from django_tasks.task import Task, build_message
 from django_tasks.worker.consumer import Consumer
 
@@ -112,8 +112,7 @@ def test_outcomes_are_seen_before_the_disk_has_them_and_on_disk_before_the_proce
         consumer().process(deliveries)
     assert sorted(TaskResult.objects.filter(task_id__in=ids).values_list("state", flat=True)) \
         == [states.SUCCESS] * 2
-    lazy = "set_config('synchronous_commit', 'off', true)"
-    flush = FLUSH
+    lazy, flush = LAZY, FLUSH
     if not ON_POSTGRES:
         assert not any(lazy in sql or sql == flush for sql in seen), seen
         return
