@@ -4,11 +4,12 @@ A statement run on its own (autocommit) is its own transaction; evaluating ``LAZ
 turns ``synchronous_commit`` off for that transaction alone (the session keeps its setting),
 so its commit returns, and its notifications go out, before the log reaches the disk. Three
 writes do this: a PENDING row beside a message that Redis or RabbitMQ holds, the database
-broker's claim, and the statement that stores a batch's outcomes. ``FLUSH`` is a statement
-whose transaction writes to the log (an empty logical message, touching no table) and so
-commits waiting for the disk, which then holds everything committed before it: the worker
-runs it after a lazy write of outcomes, before it acks. A transaction that writes nothing
-to the log would not wait. explanation/delivery.md says what each can cost in a crash.
+broker's claim, and the statement that stores a batch's outcomes. After that last one the
+worker commits a transaction that waits for the disk, which then holds everything committed
+before it, and only then acks: the batch's counters' upsert, or where it counted nothing
+``FLUSH``, a statement whose transaction writes to the log (an empty logical message,
+touching no table). A transaction that writes nothing to the log would not wait.
+explanation/delivery.md says what each can cost in a crash.
 """
 
 #: An expression that makes the commit of the statement evaluating it lazy.

@@ -52,7 +52,8 @@ class DatabaseResultStore(ResultStore):
         super().__init__(url)
         self.alias = database_alias(url)
         self.database_alias = self.alias
-        self._lazy = threading.local()  # .written: a lazy write this thread has not flushed
+        # .written: a lazy write this thread has not flushed; .counts: its counters' upsert
+        self._lazy = threading.local()
 
     @property
     def _rows(self) -> Any:
@@ -176,7 +177,13 @@ class DatabaseResultStore(ResultStore):
 
         ``lazy``: the statement commits without waiting for the disk, so that readers see
         the outcomes sooner (about a third of a millisecond here); :meth:`flush` makes them
-        durable."""
+        durable. A batch of at most ``_COUNT_LATER`` outcomes (a reader may be waiting for
+        each) is counted by the flush instead, in its transaction that waits for the disk:
+        the upsert of shared counter rows took 0.45 ms of the statement's 1 ms here. A
+        bigger batch (a busy worker) is counted in the statement, so that the counter rows
+        every process adds to are not held locked while the disk flushes. Counts are
+        statistics: a flush that fails loses its batch's, unless the batch is written again
+        (a broker outside the database)."""
         from . import counters
 
         connection = connections[self.alias]
@@ -193,26 +200,33 @@ class DatabaseResultStore(ResultStore):
         """:meth:`store_alone` of outcomes with one per id and the counters' upsert made."""
         if connection.in_atomic_block or len(latest) > _BATCH:
             return False
+        later = also if lazy and len(latest) <= _COUNT_LATER else None
         try:
-            self._update_returning_json(connection, latest, also, whole=True, ack=ack,
-                                        lazy=lazy)
+            self._update_returning_json(connection, latest, None if later else also,
+                                        whole=True, ack=ack, lazy=lazy)
         except DataError as exc:
             if _sqlstate(exc) != _DIVISION_BY_ZERO:
                 raise
             return False
         if lazy:
-            self._lazy.written = True
+            self._lazy.written, self._lazy.counts = True, later
         return True
 
     def flush(self) -> None:
-        """On PostgreSQL, ``durability.FLUSH``: the disk then holds everything committed
-        before it, the lazy writes included (those of a connection closed since too: the
-        log is the server's). Nothing when this thread wrote nothing lazily."""
+        """On PostgreSQL, the counters' upsert the lazy write left to it, or else
+        ``durability.FLUSH``: a transaction that waits for the disk, which then holds
+        everything committed before it, the lazy writes included (those of a connection
+        closed since too: the log is the server's). Nothing when this thread wrote nothing
+        lazily. A flush that fails is not tried again, nor are its counts: a batch written
+        again is counted again."""
         if not getattr(self._lazy, "written", False):
             return
+        counts, self._lazy.written, self._lazy.counts = self._lazy.counts, False, None
         with connections[self.alias].cursor() as cursor:
-            cursor.execute(durability.FLUSH)
-        self._lazy.written = False
+            if counts is not None:
+                cursor.execute(counts[0], [counts[1]])
+            else:
+                cursor.execute(durability.FLUSH)
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         from . import counters
@@ -435,6 +449,10 @@ def _sqlstate(error: BaseException) -> str | None:
     cause = error.__cause__
     return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
 
+
+#: A lazy batch of up to this many outcomes is counted by the flush after it
+#: (``store_alone``).
+_COUNT_LATER = 4
 
 #: A notification's payload is shorter than this many bytes (PostgreSQL's limit is 8000).
 _PAYLOAD = 7900

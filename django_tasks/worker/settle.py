@@ -249,13 +249,15 @@ class Settler:
         if ack is None or not self.store.store_alone(_stored(batch), _counted(batch), ack,
                                                      lazy=True):
             return False
-        # Ack and outcomes went together: seen at once, on disk before this process goes on.
-        # A flush that fails changes nothing of that (a crash that loses them loses both,
-        # and the task runs again): the batch is settled, not written again.
+        # Ack and outcomes went together: seen at once, on disk before this process goes on
+        # (the flush counts the runs too). A flush that fails changes nothing of that (a
+        # crash that loses them loses both, and the task runs again): the batch is settled,
+        # not written again, and only its counts are lost.
         try:
             self.store.flush()
         except Exception as exc:  # noqa: BLE001 - the next query finds the connection gone
-            logger.debug("Cannot flush a settled batch to disk (%s)", exc)
+            logger.warning("Cannot count %d settled run(s) on the dashboard: %s: %s",
+                           len(batch), type(exc).__name__, exc)
         return True
 
     def _settle_leases(self, batch: Sequence[Settlement]) -> list[Settlement]:

@@ -52,7 +52,7 @@ def counted() -> int:
     return sum(TaskCounter.objects.filter(period=1).values_list("count", flat=True))
 
 
-def test_a_batch_is_acked_stored_and_counted_by_one_statement(
+def test_a_batch_is_acked_and_stored_by_one_statement_and_counted_by_the_next(
         double: Task[Any, Any], statements: list[tuple[str, bool]]) -> None:
     ids = [publish(build_message(double.name, (i,), {})).id for i in range(3)]
     deliveries = get_broker().fetch(["default"], "test/1", 16, 30)
@@ -63,8 +63,8 @@ def test_a_batch_is_acked_stored_and_counted_by_one_statement(
     assert [store.get(i).result for i in ids] == [0, 2, 4]  # type: ignore[union-attr]
     assert not QueuedMessage.objects.exists() and counted() == 3
     writes = [s for s in statements if s[0] != "SELECT"]  # the look for final outcomes
-    if ON_POSTGRES:
-        assert writes == [("WITH", False)]
+    if ON_POSTGRES:  # the counters' upsert puts the lazy statement on disk
+        assert writes == [("WITH", False), ("INSERT", False)]
     else:  # the ack, then the outcomes and counts, in one transaction
         assert next(s for s in writes if s[0] not in ("BEGIN", "SELECT")) == ("DELETE", True)
         assert all(inside for what, inside in writes if what != "BEGIN"), writes
@@ -89,11 +89,9 @@ def test_a_lease_that_moved_on_undoes_the_statement_and_the_rest_is_written_as_b
         assert writes[0] == ("WITH", False) and all(inside for _, inside in writes[1:])
 
 
-def test_outcomes_are_seen_before_the_disk_has_them_and_on_disk_before_the_process_goes_on(
-        double: Task[Any, Any]) -> None:
-    """On PostgreSQL the one statement commits without waiting for the disk (a waiting
-    ``get()`` wakes sooner); the settler then flushes: the log on disk reaches past that
-    commit before the process goes on. Elsewhere nothing is lazy and nothing is flushed."""
+def lazy_write_then_flush(deliveries: Any) -> tuple[list[str], int]:
+    """Process ``deliveries`` watching each statement; on PostgreSQL also the position in
+    the log just after the one statement committed (0 elsewhere)."""
     seen: list[str] = []
     written_up_to: list[str] = []
 
@@ -106,22 +104,63 @@ def test_outcomes_are_seen_before_the_disk_has_them_and_on_disk_before_the_proce
                 written_up_to.append(cursor.fetchone()[0])
         return result
 
-    ids = [publish(build_message(double.name, (i,), {})).id for i in range(2)]
-    deliveries = get_broker().fetch(["default"], "test/1", 16, 30)
     with connection.execute_wrapper(watch):
         consumer().process(deliveries)
-    assert sorted(TaskResult.objects.filter(task_id__in=ids).values_list("state", flat=True)) \
-        == [states.SUCCESS] * 2
-    lazy, flush = LAZY, FLUSH
     if not ON_POSTGRES:
-        assert not any(lazy in sql or sql == flush for sql in seen), seen
-        return
+        assert not any(LAZY in sql or sql == FLUSH for sql in seen), seen
+        return seen, 0
     [write] = [i for i, sql in enumerate(seen) if sql.startswith("WITH")]
-    assert lazy in seen[write]
-    assert seen[write + 1:write + 3] == ["SELECT pg_current_wal_insert_lsn()", flush]
-    with connection.cursor() as cursor:
+    assert LAZY in seen[write] and seen[write + 1] == "SELECT pg_current_wal_insert_lsn()"
+    with connection.cursor() as cursor:  # the flush put it on disk
         cursor.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", [written_up_to[0]])
         assert cursor.fetchone()[0] is True
+    return seen, write + 2
+
+
+def test_outcomes_are_seen_before_the_disk_has_them_and_on_disk_before_the_process_goes_on(
+        double: Task[Any, Any]) -> None:
+    """On PostgreSQL the one statement commits without waiting for the disk (a waiting
+    ``get()`` wakes sooner), and without the counts; the settler then counts the runs in a
+    transaction that waits for the disk: the log on disk reaches past the first commit
+    before the process goes on. Elsewhere nothing is lazy and nothing is flushed."""
+    ids = [publish(build_message(double.name, (i,), {})).id for i in range(2)]
+    seen, flush = lazy_write_then_flush(get_broker().fetch(["default"], "test/1", 16, 30))
+    assert sorted(TaskResult.objects.filter(task_id__in=ids).values_list("state", flat=True)) \
+        == [states.SUCCESS] * 2
+    assert counted() == 2 and not QueuedMessage.objects.exists()
+    if ON_POSTGRES:
+        counters = connection.ops.quote_name(TaskCounter._meta.db_table)
+        assert counters not in seen[flush - 2]
+        assert seen[flush].startswith(f"INSERT INTO {counters}") and len(seen) == flush + 1
+
+
+def test_a_bigger_batch_is_counted_in_its_statement_and_flushed_by_an_empty_message(
+        double: Task[Any, Any]) -> None:
+    """More than ``_COUNT_LATER`` outcomes (a busy worker): counted in the lazy statement,
+    so that the counter rows every process adds to are not held locked while the disk
+    flushes; ``FLUSH`` then puts it on disk."""
+    from django_tasks.results.database import _COUNT_LATER
+
+    size = _COUNT_LATER + 2
+    for i in range(size):
+        publish(build_message(double.name, (i,), {}))
+    seen, flush = lazy_write_then_flush(get_broker().fetch(["default"], "test/1", 16, 30))
+    assert counted() == size and not QueuedMessage.objects.exists()
+    if ON_POSTGRES:
+        counters = connection.ops.quote_name(TaskCounter._meta.db_table)
+        assert counters in seen[flush - 2] and seen[flush:] == [FLUSH]
+
+
+def test_a_batch_that_counts_nothing_is_flushed_by_an_empty_logical_message(
+        double: Task[Any, Any]) -> None:
+    """A batch of messages whose tasks are final already (acked unrun, nothing to count):
+    the one statement acks them lazily, and ``FLUSH`` puts the ack on disk."""
+    task_id = publish(build_message(double.name, (3,), {})).id
+    TaskResult.objects.filter(task_id=task_id).update(state=states.SUCCESS)
+    seen, flush = lazy_write_then_flush(get_broker().fetch(["default"], "test/1", 16, 30))
+    assert not QueuedMessage.objects.exists() and counted() == 0
+    if ON_POSTGRES:
+        assert seen[flush:] == [FLUSH]
 
 
 def test_a_broker_elsewhere_is_acked_after_the_lazy_write_is_flushed(
@@ -157,8 +196,12 @@ def test_a_broker_elsewhere_is_acked_after_the_lazy_write_is_flushed(
             assert order == ["flush", "ack"]
             assert TaskResult.objects.get(task_id=task_id).state == states.SUCCESS
 
-            def failing() -> None:
+            def refuse(*args: Any) -> Any:
                 raise OperationalError("the database went away")
+
+            def failing() -> None:
+                order.append("failed flush")
+                refuse()
 
             order.clear()
             store.flush = failing  # type: ignore[method-assign]
@@ -166,10 +209,48 @@ def test_a_broker_elsewhere_is_acked_after_the_lazy_write_is_flushed(
             worker = consumer()
             worker.process(broker.fetch(["default"], "test/1", 16, 30))
             assert "ack" not in order and worker.settler.waiting
+            assert set(order) == {"failed flush"}
             store.flush = flush  # type: ignore[method-assign]
+            order.clear()
             assert worker.settler.retry()
             assert order == ["flush", "ack"]
             assert broker.queue_counts(["default"])["default"].ready == 0
+        finally:
+            reset_cache()
+
+
+def test_a_run_whose_count_failed_is_written_again_and_counted_once(
+        double: Task[Any, Any]) -> None:
+    """A broker outside the database: the counters' upsert fails once (on PostgreSQL it is
+    the flush after the lazy write; elsewhere it is in the outcomes' transaction). The
+    batch is written again before the ack, and the run is counted once."""
+    from django.db import OperationalError
+    from django.test import override_settings
+
+    from django_tasks.conf import reset_cache
+
+    table = connection.ops.quote_name(TaskCounter._meta.db_table)
+    refused: list[str] = []
+
+    def refuse_once(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith(f"INSERT INTO {table}") and not refused:
+            refused.append(sql)
+            raise OperationalError("the connection broke")
+        return execute(sql, params, many, context)
+
+    with override_settings(TASKS_BROKER_URL="memory://", TASKS_RESULT_BACKEND="django://"):
+        reset_cache()
+        try:
+            broker = get_broker()
+            task_id = publish(build_message(double.name, (7,), {})).id
+            worker = consumer()
+            with connection.execute_wrapper(refuse_once):
+                worker.process(broker.fetch(["default"], "test/1", 16, 30))
+            assert refused and not worker.settler.waiting
+            assert TaskResult.objects.get(task_id=task_id).state == states.SUCCESS
+            counts = broker.queue_counts(["default"])["default"]
+            assert (counts.ready, counts.in_flight) == (0, 0)
+            assert counted() == 1
         finally:
             reset_cache()
 
@@ -197,4 +278,9 @@ def test_a_flush_that_fails_after_the_one_statement_leaves_the_batch_settled(
         del store.flush
     assert TaskResult.objects.get(task_id=task_id).state == states.SUCCESS
     assert not QueuedMessage.objects.exists() and not worker.settler.waiting
-    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    told = [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    if ON_POSTGRES:  # the flush would have counted the run
+        assert told == ["Cannot count 1 settled run(s) on the dashboard: OperationalError: "
+                        "the connection broke"]
+    else:
+        assert told == []
