@@ -471,8 +471,8 @@ class AmqpBroker(Broker):
 
     # -- consuming -----------------------------------------------------------------------
 
-    def fetch(self, queues: Sequence[str], owner: str, limit: int,
-              lease: float) -> list[Delivery]:
+    def fetch(self, queues: Sequence[str], owner: str, limit: int, lease: float, *,
+              look: str | None = None) -> list[Delivery]:
         """Up to ``limit`` messages already received, reading without blocking (RabbitMQ
         sends at most the URL's ``prefetch`` ahead of the acks)."""
         if limit <= 0 or not queues:

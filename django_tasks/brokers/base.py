@@ -57,6 +57,10 @@ class Delivery:
     #: When the lease this process took ends by its own clock (Unix seconds; 0: unknown),
     #: so that a broker may trust a lease it took moments ago without asking (``confirm``).
     leased_until: float = field(default=0.0, compare=False, repr=False)
+    #: The broker looked up the state stored for ``task_id`` as it claimed the message
+    #: (``fetch(look=...)``): ``stored_state`` is it, None where no row exists.
+    looked_up: bool = field(default=False, compare=False, repr=False)
+    stored_state: str | None = field(default=None, compare=False, repr=False)
 
     def message(self) -> Message:
         """The message delivered; :class:`~django_tasks.exceptions.DecodeError` says why
@@ -156,8 +160,15 @@ class Broker(abc.ABC):
         return False
 
     @abc.abstractmethod
-    def fetch(self, queues: Sequence[str], owner: str, limit: int,
-              lease: float) -> list[Delivery]: ...
+    def fetch(self, queues: Sequence[str], owner: str, limit: int, lease: float, *,
+              look: str | None = None) -> list[Delivery]:
+        """Lease up to ``limit`` due messages of ``queues`` to ``owner`` for ``lease``
+        seconds, highest priority first.
+
+        ``look``: where the result store shares the broker's database, its SQL for the state
+        stored for a task id (``ResultStore.state_lookup()``); a broker that can, reads it
+        in the statement that claims, and marks each delivery ``looked_up``, sparing the
+        worker its own look. Others ignore it."""
 
     @abc.abstractmethod
     def ack(self, deliveries: Iterable[Delivery]) -> list[Delivery]:

@@ -137,18 +137,21 @@ class DatabaseBroker(Broker):
 
     # -- claiming ------------------------------------------------------------------------
 
-    def fetch(self, queues: Sequence[str], owner: str, limit: int,
-              lease: float) -> list[Delivery]:
+    def fetch(self, queues: Sequence[str], owner: str, limit: int, lease: float, *,
+              look: str | None = None) -> list[Delivery]:
         connection = connections[self.alias]
         now = _now()
         until = now + dt.timedelta(seconds=lease)
         token = new_token()
         if connection.vendor in ("postgresql", "sqlite"):
-            rows = self._claim_returning(connection, queues, owner, token, limit, now, until)
+            rows = self._claim_returning(connection, queues, owner, token, limit, now, until,
+                                         look)
         else:
-            rows = self._claim_locking(queues, owner, token, limit, now, until)
+            rows, look = self._claim_locking(queues, owner, token, limit, now, until), None
         rows.sort(key=lambda r: (-r[4], r[0]))
-        return [Delivery(r[0], r[2], r[1], r[3], owner, r[5], token, r[6]) for r in rows]
+        return [Delivery(r[0], r[2], r[1], r[3], owner, r[5], token, r[6],
+                         looked_up=look is not None, stored_state=r[7] if look else None)
+                for r in rows]
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
         """On PostgreSQL, LISTEN for the notification every publish of a due message sends
@@ -166,7 +169,10 @@ class DatabaseBroker(Broker):
         notify.unlisten(connections[self.alias], notify.QUEUE_CHANNEL)
 
     def _claim_returning(self, connection: Any, queues: Sequence[str], owner: str, token: int,
-                         limit: int, now: dt.datetime, until: dt.datetime) -> list[Any]:
+                         limit: int, now: dt.datetime, until: dt.datetime,
+                         look: str | None = None) -> list[Any]:
+        """``look``: the result store's state lookup, returned with each row (the claim's
+        snapshot: what a look just after would see, but for a commit in between)."""
         table = connection.ops.quote_name(QueuedMessage._meta.db_table)
         marks = ", ".join(["%s"] * len(queues))
         postgres = connection.vendor == "postgresql"
@@ -182,6 +188,7 @@ class DatabaseBroker(Broker):
             f"WHERE queue IN ({marks}) AND visible_at <= %s "
             f"ORDER BY priority DESC, visible_at, id LIMIT %s{lock}) "
             "RETURNING id, queue, body, deliveries, priority, task_id, runs"
+            + (", " + look.format(task_id=f"{table}.task_id") if look else "")
         )
         adapt = connection.ops.adapt_datetimefield_value
         params = [owner, token, adapt(until), *queues, adapt(now), limit]

@@ -65,8 +65,8 @@ class MemoryBroker(Broker):
         else:
             put()
 
-    def fetch(self, queues: Sequence[str], owner: str, limit: int,
-              lease: float) -> list[Delivery]:
+    def fetch(self, queues: Sequence[str], owner: str, limit: int, lease: float, *,
+              look: str | None = None) -> list[Delivery]:
         now = _now()
         token = new_token()
         with self._lock:

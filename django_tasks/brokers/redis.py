@@ -221,8 +221,8 @@ class RedisBroker(Broker):
 
     # -- claiming ------------------------------------------------------------------------
 
-    def fetch(self, queues: Sequence[str], owner: str, limit: int,
-              lease: float) -> list[Delivery]:
+    def fetch(self, queues: Sequence[str], owner: str, limit: int, lease: float, *,
+              look: str | None = None) -> list[Delivery]:
         if limit <= 0 or not queues:
             return []
         now = _time()

@@ -109,6 +109,13 @@ class ResultStore(abc.ABC):
     def final_states(self, task_ids: Sequence[str]) -> dict[str, str]:
         """The ids among ``task_ids`` that already reached a final state, with that state."""
 
+    def state_lookup(self) -> str | None:
+        """SQL for the state stored for the task id in the column ``{task_id}`` (a format
+        field), or NULL: a scalar subquery a broker in the store's database runs as it
+        claims (``Broker.fetch(look=...)``), so the worker needs no :meth:`final_states`
+        look of its own. None where the store has no such SQL."""
+        return None
+
     @abc.abstractmethod
     def forget(self, task_id: str) -> None: ...
 

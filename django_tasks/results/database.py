@@ -405,6 +405,10 @@ class DatabaseResultStore(ResultStore):
                              if state in states.READY_STATES)
         return found
 
+    def state_lookup(self) -> str | None:
+        table = connections[self.alias].ops.quote_name(TaskResult._meta.db_table)
+        return f"(SELECT state FROM {table} WHERE {table}.task_id = {{task_id}})"
+
     def forget(self, task_id: str) -> None:
         self._rows.filter(task_id=task_id).delete()
 

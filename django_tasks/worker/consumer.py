@@ -30,7 +30,7 @@ from .hooks import worker_kernel
 from .idle import LookTurns
 from .ratelimit import DueTimes
 from .recycle import Recycler
-from .settle import Settlement, Settler, answers, pause
+from .settle import Settlement, Settler, answers, pause, shared_alias
 from .slots import Slot
 
 logger = logging.getLogger("django_tasks.worker")
@@ -73,6 +73,9 @@ class Consumer:
         self.broker = get_broker()
         self.store = get_result_store()
         self.settler = Settler(self.broker, self.store, lease, on_change=self.slot.ran)
+        # Sharing a database, the broker looks up stored states as it claims (``prepare``).
+        self._look = self.store.state_lookup() \
+            if self.store is not None and shared_alias(self.broker, self.store) else None
         self._default_limits: tuple[float | None, float | None] = (None, None)
         self._task_seconds = 0.0  # a task's run time here, smoothed
         self._pending: list[Settlement] = []  # the batch's settlements not written yet
@@ -103,7 +106,8 @@ class Consumer:
                 if failures:
                     self._release_unanswered()
                 fetched_at = time.monotonic()
-                deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease)
+                deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease,
+                                               look=self._look)
                 self.slot.mark()
                 if failures:
                     logger.warning("The broker answers again, after %d failed fetches",

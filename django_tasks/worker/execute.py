@@ -63,8 +63,9 @@ def _read_id(delivery: Delivery) -> tuple[str | None, str]:
 
 
 def prepare(deliveries: Sequence[Delivery], store: ResultStore | None) -> list[Prepared]:
-    """Decode a batch and find, in one query, the ids that already finished; where enqueue
-    wrote no PENDING rows, write them now, so that a running task has its row."""
+    """Decode a batch and find, in one query, the ids that already finished (but for those
+    the broker looked up as it claimed them); where enqueue wrote no PENDING rows, write
+    them now, so that a running task has its row."""
     prepared: list[Prepared] = []
     for delivery in deliveries:
         item = Prepared(delivery)
@@ -83,15 +84,22 @@ def prepare(deliveries: Sequence[Delivery], store: ResultStore | None) -> list[P
             item.readable_id = found_id or stored_id
         prepared.append(item)
     if store is not None:
-        ids = [p.readable_id for p in prepared if p.readable_id]
+        ids = [p.readable_id for p in prepared if p.readable_id and not _looked_up(p)]
         final = store.final_states(ids) if ids else {}
         for item in prepared:
-            if item.readable_id in final:
-                item.final_state = final[item.readable_id]
+            state = item.delivery.stored_state if _looked_up(item) else \
+                final.get(item.readable_id or "")
+            if state in states.READY_STATES:
+                item.final_state = state
         if not task_settings.STORE_PENDING:
             store.create_missing([p.message for p in prepared if p.message is not None
                                   and p.final_state is None and not p.message.ignore_result])
     return prepared
+
+
+def _looked_up(item: Prepared) -> bool:
+    """Whether the broker read the state stored for this message's own id as it claimed it."""
+    return item.delivery.looked_up and item.readable_id == item.delivery.task_id
 
 
 def _failure(item: Prepared, exc: BaseException, hostname: str,

@@ -1,0 +1,122 @@
+"""The database broker with database results: the statement that claims a batch also reads
+the state stored for each message's task (PostgreSQL and SQLite; on MySQL/MariaDB the claim
+locks and updates, and the worker looks as before), so the worker makes no look of its own,
+and still acks unrun what finished or was revoked."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from django_tasks import states
+from django_tasks.conf import get_broker, get_result_store
+from django_tasks.models import QueuedMessage, TaskResult
+from django_tasks.publishing import publish
+from django_tasks.results.base import ResultStore
+from django_tasks.task import Task, build_message
+from django_tasks.worker.consumer import Consumer
+
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("database_tasks")]
+CLAIM_RETURNS = connection.vendor in ("postgresql", "sqlite")
+
+
+@pytest.fixture
+def runs() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def record(define: Callable[..., Any], runs: list[int]) -> Task[Any, Any]:
+    return define(name="unit.look.record")(lambda x: runs.append(x) or x)
+
+
+def store() -> ResultStore:
+    found = get_result_store()
+    assert found is not None
+    return found
+
+
+def test_the_claim_reads_each_messages_stored_state(record: Task[Any, Any]) -> None:
+    pending, revoked = (publish(build_message(record.name, (i,), {})).id for i in (1, 2))
+    gone = publish(build_message(record.name, (3,), {})).id
+    assert store().revoke(revoked)
+    TaskResult.objects.filter(task_id=gone).delete()
+    look = store().state_lookup()
+    assert look is not None
+    deliveries = {d.task_id: d for d in get_broker().fetch(["default"], "w/1", 16, 30,
+                                                          look=look)}
+    assert len(deliveries) == 3
+    if not CLAIM_RETURNS:
+        assert not any(d.looked_up for d in deliveries.values())
+        return
+    assert all(d.looked_up for d in deliveries.values())
+    assert {i: d.stored_state for i, d in deliveries.items()} == {
+        pending: states.PENDING, revoked: states.REVOKED, gone: None}
+    plain = get_broker().fetch(["default"], "w/1", 16, 0)  # none due: all leased above
+    assert plain == []
+
+
+def test_a_worker_sharing_the_database_makes_no_look_of_its_own(
+        record: Task[Any, Any], runs: list[int]) -> None:
+    """The consumer passes the store's lookup to the claim; a revoked task and one already
+    finished are acked unrun, the others run, and no statement looks for final states."""
+    ids = [publish(build_message(record.name, (i,), {})).id for i in range(4)]
+    assert store().revoke(ids[1])
+    TaskResult.objects.filter(task_id=ids[2]).update(state=states.SUCCESS, result="7")
+    stop = threading.Event()
+    worker = Consumer(queues=["default"], owner="test/1", hostname="test@host", prefetch=16,
+                      lease=30, stop=stop)
+    claims: list[str | None] = []
+    real_fetch = worker.broker.fetch
+
+    def fetch(*args: Any, look: str | None = None) -> Any:
+        claims.append(look)
+        got = real_fetch(*args, look=look)
+        if not got:  # all taken: stop
+            stop.set()
+        return got
+
+    worker.broker.fetch = fetch  # type: ignore[method-assign]
+    looks: list[str] = []
+
+    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("SELECT task_id, state FROM"):
+            looks.append(sql)
+        return execute(sql, params, many, context)
+
+    try:
+        with connection.execute_wrapper(watch):
+            worker.run()
+    finally:
+        del worker.broker.fetch
+    assert claims and set(claims) == {store().state_lookup()}
+    assert sorted(runs) == [0, 3]
+    assert [TaskResult.objects.get(task_id=i).state for i in ids] == [
+        states.SUCCESS, states.REVOKED, states.SUCCESS, states.SUCCESS]
+    assert TaskResult.objects.get(task_id=ids[2]).result == "7"  # not run again
+    assert not QueuedMessage.objects.exists()
+    assert (looks == []) if CLAIM_RETURNS else (len(looks) == len(claims) - 1)
+
+
+def test_a_delivery_whose_body_names_another_id_is_looked_up_by_the_worker(
+        record: Task[Any, Any], runs: list[int]) -> None:
+    """The lookup reads the broker's own column: where the body's id differs from it, the
+    worker looks up the body's id as before (here: finished, so not run)."""
+    message, other = (build_message(record.name, (i,), {}) for i in (5, 6))
+    publish(message)
+    store().create_pending([other])  # PENDING, as the lookup will find it
+    TaskResult.objects.filter(task_id=message.id).update(state=states.SUCCESS)
+    QueuedMessage.objects.update(task_id=other.id)
+    look = store().state_lookup()
+    deliveries = get_broker().fetch(["default"], "test/1", 16, 30, look=look)
+    assert [d.stored_state for d in deliveries] == (
+        [states.PENDING] if CLAIM_RETURNS else [None])
+    worker = Consumer(queues=["default"], owner="test/1", hostname="test@host", prefetch=16,
+                      lease=30, stop=threading.Event())
+    worker.process(deliveries)
+    assert runs == [] and not QueuedMessage.objects.exists()
