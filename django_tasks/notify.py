@@ -22,16 +22,22 @@ printable, so a line break is never part of one): the result store names the tas
 final outcome a batch stored, when the names fit in a payload. A reader waiting for some
 ids sleeps through notifications that name only others.
 
+A publish's notification on ``QUEUE_CHANNEL`` says how many due messages it queued, under a
+key of its own (``wake()``): every idle process of a worker hears it, and they share it out
+(``worker/idle.py``), so that one process claims a single message instead of all of them.
+Other wake-ups there (messages handed back) are empty: every process looks.
+
 Other databases, and a connection inside a transaction (where notifications are held until
 it ends), get None from ``wait()``: the caller polls as before.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 import weakref
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 QUEUE_CHANNEL = "django_tasks_queue"
@@ -62,21 +68,39 @@ def supported(connection: Any) -> bool:
     return bool(connection.vendor == "postgresql")
 
 
-def notify(connection: Any, channel: str) -> None:
+def notify(connection: Any, channel: str, payload: str = "") -> None:
     """Send a wake-up on ``channel`` (delivered at the commit of the open transaction)."""
     if supported(connection):
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [channel])
+            cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
+
+
+def wake(count: int) -> str:
+    """The payload of a publish's wake-up: a key of its own (48 random bits) and ``count``,
+    the due messages it queued."""
+    return f"{secrets.token_hex(6)} {count}"
+
+
+def read_wake(payload: str) -> tuple[int, int] | None:
+    """The key and count of a ``wake()`` payload; None for any other (every process looks)."""
+    key, _, count = payload.partition(" ")
+    if len(key) != 12 or not count.isdigit():
+        return None
+    try:
+        return int(key, 16), int(count)
+    except ValueError:
+        return None
 
 
 def wait(connection: Any, channel: str, timeout: float, keys: Collection[str] = (), *,
-         defer: bool = False) -> bool | None:
+         defer: bool = False, accept: Callable[[str], bool] | None = None) -> bool | None:
     """Wait up to ``timeout`` seconds for a notification on ``channel``: True if one came (or
     the caller must look again), False on timeout, None where waiting is not possible.
 
     With ``keys``, a notification that names ids and none of ``keys`` does not count.
     ``defer``: the caller's next query sends ``ahead()`` first, so ``LISTEN`` rides on it,
-    and so does ``UNLISTEN`` once a notification named every key."""
+    and so does ``UNLISTEN`` once a notification named every key. ``accept``: a
+    notification whose payload it refuses does not count (another process takes it)."""
     if not (_WAKEUPS and supported(connection)) or connection.in_atomic_block:
         return None
     connection.ensure_connection()
@@ -104,7 +128,7 @@ def wait(connection: Any, channel: str, timeout: float, keys: Collection[str] = 
             list(raw.notifies(timeout=left, stop_after=1))
         first = False
         for note in came:
-            if note.channel != channel:
+            if note.channel != channel or (accept is not None and not accept(note.payload)):
                 continue
             if not wanted or not note.payload:
                 return True

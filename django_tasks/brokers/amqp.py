@@ -498,7 +498,8 @@ class AmqpBroker(Broker):
         return Delivery(tag=tag, body=body, queue=queue, deliveries=deliveries, owner=owner,
                         task_id=str(task_id), envelope=envelope)
 
-    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+    def wait(self, queues: Sequence[str], timeout: float, *,
+             accept: Callable[[str], bool] | None = None) -> bool | None:
         """Block until a message arrives on ``queues``, at most ``timeout`` seconds."""
         if not queues:
             return False

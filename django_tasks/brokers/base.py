@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -235,10 +235,15 @@ class Broker(abc.ABC):
         """Extend these leases by ``lease`` seconds from now; return the deliveries whose
         lease was still current (the others belong to someone else now)."""
 
-    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+    def wait(self, queues: Sequence[str], timeout: float, *,
+             accept: Callable[[str], bool] | None = None) -> bool | None:
         """Block up to ``timeout`` seconds until a message may be ready on ``queues``: True
         when woken (fetch again), False on timeout, None where this broker cannot wake a
-        consumer (it polls instead). Called by a consumer whose last fetch was empty."""
+        consumer (it polls instead). Called by a consumer whose last fetch was empty.
+
+        ``accept``: where every waiting process hears each wake-up (PostgreSQL's
+        ``NOTIFY``), a wake-up's payload it refuses does not wake this one (a sibling
+        takes it); a broker that wakes one waiter per message (Redis) ignores it."""
         return None
 
     def stop_waiting(self) -> None:  # noqa: B027 - optional hook

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db import connections, transaction
@@ -39,6 +39,11 @@ def _now() -> dt.datetime:
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def _due(messages: Sequence[Message], now: dt.datetime) -> int:
+    """How many of ``messages`` are due at once: what a publish's wake-up counts."""
+    return sum(m.eta is None or m.eta <= now for m in messages)
 
 
 def _by_token(deliveries: Iterable[Delivery]) -> list[tuple[int, list[Delivery]]]:
@@ -70,8 +75,8 @@ class DatabaseBroker(Broker):
             for m in messages
         ]
         self._rows.bulk_create(rows, batch_size=_CHUNK)
-        if any(m.eta is None or m.eta <= now for m in messages):
-            notify.notify(connections[self.alias], notify.QUEUE_CHANNEL)
+        if due := _due(messages, now):
+            notify.notify(connections[self.alias], notify.QUEUE_CHANNEL, notify.wake(due))
 
     def publish_batch(self) -> int:
         """On PostgreSQL, any number: a batch is copied in (``publish_with_pending``)."""
@@ -107,10 +112,10 @@ class DatabaseBroker(Broker):
         params += [now, now, json.dumps(
             [(m.queue, m.priority, m.id, m.encode(), m.eta.isoformat() if m.eta else None)
              for m in messages])]
-        if any(m.eta is None for m in messages):  # wake idle consumers, in the same statement
+        if due := _due(messages, now):  # wake idle consumers, in the same statement
             sql += (f", queued AS ({insert_queued} RETURNING 1) "
-                    "SELECT pg_notify(%s, '') FROM queued LIMIT 1")
-            params.append(notify.QUEUE_CHANNEL)
+                    "SELECT pg_notify(%s, %s) FROM queued LIMIT 1")
+            params += [notify.QUEUE_CHANNEL, notify.wake(due)]
         else:
             sql += insert_queued
         with connection.cursor() as cursor:
@@ -132,8 +137,8 @@ class DatabaseBroker(Broker):
                 for m in messages:
                     copy.write_row((m.queue, m.priority, m.id, m.encode(), m.eta or now,
                                     0, 0, now))
-        if any(m.eta is None for m in messages):
-            notify.notify(connection, notify.QUEUE_CHANNEL)
+        if due := _due(messages, now):
+            notify.notify(connection, notify.QUEUE_CHANNEL, notify.wake(due))
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -153,17 +158,19 @@ class DatabaseBroker(Broker):
                          looked_up=look is not None, stored_state=r[7] if look else None)
                 for r in rows]
 
-    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+    def wait(self, queues: Sequence[str], timeout: float, *,
+             accept: Callable[[str], bool] | None = None) -> bool | None:
         """On PostgreSQL, LISTEN for the notification every publish of a due message sends
-        (``notify.py``); on SQLite, watch the database's files for a commit
-        (``filewatch.py``); elsewhere None (the consumer polls)."""
+        (``notify.py``), counting only those ``accept`` takes; on SQLite, watch the
+        database's files for a commit (``filewatch.py``); elsewhere None (the consumer
+        polls)."""
         connection = connections[self.alias]
         if connection.vendor == "sqlite":
             path = filewatch.database_file(connection.settings_dict)
             if path is None or connection.in_atomic_block:
                 return None
             return _files.wait(path, timeout)
-        return notify.wait(connection, notify.QUEUE_CHANNEL, timeout)
+        return notify.wait(connection, notify.QUEUE_CHANNEL, timeout, accept=accept)
 
     def stop_waiting(self) -> None:
         notify.unlisten(connections[self.alias], notify.QUEUE_CHANNEL)

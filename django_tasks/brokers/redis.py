@@ -54,7 +54,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -235,7 +235,8 @@ class RedisBroker(Broker):
                          runs=int(runs or 0), leased_until=now + lease)
                 for tag, body, queue, deliveries, task_id, token, runs in rows]
 
-    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+    def wait(self, queues: Sequence[str], timeout: float, *,
+             accept: Callable[[str], bool] | None = None) -> bool | None:
         """Block (BLPOP) until a due message is published to one of ``queues``, at most
         ``timeout`` seconds; True when woken."""
         if not queues:

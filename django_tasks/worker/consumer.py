@@ -84,6 +84,7 @@ class Consumer:
         self.turns = turns or LookTurns()
         self._poll = float(task_settings.POLL_INTERVAL)
         self._wakes: bool | None = None  # whether the broker can wake this consumer
+        self._batch = 1  # how many messages the next fetch asks for
         # Settle after this many runs, where the broker sends no more until it has acks.
         window = self.broker.window
         self._settle_every = max(1, window // 2) if window else None
@@ -92,7 +93,8 @@ class Consumer:
         return self.stop.is_set() or self.recycler.triggered.is_set()
 
     def run(self) -> None:
-        batch, failures = 1, 0
+        self._batch = batch = 1
+        failures = 0
         busy_since: float | None = None
         while not self._stopping():
             if self.settler.waiting:  # settle what is kept before taking anything new
@@ -135,6 +137,7 @@ class Consumer:
                 self.broker.stop_waiting()
             slow = self.process(deliveries, fetched_at)
             batch = 1 if slow else min(batch * 2, self.prefetch, self._batch_that_fits())
+            self._batch = batch
         self._settle_kept()
 
     def _release_unanswered(self) -> None:
@@ -178,7 +181,7 @@ class Consumer:
                 self.stop.wait(wait)
                 continue
             try:
-                woken = self.broker.wait(self.queues, wait)
+                woken = self.broker.wait(self.queues, wait, accept=self._share)
             except Exception as exc:  # noqa: BLE001 - the next fetch reports and backs off
                 logger.debug("Waiting for messages failed (%s)", exc)
                 connections.close_all()
@@ -190,6 +193,11 @@ class Consumer:
             self._wakes = True
             if woken:
                 return
+
+    def _share(self, payload: str) -> bool:
+        """Whether to claim for a publish's wake-up that the worker's other idle consumers
+        hear too (``idle.py``): they share its messages out, a batch each."""
+        return self.turns.share(payload, self._batch)
 
     def _batch_that_fits(self) -> int:
         """How many messages this process can run in ``HOLD_SECONDS``: no more are held, so

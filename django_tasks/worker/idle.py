@@ -8,7 +8,13 @@ pause for every consumer: they all look again at once. A broker that can wake co
 (PostgreSQL's ``NOTIFY``, Redis) wakes them between turns; the turns then only bound how often
 delays that came due and lapsed leases are looked for.
 
-The two numbers live in shared memory allocated before the ``prefork`` pool forks, so its
+On PostgreSQL every idle process of a worker hears each publish's notification; a publish
+says how many due messages it queued (``notify.wake()``), and the processes share that out
+(:meth:`LookTurns.share`): the first to hear it claims up to its batch, the next only what is
+left, and the others go back to waiting without a query. So one message published to an idle
+``-c 8`` worker costs one claim, not eight.
+
+The numbers live in shared memory allocated before the ``prefork`` pool forks, so its
 processes share them as the ``threads`` pool's threads do.
 """
 
@@ -21,6 +27,8 @@ from typing import Any
 #: The first pause after a look that found nothing, in seconds; it doubles after each.
 FIRST_PAUSE = 0.001
 _NEXT, _PAUSE = 0, 1
+#: The wake-ups being shared out: the last this many publishes heard (key, messages left).
+WAKES = 32
 
 
 class LookTurns:
@@ -29,6 +37,34 @@ class LookTurns:
     def __init__(self) -> None:
         # [monotonic time the next look is due, the pause after the last empty look]
         self._shared: Any = multiprocessing.Array("d", [0.0, FIRST_PAUSE])
+        # [the slot to write next, then per wake-up: its key, the messages nobody claimed]
+        self._wakes: Any = multiprocessing.Array("q", 1 + 2 * WAKES)
+
+    def share(self, payload: str, batch: int) -> bool:
+        """A publish's wake-up (its notification's ``payload``) heard by a consumer that
+        would claim up to ``batch`` messages: True if this consumer claims (the first to
+        hear it, or a later one while its messages outnumber the batches claimed before),
+        False if the consumers that heard it first claim them all. A payload that counts
+        nothing (a wake-up that is not a publish's) wakes every consumer."""
+        from ..notify import read_wake
+
+        wake = read_wake(payload)
+        if wake is None:
+            return True
+        key, count = wake
+        key |= 1 << 48  # never 0, which marks an empty slot
+        with self._wakes.get_lock():
+            slots = self._wakes
+            for index in range(1, 1 + 2 * WAKES, 2):
+                if slots[index] == key:
+                    if slots[index + 1] <= 0:
+                        return False
+                    slots[index + 1] -= batch
+                    return True
+            index = 1 + 2 * slots[0]  # the oldest slot: its publish is long claimed
+            slots[0] = (slots[0] + 1) % WAKES
+            slots[index], slots[index + 1] = key, count - batch
+            return True
 
     def take(self, longest: float) -> float:
         """Take the turn if it is due: 0.0, and no other consumer looks for the next

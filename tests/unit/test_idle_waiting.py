@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from django_tasks import notify
 from django_tasks.brokers import filewatch
 from django_tasks.worker import idle
 
@@ -75,6 +76,44 @@ def test_a_forked_process_shares_the_turns() -> None:
     child.start()
     child.join()
     assert 4.0 < seen.value <= 5.0  # the parent's turn holds in the child
+
+
+def test_a_publishs_wake_up_is_shared_out_a_batch_each() -> None:
+    """Every idle process hears a publish's notification: the first claims up to its batch,
+    the next ones only while messages are left over, the rest go back to waiting."""
+    turns = idle.LookTurns()
+    one, five = notify.wake(1), notify.wake(5)
+    assert [turns.share(one, 4) for _ in range(3)] == [True, False, False]
+    assert [turns.share(five, 2) for _ in range(4)] == [True, True, True, False]
+    assert all(turns.share("", 1) for _ in range(3))  # not a publish's: everyone looks
+    assert turns.share("not a wake-up", 1) and turns.share("0123456789ab 1 2", 1)
+
+
+def test_the_oldest_wake_ups_are_forgotten() -> None:
+    turns = idle.LookTurns()
+    first = notify.wake(1)
+    assert turns.share(first, 1) and not turns.share(first, 1)
+    for _ in range(idle.WAKES - 1):
+        assert turns.share(notify.wake(1), 1)
+    assert not turns.share(first, 1)  # still among the last WAKES
+    assert turns.share(notify.wake(1), 1)
+    assert turns.share(first, 1)  # its slot went to the newest: heard as new
+
+
+def _share_in_child(turns: idle.LookTurns, payload: str, out: object) -> None:
+    out.value = turns.share(payload, 1)  # type: ignore[attr-defined]
+
+
+def test_a_forked_process_shares_the_wake_ups() -> None:
+    turns = idle.LookTurns()
+    payload = notify.wake(1)
+    assert turns.share(payload, 1)
+    ctx = multiprocessing.get_context("fork")
+    seen = ctx.Value("b", 1)
+    child = ctx.Process(target=_share_in_child, args=(turns, payload, seen))
+    child.start()
+    child.join()
+    assert seen.value == 0  # the parent claimed it: the child waits
 
 
 # -- SQLite's file watch -------------------------------------------------------------------------

@@ -108,6 +108,31 @@ class TestOnPostgreSQL:
         elsewhere(lambda: DatabaseBroker("django://").publish([message()]))
         assert broker.wait(["default"], NEVER) is True
 
+    def test_a_publish_says_how_many_due_messages_it_queued(self, postgres: bool,
+                                                            broker: DatabaseBroker) -> None:
+        """Under a key of its own, so that a worker's idle processes can share it out; a
+        refused wake-up does not wake, an accepted one does."""
+        if not postgres:
+            return
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        batch = [Message(id=f"count-{n}", task="unit.notify.t") for n in range(3)]
+        heard: list[str] = []
+
+        def hear(payload: str) -> bool:
+            heard.append(payload)
+            return len(heard) > 1
+
+        broker.wait(["default"], 0.01)
+        elsewhere(lambda: DatabaseBroker("django://").publish([*batch, message(eta=later)]))
+        elsewhere(lambda: DatabaseBroker("django://").publish_with_pending(
+            [Message(id="count-pending", task="unit.notify.t")]))
+        assert broker.wait(["default"], NEVER, accept=hear) is True
+        assert [notify.read_wake(p)[1] for p in heard] == [3, 1]  # type: ignore[index]
+        assert heard[0] != heard[1]
+        assert broker.wait(["default"], 0.1, accept=hear) is False  # both heard
+        elsewhere(lambda: DatabaseBroker("django://").publish([message()]))
+        assert broker.wait(["default"], 0.2, accept=lambda payload: False) is False
+
     def test_a_wake_up_heard_during_another_query_is_kept(self, postgres: bool,
                                                           broker: DatabaseBroker) -> None:
         if not postgres:

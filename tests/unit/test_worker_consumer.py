@@ -376,7 +376,7 @@ def test_an_idle_consumer_that_can_be_woken_fetches_once_a_second(
             stop.set()
         return fetch(*args, **kwargs)  # type: ignore[arg-type]
 
-    def wait(queues: object, timeout: float) -> bool:
+    def wait(queues: object, timeout: float, **kwargs: object) -> bool:
         fake.sleep(timeout)  # nothing is published: every wait runs out
         return False
 
@@ -402,7 +402,7 @@ def test_a_wake_up_makes_an_idle_consumer_fetch_at_once(monkeypatch: pytest.Monk
         fetched_at.append(fake.now)
         return fetch(*args, **kwargs)  # type: ignore[arg-type]
 
-    def wait(queues: object, timeout: float) -> bool:
+    def wait(queues: object, timeout: float, **kwargs: object) -> bool:
         fake.sleep(0.01)
         send(Message(id="woken", task="unit.worker.echo", args=(1,)))
         return True
@@ -523,7 +523,7 @@ def test_a_consumer_busy_for_a_while_stops_listening_for_wake_ups(
         send(Message(id=f"nap-{n}", task="unit.worker.nap"))
     started = time.monotonic()
 
-    def wait(queues: object, timeout: float) -> bool:
+    def wait(queues: object, timeout: float, **kwargs: object) -> bool:
         stop.set()  # the queue ran dry
         return False
 
