@@ -93,8 +93,7 @@ class Consumer:
         return self.stop.is_set() or self.recycler.triggered.is_set()
 
     def run(self) -> None:
-        self._batch = batch = 1
-        failures = 0
+        self._batch, failures = 1, 0
         busy_since: float | None = None
         while not self._stopping():
             if self.settler.waiting:  # settle what is kept before taking anything new
@@ -108,8 +107,8 @@ class Consumer:
                 if failures:
                     self._release_unanswered()
                 fetched_at = time.monotonic()
-                deliveries = self.broker.fetch(self.queues, self.owner, batch, self.lease,
-                                               look=self._look)
+                deliveries = self.broker.fetch(self.queues, self.owner, self._batch,
+                                               self.lease, look=self._look)
                 self.slot.mark()
                 if failures:
                     logger.warning("The broker answers again, after %d failed fetches",
@@ -136,8 +135,8 @@ class Consumer:
                 # run dry (a short spell keeps listening: no round trip between tasks).
                 self.broker.stop_waiting()
             slow = self.process(deliveries, fetched_at)
-            batch = 1 if slow else min(batch * 2, self.prefetch, self._batch_that_fits())
-            self._batch = batch
+            self._batch = 1 if slow else min(self._batch * 2, self.prefetch,
+                                             self._batch_that_fits())
         self._settle_kept()
 
     def _release_unanswered(self) -> None:
