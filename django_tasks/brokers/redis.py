@@ -69,6 +69,7 @@ from ..message import MAX_WIRE_PRIORITY, Message
 from . import redis_lua
 from .base import Broker, Capabilities, Delivery, QueueCounts
 from .buckets import RateBuckets
+from .redis_lane import Lane
 
 DEFAULT_PREFIX = "tasks"
 CONNECT_TIMEOUT = 2.0
@@ -145,6 +146,7 @@ class RedisBroker(Broker):
             retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=1),
             decode_responses=True,
         )
+        self._lane = Lane(self._client.connection_pool)
         register = self._client.register_script
         self._publish = register(redis_lua.PUBLISH)
         self._publish_once = register(redis_lua.PUBLISH_ONCE)
@@ -179,7 +181,7 @@ class RedisBroker(Broker):
 
     def _run(self, script: Script, args: Sequence[Any]) -> Any:
         with self._errors():
-            return script(args=[self.prefix, *args])
+            return self._lane.call(script, [self.prefix, *args])
 
     def _run_chunks(self, script: Script, head: Sequence[Any], items: Sequence[Any],
                     width: int) -> list[Any]:
@@ -188,7 +190,7 @@ class RedisBroker(Broker):
         chunks = list(_chunks(items, _CHUNK * width))
         with self._errors():
             if len(chunks) == 1:
-                return [script(args=[self.prefix, *head, *chunks[0]])]
+                return [self._lane.call(script, [self.prefix, *head, *chunks[0]])]
             pipe = self._client.pipeline(transaction=False)
             for chunk in chunks:
                 script(args=[self.prefix, *head, *chunk], client=pipe)
@@ -323,6 +325,7 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         """Drop the pool's connections (after ``fork``: the child opens its own)."""
+        self._lane.close()
         self._client.connection_pool.disconnect()
 
 
