@@ -27,9 +27,10 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-#: The pause before the one retry of a call whose connection was lost: a Redis restarting
-#: or failing over takes longer than this, and the retry then fails fast too.
-RETRY_PAUSE = 0.05
+#: The pause before the one retry of a call whose connection was lost, as the client's own
+#: retry waits (``redis.py``): a Redis restarting or failing over takes longer than this, and
+#: the retry then fails fast too.
+RETRY_PAUSE = 0.1
 
 
 class Lane:

@@ -310,6 +310,23 @@ def project(migrated: tuple[str, str], tmp_path: Path) -> Iterator[Project]:
             worker.kill()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``databases("postgres")`` runs on those databases only: its subject (a
+    pool resized, say) is the same on each, and the paths through each database are the
+    other tests'. Its other variants are deselected, never skipped."""
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("databases")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if marker is not None and params.get("backend", marker.args[0]) not in marker.args:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -143,6 +143,7 @@ def test_a_worker_started_after_a_revoke_never_runs_the_task(project: Project,
     assert lines(marker) == [] and project.state(task_id) == "REVOKED"
 
 
+@pytest.mark.databases("postgres")  # the control channel on each database: the tests above
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_pool_and_queues_change_and_shutdown(project: Project, tmp_path: Path,
                                              pool: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,9 +84,12 @@ def nested_list(levels: int) -> list[Any]:
     return outer
 
 
-#: A database of the local Redis that the unit tests have to themselves; flushed before each
+#: Databases of the local Redis that the unit tests have to themselves, one per pytest-xdist
+#: process (``-n``), so that one process's flush never empties another's; flushed before each
 #: test that uses it.
-REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
+REDIS_TEST_DBS = (13, 10, 9, 8, 7, 6)
+_XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_TEST_URL = f"redis://127.0.0.1:6379/{REDIS_TEST_DBS[_XDIST_WORKER]}"
 
 
 def flushed_redis(url: str = REDIS_TEST_URL) -> Iterator[RedisBroker]:

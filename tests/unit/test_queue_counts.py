@@ -123,13 +123,18 @@ def test_redis_counts_in_one_round_trip(redis: RedisBroker, clock: Clock) -> Non
     for i in range(20):
         publish(redis, queue=f"q{i % 4}", eta=clock.now + HOUR if i % 2 else None)
     calls: list[Any] = []
-    real = redis._client.execute_command
+    real_command, real_script = redis._client.execute_command, redis._lane.call
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
+    def command(*args: Any, **kwargs: Any) -> Any:
         calls.append(args[0])
-        return real(*args, **kwargs)
+        return real_command(*args, **kwargs)
 
-    redis._client.execute_command = counting  # type: ignore[method-assign]
+    def script(*args: Any, **kwargs: Any) -> Any:
+        calls.append("EVALSHA")
+        return real_script(*args, **kwargs)
+
+    redis._client.execute_command = command  # type: ignore[method-assign]
+    redis._lane.call = script  # type: ignore[method-assign]
     counts = redis.queue_counts(["default"])
     assert calls == ["EVALSHA"]
     assert counts["default"] == QueueCounts(0, 0, 0)
