@@ -5,7 +5,9 @@ the report: an error becomes its cell's text, never a failed run.
 - drain of queued no-op tasks at -c 1 and -c 2, with the worker's start-up measured
   separately and subtracted, then its memory idle after the drain;
 - on the warm -c 2 worker: round trips ``add.delay(i, i).get()``, and the worker's memory
-  with many countdown tasks pending.
+  with many countdown tasks pending;
+- the drain rate at -c 2 with 1,000, 20,000 and 200,000 tasks queued (Celery: over its first
+  4,000 done), each on a fresh worker.
 """
 
 from __future__ import annotations
@@ -127,6 +129,9 @@ class Measurement:
                 keys += ["latency", "latency_fast", "memory_countdown"]
             self.attempt(keys, f"drain -c {concurrency}",
                          lambda c=concurrency: self.drain(c))  # type: ignore[misc]
+        for index, depth in enumerate(self.size["depths"]):
+            self.attempt([f"depth{index}"], f"drain -c 2 with {depth:,} queued",
+                         lambda i=index, d=depth: self.depth(i, d))  # type: ignore[misc]
         with contextlib.suppress(Exception):  # the next framework resets again
             self.fw.reset()
         return self.cells, self.details
@@ -195,6 +200,33 @@ class Measurement:
                 if self.plan.countdown:
                     self.attempt(["memory_countdown"], "countdown tasks pending",
                                  lambda: self.countdown(worker))
+
+    def depth(self, index: int, depth: int) -> None:
+        """The drain rate at -c 2 with ``depth`` tasks queued, on a fresh worker, from spawn
+        minus the -c 2 start-up (as ``drain``). Celery is timed over its first
+        ``celery_drain`` tasks done: a slower drain of the whole queue would take minutes,
+        and what the depth costs shows from the first task."""
+        fw, size = self.fw, self.size
+        startup = self.cells.get("startup2", Cell()).value
+        if not isinstance(startup, float):
+            startup = startup_time(fw, 2, 1)
+        counted = min(depth, size["celery_drain"]) if self.celery else depth
+        cap = size["celery_drain_cap"] if self.celery else size["drain_cap"]
+        fw.reset()
+        fw.fill(depth)
+        fw.db.vacuum(fw.tables)
+        result = Drain(counted, startup=startup)
+        started = time.monotonic()
+        with running(fw.worker_cmd(2), fw.env(), fw.logfile) as worker:
+            result.done, result.elapsed = wait_for(fw, worker, counted, cap, fw.poll, started,
+                                                   result)
+        note = "(from the first done)" if result.early else ""
+        if result.done < counted:
+            note = f"({result.done:,} of {counted:,} done in {cap:.0f} s)"
+        self.cells[f"depth{index}"] = Cell(result.rate, note)
+        self.details.append(
+            f"{self.label}, drain -c 2 with {depth:,} queued: {result.done:,} of {counted:,} "
+            f"done {result.elapsed:.2f} s after spawn; {result.rate:,.0f} tasks/s")
 
     def latency(self, worker: subprocess.Popen[bytes]) -> None:
         size = self.size

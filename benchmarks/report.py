@@ -63,6 +63,9 @@ def common_rows(size: dict[str, Any]) -> list[Row]:
             "spawn minus start-up, higher is better)"),
         Row("drain2", f"drain {size['drain']:,} queued no-op tasks, -c 2 (tasks/s from "
             "spawn minus start-up, higher is better)"),
+        *(Row(f"depth{i}", f"drain rate, -c 2, with {depth:,} no-op tasks queued; Celery: "
+              f"its first {min(depth, size['celery_drain']):,} done (tasks/s from spawn "
+              "minus start-up, higher is better)") for i, depth in enumerate(size["depths"])),
         Row("startup1", "worker start-up, -c 1: spawn to first task done (s, lower is "
             "better)", 2),
         Row("startup2", "worker start-up, -c 2: spawn to first task done (s, lower is "
@@ -240,6 +243,7 @@ def page(*, mode: str, tables: str, target_lines: str, machine_line: str,
         mode=mode, tables=tables, targets=target_lines, machine=machine_line,
         enqueue=size["enqueue"], bulk=size["bulk"], drain=size["drain"],
         celery_drain=size["celery_drain"], countdown=size["countdown"], poll=POLL,
+        depths=" / ".join(f"{depth:,}" for depth in size["depths"]),
         redis_poll=REDIS_POLL,
         repeats=size["startup_repeats"], warm=size["warm"], calls=size["calls"],
         celery_calls=size["celery_default_calls"],

@@ -58,10 +58,12 @@ from benchmarks.snippets import CELERY_VERSIONS  # noqa: E402
 SIZES = {
     "full": {"enqueue": 5000, "bulk": 20000, "drain": 20000, "celery_drain": 4000,
              "countdown": 10000, "warm": 50, "calls": 500, "celery_default_calls": 40,
-             "startup_repeats": 3, "drain_cap": 180.0, "celery_drain_cap": 90.0},
+             "startup_repeats": 3, "drain_cap": 180.0, "celery_drain_cap": 90.0,
+             "depths": (1000, 20000, 200000)},
     "quick": {"enqueue": 300, "bulk": 1000, "drain": 1000, "celery_drain": 300,
               "countdown": 500, "warm": 5, "calls": 50, "celery_default_calls": 8,
-              "startup_repeats": 1, "drain_cap": 60.0, "celery_drain_cap": 30.0},
+              "startup_repeats": 1, "drain_cap": 60.0, "celery_drain_cap": 30.0,
+              "depths": (100, 1000, 5000)},
 }
 NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 BROKERS = ("database", "redis", "amqp")
