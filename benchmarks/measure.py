@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,24 +162,34 @@ class Measurement:
                            self.plan.enqueue_env)
         self.cells["bulk"] = Cell(float(rate))
 
+    @contextlib.contextmanager
+    def draining(self, concurrency: int, queued: int, counted: int,
+                 startup: float) -> Iterator[tuple[subprocess.Popen[bytes], Drain, str]]:
+        """Queue ``queued`` no-op tasks (after a reset, the tables vacuumed), spawn a worker
+        at ``concurrency`` and wait until ``counted`` of them are done or the cap is up;
+        yield the worker, still running, the drain and the note its cell takes."""
+        fw, size = self.fw, self.size
+        cap = size["celery_drain_cap"] if self.celery else size["drain_cap"]
+        fw.reset()
+        fw.fill(queued)
+        fw.db.vacuum(fw.tables)
+        result = Drain(counted, startup=startup)
+        started = time.monotonic()
+        with running(fw.worker_cmd(concurrency), fw.env(), fw.logfile) as worker:
+            result.done, result.elapsed = wait_for(fw, worker, counted, cap, fw.poll, started,
+                                                   result)
+            note = "(from the first done)" if result.early else ""
+            if result.done < counted:
+                note = f"({result.done:,} of {counted:,} done in {cap:.0f} s)"
+            yield worker, result, note
+
     def drain(self, concurrency: int) -> None:
         fw, size = self.fw, self.size
         tasks = size["celery_drain"] if self.celery else size["drain"]
-        cap = size["celery_drain_cap"] if self.celery else size["drain_cap"]
         startup = startup_time(fw, concurrency, size["startup_repeats"])
         self.cells[f"startup{concurrency}"] = Cell(startup)
-        fw.reset()
-        fw.fill(tasks)
-        fw.db.vacuum(fw.tables)
-        result = Drain(tasks, startup=startup)
-        started = time.monotonic()
-        with running(fw.worker_cmd(concurrency), fw.env(), fw.logfile) as worker:
-            result.done, result.elapsed = wait_for(fw, worker, tasks, cap, fw.poll, started,
-                                                   result)
-            note = "(from the first done)" if result.early else ""
-            if result.done < tasks:
-                note = f"({result.done:,} of {tasks:,} done in {cap:.0f} s)"
-            elif tasks != size["drain"]:
+        with self.draining(concurrency, tasks, tasks, startup) as (worker, result, note):
+            if not note and tasks != size["drain"]:
                 note = f"({tasks:,} tasks)"
             self.cells[f"drain{concurrency}"] = Cell(result.rate, note)
             first = result.rate_from_first
@@ -206,27 +216,16 @@ class Measurement:
         minus the -c 2 start-up (as ``drain``). Celery is timed over its first
         ``celery_drain`` tasks done: a slower drain of the whole queue would take minutes,
         and what the depth costs shows from the first task."""
-        fw, size = self.fw, self.size
         startup = self.cells.get("startup2", Cell()).value
         if not isinstance(startup, float):
-            startup = startup_time(fw, 2, 1)
-        counted = min(depth, size["celery_drain"]) if self.celery else depth
-        cap = size["celery_drain_cap"] if self.celery else size["drain_cap"]
-        fw.reset()
-        fw.fill(depth)
-        fw.db.vacuum(fw.tables)
-        result = Drain(counted, startup=startup)
-        started = time.monotonic()
-        with running(fw.worker_cmd(2), fw.env(), fw.logfile) as worker:
-            result.done, result.elapsed = wait_for(fw, worker, counted, cap, fw.poll, started,
-                                                   result)
-        note = "(from the first done)" if result.early else ""
-        if result.done < counted:
-            note = f"({result.done:,} of {counted:,} done in {cap:.0f} s)"
-        self.cells[f"depth{index}"] = Cell(result.rate, note)
-        self.details.append(
-            f"{self.label}, drain -c 2 with {depth:,} queued: {result.done:,} of {counted:,} "
-            f"done {result.elapsed:.2f} s after spawn; {result.rate:,.0f} tasks/s")
+            startup = startup_time(self.fw, 2, 1)
+        counted = min(depth, self.size["celery_drain"]) if self.celery else depth
+        with self.draining(2, depth, counted, startup) as (_, result, note):
+            self.cells[f"depth{index}"] = Cell(result.rate, note)
+            self.details.append(
+                f"{self.label}, drain -c 2 with {depth:,} queued: {result.done:,} of "
+                f"{counted:,} done {result.elapsed:.2f} s after spawn; "
+                f"{result.rate:,.0f} tasks/s")
 
     def latency(self, worker: subprocess.Popen[bytes]) -> None:
         size = self.size

@@ -10,8 +10,8 @@ when a transaction is open, and at once otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 
 from django.db import transaction
 
@@ -31,14 +31,32 @@ def publish(message: Message) -> AsyncResult:
 
 def publish_chunked(messages: Sequence[Message]) -> None:
     """Publish any number of messages in chunks (``Broker.publish_batch()``); on the
-    database broker in one transaction (all or none)."""
+    database broker in one transaction (all or none). On a broker outside the database,
+    each chunk is on its way to the broker (``Broker.start_publish()``) while the next
+    chunk's PENDING rows are written: a failure leaves the chunks before it published, and
+    may leave the next chunk's rows without their messages, as a failed publish does."""
     broker = get_broker()
     alias = broker.database_alias
-    with transaction.atomic(using=alias) if broker.capabilities.transactional and alias \
-            else nullcontext():
-        size = broker.publish_batch()
-        for start in range(0, len(messages), size):
-            publish_many(messages[start:start + size])
+    size = broker.publish_batch()
+    chunks = [messages[start:start + size] for start in range(0, len(messages), size)]
+    if broker.capabilities.transactional and alias:
+        with transaction.atomic(using=alias):
+            for chunk in chunks:
+                publish_many(chunk)
+        return
+    unfinished: list[Callable[[], None]] = []
+    try:
+        for chunk in chunks:
+            unfinished.append(start_publish(chunk))
+            if len(unfinished) > 1:
+                unfinished.pop(0)()
+    except BaseException:
+        for end in unfinished:  # their replies read, their connections given back
+            with suppress(Exception):
+                end()
+        raise
+    for end in unfinished:
+        end()
 
 
 def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> None:
@@ -46,32 +64,48 @@ def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> N
 
     ``pending_rows=False`` for messages whose result row exists already (a retry of a task
     acked before it ran: its RETRY row is written beside it)."""
+    start_publish(messages, pending_rows=pending_rows)()
+
+
+def start_publish(messages: Sequence[Message], *,
+                  pending_rows: bool = True) -> Callable[[], None]:
+    """:func:`publish_many` begun: the messages' PENDING rows are written (and every path
+    but the last publish is done) when it returns the function that ends the publish
+    (``Broker.start_publish()``), which the caller must call, even after an error."""
     if not messages:
-        return
+        return _ended
     store = get_result_store() if pending_rows and task_settings.STORE_PENDING else None
     broker = get_broker()
     if not broker.capabilities.native_delays:
         messages = _hold_delayed(broker, messages, store)
         if not messages:
-            return
+            return _ended
     pending = [m for m in messages if not m.ignore_result] if store is not None else []
     if (store is not None and len(pending) == len(messages)
             and store.database_alias == broker.database_alias
             and broker.publish_with_pending(messages)):
-        return
+        return _ended
     if outbox.needed(broker, broker.home_alias):
         if store is not None and pending:
             store.create_pending(pending)
         outbox.write(broker, messages, broker.home_alias)
-        return
+        return _ended
     alias = broker.database_alias
-    transactional = broker.capabilities.transactional
-    with transaction.atomic(using=alias) if transactional and alias else nullcontext():
-        if store is not None and pending:
-            # A broker outside the database holds the message itself: its row need not
-            # wait for the disk (the worker writes the outcome with or without it).
-            store.create_pending(pending, durable=transactional)
-        broker.publish(messages)
+    if broker.capabilities.transactional and alias:
+        with transaction.atomic(using=alias):
+            if store is not None and pending:
+                store.create_pending(pending)
+            broker.publish(messages)
+        return _ended
+    if store is not None and pending:
+        # A broker outside the database holds the message itself: its row need not wait
+        # for the disk (the worker writes the outcome with or without it).
+        store.create_pending(pending, durable=broker.capabilities.transactional)
+    return broker.start_publish(messages)
+
+
+def _ended() -> None:
+    """The end of a publish done already."""
 
 
 def _hold_delayed(broker: Broker, messages: Sequence[Message],

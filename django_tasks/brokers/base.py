@@ -149,6 +149,15 @@ class Broker(abc.ABC):
         publishes again: the worker acks a copy whose task already finished, unrun."""
         self.publish([message for _, message in keyed])
 
+    def start_publish(self, messages: Sequence[Message]) -> Callable[[], None]:
+        """:meth:`publish` begun: return the function that ends it and raises what
+        ``publish`` would. A broker that can leaves the messages on their way meanwhile
+        (``publish_chunked`` writes the next batch's PENDING rows while Redis queues this
+        one); the default publishes before it returns. The caller calls the function in
+        any case, errors of its own included."""
+        self.publish(messages)
+        return _published
+
     def publish_batch(self) -> int:
         """How many messages ``publish_chunked`` hands over at once."""
         return 1000
@@ -275,3 +284,7 @@ class Broker(abc.ABC):
         from ..conf import mask_url
 
         return mask_url(self.url)
+
+
+def _published() -> None:
+    """:meth:`Broker.start_publish`'s end of a publish already done."""

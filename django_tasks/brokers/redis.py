@@ -120,6 +120,11 @@ def _message_args(message: Message, visible_at: float) -> list[Any]:
     return [message.queue, priority, message.id, message.encode(), repr(visible_at)]
 
 
+def _publish_fields(messages: Sequence[Message], now: float) -> list[Any]:
+    return [field for m in messages
+            for field in _message_args(m, m.eta.timestamp() if m.eta else now)]
+
+
 def _fenced(deliveries: Iterable[Delivery]) -> list[Any]:
     """Tag, token pairs, flattened for a script."""
     return [field for d in deliveries for field in (d.tag, str(d.token))]
@@ -207,9 +212,22 @@ class RedisBroker(Broker):
         if not messages:
             return
         now = _time()
-        fields = [field for m in messages
-                  for field in _message_args(m, m.eta.timestamp() if m.eta else now)]
-        self._run_chunks(self._publish, [repr(now)], fields, 5)
+        self._run_chunks(self._publish, [repr(now)], _publish_fields(messages, now), 5)
+
+    def start_publish(self, messages: Sequence[Message]) -> Callable[[], None]:
+        """One script call's worth (``_CHUNK`` messages) is sent and its reply read by the
+        function returned; more are published at once."""
+        if not messages or len(messages) > _CHUNK:
+            return super().start_publish(messages)
+        now = _time()
+        with self._errors():
+            reply = self._lane.start(self._publish, [self.prefix, repr(now),
+                                                     *_publish_fields(messages, now)])
+
+        def end() -> None:
+            with self._errors():
+                reply()
+        return end
 
     def publish_once(self, keyed: Sequence[tuple[str, Message]]) -> None:
         """Queue each message whose key Redis has not seen in the last ``ONCE_SECONDS``;

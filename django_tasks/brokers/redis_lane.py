@@ -17,11 +17,12 @@ Blocking reads (``BLPOP``) and pipelines stay on the client: they are not on the
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -48,22 +49,25 @@ class Lane:
         """``EVALSHA`` of ``script`` with no keys and ``args``; its reply. Raises redis-py's
         ``ConnectionError``/``TimeoutError`` when the call failed twice, and the script's
         own error (``ResponseError``) as the client would."""
+        return self._complete(self._take(), script, args, sent=False)
+
+    def start(self, script: Script, args: Sequence[Any]) -> Callable[[], Any]:
+        """:meth:`call` in two halves: send the ``EVALSHA`` now, and return the function
+        that reads its reply (and raises what ``call`` would), so that the caller can do
+        other work while Redis runs the script. The connection is held until then: call
+        the function, even after an error of one's own."""
         connection = self._take()
         try:
-            try:
-                reply = self._evalsha(connection, script, args)
-            except (redis.ConnectionError, redis.TimeoutError):
-                connection.disconnect()
-                time.sleep(RETRY_PAUSE)
-                reply = self._evalsha(connection, script, args)  # connects again
-        except redis.ResponseError:  # the script's own error: its reply was read whole
-            self._free.append(connection)
-            raise
+            connection.send_command("EVALSHA", script.sha, 0, *args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            connection.disconnect()
+            time.sleep(RETRY_PAUSE)  # the failed send was the first try: one more is left
+            return functools.partial(self._complete, connection, script, args, sent=False,
+                                     retries=0)
         except BaseException:
-            connection.disconnect()  # a reply may still be on its way: never reuse it
+            connection.disconnect()
             raise
-        self._free.append(connection)
-        return reply
+        return functools.partial(self._complete, connection, script, args, sent=True)
 
     def close(self) -> None:
         """Disconnect every connection this lane made, in use or not (they connect again
@@ -79,10 +83,36 @@ class Lane:
 
     # -- internals -----------------------------------------------------------------------
 
-    @staticmethod
-    def _evalsha(connection: Any, script: Script, args: Sequence[Any]) -> Any:
+    def _complete(self, connection: Any, script: Script, args: Sequence[Any], *, sent: bool,
+                  retries: int = 1) -> Any:
+        """The reply of the script call on ``connection`` (``sent``: its ``EVALSHA`` is on
+        its way), sending it again on a lost connection up to ``retries`` times; the
+        connection goes back to the free list unless it may still carry a reply."""
         try:
-            connection.send_command("EVALSHA", script.sha, 0, *args)
+            while True:
+                try:
+                    reply = self._reply(connection, script, args, sent)
+                    break
+                except (redis.ConnectionError, redis.TimeoutError):
+                    connection.disconnect()
+                    if retries <= 0:
+                        raise
+                    retries, sent = retries - 1, False
+                    time.sleep(RETRY_PAUSE)  # then it connects again
+        except redis.ResponseError:  # the script's own error: its reply was read whole
+            self._free.append(connection)
+            raise
+        except BaseException:
+            connection.disconnect()  # a reply may still be on its way: never reuse it
+            raise
+        self._free.append(connection)
+        return reply
+
+    @staticmethod
+    def _reply(connection: Any, script: Script, args: Sequence[Any], sent: bool) -> Any:
+        try:
+            if not sent:
+                connection.send_command("EVALSHA", script.sha, 0, *args)
             return connection.read_response()
         except redis.exceptions.NoScriptError:
             connection.send_command("SCRIPT", "LOAD", script.script)

@@ -174,3 +174,55 @@ def test_postgresql_copies_in_the_pending_rows_of_a_batch_for_other_brokers(
                                             task_id=f"{tag}{i}", priority=i % 10,
                                             group_id="g") for i in range(150)])
     assert rows("copy-") == rows("insert-") and len(rows("copy-")) == 150
+
+
+@pytest.fixture
+def redis_tasks(transactional_db: None) -> Iterator[Any]:
+    """A Redis broker on its flushed test database, results in the test database, and no
+    transaction open around the test (inside one, publishes go to the outbox)."""
+    from .conftest import REDIS_TEST_URL, flushed_redis
+
+    for broker in flushed_redis():
+        with override_settings(TASKS_BROKER_URL=REDIS_TEST_URL,
+                               TASKS_RESULT_BACKEND="django://", TASKS_ALWAYS_EAGER=False):
+            reset_cache()
+            yield get_broker()
+        reset_cache()
+
+
+def test_on_redis_each_chunk_is_queued_with_its_pending_rows(redis_tasks: Any) -> None:
+    """Each chunk is on its way to Redis while the next one's rows are written: all arrive."""
+    count = redis_tasks.publish_batch() * 2 + 17
+    results = add.delay_many((i, i) for i in range(count))
+    assert redis_tasks.depths() == {"default": count}
+    assert TaskResult.objects.filter(state="PENDING").count() == count
+    queued = {d.task_id for d in redis_tasks.fetch(["default"], "w", count, 60)}
+    assert queued == {r.id for r in results}
+    assert len(redis_tasks._lane._free) >= 1
+
+
+def test_on_redis_a_failed_chunk_leaves_those_before_it_queued_and_no_reply_unread(
+        redis_tasks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_tasks.conf import get_result_store
+
+    store = get_result_store()
+    assert store is not None
+    written = []
+    create_pending = store.create_pending
+
+    def fail_second(messages: Any, **kw: Any) -> None:
+        if written:
+            raise RuntimeError("the database went away")
+        written.append(len(messages))
+        create_pending(messages, **kw)
+
+    monkeypatch.setattr(store, "create_pending", fail_second)
+    size = redis_tasks.publish_batch()
+    with pytest.raises(RuntimeError, match="went away"):
+        add.delay_many((i, i) for i in range(size * 3))
+    assert written == [size]
+    assert redis_tasks.depths() == {"default": size}  # the first chunk, its reply read
+    assert TaskResult.objects.count() == size
+    (connection,) = redis_tasks._lane._free  # given back, ready for the next call
+    redis_tasks.publish([Message(id="next", task="unit.bulk.add")])
+    assert redis_tasks.depths() == {"default": size + 1}

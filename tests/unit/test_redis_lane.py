@@ -142,3 +142,51 @@ def test_a_lane_made_for_a_pool_uses_the_pools_settings() -> None:
     (connection,) = lane._free
     assert connection.socket_timeout == 1.5
     lane.close()
+
+
+def test_a_started_call_is_read_later_and_its_connection_given_back(
+        broker: RedisBroker) -> None:
+    echo = broker._client.register_script("return ARGV[1]")
+    broker._lane.call(echo, ["warm"])  # loaded: the started calls' EVALSHA finds it
+    first = broker._lane.start(echo, ["one"])
+    second = broker._lane.start(echo, ["two"])  # the first still holds its connection
+    assert broker._lane._free == []
+    assert (second(), first()) == ("two", "one")
+    assert len(broker._lane._free) == 2
+
+
+def test_a_started_call_of_a_script_redis_forgot_is_loaded_and_sent_again(
+        broker: RedisBroker, client: redis.Redis) -> None:
+    echo = broker._client.register_script("return ARGV[1]")
+    broker._lane.call(echo, ["warm"])
+    client.script_flush()
+    assert broker._lane.start(echo, ["again"])() == "again"
+
+
+def test_a_started_call_on_a_connection_the_server_dropped_is_sent_again(
+        broker: RedisBroker, client: redis.Redis) -> None:
+    echo = broker._client.register_script("return ARGV[1]")
+    before = connection_ids(client)
+    broker._lane.call(echo, ["warm"])
+    (lane,) = connection_ids(client) - before
+    client.client_kill_filter(_id=str(lane))
+    # The send or the read finds the connection gone; the call is made again once.
+    assert broker._lane.start(echo, ["back"])() == "back"
+    assert len(broker._lane._free) == 1
+
+
+def test_a_started_publish_queues_its_messages_when_ended(broker: RedisBroker) -> None:
+    end = broker.start_publish([Message(id=f"m{i}", task="t") for i in range(3)])
+    end()
+    assert broker.depths() == {"default": 3}
+    assert broker.start_publish([])() is None
+
+
+def test_a_started_publish_to_a_redis_that_is_down_fails_when_ended() -> None:
+    from .test_redis_broker import closed_port
+
+    broker = RedisBroker(f"redis://:pw@127.0.0.1:{closed_port()}/0")
+    with pytest.raises(RedisUnreachable) as failed:
+        broker.start_publish([Message(id="a", task="t")])()
+    assert "pw" not in str(failed.value)
+    assert broker._lane._free == []
