@@ -149,6 +149,10 @@ class DatabaseBroker(Broker):
         until = now + dt.timedelta(seconds=lease)
         token = new_token()
         if connection.vendor in ("postgresql", "sqlite"):
+            # SQLite (3.40 here) runs a subquery in RETURNING that names the updated row
+            # without an index: each claimed message would scan the result table (a drain of
+            # 20,000 at 570/s instead of 11,000/s). There the worker looks on its own.
+            look = look if connection.vendor == "postgresql" else None
             rows = self._claim_returning(connection, queues, owner, token, limit, now, until,
                                          look)
         else:
