@@ -42,6 +42,7 @@ POLL = 0.1
 
 # Pinned so that neither the caller's environment nor a .env file changes what workers do.
 BASE_ENV = {
+    "PYTHONFAULTHANDLER": "1",  # a process that will not stop shows where it is (wait_exit)
     "TASKS_BROKER_URL": "django://",
     "TASKS_RESULT_BACKEND": "django://",
     "TASKS_ALWAYS_EAGER": "False",
@@ -75,8 +76,16 @@ class Worker:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"worker {self.hostname} still running after {timeout}s") from None
+            # Where it is stuck: faulthandler (PYTHONFAULTHANDLER) writes every thread's
+            # stack to its log on SIGABRT, even from inside a C call that holds it.
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+            stacks = "\n".join(self.output().splitlines()[-60:])
+            raise AssertionError(f"worker {self.hostname} still running after {timeout}s; "
+                                 f"its stacks at SIGABRT, and its last lines:\n{stacks}"
+                                 ) from None
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
