@@ -64,14 +64,16 @@ def publish_many(messages: Sequence[Message], *, pending_rows: bool = True) -> N
 
     ``pending_rows=False`` for messages whose result row exists already (a retry of a task
     acked before it ran: its RETRY row is written beside it)."""
-    start_publish(messages, pending_rows=pending_rows)()
+    start_publish(messages, pending_rows=pending_rows, later=False)()
 
 
-def start_publish(messages: Sequence[Message], *,
-                  pending_rows: bool = True) -> Callable[[], None]:
+def start_publish(messages: Sequence[Message], *, pending_rows: bool = True,
+                  later: bool = True) -> Callable[[], None]:
     """:func:`publish_many` begun: the messages' PENDING rows are written (and every path
     but the last publish is done) when it returns the function that ends the publish
-    (``Broker.start_publish()``), which the caller must call, even after an error."""
+    (``Broker.start_publish()``), which the caller must call, even after an error.
+    ``later=False``: the broker's publish is done too (``publish_many``: a ``delay()``
+    has nothing to do meanwhile)."""
     if not messages:
         return _ended
     store = get_result_store() if pending_rows and task_settings.STORE_PENDING else None
@@ -101,7 +103,10 @@ def start_publish(messages: Sequence[Message], *,
         # A broker outside the database holds the message itself: its row need not wait
         # for the disk (the worker writes the outcome with or without it).
         store.create_pending(pending, durable=broker.capabilities.transactional)
-    return broker.start_publish(messages)
+    if later:
+        return broker.start_publish(messages)
+    broker.publish(messages)
+    return _ended
 
 
 def _ended() -> None:
