@@ -5,11 +5,14 @@ With the result store beside the broker, each message's PENDING result row is wr
 it, in the caller's transaction on the database broker (one statement on PostgreSQL), so a
 task never runs before the commit and a rollback leaves neither behind. A broker that cannot
 join the transaction (Redis, RabbitMQ) gets the messages through the outbox (``outbox.py``)
-when a transaction is open, and at once otherwise.
+when a transaction is open, and at once otherwise; when that publish fails, the PENDING
+rows written for it are deleted again, so that none waits for a message that never came.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 
@@ -22,6 +25,8 @@ from .message import Message
 from .result import AsyncResult
 from .results.base import ResultStore
 
+logger = logging.getLogger("django_tasks.publishing")
+
 
 def publish(message: Message) -> AsyncResult:
     """Record the task as PENDING and hand it to the broker, in the caller's transaction."""
@@ -33,8 +38,9 @@ def publish_chunked(messages: Sequence[Message]) -> None:
     """Publish any number of messages in chunks (``Broker.publish_batch()``); on the
     database broker in one transaction (all or none). On a broker outside the database,
     each chunk is on its way to the broker (``Broker.start_publish()``) while the next
-    chunk's PENDING rows are written: a failure leaves the chunks before it published, and
-    may leave the next chunk's rows without their messages, as a failed publish does."""
+    chunk's PENDING rows are written: a failure leaves the chunks before it published (and
+    the chunk after it, when it was on its way), and the rows of a chunk whose publish
+    failed are deleted, as a failed publish's are."""
     broker = get_broker()
     alias = broker.database_alias
     size = broker.publish_batch()
@@ -99,14 +105,45 @@ def start_publish(messages: Sequence[Message], *, pending_rows: bool = True,
                 store.create_pending(pending)
             broker.publish(messages)
         return _ended
-    if store is not None and pending:
-        # A broker outside the database holds the message itself: its row need not wait
-        # for the disk (the worker writes the outcome with or without it).
-        store.create_pending(pending, durable=broker.capabilities.transactional)
-    if later:
-        return broker.start_publish(messages)
-    broker.publish(messages)
-    return _ended
+    if store is None or not pending:
+        if later:
+            return broker.start_publish(messages)
+        broker.publish(messages)
+        return _ended
+    # A broker outside the database holds the message itself: its row need not wait for
+    # the disk (the worker writes the outcome with or without it).
+    store.create_pending(pending, durable=broker.capabilities.transactional)
+    try:
+        if not later:
+            broker.publish(messages)
+            return _ended
+        end = broker.start_publish(messages)
+    except Exception:
+        _unpublished(store, pending)
+        raise
+    return functools.partial(_end_or_unpublished, end, store, pending)
+
+
+def _end_or_unpublished(end: Callable[[], None], store: ResultStore,
+                        pending: Sequence[Message]) -> None:
+    try:
+        end()
+    except Exception:
+        _unpublished(store, pending)
+        raise
+
+
+def _unpublished(store: ResultStore, pending: Sequence[Message]) -> None:
+    """The publish of ``pending`` failed, after their PENDING rows were written: delete
+    those rows that are still PENDING, so that no row waits for a message that will never
+    come. A message the broker took after all (its reply lost) runs all the same: the
+    worker writes its row again with the outcome."""
+    try:
+        store.drop_pending([m.id for m in pending])
+    except Exception:
+        logger.warning("The publish of %d task(s) failed, and so did deleting their PENDING "
+                       "result rows: they stay PENDING (e.g. %s)", len(pending), pending[0].id,
+                       exc_info=True)
 
 
 def _ended() -> None:

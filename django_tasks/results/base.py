@@ -120,6 +120,12 @@ class ResultStore(abc.ABC):
     def forget(self, task_id: str) -> None: ...
 
     @abc.abstractmethod
+    def drop_pending(self, task_ids: Sequence[str]) -> int:
+        """Delete the rows of ``task_ids`` that are still PENDING (a publish that failed:
+        no message will write them on); return how many went. A row a worker moved on
+        stays."""
+
+    @abc.abstractmethod
     def revoke(self, task_id: str) -> bool:
         """Mark a task that has not finished as REVOKED; False if it already finished."""
 

@@ -412,6 +412,13 @@ class DatabaseResultStore(ResultStore):
     def forget(self, task_id: str) -> None:
         self._rows.filter(task_id=task_id).delete()
 
+    def drop_pending(self, task_ids: Sequence[str]) -> int:
+        gone = 0
+        for start in range(0, len(task_ids), _BATCH):
+            gone += self._rows.filter(task_id__in=task_ids[start:start + _BATCH],
+                                      state=states.PENDING).delete()[0]
+        return gone
+
     def revoke(self, task_id: str) -> bool:
         now = _now()
         updated = (self._rows.filter(task_id=task_id)

@@ -63,6 +63,14 @@ class MemoryResultStore(ResultStore):
         with self._lock:
             self._results.pop(task_id, None)
 
+    def drop_pending(self, task_ids: Sequence[str]) -> int:
+        with self._lock:
+            gone = [i for i in task_ids if i in self._results
+                    and self._results[i].state == states.PENDING]
+            for task_id in gone:
+                del self._results[task_id]
+        return len(gone)
+
     def revoke(self, task_id: str) -> bool:
         with self._lock:
             meta = self._results.get(task_id)

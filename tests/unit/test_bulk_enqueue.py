@@ -226,3 +226,54 @@ def test_on_redis_a_failed_chunk_leaves_those_before_it_queued_and_no_reply_unre
     assert len(redis_tasks._lane._free) == 1  # given back, ready for the next call
     redis_tasks.publish([Message(id="next", task="unit.bulk.add")])
     assert redis_tasks.depths() == {"default": size + 1}
+
+
+def test_delay_on_a_redis_that_is_down_fails_and_leaves_no_pending_row(
+        transactional_db: None) -> None:
+    """The PENDING row is written before the publish; when the publish fails it goes again,
+    so that no row waits for a message that never came."""
+    from django_tasks.brokers.redis import RedisUnreachable
+
+    from .test_redis_broker import closed_port
+
+    with override_settings(TASKS_BROKER_URL=f"redis://127.0.0.1:{closed_port()}/0",
+                           TASKS_RESULT_BACKEND="django://", TASKS_ALWAYS_EAGER=False):
+        reset_cache()
+        try:
+            with pytest.raises(RedisUnreachable):
+                add.delay(1, 2)
+            with pytest.raises(RedisUnreachable):
+                add.delay_many((i, i) for i in range(3))
+        finally:
+            reset_cache()
+    assert not TaskResult.objects.exists()
+
+
+def test_on_redis_a_chunk_that_failed_has_its_rows_deleted_and_the_others_keep_theirs(
+        redis_tasks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second chunk's publish fails when it is ended: its rows go; the first chunk was
+    queued before it, and the third was on its way and is queued too, both with their
+    rows."""
+    from django_tasks.brokers.redis import RedisUnreachable
+
+    begun: list[list[str]] = []
+    start_publish = redis_tasks.start_publish
+
+    def second_fails(messages: Any) -> Any:
+        begun.append([m.id for m in messages])
+        if len(begun) != 2:
+            return start_publish(messages)
+
+        def lost() -> None:
+            raise RedisUnreachable("the connection was lost")
+        return lost
+
+    monkeypatch.setattr(redis_tasks, "start_publish", second_fails)
+    size = redis_tasks.publish_batch()
+    with pytest.raises(RedisUnreachable, match="lost"):
+        add.delay_many((i, i) for i in range(size * 3))
+    first, second, third = begun
+    assert redis_tasks.depths() == {"default": size * 2}
+    stored = set(TaskResult.objects.values_list("task_id", flat=True))
+    assert stored == {*first, *third}
+    assert not stored & set(second)

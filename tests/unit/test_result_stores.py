@@ -424,3 +424,14 @@ def test_a_batch_is_stored_and_counted_by_one_statement_on_postgresql() -> None:
                for i in [*ids, "sc-3"])
     counted = TaskCounter.objects.filter(task_name="unit.stores.t", state=states.SUCCESS)
     assert sorted(counted.values_list("count", flat=True)) == [3, 3]  # its minute, its hour
+
+
+
+def test_drop_pending_deletes_only_rows_still_pending(store: ResultStore) -> None:
+    """After a failed publish: a row a worker moved on (it took the message after all) stays."""
+    pending(store, "a", "b", "c")
+    store.mark_started([outcome("b", states.STARTED, done=None)])
+    assert store.drop_pending(["a", "b", "missing"]) == 1
+    assert store.get("a") is None
+    assert store.get("b").state == states.STARTED  # type: ignore[union-attr]
+    assert store.get("c").state == states.PENDING  # type: ignore[union-attr]
