@@ -61,7 +61,7 @@ from django.db import transaction
 from .. import clock, outbox, serialization
 from ..exceptions import BrokerUnreachable, ConfigurationError, DecodeError
 from ..message import Message
-from .base import Broker, Capabilities, Delivery, QueueCounts
+from .base import Broker, Capabilities, Delivery, Purged, QueueCounts
 
 CONNECT_TIMEOUT = 2.0
 CONFIRM_TIMEOUT = 5.0
@@ -599,8 +599,9 @@ class AmqpBroker(Broker):
                 counts[queue] = QueueCounts(ready, held.get(queue, 0), None)
         return counts
 
-    def purge(self, queue: str) -> int:
-        return self._queue_op(queue, "purge")
+    def purge(self, queue: str) -> Purged:
+        """Messages not delivered yet only (RabbitMQ counts them; their ids are not known)."""
+        return Purged(self._queue_op(queue, "purge"))
 
     def _queue_op(self, queue: str, op: str) -> int:
         session, _ = self._publisher()

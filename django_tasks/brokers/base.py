@@ -90,6 +90,15 @@ class QueueCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class Purged:
+    """What ``Broker.purge()`` deleted: how many messages, and their task ids where the
+    broker can tell (``None`` on RabbitMQ, which only counts them)."""
+
+    count: int
+    task_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a broker can do. The worker and the publishing path read these flags; they
     never look at a broker's class."""
@@ -269,7 +278,9 @@ class Broker(abc.ABC):
         trips as the broker allows. A count the broker cannot know is ``None``."""
 
     @abc.abstractmethod
-    def purge(self, queue: str) -> int: ...
+    def purge(self, queue: str) -> Purged:
+        """Delete every message of ``queue`` (those a worker holds too, where the broker
+        can); what was deleted."""
 
     def ping(self) -> bool:
         """Whether the broker answers (raises or returns False if not). A broker in a

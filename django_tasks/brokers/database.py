@@ -24,7 +24,7 @@ from ..conf import database_alias
 from ..message import Message
 from ..models import QueuedMessage
 from . import filewatch
-from .base import Broker, Capabilities, Delivery, QueueCounts, new_token
+from .base import Broker, Capabilities, Delivery, Purged, QueueCounts, new_token
 
 _CHUNK = 500
 _files = filewatch.FileWatch()
@@ -355,6 +355,12 @@ class DatabaseBroker(Broker):
         counts.update((queue, QueueCounts(*n)) for queue, *n in rows)
         return counts
 
-    def purge(self, queue: str) -> int:
-        deleted, _ = self._rows.filter(queue=queue).delete()
-        return int(deleted)
+    def purge(self, queue: str) -> Purged:
+        """The queue's rows at this moment (one read), then deleted by key in batches: a
+        message published meanwhile stays."""
+        rows = list(self._rows.filter(queue=queue).values_list("pk", "task_id"))
+        deleted = 0
+        for start in range(0, len(rows), _CHUNK):
+            keys = [pk for pk, _ in rows[start:start + _CHUNK]]
+            deleted += self._rows.filter(pk__in=keys).delete()[0]
+        return Purged(deleted, tuple(task_id for _, task_id in rows))

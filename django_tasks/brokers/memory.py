@@ -13,7 +13,7 @@ from django.db import transaction
 
 from .. import clock
 from ..message import Message
-from .base import Broker, Capabilities, Delivery, QueueCounts, new_token
+from .base import Broker, Capabilities, Delivery, Purged, QueueCounts, new_token
 from .buckets import MemoryBuckets, RateBuckets
 
 
@@ -185,9 +185,8 @@ class MemoryBroker(Broker):
                 counts.setdefault(row.queue, [0, 0, 0])[where] += 1
         return {queue: QueueCounts(*n) for queue, n in counts.items()}
 
-    def purge(self, queue: str) -> int:
+    def purge(self, queue: str) -> Purged:
         with self._lock:
             doomed = [k for k, r in self._rows.items() if r.queue == queue]
-            for key in doomed:
-                del self._rows[key]
-            return len(doomed)
+            task_ids = tuple(self._rows.pop(key).task_id for key in doomed)
+            return Purged(len(doomed), task_ids)

@@ -67,7 +67,7 @@ from .. import clock
 from ..exceptions import BrokerUnreachable
 from ..message import MAX_WIRE_PRIORITY, Message
 from . import redis_lua
-from .base import Broker, Capabilities, Delivery, QueueCounts
+from .base import Broker, Capabilities, Delivery, Purged, QueueCounts
 from .buckets import RateBuckets
 from .redis_lane import Lane
 
@@ -338,8 +338,9 @@ class RedisBroker(Broker):
         return {reply[i]: QueueCounts(int(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3]))
                 for i in range(0, len(reply), 4)}
 
-    def purge(self, queue: str) -> int:
-        return int(self._run(self._purge, [queue]))
+    def purge(self, queue: str) -> Purged:
+        task_ids = tuple(str(i) for i in self._run(self._purge, [queue]))
+        return Purged(len(task_ids), task_ids)
 
     def close(self) -> None:
         """Drop the pool's connections (after ``fork``: the child opens its own)."""

@@ -409,17 +409,17 @@ end
 return out
 """
 
-# ARGV: prefix, queue. Returns how many messages were removed.
+# ARGV: prefix, queue. Returns the task id of each message removed.
 PURGE = _PRELUDE + """
 local q = ARGV[2]
-local removed = 0
+local ids = {}
 for _, key in ipairs({rkey(q), dkey(q), lkey(q)}) do
   for _, tag in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    ids[#ids + 1] = redis.call('HGET', mkey(tag), 'id') or ''
     drop(tag)
-    removed = removed + 1
   end
 end
 redis.call('SREM', QUEUES, q)
 redis.call('DEL', wkey(q))
-return removed
+return ids
 """

@@ -130,6 +130,11 @@ class ResultStore(abc.ABC):
         """Mark a task that has not finished as REVOKED; False if it already finished."""
 
     @abc.abstractmethod
+    def revoke_unfinished(self, task_ids: Sequence[str]) -> int:
+        """Mark the rows of ``task_ids`` that have not finished as REVOKED (their messages
+        were purged); return how many. No row is made for an id without one."""
+
+    @abc.abstractmethod
     def prune(self, before: dt.datetime, batch_size: int) -> int:
         """Delete up to ``batch_size`` results finished before ``before``; return how many."""
 

@@ -432,6 +432,14 @@ class DatabaseResultStore(ResultStore):
                           created_at=now, date_done=now)
         return True
 
+    def revoke_unfinished(self, task_ids: Sequence[str]) -> int:
+        now, revoked = _now(), 0
+        for start in range(0, len(task_ids), _BATCH):
+            revoked += (self._rows.filter(task_id__in=task_ids[start:start + _BATCH])
+                        .exclude(state__in=states.READY_STATES)
+                        .update(state=states.REVOKED, date_done=now))
+        return revoked
+
     def prune(self, before: dt.datetime, batch_size: int) -> int:
         ids = list(self._rows.done_before(before).order_by("date_done")
                    .values_list("id", flat=True)[:batch_size])

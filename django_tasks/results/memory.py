@@ -81,6 +81,16 @@ class MemoryResultStore(ResultStore):
             self._results[task_id] = replace(base, state=states.REVOKED, date_done=now)
             return True
 
+    def revoke_unfinished(self, task_ids: Sequence[str]) -> int:
+        with self._lock:
+            now, revoked = clock.now(), 0
+            for task_id in task_ids:
+                meta = self._results.get(task_id)
+                if meta is not None and meta.state not in states.READY_STATES:
+                    self._results[task_id] = replace(meta, state=states.REVOKED, date_done=now)
+                    revoked += 1
+            return revoked
+
     def prune(self, before: dt.datetime, batch_size: int) -> int:
         with self._lock:
             doomed = [k for k, m in self._results.items()

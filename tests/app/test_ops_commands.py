@@ -125,6 +125,26 @@ def test_taskpurge_without_a_terminal_needs_force() -> None:
     assert not QueuedMessage.objects.exists()
 
 
+def test_taskpurge_revokes_the_purged_tasks_so_nobody_waits_for_them() -> None:
+    """Their PENDING rows become REVOKED (get() raises at once; taskprune deletes them in
+    time); a row already final, and the rows of another queue, stay as they were."""
+    from django_tasks.exceptions import TaskRevokedError
+    from django_tasks.publishing import publish
+
+    waiting = publish(Message(id="w", task="t"))
+    done = publish(Message(id="done", task="t"))
+    kept = publish(Message(id="kept", task="t", queue="mail"))
+    TaskResult.objects.filter(task_id="done").update(state="SUCCESS")
+    out, _ = run("taskpurge", "--force", "--queue", "default")
+    assert "default: 2 message(s) deleted" in out
+    states = dict(TaskResult.objects.values_list("task_id", "state"))
+    assert states == {"w": "REVOKED", "done": "SUCCESS", "kept": "PENDING"}
+    assert TaskResult.objects.get(task_id="w").date_done is not None
+    with pytest.raises(TaskRevokedError):
+        waiting.get(timeout=5)
+    assert (done.state, kept.state) == ("SUCCESS", "PENDING")
+
+
 # -- taskconfig -------------------------------------------------------------------------------
 
 

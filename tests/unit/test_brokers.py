@@ -207,13 +207,15 @@ def test_depths_count_queued_delayed_and_leased(any_broker: Broker, clock: Clock
     assert any_broker.depths(["mail", "empty"]) == {"mail": 1, "empty": 0}
 
 
-def test_purge_empties_one_queue(any_broker: Broker) -> None:
-    publish(any_broker)
-    publish(any_broker)
+def test_purge_empties_one_queue_and_names_the_tasks(any_broker: Broker) -> None:
+    first = publish(any_broker)
+    later = publish(any_broker, eta=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
     publish(any_broker, queue="keep")
-    fetch(any_broker, limit=1)  # leased messages go too
-    assert any_broker.purge("default") == 2
-    assert any_broker.purge("default") == 0
+    fetch(any_broker, limit=1)  # leased messages go too, and so do delayed ones
+    purged = any_broker.purge("default")
+    assert purged.count == 2
+    assert sorted(purged.task_ids or ()) == sorted([first, later])
+    assert any_broker.purge("default").count == 0
     assert any_broker.depths() == {"keep": 1}
 
 

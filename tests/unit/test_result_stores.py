@@ -435,3 +435,14 @@ def test_drop_pending_deletes_only_rows_still_pending(store: ResultStore) -> Non
     assert store.get("a") is None
     assert store.get("b").state == states.STARTED  # type: ignore[union-attr]
     assert store.get("c").state == states.PENDING  # type: ignore[union-attr]
+
+
+def test_revoke_unfinished_marks_only_rows_not_final(store: ResultStore) -> None:
+    """After a purge: a row already final stays; no row is made for an unknown id."""
+    pending(store, "a", "b")
+    store.store_outcomes([outcome("b", states.SUCCESS, result=1)])
+    assert store.revoke_unfinished(["a", "b", "missing"]) == 1
+    a, b = store.get("a"), store.get("b")
+    assert a is not None and a.state == states.REVOKED and a.date_done is not None
+    assert b is not None and b.state == states.SUCCESS
+    assert store.get("missing") is None

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks.conf import get_broker, task_settings
+from django_tasks.purging import purge
 
 
 class Command(BaseCommand):
@@ -40,7 +41,7 @@ class Command(BaseCommand):
             if answer.strip().lower() not in ("y", "yes"):
                 self.stdout.write("Nothing was deleted.")
                 return
-        purged = {queue: broker.purge(queue) for queue in queues}
+        purged = purge(queues)
         if options["json"]:
             self.stdout.write(json.dumps({"purged": purged, "total": sum(purged.values())}))
             return
