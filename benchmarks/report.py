@@ -236,11 +236,12 @@ def machine(celery_versions: dict[str, str] | None) -> str:
     return ", ".join(parts)
 
 
-def page(*, mode: str, tables: str, target_lines: str, machine_line: str,
+def page(*, mode: str, tables: str, target_lines: str, machine_line: str, floor_line: str,
          size: dict[str, Any], details: list[str], took: float) -> str:
     template = (Path(__file__).parent / "page.md").read_text()
     return template.format(
         mode=mode, tables=tables, targets=target_lines, machine=machine_line,
+        floor=floor_line,
         enqueue=size["enqueue"], bulk=size["bulk"], drain=size["drain"],
         celery_drain=size["celery_drain"], countdown=size["countdown"], poll=POLL,
         depths=" / ".join(f"{depth:,}" for depth in size["depths"]),

@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the benchmarks package is importable
 
-from benchmarks import rabbitmq, report  # noqa: E402 - after the path is set
+from benchmarks import floor, rabbitmq, report  # noqa: E402 - after the path is set
 from benchmarks.common import Database, log, run_code, stop_all  # noqa: E402
 from benchmarks.frameworks import (  # noqa: E402
     Celery,
@@ -191,6 +191,8 @@ def main() -> int:
     size = {**SIZES[mode], "quick": options.quick}
 
     began = time.monotonic()
+    floor_line = floor.line()  # before any worker runs
+    log(f"floor: {floor_line}")
     celery_problem = "skipped (--no-celery)" if options.no_celery else celery_ready()
     if celery_problem:
         log(f"Celery columns: {celery_problem}")
@@ -229,12 +231,13 @@ def main() -> int:
         report.targets(database, redis, NAMES["postgres"], WITH_RESULTS, NO_RESULTS),
         report.amqp_targets(amqp, AMQP_WITH_RESULTS, AMQP_NO_RESULTS))))
     info = report.machine(celery_versions)
-    print(tables, target_lines, f"Machine: {info}.", f"({mode} run, {took:.0f} s)",
-          sep="\n\n")
+    print(tables, target_lines, f"Machine: {info}.", f"Floor: {floor_line}.",
+          f"({mode} run, {took:.0f} s)", sep="\n\n")
     output = options.output or (None if options.quick else ROOT / "docs" / "benchmarks.md")
     if output:
         text = report.page(mode=mode, tables=tables, target_lines=target_lines,
-                           machine_line=info, size=size, details=details, took=took)
+                           machine_line=info, floor_line=floor_line, size=size,
+                           details=details, took=took)
         path = Path(output)
         kept = READING.search(path.read_text()) if path.exists() else None
         if kept:
