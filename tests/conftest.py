@@ -7,8 +7,10 @@ that is not running is skipped on a laptop and fails under ``CI=true``.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.test import override_settings
@@ -18,6 +20,8 @@ from django_tasks.conf import get_broker, get_result_store, reset_cache
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+#: The names of the end-to-end tests' ``backend`` parameter.
+DATABASES = ("sqlite", "postgres", "mysql")
 
 
 def service_up(host: str, port: int) -> bool:
@@ -77,3 +81,27 @@ def broker():  # type: ignore[no-untyped-def]
 @pytest.fixture
 def result_store():  # type: ignore[no-untyped-def]
     return get_result_store()
+
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``-n 2 --dist loadscope`` (the end-to-end and fault run of ``tests/run.sh``): the
+    tests of one module on one database go to one process, so that its database is
+    migrated once, and every test on RabbitMQ goes to one process, one after another, since
+    they share the server's ``default`` queue (Redis tests each have a key prefix of their
+    own, and every module a database of its own). xdist's ``loadgroup`` would do this from
+    marks, but it renames nodes in a way pytest 9.2 ignores."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByDatabaseAndBroker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if "amqp" in nodeid.lower():
+                return "rabbitmq"
+            module, _, rest = nodeid.partition("::")
+            ids = re.split(r"[\[\]-]", rest)
+            return f"{module}[{next((b for b in DATABASES if b in ids), '')}]"
+
+    return ByDatabaseAndBroker(config, log)

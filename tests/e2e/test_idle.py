@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import Project, _mysql_database
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]  # Com_select counts the whole server
 
 
 @pytest.fixture(scope="module")

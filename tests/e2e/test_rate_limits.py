@@ -32,6 +32,7 @@ def done_times(project: Project) -> list[dt.datetime]:
     return sorted(moment.replace(tzinfo=None) for moment in found)
 
 
+@pytest.mark.alone
 def test_two_workers_together_hold_the_rate_limit(project: Project) -> None:
     workers = [project.worker("-c", "2", "-l", "info", hostname=f"rate-{n}") for n in (1, 2)]
     for worker in workers:

@@ -178,5 +178,6 @@ def test_a_bad_message_is_rejected_and_the_worker_goes_on(
     check.a_bad_message_is_rejected(project, depth_of(broker), publish_raw)
 
 
+@pytest.mark.alone
 def test_the_rate_limit_holds_for_two_workers(project: Project, broker: RedisBroker) -> None:
     check.rate_limit_holds(project, depth_of(broker))
