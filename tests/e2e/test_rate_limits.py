@@ -34,7 +34,12 @@ def done_times(project: Project) -> list[dt.datetime]:
 
 @pytest.mark.alone
 def test_two_workers_together_hold_the_rate_limit(project: Project) -> None:
-    workers = [project.worker("-c", "2", "-l", "info", hostname=f"rate-{n}") for n in (1, 2)]
+    # One message a claim, so that both workers take (and defer) a share of the messages at
+    # the start: a deferred message is run by whoever claims it at its slot, a race that
+    # the consumer that deferred it wins (it wakes for the slot; the other looks on its own
+    # turn), so with larger batches one worker could claim everything first and run it all.
+    workers = [project.worker("-c", "2", "-l", "info", "--prefetch", "1",
+                              hostname=f"rate-{n}") for n in (1, 2)]
     for worker in workers:
         project.wait_ready(worker)
     project.shell("from testproject.demo.tasks import limited\n"
