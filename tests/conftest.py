@@ -83,7 +83,6 @@ def result_store():  # type: ignore[no-untyped-def]
     return get_result_store()
 
 
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With ``-n 2 --dist loadscope`` (the end-to-end and fault run of ``tests/run.sh``): the
