@@ -105,14 +105,10 @@ def start_publish(messages: Sequence[Message], *, pending_rows: bool = True,
                 store.create_pending(pending)
             broker.publish(messages)
         return _ended
-    if store is None or not pending:
-        if later:
-            return broker.start_publish(messages)
-        broker.publish(messages)
-        return _ended
-    # A broker outside the database holds the message itself: its row need not wait for
-    # the disk (the worker writes the outcome with or without it).
-    store.create_pending(pending, durable=broker.capabilities.transactional)
+    if store is not None and pending:
+        # A broker outside the database holds the message itself: its row need not wait
+        # for the disk (the worker writes the outcome with or without it).
+        store.create_pending(pending, durable=broker.capabilities.transactional)
     try:
         if not later:
             broker.publish(messages)
@@ -121,6 +117,8 @@ def start_publish(messages: Sequence[Message], *, pending_rows: bool = True,
     except Exception:
         _unpublished(store, pending)
         raise
+    if store is None or not pending:
+        return end
     return functools.partial(_end_or_unpublished, end, store, pending)
 
 
@@ -133,11 +131,13 @@ def _end_or_unpublished(end: Callable[[], None], store: ResultStore,
         raise
 
 
-def _unpublished(store: ResultStore, pending: Sequence[Message]) -> None:
+def _unpublished(store: ResultStore | None, pending: Sequence[Message]) -> None:
     """The publish of ``pending`` failed, after their PENDING rows were written: delete
     those rows that are still PENDING, so that no row waits for a message that will never
     come. A message the broker took after all (its reply lost) runs all the same: the
     worker writes its row again with the outcome."""
+    if store is None or not pending:
+        return
     try:
         store.drop_pending([m.id for m in pending])
     except Exception:

@@ -420,14 +420,11 @@ class DatabaseResultStore(ResultStore):
         return gone
 
     def revoke(self, task_id: str) -> bool:
-        now = _now()
-        updated = (self._rows.filter(task_id=task_id)
-                   .exclude(state__in=states.READY_STATES)
-                   .update(state=states.REVOKED, date_done=now))
-        if updated:
+        if self.revoke_unfinished([task_id]):
             return True
         if self._rows.filter(task_id=task_id).exists():
             return False
+        now = _now()
         self._rows.create(task_id=task_id, task_name="", state=states.REVOKED,
                           created_at=now, date_done=now)
         return True
