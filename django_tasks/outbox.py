@@ -155,6 +155,20 @@ def relay(broker: Broker, alias: str, limit: int = BATCH) -> int:
     return len(keyed)
 
 
+def next_due(alias: str, since: dt.datetime) -> float | None:
+    """Seconds from now until the first held row due after ``since`` comes due (a delayed
+    message kept for a broker that cannot delay; negative if that is past), or None when
+    none is held: a relay begun at ``since`` runs again then, not a whole
+    ``RELAY_SECONDS`` later. The partial index on ``due_at`` gives it in one probe."""
+    from django.db.models import Min
+
+    from .models import OutboxMessage
+
+    first = (OutboxMessage.objects.using(alias).filter(due_at__gt=since)
+             .aggregate(first=Min("due_at"))["first"])
+    return None if first is None else (first - clock.now()).total_seconds()
+
+
 def waiting(alias: str, now: dt.datetime | None = None) -> dict[str, tuple[int, int]]:
     """Per queue, the rows not published yet: ``(unsent, held)``. *Unsent* rows are due
     (committed, or held and due) and wait for their process or a relay; *held* rows are

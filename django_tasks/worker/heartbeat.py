@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .. import outbox
+from .. import clock, outbox
 from ..brokers.base import Broker
 from ..conf import get_broker
 from ..message import origin_of
@@ -19,6 +19,9 @@ logger = logging.getLogger("django_tasks.worker")
 
 #: How often a worker publishes what is due in the outbox (brokers outside the database).
 RELAY_SECONDS = 1.0
+#: How long after a held message's due time the relay looks (a look a moment early would
+#: find it not due yet).
+RELAY_MARGIN_SECONDS = 0.002
 
 
 def identity(worker: Worker) -> liveness.Identity:
@@ -53,18 +56,27 @@ def beat(worker: Worker, owners: Sequence[str], totals: tuple[int, int] = (0, 0)
     return True
 
 
-def relay_outbox(broker: Broker) -> None:
+def relay_outbox(broker: Broker) -> float:
     """Publish outbox rows that are due: delayed messages held for a broker that cannot
-    delay, and rows whose process died between its commit and its publish. Called every
-    ``RELAY_SECONDS`` by the supervisor."""
+    delay, and rows whose process died between its commit and its publish. Called by the
+    supervisor every ``RELAY_SECONDS``, or sooner when a held message comes due before
+    then: returns the seconds until the next call."""
     if not _has_outbox(broker):
-        return
+        return RELAY_SECONDS
     try:
-        outbox.relay(broker, broker.home_alias)
+        since = clock.now()
+        if outbox.relay(broker, broker.home_alias) >= outbox.BATCH:
+            return 0.0  # more may be due: the next tick relays them
+        if broker.capabilities.native_delays:
+            return RELAY_SECONDS
+        due = outbox.next_due(broker.home_alias, since)
     except Exception as exc:  # noqa: BLE001 - the rows stay; the next beat tries again
         logger.warning("Could not publish messages left in the outbox (%s); tried again on "
                        "the next heartbeat", exc)
         connections.close_all()
+        return RELAY_SECONDS
+    return RELAY_SECONDS if due is None else \
+        min(RELAY_SECONDS, max(due, 0.0) + RELAY_MARGIN_SECONDS)
 
 
 def release_outbox_claims(broker: Broker, pid: int) -> None:

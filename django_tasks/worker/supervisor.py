@@ -123,7 +123,8 @@ def supervise(pool: Pool, watch: StallWatch) -> None:
 
     control = ControlServer(pool)
     while pool.alive():
-        time.sleep(TICK)
+        time.sleep(max(0.0, min(TICK, next_relay - time.monotonic())) if deadline is None
+                   else TICK)
         if sigs.count and deadline is None:
             deadline = time.monotonic() + worker.shutdown_timeout
             pool.warm()
@@ -138,8 +139,8 @@ def supervise(pool: Pool, watch: StallWatch) -> None:
         if deadline is None:
             control.serve()
         if deadline is None and time.monotonic() >= next_relay:
-            heartbeat.relay_outbox(get_broker())
-            next_relay = time.monotonic() + heartbeat.RELAY_SECONDS
+            wait = heartbeat.relay_outbox(get_broker())
+            next_relay = time.monotonic() + wait
 
 
 def owner_name(hostname: str, part: str) -> str:

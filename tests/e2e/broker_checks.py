@@ -92,6 +92,40 @@ def sigterm_finishes_the_running_task(project: Project, depth: Depth, tmp_path: 
     return waiting
 
 
+_ON_TIME = """
+import datetime as dt, time
+from django_tasks import clock
+from django_tasks.models import TaskResult
+from testproject.demo.tasks import add
+due = {}
+for i in range(5):
+    eta = clock.now() + dt.timedelta(seconds=1.5 + 0.3 * i)
+    due[add.apply_async((i, i), eta=eta).id] = eta
+    time.sleep(0.1)
+deadline = time.monotonic() + 30
+done = {}
+while len(done) < len(due) and time.monotonic() < deadline:
+    done = dict(TaskResult.objects.filter(task_id__in=list(due), state="SUCCESS")
+                .values_list("task_id", "date_done"))
+    time.sleep(0.05)
+print(" ".join(f"{(done[i] - due[i]).total_seconds():.3f}" if i in done else "missing"
+               for i in due))
+"""
+
+
+def countdowns_start_on_time(project: Project) -> None:
+    """An idle worker runs countdown and eta tasks at their time, not on its next idle look
+    (up to a second later): the broker tells it when the next one comes due. Five tasks due
+    1.5 to 2.7 s ahead, published 0.1 s apart, each finish within 0.5 s of their time
+    (looking once a second, most would not)."""
+    worker = project.worker("-c", "2")
+    project.wait_ready(worker)
+    time.sleep(1.5)  # idle: past the first looks, which follow each other quickly
+    late = project.shell(_ON_TIME).split()
+    assert len(late) == 5 and "missing" not in late, late
+    assert all(0 <= float(x) < 0.5 for x in late), late
+
+
 def a_bad_message_is_rejected(project: Project, depth: Depth,
                               publish_raw: Callable[[str, str], None]) -> None:
     """``publish_raw(task_id, body)`` puts a body that is not JSON on the queue."""

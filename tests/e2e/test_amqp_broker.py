@@ -79,6 +79,12 @@ def test_a_countdown_waits_in_the_database_until_due(
     assert project.count("django_tasks_outboxmessage") == 0
 
 
+@pytest.mark.alone  # it times starts
+def test_countdowns_held_in_the_database_start_on_time(
+        project: Project, broker: AmqpBroker) -> None:
+    check.countdowns_start_on_time(project)
+
+
 def test_a_cut_connection_mid_drain_loses_nothing(project: Project, broker: AmqpBroker,
                                                   tmp_path: Path) -> None:
     """The worker reaches RabbitMQ through a proxy that cuts every connection (RST) and

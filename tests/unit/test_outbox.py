@@ -272,6 +272,50 @@ def test_a_countdown_waits_in_the_database_until_due(no_delay_broker: OutsideBro
     assert not OutboxMessage.objects.exists()
 
 
+def test_the_relay_runs_again_when_the_first_held_message_comes_due(
+        no_delay_broker: OutsideBroker, clock: Clock) -> None:
+    """Not a whole ``RELAY_SECONDS`` later: a countdown starts on time on RabbitMQ too."""
+    assert heartbeat.relay_outbox(no_delay_broker) == heartbeat.RELAY_SECONDS  # none held
+    soon = add.apply_async((1, 2), countdown=0.4)
+    add.apply_async((3, 4), countdown=30)
+    assert heartbeat.relay_outbox(no_delay_broker) == pytest.approx(
+        0.4 + heartbeat.RELAY_MARGIN_SECONDS)
+    clock.advance(0.4)
+    assert heartbeat.relay_outbox(no_delay_broker) == heartbeat.RELAY_SECONDS  # 29.6 s
+    assert no_delay_broker.queued_ids() == [soon.id]
+
+
+def test_a_message_that_came_due_while_the_relay_ran_is_relayed_at_once(
+        no_delay_broker: OutsideBroker, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Due after the relay read the rows, before it asked what comes due next: it is not
+    left for the message after it (nor for the next second)."""
+    relay = outbox.relay
+
+    def slow_relay(*args: object, **kwargs: object) -> int:
+        published = relay(*args, **kwargs)  # type: ignore[arg-type]
+        clock.advance(1.0)
+        return published
+
+    monkeypatch.setattr(outbox, "relay", slow_relay)
+    caught = add.apply_async((1, 2), countdown=0.5)
+    add.apply_async((3, 4), countdown=30)
+    assert heartbeat.relay_outbox(no_delay_broker) == heartbeat.RELAY_MARGIN_SECONDS
+    heartbeat.relay_outbox(no_delay_broker)
+    assert no_delay_broker.queued_ids() == [caught.id]
+
+
+def test_a_relay_that_found_a_full_batch_due_runs_again_at_once(
+        no_delay_broker: OutsideBroker, clock: Clock) -> None:
+    OutboxMessage.objects.bulk_create([
+        OutboxMessage(task_id=f"held{i}", queue="default", created_at=clock.now,
+                      due_at=clock.now, body=Message(id=f"held{i}", task="unit.outbox.add",
+                                                      args=(i, i)).encode())
+        for i in range(outbox.BATCH + 1)])
+    assert heartbeat.relay_outbox(no_delay_broker) == 0.0
+    assert heartbeat.relay_outbox(no_delay_broker) == heartbeat.RELAY_SECONDS
+    assert len(no_delay_broker.queued_ids()) == outbox.BATCH + 1
+
+
 def test_a_delayed_message_in_a_rolled_back_transaction_is_never_published(
         no_delay_broker: OutsideBroker, clock: Clock) -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
