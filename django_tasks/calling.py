@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from . import clock
 from .conf import task_settings, time_limit_error
 from .exceptions import EncodeError
-from .message import Message, name_error, printable
+from .message import MAX_PRIORITY, Message, name_error, printable
 from .options import call_options
 from .request import current_request
 from .result import AsyncResult as _AsyncResult
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from .canvas import Signature
     from .result import AsyncResult, EagerResult
 
-MAX_PRIORITY = 9
 P = ParamSpec("P")
 R = TypeVar("R")
 

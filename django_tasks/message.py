@@ -305,7 +305,9 @@ def origin_of(pid: int) -> str:
 
 #: Longest task name, id or queue name: what the tables' columns hold.
 MAX_NAME = 255
-#: Priorities on the wire: AMQP's range (tasks of ours use 0-9).
+#: Priorities a task of ours may have: 0 to this (Celery's tasks use 0-9).
+MAX_PRIORITY = 9
+#: Priorities on the wire: AMQP's range.
 MAX_WIRE_PRIORITY = 255
 #: Counters (retries) stored in a 32-bit column.
 MAX_COUNT = 2**31 - 1

@@ -60,7 +60,7 @@ from django.db import transaction
 
 from .. import clock, outbox, serialization
 from ..exceptions import BrokerUnreachable, ConfigurationError, DecodeError
-from ..message import Message
+from ..message import MAX_PRIORITY, Message
 from .base import Broker, Capabilities, Delivery, Purged, QueueCounts
 
 CONNECT_TIMEOUT = 2.0
@@ -69,8 +69,6 @@ QUEUE_TYPES = ("quorum", "classic")
 DEFAULT_QUEUE_TYPE = "quorum"
 #: Long enough for any task a worker should run under one delivery (see the module doc).
 DEFAULT_CONSUMER_TIMEOUT = 24 * 3600.0
-#: Classic queues: priorities 0-9 (RabbitMQ advises few levels; Celery's tasks use 0-9).
-MAX_PRIORITY = 9
 _OPTIONS = ("queue_type", "consumer_timeout", "prefetch")
 #: Messages sent ahead to each consuming process (``prefetch=`` in the URL).
 DEFAULT_PREFETCH = 16

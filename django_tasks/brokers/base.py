@@ -20,6 +20,7 @@ what it did so that the caller can log the rest and drop their outcomes.
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -140,6 +141,9 @@ class Broker(abc.ABC):
     #: asks for. A consumer settles its batch each time half of this has run, so that the
     #: next messages are on their way while it runs the rest.
     window: int | None = None
+    #: How long after its timeout a ``wait`` may end: a consumer expecting a message to come
+    #: due sooner than this sleeps instead of waiting to be woken.
+    wait_lateness: float = 0.0
 
     @property
     def home_alias(self) -> str:
@@ -262,6 +266,15 @@ class Broker(abc.ABC):
         ``accept``: where every waiting process hears each wake-up (PostgreSQL's
         ``NOTIFY``), a wake-up's payload it refuses does not wake this one (a sibling
         takes it); a broker that wakes one waiter per message (Redis) ignores it."""
+        return None
+
+    def next_due(self, queues: Sequence[str], since: dt.datetime) -> float | None:
+        """Seconds from now until the first message of ``queues`` that becomes ready after
+        ``since`` does (a delayed message comes due, or a lease runs out; negative if that
+        was after ``since`` but is past now), or None when there is none or the broker cannot
+        tell. A consumer asks this after a fetch that began at ``since`` found nothing, so
+        that an idle worker looks again then, not on its next idle turn up to a second
+        later (``worker/idle.py``)."""
         return None
 
     def stop_waiting(self) -> None:  # noqa: B027 - optional hook

@@ -82,6 +82,12 @@ class MemoryBroker(Broker):
             return [Delivery(r.id, r.body, r.queue, r.deliveries, owner, r.task_id, token, r.runs)
                     for r in due]
 
+    def next_due(self, queues: Sequence[str], since: dt.datetime) -> float | None:
+        with self._lock:
+            later = [r.visible_at for r in self._rows.values()
+                     if r.queue in queues and r.visible_at > since]
+        return (min(later) - _now()).total_seconds() if later else None
+
     def _held(self, delivery: Delivery) -> _Row | None:
         """The row of ``delivery`` while its lease is current (call with the lock held)."""
         row = self._rows.get(delivery.tag)

@@ -139,6 +139,10 @@ class RedisBroker(Broker):
     capabilities = Capabilities(leases=True, native_delays=True, delivery_counts=True,
                                 priorities=True, transactional=False, broadcast=False)
 
+    #: Redis ends a blocked command whose timeout passed on its clock tick: ``hz`` 10 (the
+    #: default) makes a ``BLPOP`` up to 0.1 s late.
+    wait_lateness = 0.11
+
     def __init__(self, url: str = "redis://127.0.0.1:6379/0") -> None:
         super().__init__(url)
         client_url, self.prefix = _split_url(url)
@@ -156,6 +160,7 @@ class RedisBroker(Broker):
         self._publish = register(redis_lua.PUBLISH)
         self._publish_once = register(redis_lua.PUBLISH_ONCE)
         self._fetch = register(redis_lua.FETCH)
+        self._next_due = register(redis_lua.NEXT_DUE)
         self._ack = register(redis_lua.ACK)
         self._release = register(redis_lua.RELEASE)
         self._release_owner = register(redis_lua.RELEASE_OWNER)
@@ -264,6 +269,13 @@ class RedisBroker(Broker):
         keys = [f"{self.prefix}:wake:{queue}" for queue in queues]
         with self._errors():
             return self._client.blpop(keys, timeout=max(timeout, 0.01)) is not None
+
+    def next_due(self, queues: Sequence[str], since: dt.datetime) -> float | None:
+        """One script reads the head of each queue's delayed and leased sets."""
+        if not queues:
+            return None
+        reply = self._run(self._next_due, [repr(since.timestamp()), *queues])
+        return None if reply is None else float(reply) - _time()
 
     # -- settling: every write is fenced by the delivery's (tag, token) --------------------
 

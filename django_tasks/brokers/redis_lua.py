@@ -220,6 +220,22 @@ end
 return leased
 """
 
+# ARGV: prefix, since, then queues. The earliest score after ``since`` in the queues' delayed
+# and leased sets (when the first delayed message comes due or the first lease runs out), or
+# nil when there is none. What was due by ``since`` was the fetch's to move (an entry left
+# behind by a message whose hash is gone must not make a consumer look again and again).
+NEXT_DUE = _PRELUDE + """
+local later, first = '(' .. ARGV[2], nil
+for i = 3, #ARGV do
+  for _, key in ipairs({dkey(ARGV[i]), lkey(ARGV[i])}) do
+    local head = redis.call('ZRANGEBYSCORE', key, later, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if head[2] and (not first or tonumber(head[2]) < first) then first = tonumber(head[2]) end
+  end
+end
+if not first then return false end
+return string.format('%.6f', first)
+"""
+
 # ARGV: prefix, then tag, token pairs. Returns the tags acked.
 # A message under a lease is in no ready or delayed set (its lease ends before either takes
 # it back), so its lease entry, its owner's entry and its hash are all there is to delete.

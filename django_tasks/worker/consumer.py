@@ -14,11 +14,13 @@ it holds is what its supervisor renews.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from .. import clock
 from ..brokers.base import Delivery
 from ..calling import utcnow
 from ..conf import get_broker, get_result_store, task_settings
@@ -44,6 +46,9 @@ IDLE_FETCH_SECONDS = 1.0
 BUSY_SECONDS = 1.0
 #: How often a consumer waiting to be woken looks at its stop flag.
 WAIT_SLICE_SECONDS = 0.25
+#: A consumer told that a message comes due looks this long after (clocks differ a little
+#: between processes and servers; a look a moment early finds nothing and asks again).
+DUE_MARGIN_SECONDS = 0.002
 
 
 class StopFlag(Protocol):
@@ -106,7 +111,7 @@ class Consumer:
                 connections.refresh()
                 if failures:
                     self._release_unanswered()
-                fetched_at = time.monotonic()
+                fetched_at, since = time.monotonic(), clock.now()
                 deliveries = self.broker.fetch(self.queues, self.owner, self._batch,
                                                self.lease, look=self._look)
                 self.slot.mark()
@@ -125,6 +130,7 @@ class Consumer:
                 continue
             if not deliveries:
                 busy_since = None
+                self._expect_due(since)
                 self._wait_for_work()
                 continue
             self.turns.found_work()
@@ -156,6 +162,18 @@ class Consumer:
             logger.warning("%d message(s) leased by a fetch whose answer was lost went back "
                            "to the queue", released)
 
+    def _expect_due(self, since: dt.datetime) -> None:
+        """After a fetch begun at ``since`` found nothing, ask the broker when its next
+        delayed message comes due (or a lease runs out), so that the worker looks again then
+        (``idle.py``)."""
+        try:
+            seconds = self.broker.next_due(self.queues, since)
+        except Exception as exc:  # noqa: BLE001 - the idle turns find it instead
+            logger.debug("Cannot ask the broker when a message comes due (%s)", exc)
+            return
+        self.turns.expect(None if seconds is None
+                          else time.monotonic() + max(seconds, 0.0) + DUE_MARGIN_SECONDS)
+
     def _wait_for_work(self) -> None:
         """After an empty fetch, wait for this consumer's turn to look again (``idle.py``:
         the consumers of a worker take turns, so an idle worker asks once per pause however
@@ -171,11 +189,21 @@ class Consumer:
             due = self.due.seconds()  # a message this consumer deferred comes due
             if due is not None and due <= 0:
                 return
-            wait = min(wait, WAIT_SLICE_SECONDS, WAIT_SLICE_SECONDS if due is None else due)
+            expected = self.turns.take_due()  # one the broker said comes due
+            if expected is not None and expected <= 0:
+                return
+            soon = min((s for s in (due, expected) if s is not None), default=None)
+            wait = min(wait, WAIT_SLICE_SECONDS, WAIT_SLICE_SECONDS if soon is None else soon)
             # Waiting for its turn is progress: the stall watch and the readiness probe must
             # not take a process that other processes' looks stand in for as stuck (the one
             # that looks, and hangs, stops marking).
             self.slot.mark()
+            late = self.broker.wait_lateness
+            if soon is not None and late and self._wakes is not False:
+                if soon <= late:  # the broker's wait could end too late: sleep instead
+                    self.stop.wait(soon)
+                    continue
+                wait = min(wait, soon - late)
             if self._wakes is False:
                 self.stop.wait(wait)
                 continue

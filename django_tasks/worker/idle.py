@@ -14,6 +14,11 @@ says how many due messages it queued (``notify.wake()``), and the processes shar
 left, and the others go back to waiting without a query. So one message published to an idle
 ``-c 8`` worker costs one claim, not eight.
 
+After a look that found nothing, the consumer asks the broker when the next delayed message
+comes due (or a lease runs out: ``Broker.next_due``) and notes it here (:meth:`LookTurns.expect`);
+one consumer looks again at that moment (:meth:`LookTurns.take_due`), so a countdown or eta task
+starts on time on an idle worker rather than on the next turn, up to a second later.
+
 The numbers live in shared memory allocated before the ``prefork`` pool forks, so its
 processes share them as the ``threads`` pool's threads do.
 """
@@ -26,7 +31,7 @@ from typing import Any
 
 #: The first pause after a look that found nothing, in seconds; it doubles after each.
 FIRST_PAUSE = 0.001
-_NEXT, _PAUSE = 0, 1
+_NEXT, _PAUSE, _DUE = 0, 1, 2
 #: The wake-ups being shared out: the last this many publishes heard (key, messages left).
 WAKES = 32
 
@@ -35,8 +40,9 @@ class LookTurns:
     """When the next look at the queues is due, shared by the consumers of one worker."""
 
     def __init__(self) -> None:
-        # [monotonic time the next look is due, the pause after the last empty look]
-        self._shared: Any = multiprocessing.Array("d", [0.0, FIRST_PAUSE])
+        # [monotonic time the next look is due, the pause after the last empty look, the
+        # monotonic time the broker said a message comes due (0.0: none known)]
+        self._shared: Any = multiprocessing.Array("d", [0.0, FIRST_PAUSE, 0.0])
         # [the slot to write next, then per wake-up: its key, the messages nobody claimed]
         self._wakes: Any = multiprocessing.Array("q", 1 + 2 * WAKES)
 
@@ -75,6 +81,27 @@ class LookTurns:
             if wait > 0:
                 return wait
             self._shared[_NEXT] = now + longest  # held while this consumer looks
+            return 0.0
+
+    def expect(self, at: float | None) -> None:
+        """The broker's latest answer to when a message comes due (``time.monotonic()``), or
+        None: none is waiting. It replaces the one before, which another look may have
+        claimed."""
+        with self._shared.get_lock():
+            self._shared[_DUE] = 0.0 if at is None else max(at, 1e-9)
+
+    def take_due(self) -> float | None:
+        """0.0 if the expected message is due now, for one consumer only (it looks; the
+        others wait for the next answer); else the seconds until then, or None when none
+        is expected."""
+        with self._shared.get_lock():
+            at = self._shared[_DUE]
+            if not at:
+                return None
+            wait = at - time.monotonic()
+            if wait > 0:
+                return wait
+            self._shared[_DUE] = 0.0
             return 0.0
 
     def found_nothing(self, longest: float, *, double: bool = True) -> None:

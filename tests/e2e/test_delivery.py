@@ -50,6 +50,11 @@ def test_kill_9_means_exactly_one_more_run_after_the_lease(project: Project,
                                     live_wait=5.0, **SHORT_LEASE)
 
 
+@pytest.mark.alone  # it times starts
+def test_countdowns_start_on_time(project: Project) -> None:
+    check.countdowns_start_on_time(project)
+
+
 def test_rollback_inside_atomic_never_runs_the_task(project: Project) -> None:
     out = project.shell(
         "from django.db import transaction\n"

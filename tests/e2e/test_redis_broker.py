@@ -66,6 +66,11 @@ def test_sigterm_lets_the_running_task_finish_and_ack(
     assert (again.task_id, again.deliveries) == (waiting, 1)
 
 
+@pytest.mark.alone  # it times starts
+def test_countdowns_start_on_time(project: Project, broker: RedisBroker) -> None:
+    check.countdowns_start_on_time(project)
+
+
 def test_delay_inside_a_transaction_goes_through_the_outbox(
         project: Project, broker: RedisBroker) -> None:
     out = project.shell(

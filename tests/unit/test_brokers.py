@@ -6,6 +6,8 @@ import datetime as dt
 import itertools
 from collections.abc import Sequence
 
+import pytest
+
 from django_tasks.brokers.base import Broker, Delivery
 from django_tasks.brokers.memory import MemoryBroker
 from django_tasks.message import Message
@@ -110,6 +112,39 @@ def test_a_delayed_message_waits_for_its_eta(any_broker: Broker, clock: Clock) -
     assert fetch(any_broker) == []
     clock.advance(2)
     assert ids(fetch(any_broker)) == [later]
+
+
+def test_next_due_names_when_the_first_waiting_message_becomes_ready(
+        any_broker: Broker, clock: Clock) -> None:
+    """A delayed message coming due, or a lease running out: what an idle worker waits for."""
+    start = clock.now
+    assert any_broker.next_due(["default"], start) is None
+    publish(any_broker, eta=start + dt.timedelta(seconds=60))
+    publish(any_broker, eta=start + dt.timedelta(seconds=20))
+    publish(any_broker, queue="other", eta=start + dt.timedelta(seconds=5))
+    assert fetch(any_broker) == []
+    assert any_broker.next_due(["default"], start) == pytest.approx(20, abs=0.01)
+    assert any_broker.next_due(["default", "other"], start) == pytest.approx(5, abs=0.01)
+    assert any_broker.next_due(["elsewhere"], start) is None
+    clock.advance(10)
+    publish(any_broker)
+    assert len(fetch(any_broker)) == 1  # leased until 40 s
+    clock.advance(11)
+    [due] = fetch(any_broker)  # the one due at 20 s
+    any_broker.ack([due])
+    assert any_broker.next_due(["default"], clock.now) == pytest.approx(19, abs=0.01)
+
+
+def test_next_due_leaves_what_was_due_by_since_to_the_fetch(any_broker: Broker,
+                                                            clock: Clock) -> None:
+    """What came due after the empty fetch began is due now (a negative wait: look again);
+    what was due before it began was that fetch's to take."""
+    start = clock.now
+    publish(any_broker, eta=start + dt.timedelta(seconds=10))
+    clock.advance(15)
+    assert any_broker.next_due(["default"], start + dt.timedelta(seconds=5)) == \
+        pytest.approx(-5, abs=0.01)
+    assert any_broker.next_due(["default"], start + dt.timedelta(seconds=12)) is None
 
 
 def test_ack_removes_for_good(any_broker: Broker, clock: Clock) -> None:

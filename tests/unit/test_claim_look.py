@@ -162,8 +162,9 @@ def full_scans(sql: str, params: Any) -> list[str]:
 
 def test_every_statement_of_a_workers_batch_reads_through_an_index(
         record: Task[Any, Any], runs: list[int]) -> None:
-    """Each statement the claim, the look and the settling send reads the queue and result
-    tables through an index: one that reads a whole table costs each batch as much as the
+    """Each statement the claim, the look, the settling and the question an idle worker
+    asks (when the next message comes due) send reads the queue and result tables through
+    an index: one that reads a whole table costs each batch as much as the
     tables are big (SQLite once ran the claim's look that way: a drain of 20,000 went at
     570 tasks a second)."""
     older = [build_message(record.name, (i,), {}) for i in range(300)]
@@ -183,6 +184,7 @@ def test_every_statement_of_a_workers_batch_reads_through_an_index(
     assert {TaskResult.objects.get(task_id=i).state for i in ids} == {states.SUCCESS}
     ours = [(sql, params) for sql, params in sent if "django_tasks_" in sql]
     assert any("lease_owner" in sql for sql, _ in ours)  # the claim is among them
+    assert any("firsts" in sql for sql, _ in ours)  # and, after the empty one, next_due
     assert {sql.split()[0] for sql, _ in ours} >= {"UPDATE"}
     scans = {sql[:120]: tables for sql, params in ours
              if (tables := full_scans(sql, params))}

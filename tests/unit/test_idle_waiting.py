@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import multiprocessing
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from django_tasks import clock as clock_module
 from django_tasks import notify
 from django_tasks.brokers import filewatch
+from django_tasks.brokers.database import DatabaseBroker
+from django_tasks.message import Message
 from django_tasks.worker import idle
 
 
@@ -61,6 +67,45 @@ def test_where_the_broker_wakes_consumers_the_pause_is_the_longest_at_once(clock
     turns.take(1.0)
     turns.found_nothing(1.0, double=False)
     assert turns.take(1.0) == 1.0
+
+
+def test_one_consumer_looks_when_the_expected_message_comes_due(clock: _Clock) -> None:
+    turns = idle.LookTurns()
+    assert turns.take_due() is None  # nothing expected
+    turns.expect(clock.now + 0.5)
+    assert turns.take_due() == pytest.approx(0.5)
+    clock.now += 0.5
+    assert turns.take_due() == 0.0  # this one looks ...
+    assert turns.take_due() is None  # ... the others wait for the broker's next answer
+    turns.expect(clock.now + 3.0)
+    turns.expect(None)  # the latest answer replaces the one before
+    assert turns.take_due() is None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("database_tasks")
+def test_an_idle_look_on_a_database_that_cannot_wake_workers_is_one_plain_read() -> None:
+    """MySQL and MariaDB wake no worker: an idle one polls. After a fetch that found
+    nothing, the next reads the queues' earliest ``visible_at`` (no lock, no transaction)
+    and claims only if a message is due; ``next_due`` answers from that read. Elsewhere a
+    look is the claim, and ``next_due`` a read of its own."""
+    broker = DatabaseBroker("django://")
+    start = clock_module.now()
+    broker.publish([Message(id="later", task="unit.idle.t", eta=start + dt.timedelta(seconds=60))])
+    assert broker.fetch(["default"], "w1", 10, 30) == []
+    since = clock_module.now()
+    with CaptureQueriesContext(connection) as looked:
+        assert broker.fetch(["default"], "w1", 10, 30) == []
+        due = broker.next_due(["default"], since)
+    assert due == pytest.approx(60, abs=5)
+    sent = [q["sql"] for q in looked.captured_queries]
+    if connection.vendor == "mysql":
+        assert len(sent) == 1 and "MIN" in sent[0] and "FOR UPDATE" not in sent[0], sent
+    else:
+        assert len(sent) == 2 and "lease_owner" in sent[0] and "MIN" in sent[1], sent
+    broker.publish([Message(id="now", task="unit.idle.t")])
+    [delivery] = broker.fetch(["default"], "w1", 10, 30)  # due: read, then claimed
+    assert delivery.task_id == "now"
 
 
 def _take_in_child(turns: idle.LookTurns, out: object) -> None:

@@ -453,6 +453,29 @@ def test_a_broker_that_cannot_wake_is_polled_with_back_off(
     assert 10 < len(fetched_at) < 25  # not 20 a second
 
 
+def test_an_idle_consumer_looks_again_when_a_delayed_message_comes_due(
+        monkeypatch: pytest.MonkeyPatch, settings) -> None:  # type: ignore[no-untyped-def]
+    """Its turns would have it look again in a minute; the broker said that a message comes
+    due in a moment, and it runs then."""
+    settings.TASKS_POLL_INTERVAL = 60.0
+    monkeypatch.setattr(idle, "FIRST_PAUSE", 60.0)
+    stop = threading.Event()
+    consumer = make_consumer(stop)
+    eta = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.3)
+    task_id = send(build_message("unit.worker.echo", (7,), {}, eta=eta))
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while meta(task_id) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join()
+    assert meta(task_id).state == states.SUCCESS
+    assert meta(task_id).date_done >= eta
+
+
 def test_a_consumer_waiting_its_turn_shows_progress(monkeypatch: pytest.MonkeyPatch,
                                                     settings) -> None:  # type: ignore[no-untyped-def]
     """Other processes' looks stand in for its own: the stall watch must not see it stuck."""
@@ -477,7 +500,8 @@ def test_a_consumer_waiting_its_turn_shows_progress(monkeypatch: pytest.MonkeyPa
     assert len(ages) > 100 and max(ages) == 0.0  # marked before every slice of waiting
 
 
-def test_idle_consumers_of_one_worker_take_turns(settings) -> None:  # type: ignore[no-untyped-def]
+def test_idle_consumers_of_one_worker_take_turns(  # type: ignore[no-untyped-def]
+        settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Four consumers sharing their turns look at idle queues about as often as one."""
     settings.TASKS_POLL_INTERVAL = 0.2
     stop = threading.Event()
@@ -492,9 +516,7 @@ def test_idle_consumers_of_one_worker_take_turns(settings) -> None:  # type: ign
         fetches.append(time.monotonic())
         return fetch(*args, **kwargs)  # type: ignore[arg-type]
 
-    for consumer in consumers:
-        consumer.broker = type("Counted", (), {"fetch": staticmethod(counted_fetch),
-                                               "wait": staticmethod(broker.wait)})()
+    monkeypatch.setattr(broker, "fetch", counted_fetch)
     threads = [threading.Thread(target=c.run) for c in consumers]
     for thread in threads:
         thread.start()
