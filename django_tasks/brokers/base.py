@@ -99,6 +99,12 @@ class Purged:
     task_ids: tuple[str, ...] | None = None
 
 
+#: A delayed message published to come due within this many seconds wakes an idle consumer
+#: as a due one does, so that it asks when the message comes due (``Broker.next_due``): an
+#: idle worker looks on its own about once a second, and learns of later ones then.
+WAKE_AHEAD_SECONDS = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a broker can do. The worker and the publishing path read these flags; they

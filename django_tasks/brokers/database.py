@@ -25,7 +25,15 @@ from ..conf import database_alias
 from ..message import MAX_PRIORITY, Message
 from ..models import QueuedMessage
 from . import filewatch
-from .base import Broker, Capabilities, Delivery, Purged, QueueCounts, new_token
+from .base import (
+    WAKE_AHEAD_SECONDS,
+    Broker,
+    Capabilities,
+    Delivery,
+    Purged,
+    QueueCounts,
+    new_token,
+)
 
 _CHUNK = 500
 _files = filewatch.FileWatch()
@@ -42,9 +50,16 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[start:start + size]
 
 
-def _due(messages: Sequence[Message], now: dt.datetime) -> int:
-    """How many of ``messages`` are due at once: what a publish's wake-up counts."""
-    return sum(m.eta is None or m.eta <= now for m in messages)
+def _wake(messages: Sequence[Message], now: dt.datetime) -> str | None:
+    """The payload of a publish's wake-up: how many of ``messages`` are due at once; none
+    due but one due within ``WAKE_AHEAD_SECONDS`` wakes one consumer (a count of 0), so
+    that it asks when; None: no wake-up."""
+    due = sum(m.eta is None or m.eta <= now for m in messages)
+    if due:
+        return notify.wake(due)
+    soon = now + dt.timedelta(seconds=WAKE_AHEAD_SECONDS)
+    return notify.wake(0) if any(m.eta is not None and m.eta <= soon for m in messages) \
+        else None
 
 
 def _aware(value: dt.datetime | str | None) -> dt.datetime | None:
@@ -94,8 +109,8 @@ class DatabaseBroker(Broker):
             for m in messages
         ]
         self._rows.bulk_create(rows, batch_size=_CHUNK)
-        if due := _due(messages, now):
-            notify.notify(connections[self.alias], notify.QUEUE_CHANNEL, notify.wake(due))
+        if wake := _wake(messages, now):
+            notify.notify(connections[self.alias], notify.QUEUE_CHANNEL, wake)
 
     def publish_batch(self) -> int:
         """On PostgreSQL, any number: a batch is copied in (``publish_with_pending``)."""
@@ -131,10 +146,10 @@ class DatabaseBroker(Broker):
         params += [now, now, json.dumps(
             [(m.queue, m.priority, m.id, m.encode(), m.eta.isoformat() if m.eta else None)
              for m in messages])]
-        if due := _due(messages, now):  # wake idle consumers, in the same statement
+        if wake := _wake(messages, now):  # wake idle consumers, in the same statement
             sql += (f", queued AS ({insert_queued} RETURNING 1) "
                     "SELECT pg_notify(%s, %s) FROM queued LIMIT 1")
-            params += [notify.QUEUE_CHANNEL, notify.wake(due)]
+            params += [notify.QUEUE_CHANNEL, wake]
         else:
             sql += insert_queued
         with connection.cursor() as cursor:
@@ -156,8 +171,8 @@ class DatabaseBroker(Broker):
                 for m in messages:
                     copy.write_row((m.queue, m.priority, m.id, m.encode(), m.eta or now,
                                     0, 0, now))
-        if due := _due(messages, now):
-            notify.notify(connection, notify.QUEUE_CHANNEL, notify.wake(due))
+        if wake := _wake(messages, now):
+            notify.notify(connection, notify.QUEUE_CHANNEL, wake)
 
     # -- claiming ------------------------------------------------------------------------
 

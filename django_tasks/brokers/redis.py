@@ -262,8 +262,8 @@ class RedisBroker(Broker):
 
     def wait(self, queues: Sequence[str], timeout: float, *,
              accept: Callable[[str], bool] | None = None) -> bool | None:
-        """Block (BLPOP) until a due message is published to one of ``queues``, at most
-        ``timeout`` seconds; True when woken."""
+        """Block (BLPOP) until a due message, or a delayed one due within a second, is
+        published to one of ``queues``, at most ``timeout`` seconds; True when woken."""
         if not queues:
             return False
         keys = [f"{self.prefix}:wake:{queue}" for queue in queues]

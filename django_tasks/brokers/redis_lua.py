@@ -8,8 +8,10 @@ scores are formatted with ``%.0f`` (exact below 2**53) rather than ``tostring`` 
 
 from __future__ import annotations
 
+from .base import WAKE_AHEAD_SECONDS
+
 # Shared helpers, prepended to every script.
-_PRELUDE = """
+_PRELUDE = f"local WAKE_AHEAD = {WAKE_AHEAD_SECONDS!r}\n" + """
 local P = ARGV[1]
 local function mkey(tag) return P .. ':m:' .. tag end
 local function rkey(q) return P .. ':ready:' .. q end
@@ -72,7 +74,8 @@ end
 
 -- Store new messages, each given by the index i of its fields in ARGV: ARGV[i .. i+4] =
 -- queue, priority, task_id, body, visible_at. Their tags are taken from the sequence at
--- once. Returns how many became ready in each queue (for ``wake``).
+-- once. Returns how many became ready in each queue (for ``wake``), and 0 for a queue that
+-- only got delayed messages of which one comes due within WAKE_AHEAD seconds.
 local function put_all(starts, now)
   local n, due = #starts, {}
   if n == 0 then return due end
@@ -88,6 +91,7 @@ local function put_all(starts, now)
     queues[q] = true
     if tonumber(eta) > now then
       gather(delays, dkey(q), eta, tag)
+      if tonumber(eta) <= now + WAKE_AHEAD then due[q] = due[q] or 0 end
     else
       gather(readies, rkey(q), rank(p, number), tag)
       due[q] = (due[q] or 0) + 1
@@ -99,13 +103,14 @@ local function put_all(starts, now)
   return due
 end
 
--- Wake up to one idle consumer per due message (``wait`` pops these with BLPOP); a token
--- nobody pops costs at most one empty fetch later, so the list is kept short.
+-- Wake up to one idle consumer per due message, and one for delayed messages due soon (it
+-- asks when: ``next_due``); ``wait`` pops these with BLPOP. A token nobody pops costs at
+-- most one empty fetch later, so the list is kept short.
 local WAKE_KEEP = 32
 local function wake(counts)
   for q, n in pairs(counts) do
     local tokens = {}
-    for _ = 1, math.min(n, WAKE_KEEP) do table.insert(tokens, '1') end
+    for _ = 1, math.max(1, math.min(n, WAKE_KEEP)) do table.insert(tokens, '1') end
     redis.call('LPUSH', wkey(q), unpack(tokens))
     redis.call('LTRIM', wkey(q), 0, WAKE_KEEP - 1)
   end

@@ -82,7 +82,8 @@ def test_a_countdown_waits_in_the_database_until_due(
 @pytest.mark.alone  # it times starts
 def test_countdowns_held_in_the_database_start_on_time(
         project: Project, broker: AmqpBroker) -> None:
-    check.countdowns_start_on_time(project)
+    # The relay learns of a message held in the database on its next run, up to a second on.
+    check.countdowns_start_on_time(project, woken=False)
 
 
 def test_a_cut_connection_mid_drain_loses_nothing(project: Project, broker: AmqpBroker,

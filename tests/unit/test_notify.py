@@ -19,6 +19,7 @@ from django.db import ProgrammingError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_tasks import notify
+from django_tasks.brokers.base import WAKE_AHEAD_SECONDS
 from django_tasks.brokers.database import DatabaseBroker
 from django_tasks.group_result import GroupResult
 from django_tasks.message import Message
@@ -157,14 +158,27 @@ class TestOnPostgreSQL:
         elsewhere(publish_and_roll_back)
         assert broker.wait(["default"], 0.2) is False
 
-    def test_a_delayed_message_wakes_nobody(self, postgres: bool,
-                                            broker: DatabaseBroker) -> None:
+    def test_a_message_delayed_by_more_than_a_second_wakes_nobody(
+            self, postgres: bool, broker: DatabaseBroker) -> None:
         if not postgres:
             return
         broker.wait(["default"], 0.01)
         later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
         elsewhere(lambda: DatabaseBroker("django://").publish([message(eta=later)]))
         assert broker.wait(["default"], 0.2) is False
+
+    def test_a_message_due_within_a_second_wakes_one_idle_consumer(
+            self, postgres: bool, broker: DatabaseBroker) -> None:
+        """Counting no due message: the first process to hear it looks (and asks when it
+        comes due), the others do not."""
+        if not postgres:
+            return
+        broker.wait(["default"], 0.01)
+        soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=WAKE_AHEAD_SECONDS / 2)
+        elsewhere(lambda: DatabaseBroker("django://").publish([message(eta=soon)]))
+        heard: list[str] = []
+        assert broker.wait(["default"], NEVER, accept=lambda p: heard.append(p) is None)
+        assert notify.read_wake(heard[0])[1] == 0  # type: ignore[index]
 
     def test_wake_ups_heard_while_busy_cost_one_look(self, postgres: bool,
                                                      broker: DatabaseBroker) -> None:

@@ -15,7 +15,7 @@ import pytest
 from django.test import override_settings
 
 from django_tasks.brokers import redis as redis_module
-from django_tasks.brokers.base import Delivery
+from django_tasks.brokers.base import WAKE_AHEAD_SECONDS, Delivery
 from django_tasks.brokers.redis import RedisBroker, RedisUnreachable
 from django_tasks.conf import get_broker, reset_cache
 from django_tasks.exceptions import BrokerUnreachable
@@ -248,9 +248,22 @@ def test_a_publish_wakes_one_idle_consumer_per_due_message(broker: RedisBroker) 
     assert broker.wait(["default"], 0.05) is False  # that token was taken
 
 
-def test_a_delayed_message_wakes_nobody(broker: RedisBroker, clock: Clock) -> None:
+def test_a_message_delayed_by_more_than_a_second_wakes_nobody(broker: RedisBroker,
+                                                               clock: Clock) -> None:
+    """An idle worker learns of it on its next look, within a second."""
     RedisBroker(REDIS_TEST_URL).publish(messages(1, eta=clock.now + dt.timedelta(hours=1)))
     assert broker.wait(["default"], 0.05) is False
+
+
+def test_a_message_due_within_a_second_wakes_one_idle_consumer(broker: RedisBroker,
+                                                                clock: Clock) -> None:
+    """Which asks when it comes due: its next look by turn could be later than that."""
+    soon = clock.now + dt.timedelta(seconds=WAKE_AHEAD_SECONDS / 2)
+    RedisBroker(REDIS_TEST_URL).publish(messages(3, eta=soon))
+    assert broker.wait(["default"], 30) is True
+    assert broker.wait(["default"], 0.05) is False  # one token for them all
+    assert broker.next_due(["default"], clock.now) == pytest.approx(
+        WAKE_AHEAD_SECONDS / 2, abs=0.01)
 
 
 def test_wake_up_tokens_nobody_takes_are_bounded(broker: RedisBroker) -> None:
