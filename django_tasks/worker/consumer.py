@@ -46,6 +46,10 @@ IDLE_FETCH_SECONDS = 1.0
 BUSY_SECONDS = 1.0
 #: How often a consumer waiting to be woken looks at its stop flag.
 WAIT_SLICE_SECONDS = 0.25
+#: A consumer whose fetches alternate with tasks asks when a message comes due no more often
+#: than this (a trickle of tasks would otherwise cost a query each). One woken for a message
+#: it did not find, or that took the time it was given, asks every time.
+ASK_DUE_SECONDS = 0.25
 #: A consumer told that a message comes due looks this long after (clocks differ a little
 #: between processes and servers; a look a moment early finds nothing and asks again).
 DUE_MARGIN_SECONDS = 0.002
@@ -89,6 +93,9 @@ class Consumer:
         self.turns = turns or LookTurns()
         self._poll = float(task_settings.POLL_INTERVAL)
         self._wakes: bool | None = None  # whether the broker can wake this consumer
+        self._asked_at = -ASK_DUE_SECONDS  # when this consumer last asked for next_due
+        self._woken = True  # its last wait ended on a wake-up: ask if the fetch finds none
+        self._took_due = False  # it took the time the broker gave: ask after, found or not
         self._batch = 1  # how many messages the next fetch asks for
         # Settle after this many runs, where the broker sends no more until it has acks.
         window = self.broker.window
@@ -133,6 +140,7 @@ class Consumer:
                 self._expect_due(since)
                 self._wait_for_work()
                 continue
+            self._woken = False  # the wake-up found its message
             self.turns.found_work()
             if busy_since is None:
                 busy_since = fetched_at
@@ -165,7 +173,13 @@ class Consumer:
     def _expect_due(self, since: dt.datetime) -> None:
         """After a fetch begun at ``since`` found nothing, ask the broker when its next
         delayed message comes due (or a lease runs out), so that the worker looks again then
-        (``idle.py``)."""
+        (``idle.py``). Asked after a wake-up or due time that found nothing, and otherwise
+        at most every ``ASK_DUE_SECONDS``: a delayed message published meanwhile comes due
+        after the next ask, or wakes the worker (``WAKE_AHEAD_SECONDS``)."""
+        now = time.monotonic()
+        if not (self._woken or self._took_due) and now - self._asked_at < ASK_DUE_SECONDS:
+            return
+        self._asked_at, self._took_due = now, False
         try:
             seconds = self.broker.next_due(self.queues, since)
         except Exception as exc:  # noqa: BLE001 - the idle turns find it instead
@@ -182,6 +196,7 @@ class Consumer:
         wakes = self._wakes is True
         longest = IDLE_FETCH_SECONDS if wakes else self._poll
         self.turns.found_nothing(longest, double=not wakes)
+        self._woken = False
         while not self._stopping():
             wait = self.turns.take(longest)
             if wait <= 0:
@@ -191,6 +206,7 @@ class Consumer:
                 return
             expected = self.turns.take_due()  # one the broker said comes due
             if expected is not None and expected <= 0:
+                self._took_due = True
                 return
             soon = min((s for s in (due, expected) if s is not None), default=None)
             wait = min(wait, WAIT_SLICE_SECONDS, WAIT_SLICE_SECONDS if soon is None else soon)
@@ -219,6 +235,7 @@ class Consumer:
                 continue
             self._wakes = True
             if woken:
+                self._woken = True
                 return
 
     def _share(self, payload: str) -> bool:

@@ -126,6 +126,9 @@ def test_next_due_names_when_the_first_waiting_message_becomes_ready(
     assert any_broker.next_due(["default"], start) == pytest.approx(20, abs=0.01)
     assert any_broker.next_due(["default", "other"], start) == pytest.approx(5, abs=0.01)
     assert any_broker.next_due(["elsewhere"], start) is None
+    # A priority outside ours (0-9), as another producer may send, is found too.
+    publish(any_broker, queue="odd", priority=200, eta=start + dt.timedelta(seconds=3))
+    assert any_broker.next_due(["odd"], start) == pytest.approx(3, abs=0.01)
     clock.advance(10)
     publish(any_broker)
     assert len(fetch(any_broker)) == 1  # leased until 40 s

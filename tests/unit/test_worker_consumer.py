@@ -476,6 +476,67 @@ def test_an_idle_consumer_looks_again_when_a_delayed_message_comes_due(
     assert meta(task_id).date_done >= eta
 
 
+def test_a_consumer_between_tasks_asks_when_a_message_comes_due_a_few_times_a_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trickle of tasks, each followed by a fetch that finds nothing, would otherwise cost
+    a question each; a wake-up that found nothing is asked about every time."""
+    fake = _FakeTime()
+    monkeypatch.setattr(consumer_module, "time", fake)
+    consumer = make_consumer()
+    asked: list[float] = []
+
+    def next_due(queues: object, since: object) -> None:
+        asked.append(fake.now)
+
+    monkeypatch.setattr(consumer.broker, "next_due", next_due)
+    since = dt.datetime.now(dt.UTC)
+    consumer._expect_due(since)  # the first
+    consumer._woken = False  # as after a wait that ended on its turn
+    for _ in range(20):  # a task every 10 ms, an empty fetch after each
+        fake.sleep(0.01)
+        consumer._expect_due(since)
+    assert len(asked) == 1
+    fake.sleep(consumer_module.ASK_DUE_SECONDS)
+    consumer._expect_due(since)
+    assert len(asked) == 2
+    consumer._woken = True  # woken for a message another consumer took
+    consumer._expect_due(since)
+    assert len(asked) == 3
+    consumer._woken, consumer._took_due = False, True  # it took the time it was given
+    consumer._expect_due(since)
+    assert len(asked) == 4
+
+
+def test_wake_ups_that_find_their_message_ask_nothing_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message, its task, an empty fetch, a wake-up for the next: the round trip of a
+    warm worker asks the broker when a message comes due once, not once a task."""
+    fake = _FakeTime()
+    monkeypatch.setattr(consumer_module, "time", fake)
+    monkeypatch.setattr(idle, "time", fake)
+    stop = threading.Event()
+    consumer = make_consumer(stop)
+    asked: list[float] = []
+    sent: list[str] = []
+
+    def next_due(queues: object, since: object) -> None:
+        asked.append(fake.now)
+
+    def wait(queues: object, timeout: float, **kwargs: object) -> bool:
+        fake.sleep(0.003)
+        if len(sent) == 10:
+            stop.set()
+            return False
+        sent.append(send(Message(id=f"trip{len(sent)}", task="unit.worker.echo", args=(1,))))
+        return True
+
+    monkeypatch.setattr(consumer.broker, "next_due", next_due)
+    monkeypatch.setattr(consumer.broker, "wait", wait)
+    consumer.run()
+    assert {meta(i).state for i in sent} == {states.SUCCESS}
+    assert len(asked) == 1  # after the first fetch, which found nothing
+
+
 def test_a_consumer_waiting_its_turn_shows_progress(monkeypatch: pytest.MonkeyPatch,
                                                     settings) -> None:  # type: ignore[no-untyped-def]
     """Other processes' looks stand in for its own: the stall watch must not see it stuck."""
