@@ -360,11 +360,17 @@ class _FakeTime:
         return self.now
 
 
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> _FakeTime:
+    """The consumer's and the turns' clock, moved by hand."""
+    clock = _FakeTime()
+    monkeypatch.setattr(consumer_module, "time", clock)
+    monkeypatch.setattr(idle, "time", clock)
+    return clock
+
+
 def test_an_idle_consumer_that_can_be_woken_fetches_once_a_second(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _FakeTime()
-    monkeypatch.setattr(consumer_module, "time", fake)
-    monkeypatch.setattr(idle, "time", fake)
+        monkeypatch: pytest.MonkeyPatch, fake: _FakeTime) -> None:
     stop = threading.Event()
     consumer = make_consumer(stop)
     fetches: list[float] = []
@@ -389,10 +395,8 @@ def test_an_idle_consumer_that_can_be_woken_fetches_once_a_second(
     assert len(gaps) == 4 and all(gap >= consumer_module.IDLE_FETCH_SECONDS for gap in gaps[1:])
 
 
-def test_a_wake_up_makes_an_idle_consumer_fetch_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _FakeTime()
-    monkeypatch.setattr(consumer_module, "time", fake)
-    monkeypatch.setattr(idle, "time", fake)
+def test_a_wake_up_makes_an_idle_consumer_fetch_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                       fake: _FakeTime) -> None:
     stop = threading.Event()
     consumer = make_consumer(stop)
     fetch = consumer.broker.fetch
@@ -422,11 +426,8 @@ def test_a_wake_up_makes_an_idle_consumer_fetch_at_once(monkeypatch: pytest.Monk
 
 
 def test_a_broker_that_cannot_wake_is_polled_with_back_off(
-        monkeypatch: pytest.MonkeyPatch, settings) -> None:  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch, fake: _FakeTime, settings) -> None:  # type: ignore[no-untyped-def]
     settings.TASKS_POLL_INTERVAL = 1.0
-    fake = _FakeTime()
-    monkeypatch.setattr(consumer_module, "time", fake)
-    monkeypatch.setattr(idle, "time", fake)
     consumer = make_consumer()
     fetched_at: list[float] = []
     fetch = consumer.broker.fetch
@@ -477,11 +478,9 @@ def test_an_idle_consumer_looks_again_when_a_delayed_message_comes_due(
 
 
 def test_a_consumer_between_tasks_asks_when_a_message_comes_due_a_few_times_a_second(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, fake: _FakeTime) -> None:
     """A trickle of tasks, each followed by a fetch that finds nothing, would otherwise cost
     a question each; a wake-up that found nothing is asked about every time."""
-    fake = _FakeTime()
-    monkeypatch.setattr(consumer_module, "time", fake)
     consumer = make_consumer()
     asked: list[float] = []
 
@@ -508,12 +507,9 @@ def test_a_consumer_between_tasks_asks_when_a_message_comes_due_a_few_times_a_se
 
 
 def test_wake_ups_that_find_their_message_ask_nothing_more(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, fake: _FakeTime) -> None:
     """A message, its task, an empty fetch, a wake-up for the next: the round trip of a
     warm worker asks the broker when a message comes due once, not once a task."""
-    fake = _FakeTime()
-    monkeypatch.setattr(consumer_module, "time", fake)
-    monkeypatch.setattr(idle, "time", fake)
     stop = threading.Event()
     consumer = make_consumer(stop)
     asked: list[float] = []
@@ -537,13 +533,11 @@ def test_wake_ups_that_find_their_message_ask_nothing_more(
     assert len(asked) == 1  # after the first fetch, which found nothing
 
 
-def test_a_consumer_waiting_its_turn_shows_progress(monkeypatch: pytest.MonkeyPatch,
-                                                    settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_consumer_waiting_its_turn_shows_progress(  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch, fake: _FakeTime, settings) -> None:
     """Other processes' looks stand in for its own: the stall watch must not see it stuck."""
     settings.TASKS_POLL_INTERVAL = 60.0
-    fake = _FakeTime()
-    for module in (consumer_module, idle, slots_module):
-        monkeypatch.setattr(module, "time", fake)
+    monkeypatch.setattr(slots_module, "time", fake)
     consumer = make_consumer()
     ages: list[float] = []
 
