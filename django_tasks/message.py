@@ -189,8 +189,8 @@ class Message:
                 kwargs=body[1],
                 queue=queue,
                 priority=_bounded(properties.get("priority"), "priority", MAX_WIRE_PRIORITY),
-                eta=_parse_time(headers.get("eta")),
-                expires=_parse_time(headers.get("expires")),
+                eta=parse_time(headers.get("eta")),
+                expires=parse_time(headers.get("expires")),
                 retries=_bounded(headers.get("retries"), "retries", MAX_COUNT),
                 root_id=_optional_id(headers.get("root_id"), "root_id"),
                 parent_id=_optional_id(headers.get("parent_id"), "parent_id"),
@@ -238,7 +238,9 @@ def _seen(name: str, what: str) -> str:
     return problem
 
 
-def _parse_time(value: Any) -> dt.datetime | None:
+def parse_time(value: Any) -> dt.datetime | None:
+    """A time from the wire or a database column (a datetime, or ISO text as SQLite gives
+    it), aware: a naive one is UTC."""
     if value is None:
         return None
     moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))

@@ -22,7 +22,7 @@ from django.db.models import Case, F, Value, When
 
 from .. import clock, durability, notify
 from ..conf import database_alias
-from ..message import MAX_PRIORITY, Message
+from ..message import MAX_PRIORITY, Message, parse_time
 from ..models import QueuedMessage
 from . import filewatch
 from .base import (
@@ -60,15 +60,6 @@ def _wake(messages: Sequence[Message], now: dt.datetime) -> str | None:
     soon = now + dt.timedelta(seconds=WAKE_AHEAD_SECONDS)
     return notify.wake(0) if any(m.eta is not None and m.eta <= soon for m in messages) \
         else None
-
-
-def _aware(value: dt.datetime | str | None) -> dt.datetime | None:
-    """A ``visible_at`` read by raw SQL (SQLite gives text, MySQL a naive UTC time)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def _by_token(deliveries: Iterable[Delivery]) -> list[tuple[int, list[Delivery]]]:
@@ -263,7 +254,7 @@ class DatabaseBroker(Broker):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
-        return _aware(row[0] if row else None)
+        return parse_time(row[0] if row else None)  # SQLite: text; MySQL: naive UTC
 
     def stop_waiting(self) -> None:
         notify.unlisten(connections[self.alias], notify.QUEUE_CHANNEL)
