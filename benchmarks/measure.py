@@ -208,7 +208,8 @@ class Measurement:
                     fw.db.vacuum(fw.tables)
                     self.latency(worker)
                 if self.plan.countdown:
-                    self.attempt(["memory_countdown"], "countdown tasks pending",
+                    self.attempt(["memory_countdown", "latency_countdown"],
+                                 "countdown tasks pending",
                                  lambda: self.countdown(worker))
 
     def depth(self, index: int, depth: int) -> None:
@@ -234,20 +235,25 @@ class Measurement:
              5 if self.celery else size["warm"]),
             ("latency_fast", {"interval": 0.005}, size["calls"], size["warm"]),
         ):
-            if self.celery and size["quick"]:
-                warm = min(warm, 2)
-            log(f"{self.label}: round trips {kw or 'get()'}: {warm} warm-up + {calls} calls")
-            try:
-                code = self.fw.latency_code.format(warm=warm, n=calls, kw=repr(kw))
-                samples = self.fw.run(code, timeout=240)
-                values = tuple(percentile(samples, q) for q in (0.50, 0.95, 0.99))
-                note = f"({calls} calls)" if calls != size["calls"] else ""
-                self.cells[key] = Cell(values, note)
-            except Exception as exc:  # noqa: BLE001 - one failed row
-                self.cells[key] = Cell(error=f"{type(exc).__name__}"[:120])
-                log(f"{self.label}: round trips failed: {exc}")
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker died:\n{tail(self.fw.logfile)}")
+            self.round_trips(worker, key, kw, calls, warm)
+
+    def round_trips(self, worker: subprocess.Popen[bytes], key: str, kw: dict[str, Any],
+                    calls: int, warm: int) -> None:
+        """``calls`` round trips after ``warm`` ones, ``get(**kw)``: their percentiles."""
+        if self.celery and self.size["quick"]:
+            warm = min(warm, 2)
+        log(f"{self.label}: round trips {kw or 'get()'}: {warm} warm-up + {calls} calls")
+        try:
+            code = self.fw.latency_code.format(warm=warm, n=calls, kw=repr(kw))
+            samples = self.fw.run(code, timeout=240)
+            values = tuple(percentile(samples, q) for q in (0.50, 0.95, 0.99))
+            note = f"({calls} calls)" if calls != self.size["calls"] else ""
+            self.cells[key] = Cell(values, note)
+        except Exception as exc:  # noqa: BLE001 - one failed row
+            self.cells[key] = Cell(error=f"{type(exc).__name__}"[:120])
+            log(f"{self.label}: round trips failed: {exc}")
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker died:\n{tail(self.fw.logfile)}")
 
     def countdown(self, worker: subprocess.Popen[bytes]) -> None:
         """Queue many tasks due in an hour, let the worker see them, read its memory."""
@@ -268,3 +274,6 @@ class Measurement:
         if worker.poll() is not None:
             raise RuntimeError(f"worker died:\n{tail(self.fw.logfile)}")
         self.cells["memory_countdown"] = Cell(memory_mib(worker.pid), note)
+        if self.plan.latency and self.fw.results:  # does the worker pay for them per task?
+            self.round_trips(worker, "latency_countdown", {"interval": 0.005},
+                             self.size["calls"], self.size["warm"])

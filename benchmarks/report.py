@@ -74,6 +74,9 @@ def common_rows(size: dict[str, Any]) -> list[Row]:
             "(ms, lower is better)", 1),
         Row("latency_fast", "round trip `add.delay(i, i).get(interval=0.005)`, -c 2, warm: "
             "p50 / p95 / p99 (ms, lower is better)", 1),
+        Row("latency_countdown", "round trip `add.delay(i, i).get(interval=0.005)`, -c 2, "
+            f"warm, with {size['countdown']:,} countdown tasks (3,600 s) pending: p50 / p95 "
+            "/ p99 (ms, lower is better)", 1),
         Row("memory1", "worker memory idle after the drain, -c 1, main + pool processes: "
             "RSS / PSS / USS (MiB, lower is better)"),
         Row("memory2", "worker memory idle after the drain, -c 2, main + pool processes: "
