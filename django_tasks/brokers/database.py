@@ -66,9 +66,11 @@ def _due_ids(vendor: str, table: str, queues: Sequence[str], now: Any,
     priority (0-``MAX_PRIORITY``: ``_priority``) are read as one range of the index: for a
     worker of one queue, on PostgreSQL one ``LATERAL`` probe a priority, from the highest
     (each row locked as it is taken, so none beyond ``limit``), on SQLite a ``UNION ALL``
-    of the ten; for a worker of several queues, whose due rows are sorted anyway, with the
-    priorities listed (``priority IN (0, …, 9)``: a range each), as MySQL and MariaDB do
-    (``_claim_locking``)."""
+    of the ten. A worker of several queues lists the priorities (``priority IN (0, …,
+    9)``), as MySQL and MariaDB claim (``_claim_locking``): SQLite and MariaDB read a range
+    per queue and priority, PostgreSQL as its planner chooses by the table's statistics (a
+    merge of the queues' ranges, each row locked as taken, drained 20,000 tasks at 30-80 %
+    of this one's speed: locks taken through a join waited where a plain scan's did not)."""
     postgres = vendor == "postgresql"
     lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
     if len(queues) != 1:

@@ -21,10 +21,11 @@ MESSAGES = 400
 
 
 def _claim_until_empty(broker: DatabaseBroker, owner: str, out: list[str],
-                       errors: list[Exception], start: threading.Barrier) -> None:
+                       errors: list[Exception], start: threading.Barrier,
+                       queues: list[str]) -> None:
     try:
         start.wait()
-        while deliveries := broker.fetch(["default"], owner, limit=7, lease=60):
+        while deliveries := broker.fetch(queues, owner, limit=7, lease=60):
             out.extend(Message.decode(d.body).id for d in deliveries)
     except Exception as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
         errors.append(exc)
@@ -33,14 +34,18 @@ def _claim_until_empty(broker: DatabaseBroker, owner: str, out: list[str],
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_claimers_never_share_a_message() -> None:
+@pytest.mark.parametrize("queues", [["default"], ["default", "mail"]])
+def test_concurrent_claimers_never_share_a_message(queues: list[str]) -> None:
+    """One queue, and two (their due rows merged on PostgreSQL, each locked as taken),
+    with priorities mixed."""
     broker = DatabaseBroker("django://")
-    broker.publish([Message(id=f"m{i}", task="t") for i in range(MESSAGES)])
+    broker.publish([Message(id=f"m{i}", task="t", queue=queues[i % len(queues)],
+                            priority=i % 3 * 4) for i in range(MESSAGES)])
     claimed: list[list[str]] = [[] for _ in range(CLAIMERS)]
     errors: list[Exception] = []
     start = threading.Barrier(CLAIMERS)
     threads = [threading.Thread(target=_claim_until_empty,
-                                args=(broker, f"w{n}", claimed[n], errors, start))
+                                args=(broker, f"w{n}", claimed[n], errors, start, queues))
                for n in range(CLAIMERS)]
     for thread in threads:
         thread.start()
@@ -50,7 +55,7 @@ def test_concurrent_claimers_never_share_a_message() -> None:
     counts = Counter(task_id for ids in claimed for task_id in ids)
     assert sorted(counts) == sorted(f"m{i}" for i in range(MESSAGES))
     assert set(counts.values()) == {1}, f"claimed twice on {connection.vendor}"
-    assert broker.fetch(["default"], "late", limit=10, lease=60) == []
+    assert broker.fetch(queues, "late", limit=10, lease=60) == []
 
 
 @pytest.mark.django_db(transaction=True)
