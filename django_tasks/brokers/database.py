@@ -49,7 +49,7 @@ def _now() -> dt.datetime:
 
 def _priority(message: Message) -> int:
     """The priority a queue row holds: the message's, within 0-``MAX_PRIORITY`` (the
-    claim looks at each of those priorities in turn; see ``_claim_returning``)."""
+    claim reads each of those priorities as a range of the queue index: ``_due_ids``)."""
     return min(max(int(message.priority), 0), MAX_PRIORITY)
 
 
