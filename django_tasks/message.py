@@ -373,3 +373,10 @@ def _parse_timelimit(value: Any) -> tuple[float | None, float | None]:
     if any(limit is not None and not limit > 0 for limit in (hard, soft)):
         raise ValueError(f"'timelimit' seconds must be positive, not {value!r}")
     return hard, soft
+
+
+def bounded_priority(message: Message) -> int:
+    """The message's priority within 0-``MAX_PRIORITY``, the nearest bound for one outside
+    (a ``Message`` built by hand): what the database broker's queue rows hold (its claim
+    reads each of those priorities as a range) and what the AMQP broker sends."""
+    return min(max(int(message.priority), 0), MAX_PRIORITY)

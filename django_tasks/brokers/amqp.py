@@ -60,7 +60,7 @@ from django.db import transaction
 
 from .. import clock, outbox, serialization
 from ..exceptions import BrokerUnreachable, ConfigurationError, DecodeError
-from ..message import MAX_PRIORITY, Message
+from ..message import MAX_PRIORITY, Message, bounded_priority
 from .base import Broker, Capabilities, Delivery, Purged, QueueCounts
 
 CONNECT_TIMEOUT = 2.0
@@ -459,7 +459,7 @@ class AmqpBroker(Broker):
                 self._declare(session, message.queue)
                 body, headers = _outgoing(message)
                 raw = channel.prepare_message(
-                    body.encode("utf-8"), min(max(int(message.priority), 0), MAX_PRIORITY),
+                    body.encode("utf-8"), bounded_priority(message),
                     "application/json", "utf-8", headers,
                     {"correlation_id": message.id, "delivery_mode": 2})
                 # py-amqp's publish without its wait for this one message's confirm.

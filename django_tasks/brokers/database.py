@@ -22,7 +22,7 @@ from django.db.models import Case, F, Value, When
 
 from .. import clock, durability, notify
 from ..conf import database_alias
-from ..message import MAX_PRIORITY, Message, parse_time
+from ..message import MAX_PRIORITY, Message, bounded_priority, parse_time
 from ..models import QueuedMessage
 from . import filewatch
 from .base import (
@@ -36,7 +36,7 @@ from .base import (
 )
 
 _CHUNK = 500
-#: The priorities a queue row holds (``_priority``); the claim reads each as a range.
+#: The priorities a queue row holds (``bounded_priority``); the claim reads each as a range.
 PRIORITIES = range(MAX_PRIORITY + 1)
 _files = filewatch.FileWatch()
 # One delivery fewer, never below zero (unsigned on MySQL: no subtraction from 0 at all).
@@ -45,12 +45,6 @@ _UNCOUNT = Case(When(deliveries__gt=0, then=F("deliveries") - 1), default=Value(
 
 def _now() -> dt.datetime:
     return clock.now()
-
-
-def _priority(message: Message) -> int:
-    """The priority a queue row holds: the message's, within 0-``MAX_PRIORITY`` (the
-    claim reads each of those priorities as a range of the queue index: ``_due_ids``)."""
-    return min(max(int(message.priority), 0), MAX_PRIORITY)
 
 
 def _due_ids(vendor: str, table: str, queues: Sequence[str], now: Any,
@@ -63,8 +57,8 @@ def _due_ids(vendor: str, table: str, queues: Sequence[str], now: Any,
     it, and a claim that finds fewer due rows than it asks for (an idle look, the end of a
     queue) reads every delayed row of the queue: 9-13 ms a claim on PostgreSQL with 100,000
     countdown tasks waiting, where a due row is 0.1 ms away. So the due rows of each
-    priority (0-``MAX_PRIORITY``: ``_priority``) are read as one range of the index: for a
-    worker of one queue, on PostgreSQL one ``LATERAL`` probe a priority, from the highest
+    priority (0-``MAX_PRIORITY``: ``bounded_priority``) are read as one range of the index:
+    for a worker of one queue, on PostgreSQL one ``LATERAL`` probe a priority, from the highest
     (each row locked as it is taken, so none beyond ``limit``), on SQLite a ``UNION ALL``
     of the ten. A worker of several queues lists the priorities (``priority IN (0, …,
     9)``), as MySQL and MariaDB claim (``_claim_locking``): SQLite and MariaDB read a range
@@ -140,8 +134,8 @@ class DatabaseBroker(Broker):
     def publish(self, messages: Sequence[Message]) -> None:
         now = _now()
         rows = [
-            QueuedMessage(queue=m.queue, priority=_priority(m), task_id=m.id, body=m.encode(),
-                          visible_at=m.eta or now, created_at=now)
+            QueuedMessage(queue=m.queue, priority=bounded_priority(m), task_id=m.id,
+                          body=m.encode(), visible_at=m.eta or now, created_at=now)
             for m in messages
         ]
         self._rows.bulk_create(rows, batch_size=_CHUNK)
@@ -180,8 +174,8 @@ class DatabaseBroker(Broker):
             "0, 0, %s FROM jsonb_array_elements(%s::jsonb) AS r")
         sql = f"WITH pending AS ({insert_pending}) "
         params += [now, now, json.dumps(
-            [(m.queue, _priority(m), m.id, m.encode(), m.eta.isoformat() if m.eta else None)
-             for m in messages])]
+            [(m.queue, bounded_priority(m), m.id, m.encode(),
+              m.eta.isoformat() if m.eta else None) for m in messages])]
         if wake := _wake(messages, now):  # wake idle consumers, in the same statement
             sql += (f", queued AS ({insert_queued} RETURNING 1) "
                     "SELECT pg_notify(%s, %s) FROM queued LIMIT 1")
@@ -205,7 +199,7 @@ class DatabaseBroker(Broker):
             with cursor.copy(f"COPY {table} (queue, priority, task_id, body, visible_at, "
                              "deliveries, runs, created_at) FROM STDIN") as copy:
                 for m in messages:
-                    copy.write_row((m.queue, _priority(m), m.id, m.encode(), m.eta or now,
+                    copy.write_row((m.queue, bounded_priority(m), m.id, m.encode(), m.eta or now,
                                     0, 0, now))
         if wake := _wake(messages, now):
             notify.notify(connection, notify.QUEUE_CHANNEL, wake)
@@ -424,7 +418,7 @@ class DatabaseBroker(Broker):
     def requeue(self, delivery: Delivery, message: Message, delay: float) -> bool:
         visible_at = _now() + dt.timedelta(seconds=delay)
         return bool(self._held(delivery.token, [delivery.tag]).update(
-            body=message.encode(), queue=message.queue, priority=_priority(message),
+            body=message.encode(), queue=message.queue, priority=bounded_priority(message),
             visible_at=visible_at, lease_owner=None, lease_token=None, deliveries=0, runs=0,
         ))
 
