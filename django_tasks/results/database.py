@@ -18,11 +18,9 @@ from ..models import TaskResult
 from ..result import ResultMeta, TaskOutcome
 from ..serialization import storable_text
 from .base import ResultStore
+from .pg_outcomes import OUTCOME_FIELDS, SIZE_SHOWN, json_update, one_update
 
 _BATCH = 500
-# Arguments were written at enqueue; an outcome only adds them where no row existed.
-_OUTCOME_FIELDS = ["state", "result", "traceback", "worker", "attempts", "retries",
-                   "started_at", "date_done"]
 #: The columns a reader's ``get()`` reads, in ``ResultMeta``'s order.
 _META_FIELDS = ("state", "result", "traceback", "task_name", "date_done", "queue", "worker",
                 "retries", "root_id", "parent_id", "group_id")
@@ -76,7 +74,8 @@ class DatabaseResultStore(ResultStore):
             for start in range(0, len(messages), _BATCH):
                 chunk = messages[start:start + _BATCH]
                 cursor.execute(*(pending_insert_json(connection, chunk, commit_async=True)
-                                 if fast else pending_insert(connection, chunk)))
+                                 if fast and len(chunk) > 1 else
+                                 pending_insert(connection, chunk, commit_async=fast)))
 
     def create_missing(self, messages: Sequence[Message]) -> None:
         """One INSERT for the batch; rows that exist are left as they are."""
@@ -202,8 +201,13 @@ class DatabaseResultStore(ResultStore):
             return False
         later = also if lazy and len(latest) <= _COUNT_LATER else None
         try:
-            self._update_returning_json(connection, latest, None if later else also,
-                                        whole=True, ack=ack, lazy=lazy)
+            if len(latest) == 1:
+                if not self._update_one(connection, latest[0], None if later else also,
+                                        ack, lazy):
+                    return False
+            else:
+                self._update_returning_json(connection, latest, None if later else also,
+                                            whole=True, ack=ack, lazy=lazy)
         except DataError as exc:
             if _sqlstate(exc) != _DIVISION_BY_ZERO:
                 raise
@@ -293,7 +297,7 @@ class DatabaseResultStore(ResultStore):
                  o.attempts, o.retries,
                  o.started_at.isoformat() if o.started_at else None,
                  o.date_done.isoformat() if o.date_done else None] for o in outcomes]
-        shown = len(rows) <= _SIZE_SHOWN
+        shown = len(rows) <= SIZE_SHOWN
         params: list[Any] = [*(ack[1] if ack else ()), json.dumps(rows),
                              *([[r[0] for r in rows]] if shown else [])]
         if also is not None:
@@ -303,11 +307,32 @@ class DatabaseResultStore(ResultStore):
             params.append(len(rows))
             if ack is not None:
                 params.append(len(ack[1][1]))
-        sql = _json_update(connection, shown, also[0] if also else "", whole,
+        sql = json_update(connection, shown, also[0] if also else "", whole,
                            ack[0] if ack else "", lazy)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return {row[0] for row in cursor.fetchall() if row[0] is not None}
+
+    def _update_one(self, connection: Any, outcome: TaskOutcome,
+                    also: tuple[str, str] | None, ack: tuple[str, list[Any]] | None,
+                    lazy: bool) -> bool:
+        """PostgreSQL: ``_alone``'s statement for a single outcome (``pg_outcomes.one_update``):
+        True when it wrote the row (and the ack acked); False when it wrote nothing, or
+        raises the division by zero that undid it."""
+        o = outcome
+        params: list[Any] = [*(ack[1] if ack else ()), o.state, _result_text(o),
+                             storable_text(o.traceback), o.worker, o.attempts, o.retries,
+                             o.started_at, o.date_done, o.task_id]
+        if also is not None:
+            params.append(also[1])
+        params.append(notify.RESULT_CHANNEL)
+        if ack is not None:
+            params.append(len(ack[1][1]))
+        sql = one_update(connection, also=also[0] if also else "", ack=ack[0] if ack else "",
+                         lazy=lazy)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return any(row[0] is not None for row in cursor.fetchall())
 
     def _update_locked(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
         """Other databases (MySQL, MariaDB): lock the rows that exist and are not final, then
@@ -324,7 +349,7 @@ class DatabaseResultStore(ResultStore):
                 row.traceback, row.worker = storable_text(o.traceback), o.worker
                 row.attempts, row.retries = o.attempts, o.retries
                 row.started_at, row.date_done = o.started_at, o.date_done
-            self._rows.bulk_update(rows, _OUTCOME_FIELDS, batch_size=_BATCH)
+            self._rows.bulk_update(rows, OUTCOME_FIELDS, batch_size=_BATCH)
         return {row.task_id for row in rows}
 
     def update_state(self, task_id: str, state: str, meta: object, worker: str = "") -> bool:
@@ -394,9 +419,9 @@ class DatabaseResultStore(ResultStore):
             for start in range(0, len(task_ids), _BATCH):
                 chunk = list(task_ids[start:start + _BATCH])
                 if connection.vendor == "postgresql":  # two statement texts for any size
-                    # Above _SIZE_SHOWN ids, an array the planner cannot see into
-                    # (_json_update() says why).
-                    cursor.execute(select + ("= ANY(%s)" if len(chunk) <= _SIZE_SHOWN else
+                    # Above SIZE_SHOWN ids, an array the planner cannot see into
+                    # (pg_outcomes.json_update() says why).
+                    cursor.execute(select + ("= ANY(%s)" if len(chunk) <= SIZE_SHOWN else
                                              "= ANY(ARRAY(SELECT unnest(%s::text[])))"),
                                    [chunk])
                 else:
@@ -470,68 +495,6 @@ def _sqlstate(error: BaseException) -> str | None:
 #: (``store_alone``).
 _COUNT_LATER = 4
 
-#: A notification's payload is shorter than this many bytes (PostgreSQL's limit is 8000).
-_PAYLOAD = 7900
-
-#: Up to this many ids in a batch, PostgreSQL is told how many (it probes the task id index
-#: for so few rows); above, it is not (``_json_update``).
-_SIZE_SHOWN = 16
-
-
-def _json_update(connection: Any, size_shown: bool, also: str = "",
-                 whole: bool = False, ack: str = "", lazy: bool = False) -> str:
-    """PostgreSQL: the ``UPDATE`` of outcome columns, from rows given as one JSON array, of
-    the rows that exist and are not final; it returns their ids and wakes waiting readers
-    in the same round trip: one notification, sent at the commit, that names the tasks
-    whose outcome is final, one per line (``notify.py``), or is empty when their names do
-    not fit in a payload (readers then look).
-
-    The ids are given again as an array, for the planner: it guesses that a JSON array holds
-    100 rows, and may then read the whole table. Up to ``_SIZE_SHOWN`` rows (``size_shown``)
-    the array is a parameter, whose length it sees; above, an array it cannot see into,
-    built from the JSON. Told a batch's size, it reads the whole table once a batch is a
-    percent of it (200 of 20,000 rows: 10-14 ms against 4-6 ms through the index), because
-    it prices each index probe as a read from disk; hidden, the size costs 0.1 ms more for
-    one row.
-
-    ``also``, a data-modifying statement with one parameter, runs in the same statement (a
-    ``WITH`` of its own: PostgreSQL runs it whether or not the query reads it).
-
-    ``whole``: one more parameter, the number of rows; unless the ``UPDATE`` wrote that many,
-    the statement fails with a division by zero (SQLSTATE 22012), undoing all of it. The
-    division is read by the query, so the planner cannot drop it. ``ack``: a statement
-    returning a row per message acked, run first as a ``WITH`` of its own; with ``whole``,
-    one more parameter, the number of messages it must ack.
-
-    ``lazy`` (with ``whole``, outside a transaction): the statement's commit does not wait
-    for the disk (``synchronous_commit`` off for its own transaction, read by the query);
-    the caller makes it durable with :meth:`DatabaseResultStore.flush` before it relies on
-    it."""
-    table = connection.ops.quote_name(TaskResult._meta.db_table)
-    final = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
-    return (
-        (f"WITH a AS ({ack}), " if ack else "WITH ")
-        + "v AS (SELECT r->>0 AS task_id, r->>1 AS state, r->>2 AS result, "
-        "r->>3 AS traceback, r->>4 AS worker, (r->>5)::integer AS attempts, "
-        "(r->>6)::integer AS retries, (r->>7)::timestamptz AS started_at, "
-        "(r->>8)::timestamptz AS date_done FROM jsonb_array_elements(%s::jsonb) AS r), "
-        f"u AS (UPDATE {table} SET state = v.state, result = v.result, "
-        "traceback = v.traceback, worker = v.worker, attempts = v.attempts, "
-        "retries = v.retries, started_at = v.started_at, date_done = v.date_done "
-        f"FROM v WHERE {table}.task_id = v.task_id AND {table}.state NOT IN ({final}) "
-        f"AND {table}.task_id = "
-        + ("ANY(%s::text[]) " if size_shown else "ANY(ARRAY(SELECT task_id FROM v)) ") +
-        f"RETURNING {table}.task_id, {table}.state)" + (f", c AS ({also})" if also else "")
-        + f", n AS (SELECT pg_notify(%s, CASE WHEN sum(octet_length(task_id) + 1) < "
-        f"{_PAYLOAD} THEN string_agg(task_id, E'\\n') ELSE '' END) FROM u "
-        f"WHERE state IN ({final}) HAVING count(*) > 0) "
-        + ("SELECT u.task_id, g.whole FROM (SELECT 1 / CASE WHEN (SELECT count(*) FROM u) "
-           "= %s" + (" AND (SELECT count(*) FROM a) = %s" if ack else "") + " THEN 1 ELSE 0 "
-           "END AS whole" + (f", {durability.LAZY} AS lazy" if lazy else "")
-           + ") AS g LEFT JOIN u ON true LEFT JOIN n ON true" if whole
-           else "SELECT u.task_id FROM u LEFT JOIN n ON true"))
-
-
 def pending_insert_json(connection: Any, messages: Sequence[Message], *,
                         commit_async: bool = False) -> tuple[str, list[Any]]:
     """PostgreSQL: the ``INSERT`` of :func:`pending_insert` with its rows given as one JSON
@@ -575,9 +538,13 @@ def copy_pending(cursor: Any, messages: Sequence[Message], now: dt.datetime) -> 
                             "", 0, 0, now, m.root_id or m.id, m.parent_id, m.group))
 
 
-def pending_insert(connection: Any, messages: Sequence[Message]) -> tuple[str, list[Any]]:
-    """The ``INSERT`` of PENDING result rows for ``messages``, and its parameters (the
-    database broker embeds it in its own statement on PostgreSQL)."""
+def pending_insert(connection: Any, messages: Sequence[Message], *,
+                   commit_async: bool = False) -> tuple[str, list[Any]]:
+    """The ``INSERT`` of PENDING result rows for ``messages``, and its parameters.
+
+    ``commit_async``, for a single message on PostgreSQL: as ``pending_insert_json``'s, its
+    row selected from the ``set_config()`` call (0.23 ms a call from a client here, where the
+    JSON array's statement took 0.28)."""
     adapt = connection.ops.adapt_datetimefield_value
     now = adapt(_now())
     params: list[Any] = []
@@ -585,8 +552,13 @@ def pending_insert(connection: Any, messages: Sequence[Message]) -> tuple[str, l
         args, kwargs = masking.stored(m.task, m.args, m.kwargs)
         params += [m.id, m.task, args, kwargs, m.queue, m.priority, now, m.root_id or m.id,
                    m.parent_id, m.group]
-    row = "(%s, %s, 'PENDING', %s, %s, %s, %s, '', 0, 0, %s, %s, %s, %s)"
+    row = "%s, %s, 'PENDING', %s, %s, %s, %s, '', 0, 0, %s, %s, %s, %s"
     sql = (f"INSERT INTO {connection.ops.quote_name(TaskResult._meta.db_table)} (task_id, "
            "task_name, state, args, kwargs, queue, priority, worker, attempts, retries, "
-           f"created_at, root_id, parent_id, group_id) VALUES {', '.join([row] * len(messages))}")
+           "created_at, root_id, parent_id, group_id) ")
+    if commit_async:
+        assert len(messages) == 1, "one message at a time: pending_insert_json() takes more"
+        sql += f"SELECT {row} FROM {durability.LAZY}"
+    else:
+        sql += "VALUES " + ", ".join([f"({row})"] * len(messages))
     return sql, params
