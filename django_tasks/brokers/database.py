@@ -164,18 +164,26 @@ class DatabaseBroker(Broker):
             return True
 
         now = _now()
-        # The rows as one JSON array: the statement is the same text for any batch, and the
-        # driver neither parses nor quotes a parameter per value.
-        insert_pending, params = results.pending_insert_json(connection, messages)
-        insert_queued = (
-            f"INSERT INTO {connection.ops.quote_name(QueuedMessage._meta.db_table)} (queue, "
-            "priority, task_id, body, visible_at, deliveries, runs, created_at) SELECT "
-            "r->>0, (r->>1)::smallint, r->>2, r->>3, COALESCE((r->>4)::timestamptz, %s), "
-            "0, 0, %s FROM jsonb_array_elements(%s::jsonb) AS r")
+        table = connection.ops.quote_name(QueuedMessage._meta.db_table)
+        columns = "(queue, priority, task_id, body, visible_at, deliveries, runs, created_at)"
+        if len(messages) == 1:  # a delay(): plain parameters, planned sooner (0.4 against
+            # 0.46 ms a call from a client here, with the commit)
+            [m] = messages
+            insert_pending, params = results.pending_insert(connection, messages)
+            insert_queued = f"INSERT INTO {table} {columns} VALUES (%s, %s, %s, %s, %s, 0, 0, %s)"
+            params += [m.queue, bounded_priority(m), m.id, m.encode(), m.eta or now, now]
+        else:
+            # The rows as one JSON array: the statement is the same text for any batch, and
+            # the driver neither parses nor quotes a parameter per value.
+            insert_pending, params = results.pending_insert_json(connection, messages)
+            insert_queued = (
+                f"INSERT INTO {table} {columns} SELECT r->>0, (r->>1)::smallint, r->>2, r->>3, "
+                "COALESCE((r->>4)::timestamptz, %s), 0, 0, %s "
+                "FROM jsonb_array_elements(%s::jsonb) AS r")
+            params += [now, now, json.dumps(
+                [(m.queue, bounded_priority(m), m.id, m.encode(),
+                  m.eta.isoformat() if m.eta else None) for m in messages])]
         sql = f"WITH pending AS ({insert_pending}) "
-        params += [now, now, json.dumps(
-            [(m.queue, bounded_priority(m), m.id, m.encode(),
-              m.eta.isoformat() if m.eta else None) for m in messages])]
         if wake := _wake(messages, now):  # wake idle consumers, in the same statement
             sql += (f", queued AS ({insert_queued} RETURNING 1) "
                     "SELECT pg_notify(%s, %s) FROM queued LIMIT 1")

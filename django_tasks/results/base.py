@@ -88,6 +88,11 @@ class ResultStore(abc.ABC):
         to readers before (the database store on PostgreSQL commits such writes without
         waiting for the disk, so a waiting ``get()`` wakes sooner)."""
 
+    def write_kept(self, force: bool = False) -> None:  # noqa: B027 - optional hook
+        """Add to the counters the runs this thread's ``flush()`` kept back, when they are
+        due (about once a second) or ``force``: a worker calls this while it idles, and as it
+        stops."""
+
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         """Fold up to ``batch_size`` counter rows of minutes before ``before`` into totals;
         return how many rows went."""

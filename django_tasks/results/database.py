@@ -50,7 +50,8 @@ class DatabaseResultStore(ResultStore):
         super().__init__(url)
         self.alias = database_alias(url)
         self.database_alias = self.alias
-        # .written: a lazy write this thread has not flushed; .counts: its counters' upsert
+        # .written: a lazy write this thread has not flushed; .counts: the runs it counted;
+        # .kept: the runs of flushed batches not yet written (counters.Kept)
         self._lazy = threading.local()
 
     @property
@@ -158,11 +159,11 @@ class DatabaseResultStore(ResultStore):
             super().store_and_count(outcomes, counted)
             return
         latest = list({o.task_id: o for o in outcomes}.values())  # one write per id
-        also = counters.json_upsert(self.alias, counters.tally(counted, _now()))
-        if self._alone(connection, latest, also, lazy=lazy):
+        rows = counters.tally(counted, _now())
+        if self._alone(connection, latest, rows, lazy=lazy):
             return
         with transaction.atomic(using=self.alias, savepoint=False):
-            self._store(latest, also)
+            self._store(latest, counters.json_upsert(self.alias, rows))
 
     def store_alone(self, outcomes: Sequence[TaskOutcome], counted: Sequence[TaskOutcome],
                     ack: tuple[str, list[Any]] | None = None, *, lazy: bool = False) -> bool:
@@ -177,60 +178,86 @@ class DatabaseResultStore(ResultStore):
         ``lazy``: the statement commits without waiting for the disk, so that readers see
         the outcomes sooner (about a third of a millisecond here); :meth:`flush` makes them
         durable. A batch of at most ``_COUNT_LATER`` outcomes (a reader may be waiting for
-        each) is counted by the flush instead, in its transaction that waits for the disk:
-        the upsert of shared counter rows took 0.45 ms of the statement's 1 ms here. A
-        bigger batch (a busy worker) is counted in the statement, so that the counter rows
-        every process adds to are not held locked while the disk flushes. Counts are
-        statistics: a flush that fails loses its batch's, unless the batch is written again
-        (a broker outside the database)."""
+        each) is counted after its flush, with the runs this thread keeps back
+        (``counters.Kept``: the upsert of counter rows every process adds to took half the
+        statement's server time). A bigger batch (a busy worker) is counted in the
+        statement, so that the counter rows are not held locked while the disk flushes.
+        Counts are statistics: a flush that fails loses its batch's, unless the batch is
+        written again (a broker outside the database)."""
         from . import counters
 
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not (outcomes or counted or ack):
             return False
-        also = counters.json_upsert(self.alias, counters.tally(counted, _now())) \
-            if counted else None
-        return self._alone(connection, list({o.task_id: o for o in outcomes}.values()), also,
+        rows = counters.tally(counted, _now()) if counted else None
+        return self._alone(connection, list({o.task_id: o for o in outcomes}.values()), rows,
                            ack, lazy)
 
     def _alone(self, connection: Any, latest: Sequence[TaskOutcome],
-               also: tuple[str, str] | None, ack: tuple[str, list[Any]] | None = None,
+               rows: dict[Any, Any] | None, ack: tuple[str, list[Any]] | None = None,
                lazy: bool = False) -> bool:
-        """:meth:`store_alone` of outcomes with one per id and the counters' upsert made."""
+        """:meth:`store_alone` of outcomes with one per id and their runs tallied."""
+        from . import counters
+
         if connection.in_atomic_block or len(latest) > _BATCH:
             return False
-        later = also if lazy and len(latest) <= _COUNT_LATER else None
+        later = lazy and len(latest) <= _COUNT_LATER
+        also = counters.json_upsert(self.alias, rows) if rows and not later else None
         try:
             if len(latest) == 1:
-                if not self._update_one(connection, latest[0], None if later else also,
-                                        ack, lazy):
+                if not self._update_one(connection, latest[0], also, ack, lazy):
                     return False
             else:
-                self._update_returning_json(connection, latest, None if later else also,
-                                            whole=True, ack=ack, lazy=lazy)
+                self._update_returning_json(connection, latest, also, whole=True, ack=ack,
+                                            lazy=lazy)
         except DataError as exc:
             if _sqlstate(exc) != _DIVISION_BY_ZERO:
                 raise
             return False
         if lazy:
-            self._lazy.written, self._lazy.counts = True, later
+            self._lazy.written, self._lazy.counts = True, rows if later else None
         return True
 
     def flush(self) -> None:
-        """On PostgreSQL, the counters' upsert the lazy write left to it, or else
-        ``durability.FLUSH``: a transaction that waits for the disk, which then holds
-        everything committed before it, the lazy writes included (those of a connection
-        closed since too: the log is the server's). Nothing when this thread wrote nothing
-        lazily. A flush that fails is not tried again, nor are its counts: a batch written
-        again is counted again."""
+        """On PostgreSQL, a transaction that waits for the disk, which then holds everything
+        committed before it, the lazy writes included (those of a connection closed since
+        too: the log is the server's): the counters' upsert of the runs this thread kept
+        back, when they are due (``counters.Kept``), or else ``durability.FLUSH``, after
+        which the lazy batch's runs are kept back too. Nothing when this thread wrote nothing
+        lazily. A flush that fails is not tried again, nor are its batch's counts (a batch
+        written again is counted again); the runs kept back before it stay kept."""
+        from . import counters
+
         if not getattr(self._lazy, "written", False):
             return
         counts, self._lazy.written, self._lazy.counts = self._lazy.counts, False, None
+        kept = self._kept()
+        if kept.rows and kept.due():
+            counters.upsert(self.alias, kept.with_rows(counts))
+            kept.clear()
+            return
         with connections[self.alias].cursor() as cursor:
-            if counts is not None:
-                cursor.execute(counts[0], [counts[1]])
-            else:
-                cursor.execute(durability.FLUSH)
+            cursor.execute(durability.FLUSH)
+        if counts:
+            kept.add(counts)
+
+    def write_kept(self, force: bool = False) -> None:
+        """Add the runs this thread kept back (``flush``) to the counters, when they are due
+        or ``force``; kept still when the database refuses (the error is raised)."""
+        from . import counters
+
+        kept = self._kept()
+        if kept.rows and (force or kept.due()):
+            counters.upsert(self.alias, kept.rows)
+            kept.clear()
+
+    def _kept(self) -> Any:
+        from . import counters
+
+        kept = getattr(self._lazy, "kept", None)
+        if kept is None:
+            kept = self._lazy.kept = counters.Kept()
+        return kept
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
         from . import counters
@@ -491,8 +518,8 @@ def _sqlstate(error: BaseException) -> str | None:
     return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
 
 
-#: A lazy batch of up to this many outcomes is counted by the flush after it
-#: (``store_alone``).
+#: The runs of a lazy batch of up to this many outcomes are kept back after its flush
+#: (``store_alone``, ``counters.Kept``).
 _COUNT_LATER = 4
 
 def pending_insert_json(connection: Any, messages: Sequence[Message], *,

@@ -152,6 +152,7 @@ class Consumer:
             self._batch = 1 if slow else min(self._batch * 2, self.prefetch,
                                              self._batch_that_fits())
         self._settle_kept()
+        self._write_counts(force=True)
 
     def _release_unanswered(self) -> None:
         """After a failed fetch, before the next: hand back, uncounted, whatever the broker
@@ -198,6 +199,7 @@ class Consumer:
         self.turns.found_nothing(longest, double=not wakes)
         self._woken = False
         while not self._stopping():
+            self._write_counts()
             wait = self.turns.take(longest)
             if wait <= 0:
                 return
@@ -247,6 +249,19 @@ class Consumer:
         """How many messages this process can run in ``HOLD_SECONDS``: no more are held, so
         that few wait unstarted (and few count as delivered if the whole worker dies)."""
         return max(1, int(HOLD_SECONDS / max(self._task_seconds, 1e-4)))
+
+    def _write_counts(self, force: bool = False) -> None:
+        """Add the runs the result store kept back to the counters, when they are due (or
+        ``force``, stopping); a database that refuses now is asked again at the next idle
+        slice. Counts are statistics: what a stopping worker cannot write is lost."""
+        if self.store is None:
+            return
+        try:
+            self.store.write_kept(force)
+        except Exception as exc:  # noqa: BLE001 - the database may be briefly away
+            logger.log(logging.WARNING if force else logging.DEBUG,
+                       "Cannot add the runs of settled tasks to the counters (%s)%s", exc,
+                       "; they are lost" if force else "; trying again")
 
     def _settle_kept(self) -> None:
         """Stopping: write what is kept while the database lets us (a cold shutdown ends

@@ -52,7 +52,7 @@ def counted() -> int:
     return sum(TaskCounter.objects.filter(period=1).values_list("count", flat=True))
 
 
-def test_a_batch_is_acked_and_stored_by_one_statement_and_counted_by_the_next(
+def test_a_batch_is_acked_and_stored_by_one_statement_and_counted_when_its_runs_are_due(
         double: Task[Any, Any], statements: list[tuple[str, bool]]) -> None:
     ids = [publish(build_message(double.name, (i,), {})).id for i in range(3)]
     deliveries = get_broker().fetch(["default"], "test/1", 16, 30)
@@ -61,11 +61,16 @@ def test_a_batch_is_acked_and_stored_by_one_statement_and_counted_by_the_next(
     store = get_result_store()
     assert store is not None
     assert [store.get(i).result for i in ids] == [0, 2, 4]  # type: ignore[union-attr]
-    assert not QueuedMessage.objects.exists() and counted() == 3
-    writes = [s for s in statements if s[0] != "SELECT"]  # the look for final outcomes
-    if ON_POSTGRES:  # the counters' upsert puts the lazy statement on disk
-        assert writes == [("WITH", False), ("INSERT", False)]
+    assert not QueuedMessage.objects.exists()
+    writes = [s for s in statements if s[0] != "SELECT"]  # the look, and the flush
+    if ON_POSTGRES:  # the flush puts it on disk; the runs are kept back, not yet due
+        assert writes == [("WITH", False)] and counted() == 0
+        store.write_kept()
+        assert counted() == 0
+        store.write_kept(force=True)
+        assert counted() == 3
     else:  # the ack, then the outcomes and counts, in one transaction
+        assert counted() == 3
         assert next(s for s in writes if s[0] not in ("BEGIN", "SELECT")) == ("DELETE", True)
         assert all(inside for what, inside in writes if what != "BEGIN"), writes
 
@@ -118,20 +123,28 @@ def lazy_write_then_flush(deliveries: Any) -> tuple[list[str], int]:
 
 
 def test_outcomes_are_seen_before_the_disk_has_them_and_on_disk_before_the_process_goes_on(
-        double: Task[Any, Any]) -> None:
+        double: Task[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """On PostgreSQL the one statement commits without waiting for the disk (a waiting
-    ``get()`` wakes sooner), and without the counts; the settler then counts the runs in a
+    ``get()`` wakes sooner), and without the counts; the settler then flushes in a
     transaction that waits for the disk: the log on disk reaches past the first commit
-    before the process goes on. Elsewhere nothing is lazy and nothing is flushed."""
+    before the process goes on. That transaction is the counters' upsert of the runs kept
+    back once they are due (the batch's own among them), or else ``FLUSH``, and the runs
+    are kept. Elsewhere nothing is lazy and nothing is flushed."""
+    from django_tasks.results import counters
+
     ids = [publish(build_message(double.name, (i,), {})).id for i in range(2)]
     seen, flush = lazy_write_then_flush(get_broker().fetch(["default"], "test/1", 16, 30))
     assert sorted(TaskResult.objects.filter(task_id__in=ids).values_list("state", flat=True)) \
         == [states.SUCCESS] * 2
-    assert counted() == 2 and not QueuedMessage.objects.exists()
+    assert not QueuedMessage.objects.exists()
+    table = connection.ops.quote_name(TaskCounter._meta.db_table)
     if ON_POSTGRES:
-        counters = connection.ops.quote_name(TaskCounter._meta.db_table)
-        assert counters not in seen[flush - 2]
-        assert seen[flush].startswith(f"INSERT INTO {counters}") and len(seen) == flush + 1
+        assert table not in seen[flush - 2] and seen[flush:] == [FLUSH] and counted() == 0
+        monkeypatch.setattr(counters, "WRITE_EVERY", 0.0)  # the kept runs are due now
+        publish(build_message(double.name, (9,), {}))
+        seen, flush = lazy_write_then_flush(get_broker().fetch(["default"], "test/1", 16, 30))
+        assert seen[flush].startswith(f"INSERT INTO {table}") and len(seen) == flush + 1
+    assert counted() == 3 if ON_POSTGRES else counted() == 2
 
 
 def test_a_bigger_batch_is_counted_in_its_statement_and_flushed_by_an_empty_message(
@@ -221,9 +234,10 @@ def test_a_broker_elsewhere_is_acked_after_the_lazy_write_is_flushed(
 
 def test_a_run_whose_count_failed_is_written_again_and_counted_once(
         double: Task[Any, Any]) -> None:
-    """A broker outside the database: the counters' upsert fails once (on PostgreSQL it is
-    the flush after the lazy write; elsewhere it is in the outcomes' transaction). The
-    batch is written again before the ack, and the run is counted once."""
+    """A broker outside the database: the transaction that counts the run fails once (on
+    PostgreSQL the flush after the lazy write, after which its runs would be kept back;
+    elsewhere the outcomes' transaction, which holds the counters' upsert). The batch is
+    written again before the ack, and the run is counted once."""
     from django.db import OperationalError
     from django.test import override_settings
 
@@ -233,7 +247,7 @@ def test_a_run_whose_count_failed_is_written_again_and_counted_once(
     refused: list[str] = []
 
     def refuse_once(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if sql.startswith(f"INSERT INTO {table}") and not refused:
+        if (sql == FLUSH or sql.startswith(f"INSERT INTO {table}")) and not refused:
             refused.append(sql)
             raise OperationalError("the connection broke")
         return execute(sql, params, many, context)
@@ -250,6 +264,7 @@ def test_a_run_whose_count_failed_is_written_again_and_counted_once(
             assert TaskResult.objects.get(task_id=task_id).state == states.SUCCESS
             counts = broker.queue_counts(["default"])["default"]
             assert (counts.ready, counts.in_flight) == (0, 0)
+            worker.store.write_kept(force=True)  # type: ignore[union-attr]
             assert counted() == 1
         finally:
             reset_cache()
@@ -284,3 +299,42 @@ def test_a_flush_that_fails_after_the_one_statement_leaves_the_batch_settled(
                         "the connection broke"]
     else:
         assert told == []
+
+
+@pytest.mark.parametrize("every", [0.2, 3600.0])
+def test_kept_runs_are_written_when_the_worker_idles_and_when_it_stops(
+        double: Task[Any, Any], monkeypatch: pytest.MonkeyPatch, every: float) -> None:
+    """The runs a worker keeps back reach the counters within a wait slice of coming due
+    while it idles, and as it stops, however long before they would be due."""
+    import time
+
+    from django.db import connections
+
+    from django_tasks.results import counters
+
+    monkeypatch.setattr(counters, "WRITE_EVERY", every)
+    task_id = publish(build_message(double.name, (5,), {})).id
+    stop = threading.Event()
+    worker = Consumer(queues=["default"], owner="test/1", hostname="test@host", prefetch=16,
+                      lease=30, stop=stop)
+
+    def run() -> None:
+        try:
+            worker.run()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+                TaskResult.objects.filter(task_id=task_id, state=states.SUCCESS).exists()
+                and (counted() or every > 1)):
+            time.sleep(0.02)
+        assert TaskResult.objects.get(task_id=task_id).state == states.SUCCESS
+        assert counted() == (1 if every < 1 or not ON_POSTGRES else 0)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive() and counted() == 1
