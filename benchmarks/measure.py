@@ -72,6 +72,13 @@ class Plan:
     countdown: bool = True
 
 
+def short_error(exc: BaseException) -> str:
+    """An error in a cell: its type and the last line of its message (a subprocess's own
+    error, when it failed)."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[-1] if message else ''}"[:120]
+
+
 def wait_for(fw: Framework, worker: subprocess.Popen[bytes], n: int, cap: float,
              poll: float, started: float, drain: Drain | None = None) -> tuple[int, float]:
     """Poll the count of finished tasks until it reaches ``n`` or ``cap`` seconds pass."""
@@ -141,8 +148,7 @@ class Measurement:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - one failed row, not a failed run
-            message = str(exc).strip().splitlines()
-            short = f"{type(exc).__name__}: {message[-1] if message else ''}"[:120]
+            short = short_error(exc)
             log(f"{self.label}: {what} failed: {exc}")
             if os.environ.get("BENCH_DEBUG"):
                 traceback.print_exc()
@@ -178,6 +184,13 @@ class Measurement:
         with running(fw.worker_cmd(concurrency), fw.env(), fw.logfile) as worker:
             result.done, result.elapsed = wait_for(fw, worker, counted, cap, fw.poll, started,
                                                    result)
+            if result.early and result.rate_from_first is None:
+                # All seen done at the first look, before a worker could have run a task: the
+                # broker's count moved for another reason (seen once on RabbitMQ, 200,000
+                # queued). No rate can be taken from one look.
+                raise RuntimeError(f"{result.done:,} counted done at the first look, "
+                                   f"{result.elapsed:.2f} s after spawn, before the start-up "
+                                   f"time ({startup:.2f} s): no rate")
             note = "(from the first done)" if result.early else ""
             if result.done < counted:
                 note = f"({result.done:,} of {counted:,} done in {cap:.0f} s)"
@@ -250,7 +263,7 @@ class Measurement:
             note = f"({calls} calls)" if calls != self.size["calls"] else ""
             self.cells[key] = Cell(values, note)
         except Exception as exc:  # noqa: BLE001 - one failed row
-            self.cells[key] = Cell(error=f"{type(exc).__name__}"[:120])
+            self.cells[key] = Cell(error=short_error(exc))
             log(f"{self.label}: round trips failed: {exc}")
         if worker.poll() is not None:
             raise RuntimeError(f"worker died:\n{tail(self.fw.logfile)}")
