@@ -17,6 +17,7 @@ from ..message import Message
 from ..models import TaskResult
 from ..result import ResultMeta, TaskOutcome
 from ..serialization import storable_text
+from . import counters
 from .base import ResultStore
 from .pg_outcomes import OUTCOME_FIELDS, SIZE_SHOWN, json_update, one_update
 
@@ -142,8 +143,6 @@ class DatabaseResultStore(ResultStore):
             notify.notify(connections[self.alias], notify.RESULT_CHANNEL)
 
     def count_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
-        from . import counters
-
         counters.record(self.alias, outcomes, _now())
 
     def store_and_count(self, outcomes: Sequence[TaskOutcome],
@@ -152,8 +151,6 @@ class DatabaseResultStore(ResultStore):
         data-modifying ``WITH``: a statement and a round trip less per batch (0.1-0.2 ms).
         Outside a transaction it is :meth:`store_alone`'s one statement where it can be
         (``lazy`` as there)."""
-        from . import counters
-
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not outcomes or not counted:
             super().store_and_count(outcomes, counted)
@@ -184,8 +181,6 @@ class DatabaseResultStore(ResultStore):
         statement, so that the counter rows are not held locked while the disk flushes.
         Counts are statistics: a flush that fails loses its batch's, unless the batch is
         written again (a broker outside the database)."""
-        from . import counters
-
         connection = connections[self.alias]
         if connection.vendor != "postgresql" or not (outcomes or counted or ack):
             return False
@@ -194,11 +189,9 @@ class DatabaseResultStore(ResultStore):
                            ack, lazy)
 
     def _alone(self, connection: Any, latest: Sequence[TaskOutcome],
-               rows: dict[Any, Any] | None, ack: tuple[str, list[Any]] | None = None,
-               lazy: bool = False) -> bool:
+               rows: dict[counters.Key, counters.Tally] | None,
+               ack: tuple[str, list[Any]] | None = None, lazy: bool = False) -> bool:
         """:meth:`store_alone` of outcomes with one per id and their runs tallied."""
-        from . import counters
-
         if connection.in_atomic_block or len(latest) > _BATCH:
             return False
         later = lazy and len(latest) <= _COUNT_LATER
@@ -226,8 +219,6 @@ class DatabaseResultStore(ResultStore):
         which the lazy batch's runs are kept back too. Nothing when this thread wrote nothing
         lazily. A flush that fails is not tried again, nor are its batch's counts (a batch
         written again is counted again); the runs kept back before it stay kept."""
-        from . import counters
-
         if not getattr(self._lazy, "written", False):
             return
         counts, self._lazy.written, self._lazy.counts = self._lazy.counts, False, None
@@ -244,24 +235,18 @@ class DatabaseResultStore(ResultStore):
     def write_kept(self, force: bool = False) -> None:
         """Add the runs this thread kept back (``flush``) to the counters, when they are due
         or ``force``; kept still when the database refuses (the error is raised)."""
-        from . import counters
-
         kept = self._kept()
         if kept.rows and (force or kept.due()):
             counters.upsert(self.alias, kept.rows)
             kept.clear()
 
-    def _kept(self) -> Any:
-        from . import counters
-
+    def _kept(self) -> counters.Kept:
         kept = getattr(self._lazy, "kept", None)
         if kept is None:
             kept = self._lazy.kept = counters.Kept()
         return kept
 
     def prune_counters(self, before: dt.datetime, batch_size: int) -> int:
-        from . import counters
-
         return counters.fold_before(self.alias, before, batch_size)
 
     def wait(self, timeout: float, task_ids: Collection[str] = (), *,
