@@ -21,6 +21,9 @@ OUTCOME_FIELDS = ["state", "result", "traceback", "worker", "attempts", "retries
 #: A notification's payload is shorter than this many bytes (PostgreSQL's limit is 8000).
 PAYLOAD = 7900
 
+#: The final states, as SQL literals.
+_FINAL = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
+
 #: Up to this many ids in a batch, PostgreSQL is told how many (it probes the task id index
 #: for so few rows); above, it is not (``json_update``).
 SIZE_SHOWN = 16
@@ -56,7 +59,6 @@ def json_update(connection: Any, size_shown: bool, also: str = "",
     the caller makes it durable with :meth:`DatabaseResultStore.flush` before it relies on
     it."""
     table = connection.ops.quote_name(TaskResult._meta.db_table)
-    final = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
     return (
         (f"WITH a AS ({ack}), " if ack else "WITH ")
         + "v AS (SELECT r->>0 AS task_id, r->>1 AS state, r->>2 AS result, "
@@ -66,13 +68,13 @@ def json_update(connection: Any, size_shown: bool, also: str = "",
         f"u AS (UPDATE {table} SET state = v.state, result = v.result, "
         "traceback = v.traceback, worker = v.worker, attempts = v.attempts, "
         "retries = v.retries, started_at = v.started_at, date_done = v.date_done "
-        f"FROM v WHERE {table}.task_id = v.task_id AND {table}.state NOT IN ({final}) "
+        f"FROM v WHERE {table}.task_id = v.task_id AND {table}.state NOT IN ({_FINAL}) "
         f"AND {table}.task_id = "
         + ("ANY(%s::text[]) " if size_shown else "ANY(ARRAY(SELECT task_id FROM v)) ") +
         f"RETURNING {table}.task_id, {table}.state)" + (f", c AS ({also})" if also else "")
         + f", n AS (SELECT pg_notify(%s, CASE WHEN sum(octet_length(task_id) + 1) < "
         f"{PAYLOAD} THEN string_agg(task_id, E'\\n') ELSE '' END) FROM u "
-        f"WHERE state IN ({final}) HAVING count(*) > 0) "
+        f"WHERE state IN ({_FINAL}) HAVING count(*) > 0) "
         + ("SELECT u.task_id, g.whole FROM (SELECT 1 / CASE WHEN (SELECT count(*) FROM u) "
            "= %s" + (" AND (SELECT count(*) FROM a) = %s" if ack else "") + " THEN 1 ELSE 0 "
            "END AS whole" + (f", {durability.LAZY} AS lazy" if lazy else "")
@@ -94,11 +96,10 @@ def one_update(connection: Any, *, also: str = "", ack: str = "",
     by zero then (one more parameter with ``ack``: the number of messages it must ack), as
     ``json_update`` does."""
     table = connection.ops.quote_name(TaskResult._meta.db_table)
-    final = ", ".join(f"'{state}'" for state in sorted(states.READY_STATES))
     written = (f"u AS (UPDATE {table} SET "
                + ", ".join(f"{column} = %s" for column in OUTCOME_FIELDS)
-               + f" WHERE task_id = %s AND state NOT IN ({final}) RETURNING task_id, state)")
-    woken = f"CASE WHEN u.state IN ({final}) THEN pg_notify(%s, u.task_id) END"
+               + f" WHERE task_id = %s AND state NOT IN ({_FINAL}) RETURNING task_id, state)")
+    woken = f"CASE WHEN u.state IN ({_FINAL}) THEN pg_notify(%s, u.task_id) END"
     lazily = f", {durability.LAZY}" if lazy else ""
     if not (ack or also):
         return f"WITH {written} SELECT u.task_id, {woken}{lazily} FROM u"

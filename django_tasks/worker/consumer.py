@@ -137,8 +137,7 @@ class Consumer:
                 continue
             if not deliveries:
                 busy_since = None
-                self._expect_due(since)
-                self._wait_for_work()
+                self._idle(since)
                 continue
             self._woken = False  # the wake-up found its message
             self.turns.found_work()
@@ -153,12 +152,11 @@ class Consumer:
             self._batch = 1 if slow else min(self._batch * 2, self.prefetch,
                                              self._batch_that_fits())
             if len(deliveries) < asked and not slow and self._dry_when_short():
-                # The fetch took all there was: wait to be woken, as after an empty fetch,
-                # rather than look again at once (an empty claim a task on PostgreSQL, on
-                # the CPUs the publisher shares, cost a round trip 0.25 ms).
+                # The fetch took all there was: wait as after an empty fetch, rather than
+                # claim again at once (an empty claim after every task, on the CPUs the
+                # publisher shares, cost a round trip on PostgreSQL 0.25 ms).
                 busy_since = None
-                self._expect_due(since)
-                self._wait_for_work()
+                self._idle(since)
         self._settle_kept()
         self._write_counts(force=True)
 
@@ -247,6 +245,12 @@ class Consumer:
             if woken:
                 self._woken = True
                 return
+
+    def _idle(self, since: dt.datetime) -> None:
+        """The queues ran dry at a fetch begun at ``since``: learn when the next delayed
+        message comes due, then wait for work."""
+        self._expect_due(since)
+        self._wait_for_work()
 
     def _dry_when_short(self) -> bool:
         """Whether a fetch that brought fewer messages than it asked for left none ready:
