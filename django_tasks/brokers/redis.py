@@ -2,8 +2,9 @@
 
 URL: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS), read by redis-py's
 ``Redis.from_url``; the query option ``prefix=NAME`` (default ``tasks``) starts every key, so
-several projects can share one database. Redis Cluster is not supported: the scripts build
-their key names from the prefix.
+several projects can share one database, and ``spin_us=N`` (default 100) is how long a
+script call looks for its reply before it sleeps until it comes (``redis_lane``; 0: never
+looks). Redis Cluster is not supported: the scripts build their key names from the prefix.
 
 Key layout (``P`` is the prefix)::
 
@@ -64,12 +65,12 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from .. import clock
-from ..exceptions import BrokerUnreachable
+from ..exceptions import BrokerUnreachable, ConfigurationError
 from ..message import MAX_WIRE_PRIORITY, Message
 from . import redis_lua
 from .base import Broker, Capabilities, Delivery, Purged, QueueCounts
 from .buckets import RateBuckets
-from .redis_lane import Lane
+from .redis_lane import SPIN_SECONDS, Lane
 
 DEFAULT_PREFIX = "tasks"
 CONNECT_TIMEOUT = 2.0
@@ -81,6 +82,10 @@ ONCE_SECONDS = 86400
 _CHUNK = 1000
 #: Messages one fetch leases at most (the slot takes four digits of each token).
 MAX_FETCH = 9999
+#: The URL's own query options, taken out before the rest goes to redis-py.
+_OPTIONS = ("prefix", "spin_us")
+#: The longest ``spin_us`` taken: a call that looks longer burns a CPU for little.
+MAX_SPIN_US = 10_000
 
 
 class RedisUnreachable(BrokerUnreachable, ConnectionError):
@@ -100,13 +105,19 @@ def _time() -> float:
     return _now().timestamp()
 
 
-def _split_url(url: str) -> tuple[str, str]:
-    """``url`` without the ``prefix`` query option, and that prefix."""
+def _split_url(url: str) -> tuple[str, str, float]:
+    """``url`` without our query options (``prefix``, ``spin_us``); the prefix, and how long
+    a script call looks for its reply before it sleeps (``redis_lane.Lane``), in seconds."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((value for key, value in query if key == "prefix"), "") or DEFAULT_PREFIX
-    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
+    ours = {key: value for key, value in query if key in _OPTIONS}
+    prefix = ours.get("prefix") or DEFAULT_PREFIX
+    text = ours.get("spin_us") or str(round(SPIN_SECONDS * 1e6))
+    if not text.isdigit() or int(text) > MAX_SPIN_US:
+        raise ConfigurationError(f"TASKS_BROKER_URL: spin_us= must be a whole number of "
+                                 f"microseconds from 0 to {MAX_SPIN_US}, not {text!r}.")
+    rest = urlencode([(key, value) for key, value in query if key not in _OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), prefix, int(text) / 1e6
 
 
 def _token_base() -> str:
@@ -145,7 +156,7 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0") -> None:
         super().__init__(url)
-        client_url, self.prefix = _split_url(url)
+        client_url, self.prefix, spin = _split_url(url)
         self._password = urlsplit(url).password or ""
         self._client: redis.Redis = redis.Redis.from_url(
             client_url,
@@ -155,7 +166,7 @@ class RedisBroker(Broker):
             retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=1),
             decode_responses=True,
         )
-        self._lane = Lane(self._client.connection_pool)
+        self._lane = Lane(self._client.connection_pool, spin)
         register = self._client.register_script
         self._publish = register(redis_lua.PUBLISH)
         self._publish_once = register(redis_lua.PUBLISH_ONCE)

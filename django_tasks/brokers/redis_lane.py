@@ -12,6 +12,14 @@ thread takes one from and gives it back to, one retry on a lost connection as th
 would, and the script loaded again when Redis answers ``NOSCRIPT`` (after a restart or
 ``SCRIPT FLUSH``).
 
+A call waits for its reply by looking for it again and again, for up to ``spin`` seconds,
+before it sleeps until it comes: a process that sleeps on its socket is woken some tens of
+microseconds after the reply arrives (a round trip to a Redis on the same host took 55 µs
+sleeping and 25 µs looking, on a 2-core virtual machine), which is most of a ``delay()``.
+Looking costs the CPU the wait would have left idle, so a lane looks only while replies come
+within ``spin``: once one does not (a Redis far away, a machine too busy to answer quickly),
+it sleeps, and looks again when a reply comes that soon. TLS connections always sleep.
+
 Blocking reads (``BLPOP``) and pipelines stay on the client: they are not on the hot path.
 """
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import threading
 import time
 import weakref
@@ -32,14 +41,20 @@ from redis.commands.core import Script
 #: retry waits (``redis.py``): a Redis restarting or failing over takes longer than this, and
 #: the retry then fails fast too.
 RETRY_PAUSE = 0.1
+#: How long a call looks for its reply before it sleeps until the reply comes (the
+#: broker URL's ``spin_us`` option; 0 never looks).
+SPIN_SECONDS = 100e-6
 
 
 class Lane:
     """Script calls on connections taken from a free list (safe across threads and
     ``fork``: a child forgets its parent's connections without touching them)."""
 
-    def __init__(self, pool: redis.ConnectionPool) -> None:
+    def __init__(self, pool: redis.ConnectionPool, spin: float = SPIN_SECONDS) -> None:
         self._pool = pool
+        self._spin = spin
+        #: Whether the last reply came within ``spin``: the next call looks for its reply.
+        self._spinning = spin > 0
         self._pid = os.getpid()
         self._free: list[Any] = []
         self._made: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -108,17 +123,31 @@ class Lane:
         self._free.append(connection)
         return reply
 
-    @staticmethod
-    def _reply(connection: Any, script: Script, args: Sequence[Any], sent: bool) -> Any:
+    def _reply(self, connection: Any, script: Script, args: Sequence[Any], sent: bool) -> Any:
         try:
             if not sent:
                 connection.send_command("EVALSHA", script.sha, 0, *args)
-            return connection.read_response()
+            return self._read(connection)
         except redis.exceptions.NoScriptError:
             connection.send_command("SCRIPT", "LOAD", script.script)
             script.sha = connection.read_response()
             connection.send_command("EVALSHA", script.sha, 0, *args)
             return connection.read_response()
+
+    def _read(self, connection: Any) -> Any:
+        """The reply on ``connection``: looked for until it begins to arrive, for up to
+        ``spin`` seconds, if the last one came that soon; then read, sleeping while it has
+        not come. A read that was not looked for is timed, to know whether to look next."""
+        sock = connection._sock
+        if self._spin <= 0 or type(sock) is not socket.socket:
+            return connection.read_response()  # TLS (or spinning off): always sleep
+        if self._spinning:
+            self._spinning = _looked(sock, self._spin)
+            return connection.read_response()
+        started = time.perf_counter()
+        reply = connection.read_response()
+        self._spinning = time.perf_counter() - started <= self._spin
+        return reply
 
     def _take(self) -> Any:
         if self._pid != os.getpid():
@@ -147,3 +176,24 @@ class Lane:
             self._free = []
             self._made = weakref.WeakSet()
             self._pid = os.getpid()
+
+
+def _looked(sock: socket.socket, spin: float) -> bool:
+    """Look for bytes to read on ``sock`` until some come (True) or ``spin`` seconds pass
+    (False), without reading them."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)  # each look returns at once (a timeout makes recv poll first)
+    try:
+        end = time.perf_counter() + spin
+        while True:
+            try:
+                sock.recv(1, socket.MSG_PEEK)
+                return True  # bytes, or b"" at a closed connection: the read will tell
+            except BlockingIOError:
+                if time.perf_counter() > end:
+                    return False
+            except OSError:
+                return True  # a broken connection: the read raises what it should
+    finally:
+        sock.settimeout(timeout)
+

@@ -18,7 +18,7 @@ from django_tasks.brokers import redis as redis_module
 from django_tasks.brokers.base import WAKE_AHEAD_SECONDS, Delivery
 from django_tasks.brokers.redis import RedisBroker, RedisUnreachable
 from django_tasks.conf import get_broker, reset_cache
-from django_tasks.exceptions import BrokerUnreachable
+from django_tasks.exceptions import BrokerUnreachable, ConfigurationError
 from django_tasks.message import Message
 from django_tasks.result import TaskOutcome
 from django_tasks.results.memory import MemoryResultStore
@@ -56,11 +56,19 @@ def test_describe_hides_the_password_and_keeps_the_options() -> None:
         "rediss://user:**@example.com:6380/2"
 
 
-def test_the_prefix_option_is_not_handed_to_redis_py() -> None:
-    assert redis_module._split_url("redis://h:1/2?prefix=p&ssl_cert_reqs=none") == (
-        "redis://h:1/2?ssl_cert_reqs=none", "p")
-    assert redis_module._split_url("redis://h:1/2") == ("redis://h:1/2", "tasks")
-    assert redis_module._split_url("redis://h:1/2?prefix=") == ("redis://h:1/2", "tasks")
+def test_our_options_are_not_handed_to_redis_py() -> None:
+    assert redis_module._split_url("redis://h:1/2?prefix=p&ssl_cert_reqs=none&spin_us=7") == (
+        "redis://h:1/2?ssl_cert_reqs=none", "p", 7e-6)
+    assert redis_module._split_url("redis://h:1/2") == ("redis://h:1/2", "tasks", 1e-4)
+    assert redis_module._split_url("redis://h:1/2?prefix=&spin_us=") == (
+        "redis://h:1/2", "tasks", 1e-4)
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "fast", "10001"])
+def test_a_bad_spin_option_says_what_it_takes(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="spin_us= must be a whole number of "
+                                                 "microseconds from 0 to 10000"):
+        RedisBroker(f"redis://127.0.0.1:6379/13?spin_us={value}")
 
 
 @pytest.mark.parametrize("scheme", ["redis", "rediss"])

@@ -190,3 +190,68 @@ def test_a_started_publish_to_a_redis_that_is_down_fails_when_ended() -> None:
         broker.start_publish([Message(id="a", task="t")])()
     assert "pw" not in str(failed.value)
     assert broker._lane._free == []
+
+
+# -- looking for the reply before sleeping -------------------------------------------------
+
+SLOW = """
+local start = redis.call('TIME')
+repeat
+  local now = redis.call('TIME')
+until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > tonumber(ARGV[1])
+return 'slow'
+"""
+
+
+def test_a_lane_looks_while_replies_come_within_its_spin_and_sleeps_once_one_does_not(
+        broker: RedisBroker) -> None:
+    lane = Lane(broker._client.connection_pool, spin=0.05)  # generous: a busy machine
+    slow = broker._client.register_script(SLOW)
+    echo = broker._client.register_script("return ARGV[1]")
+    assert lane._spinning
+    assert lane.call(echo, ["quick"]) == "quick"
+    assert lane.call(slow, [0]) == "slow"  # loaded: the next call runs it at once
+    assert lane._spinning
+    assert lane.call(slow, [200_000]) == "slow"  # 0.2 s: the look gives up, the read sleeps
+    assert not lane._spinning
+    assert lane.call(echo, ["timed"]) == "timed"  # slept, but came within 50 ms
+    assert lane._spinning
+    lane.close()
+
+
+def test_a_look_finds_a_reply_without_reading_it_and_gives_up_after_its_spin(
+        broker: RedisBroker) -> None:
+    from django_tasks.brokers.redis_lane import _looked
+
+    connection = broker._client.connection_pool.make_connection()
+    connection.connect()
+    sock = connection._sock
+    timeout = sock.gettimeout()
+    assert _looked(sock, 0.001) is False  # nothing asked, nothing comes
+    connection.send_command("PING")
+    assert _looked(sock, 1.0) is True
+    assert _looked(sock, 0.001) is True  # still there: a look reads nothing
+    assert connection.read_response() in ("PONG", b"PONG", True)
+    assert sock.gettimeout() == timeout
+    connection.disconnect()
+
+
+def test_a_lane_with_no_spin_never_looks(broker: RedisBroker,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_tasks.brokers import redis_lane
+
+    def looked(*args: object) -> bool:
+        raise AssertionError("looked")
+
+    monkeypatch.setattr(redis_lane, "_looked", looked)
+    lane = Lane(broker._client.connection_pool, spin=0)
+    echo = broker._client.register_script("return ARGV[1]")
+    assert [lane.call(echo, [str(i)]) for i in range(3)] == ["0", "1", "2"]
+    assert not lane._spinning
+    lane.close()
+
+
+def test_the_url_sets_how_long_a_call_looks_for_its_reply() -> None:
+    assert RedisBroker("redis://127.0.0.1:6379/13?spin_us=250")._lane._spin == 0.00025
+    assert RedisBroker("redis://127.0.0.1:6379/13?spin_us=0")._lane._spinning is False
+    assert RedisBroker("redis://127.0.0.1:6379/13")._lane._spin == 0.0001
