@@ -3,7 +3,7 @@
 URL: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS), read by redis-py's
 ``Redis.from_url``; the query option ``prefix=NAME`` (default ``tasks``) starts every key, so
 several projects can share one database, and ``spin_us=N`` (default 100) is how long a
-script call looks for its reply before it sleeps until it comes (``redis_lane``; 0: never
+publish looks for its reply before it sleeps until it comes (``redis_lane``; 0: never
 looks). Redis Cluster is not supported: the scripts build their key names from the prefix.
 
 Key layout (``P`` is the prefix)::
@@ -107,7 +107,7 @@ def _time() -> float:
 
 def _split_url(url: str) -> tuple[str, str, float]:
     """``url`` without our query options (``prefix``, ``spin_us``); the prefix, and how long
-    a script call looks for its reply before it sleeps (``redis_lane.Lane``), in seconds."""
+    a publish looks for its reply before it sleeps (``redis_lane.Lane``), in seconds."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {key: value for key, value in query if key in _OPTIONS}
@@ -205,13 +205,13 @@ class RedisBroker(Broker):
             return self._lane.call(script, [self.prefix, *args])
 
     def _run_chunks(self, script: Script, head: Sequence[Any], items: Sequence[Any],
-                    width: int) -> list[Any]:
+                    width: int, *, look: bool = False) -> list[Any]:
         """Call ``script`` once per chunk of ``items`` (``width`` fields each), all in one
-        round trip; return each call's reply."""
+        round trip; return each call's reply (``look``: see ``redis_lane``)."""
         chunks = list(_chunks(items, _CHUNK * width))
         with self._errors():
             if len(chunks) == 1:
-                return [self._lane.call(script, [self.prefix, *head, *chunks[0]])]
+                return [self._lane.call(script, [self.prefix, *head, *chunks[0]], look=look)]
             pipe = self._client.pipeline(transaction=False)
             for chunk in chunks:
                 script(args=[self.prefix, *head, *chunk], client=pipe)
@@ -228,7 +228,9 @@ class RedisBroker(Broker):
         if not messages:
             return
         now = _time()
-        self._run_chunks(self._publish, [repr(now)], _publish_fields(messages, now), 5)
+        # The caller (``delay()``) waits for the answer: it looks for it (``redis_lane``).
+        self._run_chunks(self._publish, [repr(now)], _publish_fields(messages, now), 5,
+                         look=True)
 
     def start_publish(self, messages: Sequence[Message]) -> Callable[[], None]:
         """One script call's worth (``_CHUNK`` messages) is sent and its reply read by the
@@ -238,7 +240,8 @@ class RedisBroker(Broker):
         now = _time()
         with self._errors():
             reply = self._lane.start(self._publish, [self.prefix, repr(now),
-                                                     *_publish_fields(messages, now)])
+                                                     *_publish_fields(messages, now)],
+                                     look=True)
 
         def end() -> None:
             with self._errors():

@@ -209,12 +209,13 @@ def test_a_lane_looks_while_replies_come_within_its_spin_and_sleeps_once_one_doe
     slow = broker._client.register_script(SLOW)
     echo = broker._client.register_script("return ARGV[1]")
     assert lane._spinning
-    assert lane.call(echo, ["quick"]) == "quick"
-    assert lane.call(slow, [0]) == "slow"  # loaded: the next call runs it at once
+    assert lane.call(echo, ["quick"], look=True) == "quick"
+    assert lane.call(slow, [0], look=True) == "slow"  # loaded: the next call runs it at once
     assert lane._spinning
-    assert lane.call(slow, [200_000]) == "slow"  # 0.2 s: the look gives up, the read sleeps
+    # 0.2 s: the look gives up, the read sleeps.
+    assert lane.call(slow, [200_000], look=True) == "slow"
     assert not lane._spinning
-    assert lane.call(echo, ["timed"]) == "timed"  # slept, but came within 50 ms
+    assert lane.call(echo, ["timed"], look=True) == "timed"  # slept, but came within 50 ms
     assert lane._spinning
     lane.close()
 
@@ -246,9 +247,31 @@ def test_a_lane_with_no_spin_never_looks(broker: RedisBroker,
     monkeypatch.setattr(redis_lane, "_looked", looked)
     lane = Lane(broker._client.connection_pool, spin=0)
     echo = broker._client.register_script("return ARGV[1]")
-    assert [lane.call(echo, [str(i)]) for i in range(3)] == ["0", "1", "2"]
+    assert [lane.call(echo, [str(i)], look=True) for i in range(3)] == ["0", "1", "2"]
+    assert lane.start(echo, ["started"], look=True)() == "started"
     assert not lane._spinning
     lane.close()
+
+
+def test_only_publishes_look_for_their_reply(broker: RedisBroker,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_tasks.brokers import redis_lane
+
+    looks: list[float] = []
+
+    def looked(sock: object, spin: float) -> bool:
+        looks.append(spin)
+        return True
+
+    monkeypatch.setattr(redis_lane, "_looked", looked)
+    broker.publish([Message(id="a", task="t")])
+    broker.start_publish([Message(id="b", task="t")])()
+    assert looks == [redis_lane.SPIN_SECONDS] * 2
+    # A worker's calls sleep: in a drain that keeps the CPUs busy, looking slows it down.
+    deliveries = broker.fetch(["default"], "w", 5, 30)
+    assert broker.ack(deliveries) == deliveries
+    assert broker.depths() == {}
+    assert len(looks) == 2
 
 
 def test_the_url_sets_how_long_a_call_looks_for_its_reply() -> None:
