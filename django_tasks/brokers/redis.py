@@ -112,12 +112,13 @@ def _split_url(url: str) -> tuple[str, str, float]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {key: value for key, value in query if key in _OPTIONS}
     prefix = ours.get("prefix") or DEFAULT_PREFIX
-    text = ours.get("spin_us") or str(round(SPIN_SECONDS * 1e6))
-    if not text.isdigit() or int(text) > MAX_SPIN_US:
+    text = ours.get("spin_us")
+    if text and (not text.isdigit() or int(text) > MAX_SPIN_US):
         raise ConfigurationError(f"TASKS_BROKER_URL: spin_us= must be a whole number of "
                                  f"microseconds from 0 to {MAX_SPIN_US}, not {text!r}.")
     rest = urlencode([(key, value) for key, value in query if key not in _OPTIONS])
-    return urlunsplit(parts._replace(query=rest)), prefix, int(text) / 1e6
+    spin = int(text) / 1e6 if text else SPIN_SECONDS
+    return urlunsplit(parts._replace(query=rest)), prefix, spin
 
 
 def _token_base() -> str:

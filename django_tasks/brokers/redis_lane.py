@@ -203,4 +203,3 @@ def _looked(sock: socket.socket, spin: float) -> bool:
                 return True  # a broken connection: the read raises what it should
     finally:
         sock.settimeout(timeout)
-
