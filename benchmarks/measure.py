@@ -158,13 +158,15 @@ class Measurement:
 
     def enqueue(self) -> None:
         self.fw.reset()
-        rate = self.fw.run(self.fw.enqueue_code.format(n=self.size["enqueue"]),
+        rate = self.fw.run(self.fw.enqueue_code.format(n=self.size["enqueue"],
+                                                       warm=self.size["warm"]),
                            self.plan.enqueue_env)
         self.cells["enqueue"] = Cell(float(rate))
 
     def bulk(self) -> None:
         self.fw.reset()
-        rate = self.fw.run(self.fw.bulk_code.format(n=self.size["bulk"]),
+        rate = self.fw.run(self.fw.bulk_code.format(n=self.size["bulk"],
+                                                    warm=self.size["warm"]),
                            self.plan.enqueue_env)
         self.cells["bulk"] = Cell(float(rate))
 

@@ -37,9 +37,9 @@ class Row:
 def database_rows(size: dict[str, Any]) -> list[Row]:
     return [
         Row("enqueue", f"enqueue: `noop.delay()` one by one, {size['enqueue']:,} calls "
-            "(tasks/s, higher is better)"),
-        Row("bulk", f"bulk enqueue: `noop.delay_many()` of {size['bulk']:,} calls; Celery: "
-            "a `group` (tasks/s, higher is better)"),
+            f"after {size['warm']} warm-up ones (tasks/s, higher is better)"),
+        Row("bulk", f"bulk enqueue: `noop.delay_many()` of {size['bulk']:,} calls, after "
+            f"one of {size['warm']}; Celery: a `group` (tasks/s, higher is better)"),
         *common_rows(size),
     ]
 
@@ -47,12 +47,13 @@ def database_rows(size: dict[str, Any]) -> list[Row]:
 def broker_rows(size: dict[str, Any]) -> list[Row]:
     """The Redis and RabbitMQ tables' rows."""
     return [
-        Row("enqueue", f"enqueue: `noop.delay()` one by one, {size['enqueue']:,} calls; "
-            "django_tasks with the PENDING row (results column) or with "
-            "`TASKS_STORE_PENDING = False` (no-results column) (tasks/s, higher is better)"),
-        Row("bulk", f"bulk enqueue: `noop.delay_many()` of {size['bulk']:,} calls, with "
-            "PENDING rows or without as above; Celery: a `group` (tasks/s, higher is "
-            "better)"),
+        Row("enqueue", f"enqueue: `noop.delay()` one by one, {size['enqueue']:,} calls "
+            f"after {size['warm']} warm-up ones; django_tasks with the PENDING row (results "
+            "column) or with `TASKS_STORE_PENDING = False` (no-results column) (tasks/s, "
+            "higher is better)"),
+        Row("bulk", f"bulk enqueue: `noop.delay_many()` of {size['bulk']:,} calls, after "
+            f"one of {size['warm']}, with PENDING rows or without as above; Celery: a "
+            "`group` (tasks/s, higher is better)"),
         *common_rows(size),
     ]
 
