@@ -87,6 +87,7 @@ class TaskSettings:
     POLL_INTERVAL = Setting[float](1.0)
     TRACK_STARTED = Setting[bool](False)
     STORE_PENDING = Setting[bool](True)
+    PREPARED_STATEMENTS = Setting[bool](True)
     SENSITIVE_TASKS = Setting[list[str]]([])
     TIME_LIMIT = Setting[float | None](None)
     SOFT_TIME_LIMIT = Setting[float | None](None)

@@ -51,6 +51,7 @@ RULES: dict[str, Rule] = {
     "EAGER_PROPAGATES": (lambda v: isinstance(v, bool), "True or False"),
     "TRACK_STARTED": (lambda v: isinstance(v, bool), "True or False"),
     "STORE_PENDING": (lambda v: isinstance(v, bool), "True or False"),
+    "PREPARED_STATEMENTS": (lambda v: isinstance(v, bool), "True or False"),
     "SENSITIVE_TASKS": (lambda v: isinstance(v, list | tuple)
                         and all(isinstance(p, str) for p in v),
                         "a list of task names or globs such as 'accounts.tasks.*'"),

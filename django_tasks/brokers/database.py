@@ -20,7 +20,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.models import Case, F, Value, When
 
-from .. import clock, durability, notify
+from .. import clock, durability, notify, prepared
 from ..conf import database_alias
 from ..message import MAX_PRIORITY, Message, bounded_priority, parse_time
 from ..models import QueuedMessage
@@ -76,9 +76,14 @@ def _due_ids(vendor: str, table: str, queues: Sequence[str], now: Any,
     one = (f"SELECT id FROM {table} WHERE queue = %s AND priority = {{priority}} "
            f"AND visible_at <= %s ORDER BY visible_at, id LIMIT %s{lock}")
     if postgres:
-        return (f"SELECT c.id FROM generate_series(%s, 0, -1) AS p(n) CROSS JOIN LATERAL "
-                f"({one.format(priority='p.n')}) AS c LIMIT %s",
-                [MAX_PRIORITY, queues[0], now, limit, limit])
+        # The limit and the priorities written into the text, not given as values: prepared
+        # (``prepared.py``), the claim then keeps one plan made without the values, which
+        # needs them to read the queue index (given as values, the plan without them read
+        # the whole table, and PostgreSQL planned the claim again at every run instead).
+        one = one.replace("LIMIT %s", f"LIMIT {int(limit)}")
+        return (f"SELECT c.id FROM generate_series({MAX_PRIORITY}, 0, -1) AS p(n) CROSS JOIN "
+                f"LATERAL ({one.format(priority='p.n')}) AS c LIMIT {int(limit)}",
+                [queues[0], now])
     arms = " UNION ALL ".join(f"SELECT id FROM ({one.format(priority=priority)})"
                               for priority in reversed(PRIORITIES))
     return f"{arms} LIMIT %s", [*[queues[0], now, limit] * len(PRIORITIES), limit]
@@ -324,7 +329,10 @@ class DatabaseBroker(Broker):
         params = [owner, token, connection.ops.adapt_datetimefield_value(until), *due_params]
         # One statement, so atomic on its own: no BEGIN/COMMIT round trips around it.
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            if lazy:  # PostgreSQL, outside a transaction: prepared on the connection
+                prepared.execute(cursor, sql, params)
+            else:
+                cursor.execute(sql, params)
             return list(cursor.fetchall())
 
     def _nothing_due(self, queues: Sequence[str], now: dt.datetime) -> bool:

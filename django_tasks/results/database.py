@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import DataError, connections, transaction
 
-from .. import clock, durability, masking, notify, serialization, states
+from .. import clock, durability, masking, notify, prepared, serialization, states
 from ..conf import database_alias
 from ..message import Message
 from ..models import TaskResult
@@ -29,17 +29,6 @@ _META_FIELDS = ("state", "result", "traceback", "task_name", "date_done", "queue
 
 def _now() -> dt.datetime:
     return clock.now()
-
-
-def _client_side(cursor: Any) -> bool:
-    """Whether the driver binds parameters into the text (psycopg's ``ClientCursor``, what
-    Django uses unless ``server_side_binding`` is on): only then may one ``execute()`` send
-    several statements with parameters."""
-    try:
-        from psycopg import ClientCursor
-    except ImportError:
-        return False
-    return isinstance(cursor.cursor, ClientCursor)
 
 
 def _result_text(outcome: TaskOutcome) -> str | None:
@@ -399,15 +388,7 @@ class DatabaseResultStore(ResultStore):
         statements = notify.ahead(connection)
         try:
             with connection.cursor() as cursor:
-                if statements and _client_side(cursor):  # one round trip
-                    cursor.execute(f"{statements}; {select}", [task_id])
-                    for _ in statements.split(";"):
-                        cursor.nextset()
-                else:
-                    if statements:
-                        cursor.execute(statements)
-                        statements = ""
-                    cursor.execute(select, [task_id])
+                prepared.execute(cursor, select, [task_id], ahead=statements)
                 row: Sequence[Any] | None = cursor.fetchone()
                 return row
         except Exception:

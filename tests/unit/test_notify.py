@@ -10,6 +10,7 @@ notification shows as ``False`` (timed out) rather than as a slow test.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -276,8 +277,11 @@ class TestOnPostgreSQL:
         finished.join()
         statements = [q["sql"].split(" FROM ")[0] for q in queries]
         assert len(statements) == 3, statements
-        assert statements[1].startswith("LISTEN django_tasks_result; SELECT")
-        assert statements[2].startswith("UNLISTEN django_tasks_result; SELECT")
+        # each with the read (prepared on the connection from its third: prepared.py)
+        read = r"(SELECT|PREPARE \w+ AS SELECT|EXECUTE) "
+        assert re.match(f"{read}", statements[0]), statements
+        assert re.match(f"LISTEN django_tasks_result; {read}", statements[1]), statements
+        assert re.match(f"UNLISTEN django_tasks_result; {read}", statements[2]), statements
         assert listening() == []
 
     def test_a_batch_too_big_to_name_wakes_every_reader(self, postgres: bool) -> None:
