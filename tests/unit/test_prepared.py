@@ -150,24 +150,25 @@ def test_statements_sent_ahead_run_before_it() -> None:
     assert len(server_statements()) == 1
 
 
+def read_unprepared(store: DatabaseResultStore) -> None:
+    """Read past the threshold: the row every time, and nothing prepared."""
+    for _ in range(prepared.THRESHOLD + 2):
+        meta = store.get("p-1")
+        assert meta is not None and meta.state == "PENDING"
+    if ON_POSTGRES:
+        assert server_statements() == []
+
+
 def test_nothing_is_prepared_inside_a_transaction(store: DatabaseResultStore) -> None:
     with transaction.atomic():
-        for _ in range(prepared.THRESHOLD + 2):
-            meta = store.get("p-1")
-            assert meta is not None and meta.state == "PENDING"
-        if ON_POSTGRES:
-            assert server_statements() == []
+        read_unprepared(store)
     assert not prepared._names
 
 
 def test_nothing_is_prepared_with_the_setting_off(store: DatabaseResultStore,
                                                   settings: Any) -> None:
     settings.TASKS_PREPARED_STATEMENTS = False
-    for _ in range(prepared.THRESHOLD + 2):
-        meta = store.get("p-1")
-        assert meta is not None and meta.state == "PENDING"
-    if ON_POSTGRES:
-        assert server_statements() == []
+    read_unprepared(store)
     assert not prepared._names
 
 
