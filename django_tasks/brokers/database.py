@@ -196,7 +196,9 @@ class DatabaseBroker(Broker):
         else:
             sql += insert_queued
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            # A delay() outside a transaction: prepared on a connection that runs it often
+            # (``prepared.py``; it reads no table, so any plan is its plan).
+            prepared.execute(cursor, sql, params)
         return True
 
     def _copy_with_pending(self, connection: Any, messages: Sequence[Message]) -> None:

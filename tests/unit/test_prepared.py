@@ -1,8 +1,8 @@
-"""Prepared statements (``prepared.py``): on PostgreSQL ``get()``'s look and a worker's claim
-are prepared at their third run on a connection and run by name after; a statement PostgreSQL
-no longer knows is run again unprepared and turns preparing off; nothing is prepared inside a
-transaction, with the setting off, or on other databases (those runs check that the look and
-the claim work the same)."""
+"""Prepared statements (``prepared.py``): on PostgreSQL ``get()``'s look, a worker's claim and
+a ``delay()`` outside a transaction are prepared at their third run on a connection and run by
+name after; a statement PostgreSQL no longer knows is run again unprepared and turns preparing
+off; nothing is prepared inside a transaction, with the setting off, or on other databases
+(those runs check that the look and the claim work the same)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,25 @@ def test_a_claim_of_one_message_is_prepared_and_keeps_one_plan() -> None:
     assert name.startswith("django_tasks_")
     assert generic + custom == len(messages) + 1 - prepared.THRESHOLD + 1
     assert generic > 0  # the limit written into the text: a plan for any values
+
+
+def test_a_delay_outside_a_transaction_is_prepared() -> None:
+    from django_tasks.models import QueuedMessage, TaskResult
+
+    broker = DatabaseBroker("django://")
+    ids = [f"d-{i}" for i in range(6)]
+    for task_id in ids:  # as delay() writes one message and its PENDING row
+        assert broker.publish_with_pending([Message(id=task_id, task="unit.prepared.t")]) \
+            is ON_POSTGRES
+    if not ON_POSTGRES:  # written by the caller instead, unprepared
+        assert not prepared._names
+        return
+    assert sorted(QueuedMessage.objects.values_list("task_id", flat=True)) == ids
+    assert sorted(TaskResult.objects.filter(state="PENDING").values_list(
+        "task_id", flat=True)) == ids
+    [(name, generic, custom)] = server_statements()
+    assert name.startswith("django_tasks_")
+    assert generic + custom == len(ids) - prepared.THRESHOLD + 1
 
 
 def test_a_missing_row_reads_as_none_prepared_or_not(store: DatabaseResultStore) -> None:
