@@ -86,7 +86,7 @@ def execute(cursor: Any, sql: str, params: Sequence[Any], ahead: str = "") -> No
         _plain(cursor, sql, params, ahead)
         return
     head = [s for s in ahead.split(";") if s.strip()] + ([prepare] if prepare else [])
-    run = f"EXECUTE {name}({', '.join(['%s'] * len(params))})"
+    run = f"EXECUTE {name}({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}"
     try:
         cursor.execute("; ".join([*head, run]), params)
     except DatabaseError as exc:

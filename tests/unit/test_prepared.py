@@ -151,6 +151,17 @@ def test_a_statement_that_cannot_be_prepared_runs_unprepared() -> None:
         assert not prepared._names and not prepared._refused
 
 
+def test_a_statement_without_values_is_prepared_too() -> None:
+    with connection.cursor() as cursor:
+        for _ in range(prepared.THRESHOLD + 1):
+            prepared.execute(cursor, "SELECT 40 + 2", [])
+            assert cursor.fetchone() == (42,)
+    if ON_POSTGRES:
+        assert len(server_statements()) == 1
+    else:
+        assert not prepared._names
+
+
 def test_statements_sent_ahead_run_before_it() -> None:
     if not ON_POSTGRES:  # elsewhere a statement ahead runs on its own, then the query
         with connection.cursor() as cursor:
