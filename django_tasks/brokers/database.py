@@ -329,12 +329,10 @@ class DatabaseBroker(Broker):
             + (", " + look.format(task_id=f"{table}.task_id") if look else "")
         )
         params = [owner, token, connection.ops.adapt_datetimefield_value(until), *due_params]
-        # One statement, so atomic on its own: no BEGIN/COMMIT round trips around it.
+        # One statement, so atomic on its own: no BEGIN/COMMIT round trips around it; on
+        # PostgreSQL outside a transaction, prepared on the connection (``prepared.py``).
         with connection.cursor() as cursor:
-            if lazy:  # PostgreSQL, outside a transaction: prepared on the connection
-                prepared.execute(cursor, sql, params)
-            else:
-                cursor.execute(sql, params)
+            prepared.execute(cursor, sql, params)
             return list(cursor.fetchall())
 
     def _nothing_due(self, queues: Sequence[str], now: dt.datetime) -> bool:
