@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import functools
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ..message import Message
 
@@ -131,6 +132,10 @@ class Capabilities:
     #: (``memory://``, for tests) publishes at once, even inside a transaction: there is no
     #: other process an outbox row could be handed to.
     durable: bool = True
+    #: A fetch can be sent and its answer read later (``start_fetch``): a consumer running a
+    #: batch of quick tasks sends the next batch's fetch before the batch ends, and runs
+    #: on while the broker answers.
+    fetch_ahead: bool = False
 
 
 def new_token() -> int:
@@ -263,6 +268,14 @@ class Broker(abc.ABC):
         """Extend these leases by ``lease`` seconds from now; return the deliveries whose
         lease was still current (the others belong to someone else now)."""
 
+    def start_fetch(self, queues: Sequence[str], owner: str, limit: int, lease: float, *,
+                    look: str | None = None) -> PendingFetch:
+        """:meth:`fetch` begun: where ``capabilities.fetch_ahead``, the request is sent now
+        and the answer read by :meth:`PendingFetch.result`; the default fetches when the
+        result is asked for. The leases run from the time it was sent."""
+        return _FetchLater(functools.partial(self.fetch, queues, owner, limit, lease,
+                                             look=look))
+
     def wait(self, queues: Sequence[str], timeout: float, *,
              accept: Callable[[str], bool] | None = None) -> bool | None:
         """Block up to ``timeout`` seconds until a message may be ready on ``queues``: True
@@ -314,6 +327,30 @@ class Broker(abc.ABC):
         from ..conf import mask_url
 
         return mask_url(self.url)
+
+
+class PendingFetch(Protocol):
+    """A fetch on its way (:meth:`Broker.start_fetch`)."""
+
+    def ready(self) -> bool:
+        """Whether the answer has come (or the fetch failed): ``result()`` will not wait."""
+
+    def result(self) -> list[Delivery]:
+        """The deliveries, waiting for the answer if need be; raises what ``fetch`` would.
+        Call it once, in any case: the connection is held until then."""
+
+
+class _FetchLater:
+    """A fetch made when its result is asked for."""
+
+    def __init__(self, fetch: Callable[[], list[Delivery]]) -> None:
+        self._fetch = fetch
+
+    def ready(self) -> bool:
+        return True
+
+    def result(self) -> list[Delivery]:
+        return self._fetch()
 
 
 def _published() -> None:

@@ -68,9 +68,9 @@ from .. import clock
 from ..exceptions import BrokerUnreachable, ConfigurationError
 from ..message import MAX_WIRE_PRIORITY, Message
 from . import redis_lua
-from .base import Broker, Capabilities, Delivery, Purged, QueueCounts
+from .base import Broker, Capabilities, Delivery, PendingFetch, Purged, QueueCounts
 from .buckets import RateBuckets
-from .redis_lane import SPIN_SECONDS, Lane
+from .redis_lane import SPIN_SECONDS, Lane, Reply
 
 DEFAULT_PREFIX = "tasks"
 CONNECT_TIMEOUT = 2.0
@@ -142,6 +142,40 @@ def _fenced(deliveries: Iterable[Delivery]) -> list[Any]:
     return [field for d in deliveries for field in (d.tag, str(d.token))]
 
 
+def _fetch_args(queues: Sequence[str], owner: str, limit: int, lease: float, now: float
+                ) -> list[Any]:
+    """FETCH's arguments after the prefix: one random base per call; each lease's token is
+    it and the slot (see FETCH)."""
+    return [repr(now), repr(now + lease), owner, min(limit, MAX_FETCH), len(queues),
+            *queues, _token_base()]
+
+
+def _deliveries(rows: Sequence[Sequence[Any]], owner: str, leased_until: float
+                ) -> list[Delivery]:
+    """FETCH's reply as deliveries."""
+    return [Delivery(tag=int(tag), body=body, queue=queue, deliveries=int(deliveries),
+                     owner=owner, task_id=task_id or "", token=int(token),
+                     runs=int(runs or 0), leased_until=leased_until)
+            for tag, body, queue, deliveries, task_id, token, runs in rows]
+
+
+class _PendingFetch:
+    """A FETCH sent on a lane connection; its reply read by ``result()``."""
+
+    def __init__(self, broker: RedisBroker, reply: Reply, owner: str, leased_until: float
+                 ) -> None:
+        self._broker, self._reply = broker, reply
+        self._owner, self._leased_until = owner, leased_until
+
+    def ready(self) -> bool:
+        return self._reply.ready()
+
+    def result(self) -> list[Delivery]:
+        with self._broker._errors():
+            rows = self._reply()
+        return _deliveries(rows, self._owner, self._leased_until)
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -149,7 +183,8 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
 
 class RedisBroker(Broker):
     capabilities = Capabilities(leases=True, native_delays=True, delivery_counts=True,
-                                priorities=True, transactional=False, broadcast=False)
+                                priorities=True, transactional=False, broadcast=False,
+                                fetch_ahead=True)
 
     #: Redis ends a blocked command whose timeout passed on its clock tick: ``hz`` 10 (the
     #: default) makes a ``BLPOP`` up to 0.1 s late.
@@ -266,14 +301,19 @@ class RedisBroker(Broker):
         if limit <= 0 or not queues:
             return []
         now = _time()
-        # One random base per call; each lease's token is it and the slot (see FETCH).
-        rows = self._run(self._fetch, [repr(now), repr(now + lease), owner,
-                                       min(limit, MAX_FETCH), len(queues), *queues,
-                                       _token_base()])
-        return [Delivery(tag=int(tag), body=body, queue=queue, deliveries=int(deliveries),
-                         owner=owner, task_id=task_id or "", token=int(token),
-                         runs=int(runs or 0), leased_until=now + lease)
-                for tag, body, queue, deliveries, task_id, token, runs in rows]
+        rows = self._run(self._fetch, _fetch_args(queues, owner, limit, lease, now))
+        return _deliveries(rows, owner, now + lease)
+
+    def start_fetch(self, queues: Sequence[str], owner: str, limit: int, lease: float, *,
+                    look: str | None = None) -> PendingFetch:
+        """The ``EVALSHA`` is sent now; the deliveries are read when asked for."""
+        if limit <= 0 or not queues:
+            return super().start_fetch(queues, owner, limit, lease)
+        now = _time()
+        with self._errors():
+            reply = self._lane.start(self._fetch, [
+                self.prefix, *_fetch_args(queues, owner, limit, lease, now)])
+        return _PendingFetch(self, reply, owner, now + lease)
 
     def wait(self, queues: Sequence[str], timeout: float, *,
              accept: Callable[[str], bool] | None = None) -> bool | None:

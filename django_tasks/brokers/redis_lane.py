@@ -70,25 +70,25 @@ class Lane:
         would."""
         return self._complete(self._take(), script, args, sent=False, look=look)
 
-    def start(self, script: Script, args: Sequence[Any], *, look: bool = False
-              ) -> Callable[[], Any]:
-        """:meth:`call` in two halves: send the ``EVALSHA`` now, and return the function
-        that reads its reply (and raises what ``call`` would), so that the caller can do
-        other work while Redis runs the script. The connection is held until then: call
-        the function, even after an error of one's own."""
+    def start(self, script: Script, args: Sequence[Any], *, look: bool = False) -> Reply:
+        """:meth:`call` in two halves: send the ``EVALSHA`` now, and return the
+        :class:`Reply` that reads its reply when called (and raises what ``call`` would),
+        so that the caller can do other work while Redis runs the script. The connection is
+        held until then: call it, even after an error of one's own."""
         connection = self._take()
         try:
             connection.send_command("EVALSHA", script.sha, 0, *args)
         except (redis.ConnectionError, redis.TimeoutError):
             connection.disconnect()
             time.sleep(RETRY_PAUSE)  # the failed send was the first try: one more is left
-            return functools.partial(self._complete, connection, script, args, sent=False,
-                                     look=look, retries=0)
+            return Reply(connection, functools.partial(
+                self._complete, connection, script, args, sent=False, look=look, retries=0),
+                sent=False)
         except BaseException:
             connection.disconnect()
             raise
-        return functools.partial(self._complete, connection, script, args, sent=True,
-                                 look=look)
+        return Reply(connection, functools.partial(
+            self._complete, connection, script, args, sent=True, look=look))
 
     def close(self) -> None:
         """Disconnect every connection this lane made, in use or not (they connect again
@@ -183,6 +183,30 @@ class Lane:
             self._free = []
             self._made = weakref.WeakSet()
             self._pid = os.getpid()
+
+
+class Reply:
+    """A script call sent (:meth:`Lane.start`): called, its reply."""
+
+    def __init__(self, connection: Any, complete: Callable[[], Any], *,
+                 sent: bool = True) -> None:
+        self._connection = connection
+        self._complete = complete
+        self._sent = sent
+
+    def __call__(self) -> Any:
+        return self._complete()
+
+    def ready(self) -> bool:
+        """Whether reading the reply will not wait for Redis: it has begun to arrive, or
+        there is none to wait for (the call is sent when read, or its connection broke:
+        reading sends it, or raises)."""
+        if not self._sent:
+            return True
+        try:
+            return bool(self._connection.can_read(timeout=0))
+        except Exception:  # noqa: BLE001 - a broken connection: the read raises what it should
+            return True
 
 
 def _looked(sock: socket.socket, spin: float) -> bool:

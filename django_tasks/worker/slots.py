@@ -23,9 +23,10 @@ T = TypeVar("T")
 #: Started-but-unsettled deliveries a shared slot lists; past this the supervisor counts
 #: every delivery the child held as started.
 RAN_CAPACITY = 512
-#: Deliveries of a batch a shared slot lists as waiting to start; later ones of a bigger
-#: batch are never given back by the supervisor (the consumer hands them back itself).
-HELD_CAPACITY = 256
+#: Deliveries a shared slot lists as waiting to start (a batch, and the next one when it is
+#: fetched ahead); later ones are never given back by the supervisor (the consumer hands
+#: them back itself).
+HELD_CAPACITY = 512
 _WAITING, _TAKEN, _GIVEN_BACK = 0, 1, 2
 
 #: A delivery waiting in a consumer's batch: (tag, lease token, delivery count).
@@ -150,6 +151,16 @@ class Slot:
             self._store_held(entries[:self._held_capacity()])
             self._store_ids(ids[:self._held_capacity()])
 
+    def extend(self, entries: Sequence[Held], ids: Sequence[str] = ()) -> int:
+        """These deliveries (the next batch, fetched ahead) wait to start after those
+        held: the index of the first, for ``take`` and ``take_rest``."""
+        with self._lock:
+            start = self._held_count()
+            room = max(0, self._held_capacity() - start)
+            self._store_held(entries[:room], start)
+            self._store_ids(ids[:room], start)
+            return start
+
     def take(self, index: int) -> bool:
         """The consumer starts the ``index``-th delivery of its batch; False if the supervisor
         gave it back meanwhile (skip it: it is no longer this consumer's)."""
@@ -193,11 +204,12 @@ class Slot:
     def _held_capacity(self) -> int:
         return 1 << 30
 
-    def _store_held(self, entries: Sequence[Held]) -> None:
-        self._held, self._states = list(entries), bytearray(len(entries))
+    def _store_held(self, entries: Sequence[Held], start: int = 0) -> None:
+        self._held = self._held[:start] + list(entries)
+        self._states = self._states[:start] + bytearray(len(entries))
 
-    def _store_ids(self, ids: Sequence[str]) -> None:
-        self._ids = list(ids)
+    def _store_ids(self, ids: Sequence[str], start: int = 0) -> None:
+        self._ids = self._ids[:start] + [""] * (start - len(self._ids)) + list(ids)
 
     def _held_count(self) -> int:
         return len(self._held)
@@ -351,11 +363,11 @@ class SharedSlot(Slot):
         running = self.get()
         return running is not None and running.tag == int(self._data.revoking) != 0
 
-    def _store_ids(self, ids: Sequence[str]) -> None:
+    def _store_ids(self, ids: Sequence[str], start: int = 0) -> None:
         data = self._data
-        for index, task_id in enumerate(ids):
+        for index, task_id in enumerate(ids, start):
             data.held_id[index].value = task_id.encode()[:_ID - 1]
-        for index in range(len(ids), int(data.held_count)):
+        for index in range(start + len(ids), int(data.held_count)):
             data.held_id[index].value = b""
 
     def _held_id(self, index: int) -> str:
@@ -364,12 +376,12 @@ class SharedSlot(Slot):
     def _held_capacity(self) -> int:
         return HELD_CAPACITY
 
-    def _store_held(self, entries: Sequence[Held]) -> None:
+    def _store_held(self, entries: Sequence[Held], start: int = 0) -> None:
         data = self._data
-        for index, (tag, token, deliveries) in enumerate(entries):
+        for index, (tag, token, deliveries) in enumerate(entries, start):
             data.held_tag[index], data.held_token[index] = tag, token
             data.held_deliveries[index], data.held_state[index] = deliveries, _WAITING
-        data.held_count = len(entries)
+        data.held_count = start + len(entries)
 
     def _held_count(self) -> int:
         return int(self._data.held_count)

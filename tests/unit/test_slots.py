@@ -160,3 +160,28 @@ def test_a_forked_child_and_its_supervisor_agree_on_what_was_given_back() -> Non
         process.start()
     process.join(10)
     assert process.exitcode == 0
+
+
+def test_the_next_batch_is_listed_behind_the_batch_and_given_back_with_it(slot: Slot) -> None:
+    slot.hold(HELD, ["a", "b", "c"])
+    assert slot.take(0)
+    assert slot.extend([(30, 5, 1), (31, 5, 2)], ["d", "e"]) == 3
+    assert slot.reserved() == ["b", "c", "d", "e"]
+    assert slot.give_back(lambda held: None) == [*HELD[1:], (30, 5, 1), (31, 5, 2)]
+    assert slot.take_rest(3, 5) == []  # the consumer keeps none of the next batch
+    slot.hold([(40, 1, 1)])  # the next batch, listed afresh, is all waiting
+    assert slot.extend([(41, 1, 1)]) == 1
+    assert slot.take_rest(1, 2) == [1]
+    assert slot.give_back(lambda held: None) == [(40, 1, 1)]
+
+
+def test_a_shared_slot_lists_what_fits_of_the_next_batch() -> None:
+    from django_tasks.worker.slots import HELD_CAPACITY
+
+    slot = SharedSlot()
+    slot.hold([(i, 1, 1) for i in range(HELD_CAPACITY - 2)])
+    start = slot.extend([(1000 + i, 1, 1) for i in range(5)], [f"n{i}" for i in range(5)])
+    assert start == HELD_CAPACITY - 2
+    assert slot.reserved()[-2:] == ["n0", "n1"]
+    assert len(slot.give_back(lambda held: None)) == HELD_CAPACITY
+    assert slot.take_rest(start, start + 5) == [start + 2, start + 3, start + 4]  # unlisted
