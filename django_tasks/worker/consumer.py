@@ -27,6 +27,7 @@ from ..conf import get_broker, get_result_store, task_settings
 from ..message import printable
 from ..process import connections
 from . import limits
+from .ahead import AHEAD_BATCH, AHEAD_SECONDS, Ahead
 from .execute import Prepared, check, execute, prepare
 from .hooks import worker_kernel
 from .idle import LookTurns
@@ -97,6 +98,8 @@ class Consumer:
         self._woken = True  # its last wait ended on a wake-up: ask if the fetch finds none
         self._took_due = False  # it took the time the broker gave: ask after, found or not
         self._batch = 1  # how many messages the next fetch asks for
+        self._ahead: Ahead | None = None  # the next batch's fetch, sent early (``ahead.py``)
+        self._unanswered = False  # a fetch sent ahead was handed back unread: release first
         # Settle after this many runs, where the broker sends no more until it has acks.
         window = self.broker.window
         self._settle_every = max(1, window // 2) if window else None
@@ -116,11 +119,17 @@ class Consumer:
                     continue
             try:
                 connections.refresh()
-                if failures:
+                if failures or self._unanswered:
+                    self._unanswered = False
                     self._release_unanswered()
                 fetched_at, since = time.monotonic(), clock.now()
-                deliveries = self.broker.fetch(self.queues, self.owner, self._batch,
-                                               self.lease, look=self._look)
+                ahead, self._ahead = self._ahead, None
+                if ahead is not None:
+                    fetched_at, since, self._batch = ahead.sent_at, ahead.since, ahead.asked
+                    deliveries = ahead.result()
+                else:
+                    deliveries = self.broker.fetch(self.queues, self.owner, self._batch,
+                                                   self.lease, look=self._look)
                 self.slot.mark()
                 if failures:
                     logger.warning("The broker answers again, after %d failed fetches",
@@ -149,6 +158,8 @@ class Consumer:
                 self.broker.stop_waiting()
             asked = self._batch
             slow = self.process(deliveries, fetched_at)
+            if slow:  # after a slow task the next batch is one message: not one fetched ahead
+                self._return_ahead()
             self._batch = 1 if slow else min(self._batch * 2, self.prefetch,
                                              self._batch_that_fits())
             if len(deliveries) < asked and not slow and self._dry_when_short():
@@ -157,6 +168,7 @@ class Consumer:
                 # publisher shares, cost a round trip on PostgreSQL 0.25 ms).
                 busy_since = None
                 self._idle(since)
+        self._return_ahead()
         self._settle_kept()
         self._write_counts(force=True)
 
@@ -306,6 +318,7 @@ class Consumer:
         pending: list[Settlement] = []
         started = last_flush = time.monotonic()
         slow = False
+        ahead = self.broker.capabilities.fetch_ahead and len(prepared) >= AHEAD_BATCH
         self.slot.hold([(p.delivery.tag, p.delivery.token, p.delivery.deliveries)
                         for p in prepared], [p.readable_id or "" for p in prepared])
         try:
@@ -314,6 +327,8 @@ class Consumer:
                     self._flush(pending)
                     self._hand_back_rest(prepared, index)
                     return True
+                if ahead:
+                    ahead = self._fetch_ahead(len(prepared) - index)
                 if not self.slot.take(index):  # given back while a long task ran
                     continue
                 try:
@@ -338,9 +353,48 @@ class Consumer:
                     self._flush(pending)
                     last_flush = time.monotonic()
         finally:
+            if self._ahead is not None:
+                self._ahead.unlist(self.slot)
             self.slot.hold([])
         self._flush(pending)
         return slow
+
+    def _fetch_ahead(self, rest: int) -> bool:
+        """Before a task, with ``rest`` of the batch (this one included) not started: send
+        the next batch's fetch once they are expected to take ``AHEAD_SECONDS`` or less, or
+        read its answer if it has come (``ahead.py``). False: no more of this for the batch
+        (the fetch could not be sent)."""
+        if self._ahead is not None:
+            self._ahead.look(self.slot)
+            return True
+        if rest * self._task_seconds > AHEAD_SECONDS or self._stopping() \
+                or self.settler.waiting:
+            return True
+        asked = min(self._batch * 2, self.prefetch, self._batch_that_fits())
+        try:
+            pending = self.broker.start_fetch(self.queues, self.owner, asked, self.lease,
+                                              look=self._look)
+        except Exception as exc:  # noqa: BLE001 - the fetch after the batch reports it
+            logger.debug("Cannot send the next fetch ahead (%s)", exc)
+            return False
+        self._ahead = Ahead(pending, asked)
+        return True
+
+    def _return_ahead(self) -> None:
+        """Hand back, uncounted, what a fetch sent ahead leased to this consumer (stopping,
+        or after a slow task). If its answer cannot be read, what this consumer's name holds
+        is released before its next fetch (once what it kept is settled), as after a failed
+        fetch; a consumer that stops leaves that to its supervisor, or to the leases' end."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        try:
+            deliveries = ahead.result()
+        except Exception as exc:  # noqa: BLE001 - see above
+            logger.debug("Cannot read the fetch sent ahead (%s)", exc)
+            self._unanswered = True
+            return
+        self.settler.hand_back(deliveries)
 
     def _hand_back_rest(self, prepared: Sequence[Prepared], start: int,
                         current: Prepared | None = None) -> None:
