@@ -100,6 +100,7 @@ class Consumer:
         self._batch = 1  # how many messages the next fetch asks for
         self._ahead: Ahead | None = None  # the next batch's fetch, sent early (``ahead.py``)
         self._unanswered = False  # a fetch sent ahead was handed back unread: release first
+        self._short = False  # the batch running is all its fetch found
         # Settle after this many runs, where the broker sends no more until it has acks.
         window = self.broker.window
         self._settle_every = max(1, window // 2) if window else None
@@ -157,12 +158,15 @@ class Consumer:
                 # run dry (a short spell keeps listening: no round trip between tasks).
                 self.broker.stop_waiting()
             asked = self._batch
+            # A fetch that took all there was sends none ahead: the consumer waits to be woken.
+            self._short = len(deliveries) < asked
             slow = self.process(deliveries, fetched_at)
             if slow:  # after a slow task the next batch is one message: not one fetched ahead
                 self._return_ahead()
             self._batch = 1 if slow else min(self._batch * 2, self.prefetch,
                                              self._batch_that_fits())
-            if len(deliveries) < asked and not slow and self._dry_when_short():
+            if len(deliveries) < asked and not slow and self._ahead is None \
+                    and self._dry_when_short():
                 # The fetch took all there was: wait as after an empty fetch, rather than
                 # claim again at once (an empty claim after every task, on the CPUs the
                 # publisher shares, cost a round trip on PostgreSQL 0.25 ms).
@@ -318,7 +322,8 @@ class Consumer:
         pending: list[Settlement] = []
         started = last_flush = time.monotonic()
         slow = False
-        ahead = self.broker.capabilities.fetch_ahead and len(prepared) >= AHEAD_BATCH
+        ahead = self.broker.capabilities.fetch_ahead and len(prepared) >= AHEAD_BATCH \
+            and not self._short
         self.slot.hold([(p.delivery.tag, p.delivery.token, p.delivery.deliveries)
                         for p in prepared], [p.readable_id or "" for p in prepared])
         try:

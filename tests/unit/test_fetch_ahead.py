@@ -277,3 +277,22 @@ def test_after_a_slow_task_what_was_fetched_ahead_goes_back_for_a_batch_of_one(
 def nap() -> None:
     time.sleep(0.1)
     ran.append("nap")
+
+
+def test_a_batch_that_took_all_there_was_sends_no_fetch_ahead(
+        fetching_ahead: AheadBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(31 + 20)  # batches of 1, 2, 4, 8 and 16, then one that asks for 32 and gets 20
+    worker = consumer()
+    idled: list[int] = []
+    idle = worker._idle
+
+    def noting(since: object) -> None:
+        idled.append(len(ran))
+        idle(since)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker, "_idle", noting)
+    monkeypatch.setattr(worker, "_dry_when_short", lambda: True)
+    run_until(worker, lambda: len(ran) >= 51)
+    assert sorted(ran) == list(range(51))
+    assert fetching_ahead.asked == [32]  # sent by the batch of 16 (whole)
+    assert idled and idled[0] == 51  # the short batch of 20 ended the drain: it waits
