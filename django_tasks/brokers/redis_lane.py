@@ -198,9 +198,9 @@ class Reply:
         return self._complete()
 
     def ready(self) -> bool:
-        """Whether reading the reply will not wait for Redis: it has begun to arrive, or
-        there is none to wait for (the call is sent when read, or its connection broke:
-        reading sends it, or raises)."""
+        """Whether to read the reply now: it has begun to arrive, or waiting longer gains
+        nothing (the send failed and reading sends the call again, or the connection broke
+        and reading raises what ``call`` would)."""
         if not self._sent:
             return True
         try:
