@@ -333,7 +333,8 @@ class PendingFetch(Protocol):
     """A fetch on its way (:meth:`Broker.start_fetch`)."""
 
     def ready(self) -> bool:
-        """Whether the answer has come (or the fetch failed): ``result()`` will not wait."""
+        """Whether to read the answer now: it has come, or waiting longer gains nothing
+        (the fetch failed: ``result()`` raises, or sends it again)."""
 
     def result(self) -> list[Delivery]:
         """The deliveries, waiting for the answer if need be; raises what ``fetch`` would.
