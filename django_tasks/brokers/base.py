@@ -132,10 +132,11 @@ class Capabilities:
     #: (``memory://``, for tests) publishes at once, even inside a transaction: there is no
     #: other process an outbox row could be handed to.
     durable: bool = True
-    #: A fetch can be sent and its answer read later (``start_fetch``): a consumer running a
-    #: batch of quick tasks sends the next batch's fetch before the batch ends, and runs
-    #: on while the broker answers.
-    fetch_ahead: bool = False
+    #: A fetch or an ack can be sent now and its answer read later (``start_fetch``,
+    #: ``start_ack``): a consumer running a batch of quick tasks sends the next batch's
+    #: fetch before the batch ends, and runs its next batch while the last one's ack is on
+    #: its way.
+    pipelined: bool = False
 
 
 def new_token() -> int:
@@ -207,6 +208,15 @@ class Broker(abc.ABC):
     def ack(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
         """Remove these messages; return the deliveries acked (their lease was current)."""
 
+    def start_ack(self, deliveries: Sequence[Delivery]) -> Callable[[], list[Delivery]]:
+        """:meth:`ack` begun: return the function that ends it, returning the deliveries
+        acked and raising what ``ack`` would. A broker that can leaves the ack on its way
+        meanwhile (where ``capabilities.pipelined``: the consumer runs its next batch while
+        Redis acks the last); the default acks before it returns. Call the function in any
+        case."""
+        acked = self.ack(deliveries)
+        return lambda: acked
+
     @abc.abstractmethod
     def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> int:
         """Make these messages deliverable now; ``count=False`` undoes their delivery count.
@@ -270,7 +280,7 @@ class Broker(abc.ABC):
 
     def start_fetch(self, queues: Sequence[str], owner: str, limit: int, lease: float, *,
                     look: str | None = None) -> PendingFetch:
-        """:meth:`fetch` begun: where ``capabilities.fetch_ahead``, the request is sent now
+        """:meth:`fetch` begun: where ``capabilities.pipelined``, the request is sent now
         and the answer read by :meth:`PendingFetch.result`; the default fetches when the
         result is asked for. The leases run from the time it was sent."""
         return _FetchLater(functools.partial(self.fetch, queues, owner, limit, lease,

@@ -184,7 +184,7 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
 class RedisBroker(Broker):
     capabilities = Capabilities(leases=True, native_delays=True, delivery_counts=True,
                                 priorities=True, transactional=False, broadcast=False,
-                                fetch_ahead=True)
+                                pipelined=True)
 
     #: Redis ends a blocked command whose timeout passed on its clock tick: ``hz`` 10 (the
     #: default) makes a ``BLPOP`` up to 0.1 s late.
@@ -341,6 +341,21 @@ class RedisBroker(Broker):
         replies = self._run_chunks(self._ack, [], _fenced(batch), 2)
         acked = {int(tag) for reply in replies for tag in reply}
         return [d for d in batch if d.tag in acked]
+
+    def start_ack(self, deliveries: Sequence[Delivery]) -> Callable[[], list[Delivery]]:
+        """One script call's worth (``_CHUNK`` messages) is sent and its answer read by the
+        function returned; more are acked at once."""
+        batch = list(deliveries)
+        if not batch or len(batch) > _CHUNK:
+            return super().start_ack(batch)
+        with self._errors():
+            reply = self._lane.start(self._ack, [self.prefix, *_fenced(batch)])
+
+        def end() -> list[Delivery]:
+            with self._errors():
+                acked = {int(tag) for tag in reply()}
+            return [d for d in batch if d.tag in acked]
+        return end
 
     def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> int:
         batch = list(deliveries)

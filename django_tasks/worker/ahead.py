@@ -1,6 +1,6 @@
 """The next batch's fetch, sent while a batch of quick tasks runs.
 
-On a broker that answers a fetch later than it is sent (``capabilities.fetch_ahead``:
+On a broker that answers a fetch later than it is sent (``capabilities.pipelined``:
 Redis), a consumer that waits for each fetch leaves its CPU idle while the broker claims:
 a drain of no-op tasks at -c 2 spent about a fifth of each pool process's time waiting for
 Redis to run its fetch script. So a consumer running a batch of at least ``AHEAD_BATCH``

@@ -322,7 +322,7 @@ class Consumer:
         pending: list[Settlement] = []
         started = last_flush = time.monotonic()
         slow = False
-        ahead = self.broker.capabilities.fetch_ahead and len(prepared) >= AHEAD_BATCH \
+        ahead = self.broker.capabilities.pipelined and len(prepared) >= AHEAD_BATCH \
             and not self._short
         self.slot.hold([(p.delivery.tag, p.delivery.token, p.delivery.deliveries)
                         for p in prepared], [p.readable_id or "" for p in prepared])

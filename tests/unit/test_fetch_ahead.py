@@ -1,5 +1,5 @@
 """A consumer running a batch of quick tasks sends the next batch's fetch before the batch
-ends (``worker/ahead.py``), on a broker that can (``capabilities.fetch_ahead``: Redis).
+ends (``worker/ahead.py``), on a broker that can (``capabilities.pipelined``: Redis).
 
 The consumer's side runs on the memory broker, given a ``start_fetch`` that leases when it is
 sent and answers when the test says; the Redis broker's own ``start_fetch`` on a real Redis.
@@ -83,7 +83,7 @@ def fetching_ahead(memory_tasks: None, monkeypatch: pytest.MonkeyPatch
     giving_back.clear()
     monkeypatch.setattr(ahead_module, "LOOK_SECONDS", 0.0)
     broker = get_broker()
-    vars(broker)["capabilities"] = dataclasses.replace(broker.capabilities, fetch_ahead=True)
+    vars(broker)["capabilities"] = dataclasses.replace(broker.capabilities, pipelined=True)
     state = AheadBroker()
 
     def start_fetch(queues: list[str], owner: str, limit: int, lease: float, *,
@@ -206,7 +206,7 @@ def redis_broker() -> Iterator[RedisBroker]:
 
 def test_redis_leases_when_the_fetch_is_sent_and_answers_when_asked(
         redis_broker: RedisBroker) -> None:
-    assert redis_broker.capabilities.fetch_ahead
+    assert redis_broker.capabilities.pipelined
     redis_broker.publish([Message(id=f"r{i}", task="unit.ahead.quick", args=(i,))
                           for i in range(5)])
     pending = redis_broker.start_fetch(["default"], "ahead/1", 3, 30)
