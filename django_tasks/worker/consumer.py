@@ -82,7 +82,8 @@ class Consumer:
         self.recycler = recycler or Recycler()
         self.broker = get_broker()
         self.store = get_result_store()
-        self.settler = Settler(self.broker, self.store, lease, on_change=self.slot.ran)
+        self.settler = Settler(self.broker, self.store, lease, on_change=self.slot.ran,
+                               overlap_acks=True)
         # Sharing a database, the broker looks up stored states as it claims (``prepare``).
         self._look = self.store.state_lookup() \
             if self.store is not None and shared_alias(self.broker, self.store) else None
@@ -122,6 +123,7 @@ class Consumer:
                 connections.refresh()
                 if failures or self._unanswered:
                     self._unanswered = False
+                    self.settler.finish()  # its ack first: those messages are settled
                     self._release_unanswered()
                 fetched_at, since = time.monotonic(), clock.now()
                 ahead, self._ahead = self._ahead, None
@@ -265,6 +267,7 @@ class Consumer:
     def _idle(self, since: dt.datetime) -> None:
         """The queues ran dry at a fetch begun at ``since``: learn when the next delayed
         message comes due, then wait for work."""
+        self.settler.finish()  # the last batch's ack: nothing waits unanswered while idle
         self._expect_due(since)
         self._wait_for_work()
 
@@ -302,6 +305,7 @@ class Consumer:
         """Stopping: write what is kept while the database lets us (a cold shutdown ends
         the wait; the supervisor then hands the messages back)."""
         failures = 0
+        self.settler.finish()
         while self.settler.waiting and not self.settler.retry():
             failures += 1
             time.sleep(pause(failures))

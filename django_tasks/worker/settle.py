@@ -13,6 +13,11 @@ and acks. What it cannot write it keeps, so that nothing the consumer holds is f
   not even that can be stored, is acked with the reason logged. Its batch-mates are written
   as they are and never run again.
 
+Where the broker is ``pipelined`` (Redis), the consumer's settler leaves each batch's ack on
+its way and reads its answer at the next settlement (``finish``): the consumer runs its next
+batch meanwhile. Until then those deliveries count as run and unsettled (the slot lists
+them); an answer that failed is handled as a failed write of the batch.
+
 A settlement whose lease has moved on (the worker froze, or lost the database for longer
 than the lease, and another worker claimed the message) is refused by the broker: its
 outcome is dropped and the refusal logged. A final state in the result store is never
@@ -134,7 +139,8 @@ class Settler:
     """Writes one consumer's settlements; keeps what it cannot write yet."""
 
     def __init__(self, broker: Broker, store: ResultStore | None, lease: float,
-                 on_change: Callable[[list[int]], None] | None = None) -> None:
+                 on_change: Callable[[list[int]], None] | None = None, *,
+                 overlap_acks: bool = False) -> None:
         self.broker = broker
         self.store = store
         self.lease = lease
@@ -143,6 +149,10 @@ class Settler:
         self.handback: list[Delivery] = []
         self._on_change = on_change or (lambda tags: None)
         self._outage_logged = False
+        #: ``settle`` leaves a batch's ack on its way where the broker can (``start_ack``);
+        #: ``finish`` (or the next ``settle``) reads its answer.
+        self._overlap = overlap_acks
+        self._in_flight: tuple[list[Settlement], Callable[[], list[Delivery]]] | None = None
 
     @property
     def waiting(self) -> bool:
@@ -150,17 +160,19 @@ class Settler:
         return bool(self.backlog or self.handback)
 
     def unsettled_tags(self, pending: Iterable[Settlement] = ()) -> list[int]:
-        return [s.delivery.tag for s in (*self.backlog, *pending) if not s.acked]
+        flying = self._in_flight[0] if self._in_flight is not None else ()
+        return [s.delivery.tag for s in (*self.backlog, *flying, *pending) if not s.acked]
 
     # -- the public operations ----------------------------------------------------------
 
     def settle(self, batch: Sequence[Settlement]) -> None:
         """Write ``batch``; what the database cannot take now joins the backlog."""
+        self.finish(batch)
         if not batch:
             return
         for attempt in range(_TRIES):
             try:
-                self._write(batch)
+                self._write(batch, overlap=self._overlap)
                 break
             except Exception as exc:  # noqa: BLE001 - sorted out below
                 if transient(exc) and attempt + 1 < _TRIES and answers(self.broker, self.store):
@@ -180,8 +192,25 @@ class Settler:
             self._outage(exc, len(deliveries), "hand back")
             self.handback.extend(deliveries)
 
+    def finish(self, pending: Sequence[Settlement] = ()) -> None:
+        """Read the answer to the ack left on its way, if any: the refused are logged, and
+        a batch whose ack failed is written again (kept, if the broker does not answer).
+        ``pending``: settlements about to be written, still listed as unsettled."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return
+        batch, end = flight
+        try:
+            acked = {d.tag for d in end()}
+        except Exception as exc:  # noqa: BLE001 - as a failed write of the batch
+            self._after_failure(batch, exc)
+        else:
+            self.refused([s for s in batch if s.delivery.tag not in acked])
+        self._on_change(self.unsettled_tags(pending))
+
     def retry(self) -> bool:
         """Write what was kept; True when nothing is left."""
+        self.finish()
         if self.handback:
             held, self.handback = self.handback, []
             self.hand_back(held)
@@ -196,7 +225,7 @@ class Settler:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _write(self, batch: Sequence[Settlement]) -> None:
+    def _write(self, batch: Sequence[Settlement], *, overlap: bool = False) -> None:
         if self._alias is not None:
             if self._write_alone(batch):
                 return
@@ -234,7 +263,11 @@ class Settler:
         scope = transaction.atomic(using=alias) \
             if self.broker.capabilities.transactional and alias else nullcontext()
         with scope:
-            self._settle_leases(live)
+            if overlap and live and all(s.retry is None for s in live) \
+                    and self.broker.capabilities.pipelined:
+                self._in_flight = (live, self.broker.start_ack([s.delivery for s in live]))
+            else:
+                self._settle_leases(live)
 
     def _write_alone(self, batch: Sequence[Settlement]) -> bool:
         """The usual batch where broker and results share the database (every message
