@@ -1,6 +1,8 @@
-"""Prepared statements on PostgreSQL, for three statements a round trip waits on: the database
-broker's ``delay()`` (its message and PENDING row), a worker's claim of the messages it takes,
-and ``AsyncResult.get()``'s read of a result row (a waiting ``get()`` makes three).
+"""Prepared statements on PostgreSQL, for the statements a round trip waits on: ``delay()``
+(on the database broker its message and PENDING row, on another broker its PENDING row), a
+worker's claim of the messages it takes, its look for ids already final and its store of a
+single outcome (``results/database.py``), and ``AsyncResult.get()``'s read of a result row (a
+waiting ``get()`` makes two or three).
 
 PostgreSQL plans every statement it is sent. Prepared on their connection, they are planned
 once: in PostgreSQL's log of 300 round trips through the database broker (a 2-core machine), a

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 
@@ -31,7 +32,7 @@ logger = logging.getLogger("django_tasks.publishing")
 def publish(message: Message) -> AsyncResult:
     """Record the task as PENDING and hand it to the broker, in the caller's transaction."""
     publish_many([message])
-    return AsyncResult(message.id, message.task)
+    return AsyncResult(message.id, message.task, published_at=time.monotonic())
 
 
 def publish_chunked(messages: Sequence[Message]) -> None:

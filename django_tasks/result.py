@@ -82,6 +82,11 @@ def result_to_exception(value: Any) -> BaseException:
     return remote(message)
 
 
+#: A result asked for sooner than this after this process published its task cannot be
+#: ready (no worker answers that fast): ``get()`` listens for it with its first look.
+FRESH_SECONDS = 0.001
+
+
 class AsyncResult:
     """The outcome of a task, looked up by id in the result store.
 
@@ -89,13 +94,16 @@ class AsyncResult:
     """
 
     def __init__(self, id: str, task_name: str | None = None, *,
-                 parent: AsyncResult | None = None) -> None:
+                 parent: AsyncResult | None = None,
+                 published_at: float | None = None) -> None:
         self.id = str(id)
         self.task_name = task_name
         self._cache: ResultMeta | None = None
         #: Known when the caller made the workflow (a chain's previous task); else read
         #: from the store.
         self._parent = parent
+        #: ``time.monotonic()`` when this process published the task (``delay()``).
+        self._published_at = published_at
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.id}>"
@@ -242,6 +250,13 @@ class AsyncResult:
         delay = min(0.002, interval)
         store = self.backend
         try:
+            if self._published_at is not None \
+                    and time.monotonic() - self._published_at < FRESH_SECONDS:
+                # Asked for at once after its publish: no worker can have answered yet, so
+                # the first look listens already (its LISTEN rides on the read), rather
+                # than a look of its own first (a round trip less before the wait).
+                store.wait(0.0, (self.id,))
+            self._published_at = None
             while True:
                 meta = self._meta()
                 if meta.state in states.READY_STATES:

@@ -64,9 +64,10 @@ class DatabaseResultStore(ResultStore):
                     and not connection.in_atomic_block)
             for start in range(0, len(messages), _BATCH):
                 chunk = messages[start:start + _BATCH]
-                cursor.execute(*(pending_insert_json(connection, chunk, commit_async=True)
-                                 if fast and len(chunk) > 1 else
-                                 pending_insert(connection, chunk, commit_async=fast)))
+                prepared.execute(cursor, *(
+                    pending_insert_json(connection, chunk, commit_async=True)
+                    if fast and len(chunk) > 1 else
+                    pending_insert(connection, chunk, commit_async=fast)))
 
     def create_missing(self, messages: Sequence[Message]) -> None:
         """One INSERT for the batch; rows that exist are left as they are."""
@@ -332,7 +333,7 @@ class DatabaseResultStore(ResultStore):
         sql = one_update(connection, also=also[0] if also else "", ack=ack[0] if ack else "",
                          lazy=lazy)
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            prepared.execute(cursor, sql, params)
             return any(row[0] is not None for row in cursor.fetchall())
 
     def _update_locked(self, outcomes: Sequence[TaskOutcome]) -> set[str]:
@@ -414,9 +415,9 @@ class DatabaseResultStore(ResultStore):
                 if connection.vendor == "postgresql":  # two statement texts for any size
                     # Above SIZE_SHOWN ids, an array the planner cannot see into
                     # (pg_outcomes.json_update() says why).
-                    cursor.execute(select + ("= ANY(%s)" if len(chunk) <= SIZE_SHOWN else
-                                             "= ANY(ARRAY(SELECT unnest(%s::text[])))"),
-                                   [chunk])
+                    prepared.execute(cursor, select + (
+                        "= ANY(%s)" if len(chunk) <= SIZE_SHOWN else
+                        "= ANY(ARRAY(SELECT unnest(%s::text[])))"), [chunk])
                 else:
                     cursor.execute(select + f"IN ({', '.join(['%s'] * len(chunk))})", chunk)
                 found.update((task_id, state) for task_id, state in cursor.fetchall()

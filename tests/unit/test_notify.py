@@ -20,10 +20,12 @@ from django.db import ProgrammingError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_tasks import notify
+from django_tasks import result as result_module
 from django_tasks.brokers.base import WAKE_AHEAD_SECONDS
 from django_tasks.brokers.database import DatabaseBroker
 from django_tasks.group_result import GroupResult
 from django_tasks.message import Message
+from django_tasks.publishing import publish
 from django_tasks.result import AsyncResult, TaskOutcome
 from django_tasks.results import database as database_module
 from django_tasks.results.database import DatabaseResultStore
@@ -282,6 +284,44 @@ class TestOnPostgreSQL:
         assert re.match(f"{read}", statements[0]), statements
         assert re.match(f"LISTEN django_tasks_result; {read}", statements[1]), statements
         assert re.match(f"UNLISTEN django_tasks_result; {read}", statements[2]), statements
+        assert listening() == []
+
+    def test_a_result_asked_for_at_once_after_its_publish_listens_with_its_first_read(
+            self, postgres: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        """``delay().get()``: no worker can have answered yet, so there is no read of its
+        own before the wait: LISTEN with the first read, UNLISTEN with the last."""
+        if not postgres:
+            return
+        monkeypatch.setattr(result_module, "FRESH_SECONDS", NEVER)  # however slow this test
+        result = publish(Message(id="at-once", task="unit.notify.t"))
+        finished = threading.Timer(0.3, elsewhere, [lambda: DatabaseResultStore(
+            "django://").store_outcomes([outcome("at-once")])])
+        with CaptureQueriesContext(connection) as queries:
+            finished.start()
+            assert result.get(timeout=NEVER) == 1
+        finished.join()
+        statements = [q["sql"].split(" FROM ")[0] for q in queries]
+        read = r"(SELECT|PREPARE \w+ AS SELECT|EXECUTE) "
+        assert len(statements) == 2, statements
+        assert re.match(f"LISTEN django_tasks_result; {read}", statements[0]), statements
+        assert re.match(f"UNLISTEN django_tasks_result; {read}", statements[1]), statements
+        assert listening() == []
+
+    def test_a_result_published_earlier_or_already_done_is_read_first(
+            self, postgres: bool) -> None:
+        """Asked for later than ``FRESH_SECONDS`` after its publish, a finished task is read
+        once; one found finished by a first read that listened stops listening at once."""
+        if not postgres:
+            return
+        DatabaseResultStore("django://").store_outcomes([outcome("done-1"), outcome("done-2")])
+        with CaptureQueriesContext(connection) as queries:
+            later = AsyncResult("done-1", published_at=time.monotonic() - 1.0)
+            assert later.get(timeout=NEVER) == 1
+        assert len(queries) == 1 and "LISTEN" not in queries[0]["sql"]
+        with CaptureQueriesContext(connection) as queries:
+            assert AsyncResult("done-2", published_at=time.monotonic()).get(timeout=NEVER) == 1
+        assert [q["sql"].split(";")[0] for q in queries][1:] == \
+            ["UNLISTEN django_tasks_result"]
         assert listening() == []
 
     def test_a_batch_too_big_to_name_wakes_every_reader(self, postgres: bool) -> None:

@@ -1,11 +1,13 @@
-"""Prepared statements (``prepared.py``): on PostgreSQL ``get()``'s look, a worker's claim and
-a ``delay()`` outside a transaction are prepared at their third run on a connection and run by
-name after; a statement PostgreSQL no longer knows is run again unprepared and turns preparing
-off; nothing is prepared inside a transaction, with the setting off, or on other databases
-(those runs check that the look and the claim work the same)."""
+"""Prepared statements (``prepared.py``): on PostgreSQL ``get()``'s look, a worker's claim, a
+``delay()`` outside a transaction (its message and row, or on another broker its row), and a
+worker's look for final ids and its store of one outcome are prepared at their third run on
+a connection and run by name after; a statement PostgreSQL no longer knows is run again
+unprepared and turns preparing off; nothing is prepared inside a transaction, with the setting
+off, or on other databases (those runs check that the statements work the same)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -112,6 +114,65 @@ def test_a_delay_outside_a_transaction_is_prepared() -> None:
     assert generic + custom == len(ids) - prepared.THRESHOLD + 1
 
 
+def test_a_pending_row_beside_a_message_elsewhere_is_prepared() -> None:
+    """``delay()`` on Redis or RabbitMQ, outside a transaction: its PENDING row's lazy INSERT."""
+    from django_tasks.models import TaskResult
+
+    store = DatabaseResultStore("django://")
+    ids = [f"r-{i}" for i in range(prepared.THRESHOLD + 2)]
+    for task_id in ids:
+        store.create_pending([Message(id=task_id, task="unit.prepared.t", args=(1,),
+                                      priority=3)], durable=False)
+    rows = TaskResult.objects.filter(task_id__in=ids).order_by("task_id")
+    assert [(r.task_id, r.state, r.args, r.priority) for r in rows] == \
+        [(task_id, "PENDING", "[1]", 3) for task_id in ids]
+    if not ON_POSTGRES:
+        assert not prepared._names
+        return
+    [(_, generic, custom)] = server_statements()
+    assert generic + custom == len(ids) - prepared.THRESHOLD + 1
+
+
+def test_a_worker_s_look_and_its_store_of_one_outcome_are_prepared() -> None:
+    """The two statements of a batch of one on a broker outside the database: the look for
+    ids already final, and the outcome's UPDATE (with its notification)."""
+    from django_tasks.result import TaskOutcome
+
+    store = DatabaseResultStore("django://")
+    runs = prepared.THRESHOLD + 2
+    ids = [f"w-{i}" for i in range(runs)]
+    store.create_pending([Message(id=task_id, task="unit.prepared.t") for task_id in ids])
+    now = dt.datetime.now(dt.UTC)
+    for index, task_id in enumerate(ids):
+        assert store.final_states([task_id, "w-missing"]) == {}
+        written = store.store_alone([TaskOutcome(
+            task_id=task_id, task_name="unit.prepared.t", state="SUCCESS", result=index,
+            worker="unit", attempts=1, started_at=now, date_done=now)], [], lazy=True)
+        assert written is ON_POSTGRES
+        if not ON_POSTGRES:
+            store.store_outcomes([TaskOutcome(
+                task_id=task_id, task_name="unit.prepared.t", state="SUCCESS", result=index,
+                worker="unit", attempts=1, started_at=now, date_done=now)])
+        assert store.final_states([task_id]) == {task_id: "SUCCESS"}
+        meta = store.get(task_id)
+        assert meta is not None and meta.result == index
+    store.flush()
+    if not ON_POSTGRES:
+        assert not prepared._names
+        return
+    # the look (one text for any number of ids), the store, the read
+    statements = server_statements()
+    assert len(statements) == 3, statements
+    assert all(generic + custom >= runs - prepared.THRESHOLD
+               for _, generic, custom in statements)
+    # an outcome for a row that is final already writes nothing, prepared
+    assert store.store_alone([TaskOutcome(
+        task_id=ids[0], task_name="unit.prepared.t", state="FAILURE", worker="unit",
+        attempts=2, date_done=now)], [], lazy=True) is False
+    meta = store.get(ids[0])
+    assert meta is not None and meta.state == "SUCCESS"
+
+
 def test_a_missing_row_reads_as_none_prepared_or_not(store: DatabaseResultStore) -> None:
     for _ in range(prepared.THRESHOLD + 2):
         assert store.get("p-missing") is None
@@ -192,14 +253,14 @@ def read_unprepared(store: DatabaseResultStore) -> None:
 def test_nothing_is_prepared_inside_a_transaction(store: DatabaseResultStore) -> None:
     with transaction.atomic():
         read_unprepared(store)
-    assert not prepared._names
+    assert not any(prepared._names.values())
 
 
 def test_nothing_is_prepared_with_the_setting_off(store: DatabaseResultStore,
                                                   settings: Any) -> None:
     settings.TASKS_PREPARED_STATEMENTS = False
     read_unprepared(store)
-    assert not prepared._names
+    assert not any(prepared._names.values())
 
 
 @pytest.mark.parametrize(("sql", "count", "expected"), [
