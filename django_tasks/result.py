@@ -82,8 +82,9 @@ def result_to_exception(value: Any) -> BaseException:
     return remote(message)
 
 
-#: A result asked for sooner than this after this process published its task cannot be
-#: ready (no worker answers that fast): ``get()`` listens for it with its first look.
+#: A result asked for sooner than this after this process published its task is hardly ever
+#: ready (a worker's answer takes several round trips): ``get()`` listens for it with its
+#: first look. When it is ready after all, the ``UNLISTEN`` costs a round trip of its own.
 FRESH_SECONDS = 0.001
 
 
@@ -252,9 +253,9 @@ class AsyncResult:
         try:
             if self._published_at is not None \
                     and time.monotonic() - self._published_at < FRESH_SECONDS:
-                # Asked for at once after its publish: no worker can have answered yet, so
-                # the first look listens already (its LISTEN rides on the read), rather
-                # than a look of its own first (a round trip less before the wait).
+                # Asked for at once after its publish: no worker is likely to have answered
+                # yet, so the first look listens already (its LISTEN rides on the read),
+                # rather than a look of its own first (a round trip less before the wait).
                 store.wait(0.0, (self.id,))
             self._published_at = None
             while True:
