@@ -270,41 +270,24 @@ class TestOnPostgreSQL:
             return
         store = DatabaseResultStore("django://")
         store.create_pending([Message(id="awaited", task="unit.notify.t")])
-        result = AsyncResult("awaited")
-        finished = threading.Timer(0.3, elsewhere, [lambda: DatabaseResultStore(
-            "django://").store_outcomes([outcome("awaited")])])
-        with CaptureQueriesContext(connection) as queries:
-            finished.start()
-            assert result.get(timeout=NEVER) == 1
-        finished.join()
-        statements = [q["sql"].split(" FROM ")[0] for q in queries]
+        statements = statements_of_get(AsyncResult("awaited"))
         assert len(statements) == 3, statements
-        # each with the read (prepared on the connection from its third: prepared.py)
-        read = r"(SELECT|PREPARE \w+ AS SELECT|EXECUTE) "
-        assert re.match(f"{read}", statements[0]), statements
-        assert re.match(f"LISTEN django_tasks_result; {read}", statements[1]), statements
-        assert re.match(f"UNLISTEN django_tasks_result; {read}", statements[2]), statements
+        assert re.match(READ, statements[0]), statements
+        assert re.match(f"LISTEN django_tasks_result; {READ}", statements[1]), statements
+        assert re.match(f"UNLISTEN django_tasks_result; {READ}", statements[2]), statements
         assert listening() == []
 
     def test_a_result_asked_for_at_once_after_its_publish_listens_with_its_first_read(
             self, postgres: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-        """``delay().get()``: no worker can have answered yet, so there is no read of its
-        own before the wait: LISTEN with the first read, UNLISTEN with the last."""
+        """``delay().get()``: no worker is likely to have answered yet, so there is no read
+        of its own before the wait: LISTEN with the first read, UNLISTEN with the last."""
         if not postgres:
             return
         monkeypatch.setattr(result_module, "FRESH_SECONDS", NEVER)  # however slow this test
-        result = publish(Message(id="at-once", task="unit.notify.t"))
-        finished = threading.Timer(0.3, elsewhere, [lambda: DatabaseResultStore(
-            "django://").store_outcomes([outcome("at-once")])])
-        with CaptureQueriesContext(connection) as queries:
-            finished.start()
-            assert result.get(timeout=NEVER) == 1
-        finished.join()
-        statements = [q["sql"].split(" FROM ")[0] for q in queries]
-        read = r"(SELECT|PREPARE \w+ AS SELECT|EXECUTE) "
+        statements = statements_of_get(publish(Message(id="at-once", task="unit.notify.t")))
         assert len(statements) == 2, statements
-        assert re.match(f"LISTEN django_tasks_result; {read}", statements[0]), statements
-        assert re.match(f"UNLISTEN django_tasks_result; {read}", statements[1]), statements
+        assert re.match(f"LISTEN django_tasks_result; {READ}", statements[0]), statements
+        assert re.match(f"UNLISTEN django_tasks_result; {READ}", statements[1]), statements
         assert listening() == []
 
     def test_a_result_published_earlier_or_already_done_is_read_first(
@@ -390,6 +373,22 @@ class TestOnPostgreSQL:
 def outcome(task_id: str, state: str = "SUCCESS") -> TaskOutcome:
     return TaskOutcome(task_id=task_id, task_name="unit.notify.t", state=state, result=1,
                        date_done=dt.datetime.now(dt.UTC))
+
+
+#: A result row's read (prepared on the connection from its third run: prepared.py).
+READ = r"(SELECT|PREPARE \w+ AS SELECT|EXECUTE) "
+
+
+def statements_of_get(result: AsyncResult) -> list[str]:
+    """The statements of ``result.get()`` for a task whose outcome another connection
+    stores 0.3 s later, each up to its FROM."""
+    finished = threading.Timer(0.3, elsewhere, [lambda: DatabaseResultStore(
+        "django://").store_outcomes([outcome(result.id)])])
+    with CaptureQueriesContext(connection) as queries:
+        finished.start()
+        assert result.get(timeout=NEVER) == 1
+    finished.join()
+    return [q["sql"].split(" FROM ")[0] for q in queries]
 
 
 def listening() -> list[str]:
