@@ -148,14 +148,19 @@ class Broker(abc.ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
     #: The database a transactional broker writes to; None for the others.
     database_alias: str | None = None
-    #: How many unacked deliveries the broker sends each consumer ahead (RabbitMQ's
-    #: prefetch), where only acks let more come; None where a consumer takes what it
-    #: asks for. A consumer settles its batch each time half of this has run, so that the
-    #: next messages are on their way while it runs the rest.
+    #: The most unacked deliveries the broker sends a consumer ahead (RabbitMQ's prefetch),
+    #: where only acks let more come; None where a consumer takes what it asks for.
     window: int | None = None
     #: How long after its timeout a ``wait`` may end: a consumer expecting a message to come
     #: due sooner than this sleeps instead of waiting to be woken.
     wait_lateness: float = 0.0
+
+    def sent_ahead(self) -> int | None:
+        """How many unacked deliveries the broker sends the calling thread's consumer ahead
+        now (``window``, or less while the consumer's window grows); None where a consumer
+        takes what it asks for. A consumer settles its batch each time half of this has
+        run, so that the next messages are on their way while it runs the rest."""
+        return self.window
 
     @property
     def home_alias(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -102,9 +103,6 @@ class Consumer:
         self._ahead: Ahead | None = None  # the next batch's fetch, sent early (``ahead.py``)
         self._unanswered = False  # a fetch sent ahead was handed back unread: release first
         self._short = False  # the batch running is all its fetch found
-        # Settle after this many runs, where the broker sends no more until it has acks.
-        window = self.broker.window
-        self._settle_every = max(1, window // 2) if window else None
 
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.recycler.triggered.is_set()
@@ -271,6 +269,12 @@ class Consumer:
         self._expect_due(since)
         self._wait_for_work()
 
+    def _settle_every(self) -> float:
+        """Settle after this many runs, where the broker sends no more until it has acks
+        (half its window, which may grow between batches); elsewhere by time alone."""
+        window = self.broker.sent_ahead()
+        return max(1, window // 2) if window else math.inf
+
     def _dry_when_short(self) -> bool:
         """Whether a fetch that brought fewer messages than it asked for left none ready:
         where the broker hands a consumer what it asks for (no ``window`` of deliveries sent
@@ -357,8 +361,7 @@ class Consumer:
                     if not settlement.acked:
                         self.slot.ran_add(settlement.delivery.tag)
                 if time.monotonic() - last_flush > FLUSH_SECONDS or (
-                        self._settle_every is not None
-                        and len(pending) >= self._settle_every):
+                        len(pending) >= self._settle_every()):
                     self._flush(pending)
                     last_flush = time.monotonic()
         finally:
