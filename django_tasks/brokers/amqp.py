@@ -8,12 +8,15 @@ kombu sees the URL:
   declares. Quorum queues are replicated and count deliveries (``x-delivery-count``), which
   the poison limit needs; classic queues have priorities (``x-max-priority`` 9) but only a
   ``redelivered`` flag, so a task that kills its process is delivered again forever.
-* ``prefetch=N`` (default 16): how many messages RabbitMQ sends each consuming process ahead
-  of its acks. A consumer keeps the prefetch it started with (changing it means cancelling
-  the consumer, which on a quorum queue returns, and counts, what it holds), so it is fixed;
-  the worker's batches take from what was sent. A long task can hold up to ``N - 1``
-  messages sent to its process; ``prefetch=1`` makes dispatch fully fair (Celery's
-  ``-O fair``) at the cost of one round trip per task.
+* ``prefetch=N`` (default 64): the most messages RabbitMQ sends each consuming process ahead
+  of its acks. A process's window starts at one message; it doubles (up to ``N``) when a
+  fetch finds nothing after one that took half of it or more, and goes back to one once the
+  process has received nothing for ``NARROW_AFTER_SECONDS`` (see ``_Session.widen``). So an
+  idle worker's processes are sent one message each, and tasks queued together spread over
+  them, while a busy one takes up to ``N`` at a time; the worker's batches take from what
+  was sent. A long task started in a busy spell can hold up to ``N - 1`` messages sent to
+  its process; ``prefetch=1`` makes dispatch fully fair (Celery's ``-O fair``) at the cost of
+  one round trip per task.
 * ``consumer_timeout=SECONDS`` (default 86400): the queue argument ``x-consumer-timeout``.
   RabbitMQ closes the channel of a consumer that holds a delivery unacked longer than its
   consumer timeout (server default 30 minutes), which would hand a long task that still
@@ -70,8 +73,15 @@ DEFAULT_QUEUE_TYPE = "quorum"
 #: Long enough for any task a worker should run under one delivery (see the module doc).
 DEFAULT_CONSUMER_TIMEOUT = 24 * 3600.0
 _OPTIONS = ("queue_type", "consumer_timeout", "prefetch")
-#: Messages sent ahead to each consuming process (``prefetch=`` in the URL).
-DEFAULT_PREFETCH = 16
+#: The most messages sent ahead to each consuming process (``prefetch=`` in the URL).
+DEFAULT_PREFETCH = 64
+#: The window (prefetch) a process starts with, and goes back to when idle.
+START_WINDOW = 1
+#: A process that has received nothing for this long, and holds nothing, is idle: its window
+#: goes back to ``START_WINDOW``, so that tasks that come next spread over the processes.
+NARROW_AFTER_SECONDS = 1.0
+#: How long a fetch that widened its window waits for the first messages it lets come.
+WIDEN_WAIT_SECONDS = 0.05
 #: Headers RabbitMQ sets on a delivery: never carried into the envelope, so a message
 #: published again (a retry) does not take them along.
 _BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-", "x-last-death-",
@@ -213,6 +223,14 @@ class _Session:
         self.buffer: deque[tuple[str, Any]] = deque()
         #: The delivery tags of the messages received and not acked or rejected yet.
         self.unsettled: set[int] = set()
+        # Consuming: the first consumer of each queue, those added to widen the window,
+        # the window (the first ones' prefetch, and the sum with the added ones'), and
+        # when a message last came.
+        self.tags: list[str] = []
+        self.added: list[str] = []
+        self.first_window = self.window = 0
+        self.took_full = False  # the last fetch took half the window or more
+        self.received_at = time.monotonic()
         # Publisher confirms: the channel's sequence numbers not confirmed yet, and the last
         # one used (they count from 1 once the channel is in confirm mode).
         self.confirming = False
@@ -223,6 +241,41 @@ class _Session:
     def received(self, queue: str, message: Any) -> None:
         self.buffer.append((queue, message))
         self.unsettled.add(message.delivery_tag)
+        self.received_at = time.monotonic()
+
+    def holds_nothing(self) -> bool:
+        return not self.buffer and not self.unsettled
+
+    def consume(self, queues: Sequence[str], window: int) -> None:
+        """Consume ``queues``, one consumer each, with a prefetch of ``window``."""
+        self.tags = self._consumers(queues, window)
+        self.queues, self.first_window, self.window = tuple(queues), window, window
+
+    def widen(self, more: int) -> None:
+        """Let ``more`` messages of each queue come ahead of the acks, by one more consumer
+        each. RabbitMQ gives a consumer the prefetch its channel had when it started (a new
+        ``basic.qos`` does not change it), and cancelling one to start it again is not
+        harmless: a quorum queue takes back, and counts as delivered, the messages that
+        were on their way to it."""
+        self.added += self._consumers(self.queues, more)
+        self.window += more
+
+    def narrow(self) -> None:
+        """Back to the first consumers' window: called while idle, holding nothing, so
+        only a message published at this very moment can be on its way to a consumer
+        cancelled here (it goes back to the queue, counted as delivered)."""
+        for tag in self.added:
+            self.channel.basic_cancel(tag)
+        self.added, self.window = [], self.first_window
+
+    def _consumers(self, queues: Sequence[str], prefetch: int) -> list[str]:
+        # Per consumer (quorum queues have no global QoS), before consuming.
+        self.channel.basic_qos(prefetch_size=0, prefetch_count=prefetch, a_global=False)
+        # On py-amqp's channel itself: kombu's Consumer would wrap each delivery in a
+        # message object of its own first, which nothing here reads.
+        return [self.channel.basic_consume(queue=queue, no_ack=False,
+                                           callback=functools.partial(self.received, queue))
+                for queue in queues]
 
     def ack(self, raws: Sequence[Any]) -> None:
         """Ack ``raws`` (messages received on this channel): with one ``basic.ack`` of
@@ -333,6 +386,7 @@ class AmqpBroker(Broker):
         self._kombu_url, self.queue_type, self.consumer_timeout, self.prefetch = \
             _split_url(url)
         self.window = self.prefetch
+        self.start_window = min(START_WINDOW, self.prefetch)
         self._password = urlsplit(url).password or ""
         if self.queue_type == "classic":
             # Per instance: the worker reads ``broker.capabilities``, never the class.
@@ -403,8 +457,8 @@ class AmqpBroker(Broker):
         return session, True
 
     def _consumer(self, queues: Sequence[str]) -> _Session:
-        """This thread's consuming session on ``queues``, consuming with the prefetch of
-        the URL."""
+        """This thread's consuming session on ``queues``; a new one starts with a window of
+        ``START_WINDOW``."""
         session: _Session | None = getattr(self._local, "consumer", None)
         if session is not None and session.usable() and session.queues == tuple(queues):
             return session
@@ -414,19 +468,14 @@ class AmqpBroker(Broker):
         with self._errors(session):
             for queue in queues:
                 self._declare(session, queue)
-            # Per consumer (quorum queues have no global QoS), before consuming: RabbitMQ
-            # gives a consumer the prefetch its channel had when it started.
-            session.channel.basic_qos(prefetch_size=0, prefetch_count=self.prefetch,
-                                      a_global=False)
-            # On py-amqp's channel itself: kombu's Consumer would wrap each delivery in a
-            # message object of its own first, which nothing here reads.
-            for queue in queues:
-                session.channel.basic_consume(
-                    queue=queue, no_ack=False,
-                    callback=functools.partial(session.received, queue))
-        session.queues = tuple(queues)
+            session.consume(queues, self.start_window)
         self._local.consumer = session
         return session
+
+    def sent_ahead(self) -> int | None:
+        """The window of the calling thread's consumer (see the module's doc)."""
+        session: _Session | None = getattr(self._local, "consumer", None)
+        return session.window if session is not None and session.window else self.start_window
 
     def ping(self) -> bool:
         """True if the server answers (one round trip); raises :class:`AmqpUnreachable`."""
@@ -478,7 +527,16 @@ class AmqpBroker(Broker):
         session = self._consumer(queues)
         with self._errors(session), session.lock:
             session.drain(0)
+            if not session.buffer and session.took_full and session.window < self.prefetch:
+                # The last fetch took half the window or more, and nothing came since: the
+                # window may be what runs dry, not the queue. Double it, and wait a moment
+                # for what the new consumers are sent. (Only here, after the batch fetched
+                # last has run: a process taking one message and then more at once would
+                # hold them behind it, were it long.)
+                session.widen(min(session.window, self.prefetch - session.window))
+                session.drain(WIDEN_WAIT_SECONDS)
             taken = [session.buffer.popleft() for _ in range(min(limit, len(session.buffer)))]
+            session.took_full = 2 * len(taken) >= session.window
         return [self._delivery(session, queue, raw, owner) for queue, raw in taken]
 
     def _delivery(self, session: _Session, queue: str, raw: Any, owner: str) -> Delivery:
@@ -503,8 +561,16 @@ class AmqpBroker(Broker):
             return False
         session = self._consumer(queues)
         with self._errors(session), session.lock:
-            return bool(session.buffer) or (session.drain(max(timeout, 0.01))
-                                             and bool(session.buffer))
+            if session.buffer:
+                return True
+            if session.drain(max(timeout, 0.01)) and session.buffer:
+                return True
+            if (session.added and session.holds_nothing()
+                    and time.monotonic() - session.received_at >= NARROW_AFTER_SECONDS):
+                # Idle: what comes next is sent one message to a process at first, so
+                # tasks queued together spread over the worker's processes.
+                session.narrow()
+            return False
 
     # -- settling: a delivery is settled on the channel that received it -------------------
 

@@ -8,6 +8,7 @@ has.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -137,6 +138,46 @@ def countdowns_start_on_time(project: Project, *, woken: bool = True) -> None:
     late = project.shell(_ON_TIME.replace("SOON", str(soon))).split()
     assert len(late) == 5 + soon and "missing" not in late, late
     assert all(0 <= float(x) < 0.3 for x in late), late
+
+
+def long_tasks_queued_together_run_side_by_side(project: Project, pool: str,
+                                                 long: float = 4.0, idle: float = 0.0) -> None:
+    """Two long and two quick tasks queued in one commit on an idle ``-c 2`` worker (idle
+    for ``idle`` seconds), whose consumers quick tasks have warmed up: the long ones run side
+    by side, not one after the other in the process that took both (Celery's prefetch
+    trap)."""
+    worker = project.worker("-c", "2", "-P", pool, "-l", "info")
+    project.wait_ready(worker)
+    # Warm the consumers up: quick tasks grow their batches (and, on RabbitMQ, windows).
+    project.shell("from testproject.demo.tasks import noop\nnoop.delay_many([()] * 300)\n")
+    project.wait("the warm-up", lambda: project.count(RESULTS, "state = 'SUCCESS'") == 300)
+    time.sleep(idle)
+    # Queued in one commit, so that one consumer may well claim all four at once.
+    ids = project.shell(
+        "from django.db import transaction\n"
+        "from testproject.demo.tasks import noop, slow\n"
+        "with transaction.atomic():\n"
+        f"    a = slow.delay({long})\n"
+        "    noop.delay()\n"
+        f"    b = slow.delay({long})\n"
+        "    noop.delay()\n"
+        "print(a.id, b.id)\n").split()[-2:]
+    for task_id in ids:
+        project.wait_state(task_id, "SUCCESS", timeout=4 * long + 30)
+    spans = {}
+    for task_id in ids:
+        [(started, done)] = project.query(
+            f"SELECT started_at, date_done FROM {RESULTS} WHERE task_id = %s", (task_id,))
+        spans[task_id] = (_when(started), _when(done))
+    (a_start, a_done), (b_start, b_done) = spans[ids[0]], spans[ids[1]]
+    assert a_start < b_done and b_start < a_done, (
+        f"the long tasks ran one after the other: {spans}\n{worker.output()}")
+
+
+def _when(value: object) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value))
 
 
 def a_bad_message_is_rejected(project: Project, depth: Depth,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from django_tasks.brokers.amqp import DEFAULT_PREFETCH, AmqpBroker
+from django_tasks.brokers.amqp import DEFAULT_PREFETCH, NARROW_AFTER_SECONDS, AmqpBroker
 from tests.conftest import require_service
 
 from . import broker_checks as check
@@ -50,6 +50,16 @@ def broker(project: Project) -> Iterator[AmqpBroker]:
 
 def test_a_thousand_tasks_all_run_once(project: Project, broker: AmqpBroker) -> None:
     check.a_thousand_tasks_run_once(project, depth_of(broker))
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_two_long_tasks_queued_together_run_side_by_side(
+        project: Project, broker: AmqpBroker, pool: str) -> None:
+    """No lease to hand back: the processes of a worker idle for a second are sent one
+    message each, so the two long tasks go to both (with a fixed prefetch of 16 they went
+    to one, three times out of three)."""
+    check.long_tasks_queued_together_run_side_by_side(
+        project, pool, idle=NARROW_AFTER_SECONDS + 0.5)
 
 
 def test_kill_9_means_exactly_one_more_run(

@@ -29,9 +29,12 @@ def queue() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-def _make(url: str, queues: list[str]) -> Iterator[AmqpBroker]:
+def _make(url: str, queues: list[str], *, fixed: bool = True) -> Iterator[AmqpBroker]:
+    """A broker whose consumers keep the URL's prefetch as their window from the start
+    (``fixed``: these tests hold several deliveries unacked at once), or whose windows grow
+    from one message as a worker's do."""
     require_service("RabbitMQ", "127.0.0.1", 5672)
-    broker = AmqpBroker(url)
+    broker = _fixed(AmqpBroker(url)) if fixed else AmqpBroker(url)
     try:
         yield broker
     finally:
@@ -41,6 +44,12 @@ def _make(url: str, queues: list[str]) -> Iterator[AmqpBroker]:
         for name in queues:
             session.channel.queue_delete(queue=name)
         cleaner.close()
+
+
+def _fixed(broker: AmqpBroker) -> AmqpBroker:
+    """``broker`` with its consumers' windows the URL's prefetch from the start."""
+    broker.start_window = broker.prefetch
+    return broker
 
 
 @pytest.fixture
@@ -122,7 +131,7 @@ def test_fetch_limit_and_prefetch_leave_the_rest_to_others(
     broker.publish([message(queue) for _ in range(5)])
     first = fetch(broker, queue, limit=2, want=2)
     assert len(first) == 2
-    other = AmqpBroker(URL)
+    other = _fixed(AmqpBroker(URL))
     try:
         rest = fetch(other, queue, limit=10, want=3)
         assert len(rest) == 3  # the prefetch of 2 kept the others on the server
@@ -132,14 +141,109 @@ def test_fetch_limit_and_prefetch_leave_the_rest_to_others(
     assert broker.ack(first) == first
 
 
-def test_batches_grow_past_the_first_fetch(broker: AmqpBroker, queue: str) -> None:
-    """The consumer keeps the prefetch of the URL (16), whatever the first batch asked."""
+@pytest.fixture
+def prefetch_sixteen(queue: str, created: list[str]) -> Iterator[AmqpBroker]:
+    created.append(queue)
+    yield from _make(URL + "?prefetch=16", created)
+
+
+def test_batches_grow_past_the_first_fetch(prefetch_sixteen: AmqpBroker, queue: str) -> None:
+    """A consumer's window is not what its first batch asked for."""
+    broker = prefetch_sixteen
     broker.publish([message(queue) for _ in range(40)])
     first = fetch(broker, queue, limit=1, want=1)
     time.sleep(0.5)  # RabbitMQ sends up to the prefetch ahead of the acks
     later = broker.fetch([queue], "w1", 16, 30)  # one fetch, no waiting
     assert len(later) == 15  # what was sent ahead: the 16 less the one not acked yet
     assert broker.ack([*first, *later]) == [*first, *later]
+
+
+@pytest.fixture
+def growing(queue: str, created: list[str]) -> Iterator[AmqpBroker]:
+    """A broker as a worker's: each consumer's window starts at one message."""
+    created.append(queue)
+    yield from _make(URL + "?prefetch=16", created, fixed=False)
+
+
+def _take_all(broker: AmqpBroker, queue: str, count: int) -> list[tuple[int, int, int]]:
+    """Fetch and ack ``count`` messages as a worker does, batch after batch: for each batch
+    its size, the most deliveries any of its messages had, and the window after it."""
+    batches: list[tuple[int, int, int]] = []
+    deadline = time.monotonic() + 10
+    while sum(size for size, _, _ in batches) < count and time.monotonic() < deadline:
+        got = broker.fetch([queue], "w1", 100, 30)
+        if got:
+            batches.append((len(got), max(d.deliveries for d in got),
+                            broker.sent_ahead() or 0))
+            assert broker.ack(got) == got
+        else:
+            broker.wait([queue], 0.05)
+    return batches
+
+
+def test_a_window_starts_at_one_message_and_doubles_to_the_prefetch(
+        growing: AmqpBroker, queue: str) -> None:
+    """An idle worker's processes are sent one message each; a busy one's window doubles
+    when a fetch finds nothing after one that took half of it or more, up to the URL's
+    prefetch, and no message comes back to the queue on the way (a consumer cancelled to
+    start again with a larger prefetch gives back, counted, what was on its way to it)."""
+    broker = growing
+    broker.publish([message(queue) for _ in range(120)])
+    time.sleep(0.2)  # all queued before the consumer starts
+    batches = _take_all(broker, queue, 120)
+    assert sum(size for size, _, _ in batches) == 120
+    assert batches[0][0] == 1
+    windows = [window for _, _, window in batches]
+    assert windows == sorted(windows) and windows[0] == 1 and windows[-1] >= 4, batches
+    assert all(window in (1, 2, 4, 8, 16) for window in windows), batches
+    assert {deliveries for _, deliveries, _ in batches} == {1}, batches
+
+
+@pytest.fixture
+def up_to_four(queue: str, created: list[str]) -> Iterator[AmqpBroker]:
+    created.append(queue)
+    yield from _make(URL + "?prefetch=4", created, fixed=False)
+
+
+def test_a_process_holds_no_more_than_the_prefetch(up_to_four: AmqpBroker, queue: str) -> None:
+    broker = up_to_four
+    broker.publish([message(queue) for _ in range(10)])
+    held: list[Delivery] = []
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # none acked: the window still grows, to 4
+        held += broker.fetch([queue], "w1", 10, 30)
+        broker.wait([queue], 0.05)
+    assert len(held) == 4 and broker.sent_ahead() == 4
+    other = _fixed(AmqpBroker(URL))
+    try:
+        rest = fetch(other, queue, limit=10, want=6)
+        assert len(rest) == 6 and other.ack(rest) == rest
+    finally:
+        other.close()
+    assert broker.ack(held) == held
+
+
+def test_an_idle_process_goes_back_to_one_message(growing: AmqpBroker, queue: str) -> None:
+    broker = growing
+    broker.publish([message(queue) for _ in range(40)])
+    _take_all(broker, queue, 40)
+    grown = broker.sent_ahead() or 0
+    assert grown >= 4
+    assert broker.wait([queue], 0.5) is False
+    assert broker.sent_ahead() == grown  # not idle for long enough yet
+    assert broker.wait([queue], 0.7) is False  # nothing came for longer than a second
+    assert broker.sent_ahead() == 1
+    broker.publish([message(queue) for _ in range(3)])
+    time.sleep(0.3)  # RabbitMQ would have sent more by now, had the window let it
+    held = broker.fetch([queue], "w1", 10, 30)
+    assert len(held) == 1
+    other = _fixed(AmqpBroker(URL))
+    try:
+        rest = fetch(other, queue, limit=10, want=2)
+        assert len(rest) == 2 and other.ack(rest) == rest
+    finally:
+        other.close()
+    assert broker.ack(held) == held
 
 
 def test_release_requeues(broker: AmqpBroker, queue: str) -> None:
@@ -162,7 +266,7 @@ def test_a_closed_connection_cannot_ack_and_the_message_is_redelivered(
     broker.close()  # the consumer's connection ends
     assert broker.confirm([delivery], 30) == []
     assert broker.ack([delivery]) == []
-    other = AmqpBroker(URL)
+    other = _fixed(AmqpBroker(URL))
     try:
         [again] = fetch(other, queue)
         assert (ids([again]), again.deliveries) == ([sent.id], 2)
@@ -263,7 +367,7 @@ def _count_acks(broker: AmqpBroker, queue: str) -> list[tuple[int, bool]]:
 
 def _redelivered(queue: str, want: int) -> list[str]:
     """The ids RabbitMQ hands a new consumer (what the closed one left unacked)."""
-    other = AmqpBroker(URL)
+    other = _fixed(AmqpBroker(URL))
     try:
         again = fetch(other, queue, want=want, timeout=3.0)
         assert other.ack(again) == again
