@@ -9,14 +9,14 @@ kombu sees the URL:
   the poison limit needs; classic queues have priorities (``x-max-priority`` 9) but only a
   ``redelivered`` flag, so a task that kills its process is delivered again forever.
 * ``prefetch=N`` (default 64): the most messages RabbitMQ sends each consuming process ahead
-  of its acks. A process's window starts at one message; it doubles (up to ``N``) when a
-  fetch finds nothing after one that took half of it or more, and goes back to one once the
-  process has received nothing for ``NARROW_AFTER_SECONDS`` (see ``_Session.widen``). So an
-  idle worker's processes are sent one message each, and tasks queued together spread over
-  them, while a busy one takes up to ``N`` at a time; the worker's batches take from what
-  was sent. A long task started in a busy spell can hold up to ``N - 1`` messages sent to
-  its process; ``prefetch=1`` makes dispatch fully fair (Celery's ``-O fair``) at the cost of
-  one round trip per task.
+  of its acks. A process's window starts at one message; it doubles (up to ``N``) at a fetch
+  after one that took half of it or more, or after waiting briefly for what its last acks let
+  come, and goes back to one once the process has received nothing for
+  ``NARROW_AFTER_SECONDS`` (see ``_Session.widen``). So an idle worker's processes are sent
+  one message each, and tasks queued together spread over them, while a busy one takes up
+  to ``N`` at a time; the worker's batches take from what was sent. A long task started in a
+  busy spell can hold up to ``N - 1`` messages sent to its process; ``prefetch=1`` makes
+  dispatch fully fair (Celery's ``-O fair``) at the cost of one round trip per task.
 * ``consumer_timeout=SECONDS`` (default 86400): the queue argument ``x-consumer-timeout``.
   RabbitMQ closes the channel of a consumer that holds a delivery unacked longer than its
   consumer timeout (server default 30 minutes), which would hand a long task that still
@@ -82,6 +82,9 @@ START_WINDOW = 1
 NARROW_AFTER_SECONDS = 1.0
 #: How long a fetch that widened its window waits for the first messages it lets come.
 WIDEN_WAIT_SECONDS = 0.05
+#: A wait begun this soon after an ack that ends this soon with messages was for what the ack
+#: let come (the window held them back): the window doubles at the next fetch.
+STARVED_SECONDS = 0.01
 #: Headers RabbitMQ sets on a delivery: never carried into the envelope, so a message
 #: published again (a retry) does not take them along.
 _BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-", "x-last-death-",
@@ -230,6 +233,8 @@ class _Session:
         self.added: list[str] = []
         self.first_window = self.window = 0
         self.took_full = False  # the last fetch took half the window or more
+        self.starved = False  # the last wait was for messages that the last acks let come
+        self.acked_at = 0.0
         self.received_at = time.monotonic()
         # Publisher confirms: the channel's sequence numbers not confirmed yet, and the last
         # one used (they count from 1 once the channel is in confirm mode).
@@ -267,6 +272,7 @@ class _Session:
         for tag in self.added:
             self.channel.basic_cancel(tag)
         self.added, self.window = [], self.first_window
+        self.took_full = self.starved = False  # what it knew of the busy spell is over
 
     def _consumers(self, queues: Sequence[str], prefetch: int) -> list[str]:
         # Per consumer (quorum queues have no global QoS), before consuming.
@@ -289,6 +295,7 @@ class _Session:
             for tag in sorted(tags):
                 self.channel.basic_ack(tag)
         self.unsettled -= tags
+        self.acked_at = time.monotonic()
 
     def reject(self, raw: Any) -> None:
         self.channel.basic_reject(raw.delivery_tag, requeue=True)
@@ -527,16 +534,19 @@ class AmqpBroker(Broker):
         session = self._consumer(queues)
         with self._errors(session), session.lock:
             session.drain(0)
-            if not session.buffer and session.took_full and session.window < self.prefetch:
-                # The last fetch took half the window or more, and nothing came since: the
-                # window may be what runs dry, not the queue. Double it, and wait a moment
-                # for what the new consumers are sent. (Only here, after the batch fetched
-                # last has run: a process taking one message and then more at once would
-                # hold them behind it, were it long.)
+            if (session.took_full or session.starved) and session.window < self.prefetch:
+                # The last fetch took half the window or more, or the process waited for
+                # what its last acks let come: the window may be what runs dry, not the
+                # queue. Double it (and, with nothing here yet, wait a moment for what the
+                # new consumers are sent). Only here, after the batch fetched last has run:
+                # a process that took one message and more at once would hold them behind
+                # it, were it long.
                 session.widen(min(session.window, self.prefetch - session.window))
-                session.drain(WIDEN_WAIT_SECONDS)
+                if not session.buffer:
+                    session.drain(WIDEN_WAIT_SECONDS)
             taken = [session.buffer.popleft() for _ in range(min(limit, len(session.buffer)))]
             session.took_full = 2 * len(taken) >= session.window
+            session.starved = False
         return [self._delivery(session, queue, raw, owner) for queue, raw in taken]
 
     def _delivery(self, session: _Session, queue: str, raw: Any, owner: str) -> Delivery:
@@ -563,7 +573,12 @@ class AmqpBroker(Broker):
         with self._errors(session), session.lock:
             if session.buffer:
                 return True
+            started = time.monotonic()
             if session.drain(max(timeout, 0.01)) and session.buffer:
+                # Messages sent for acks made just before, which came only now: the process
+                # waited for its window, not for the queue.
+                session.starved = (started - session.acked_at <= STARVED_SECONDS
+                                   and time.monotonic() - started <= STARVED_SECONDS)
                 return True
             if (session.added and session.holds_nothing()
                     and time.monotonic() - session.received_at >= NARROW_AFTER_SECONDS):

@@ -223,6 +223,42 @@ def test_a_process_holds_no_more_than_the_prefetch(up_to_four: AmqpBroker, queue
     assert broker.ack(held) == held
 
 
+def test_a_window_doubles_after_a_wait_for_what_the_last_acks_let_come(
+        growing: AmqpBroker, queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch that took less than half the window, acked, then a short wait that ends with
+    messages: the window held them back, not the queue. A wait long after the last ack
+    says nothing of the window."""
+    from django_tasks.brokers import amqp as module
+
+    monkeypatch.setattr(module, "STARVED_SECONDS", 0.5)  # steps of this test, not of RabbitMQ
+    broker = growing
+    broker.publish([message(queue)])
+    taken = fetch(broker, queue, limit=10, want=1)
+    broker.ack(taken)
+    assert broker.fetch([queue], "w1", 10, 30) == [] and broker.sent_ahead() == 2  # took all
+    assert broker.fetch([queue], "w1", 10, 30) == [] and broker.sent_ahead() == 2
+    # Not starved: the last ack was long before the wait.
+    time.sleep(0.7)
+    broker.publish([message(queue)])
+    assert broker.wait([queue], 1.0) is True
+    taken = broker.fetch([queue], "w1", 10, 30)
+    assert len(taken) == 1 and broker.sent_ahead() == 2  # half of 2: full, next fetch grows
+    broker.ack(taken)
+    assert broker.fetch([queue], "w1", 10, 30) == [] and broker.sent_ahead() == 4
+    # Starved: acked just before a wait that ends at once with messages.
+    broker.publish([message(queue)])
+    time.sleep(0.2)
+    taken = broker.fetch([queue], "w1", 10, 30)
+    assert len(taken) == 1  # a quarter of the window: not full
+    broker.ack(taken)
+    broker.publish([message(queue)])
+    assert broker.wait([queue], 1.0) is True
+    assert broker.sent_ahead() == 4
+    taken = broker.fetch([queue], "w1", 10, 30)
+    assert len(taken) == 1 and broker.sent_ahead() == 8
+    broker.ack(taken)
+
+
 def test_an_idle_process_goes_back_to_one_message(growing: AmqpBroker, queue: str) -> None:
     broker = growing
     broker.publish([message(queue) for _ in range(40)])
