@@ -181,6 +181,17 @@ def _take_all(broker: AmqpBroker, queue: str, count: int) -> list[tuple[int, int
     return batches
 
 
+def _taken_by_another(queue: str, count: int) -> None:
+    """Another consumer takes (and acks) ``count`` messages of ``queue``: all that the first
+    one's window left on the server."""
+    other = _fixed(AmqpBroker(URL))
+    try:
+        rest = fetch(other, queue, limit=10, want=count)
+        assert len(rest) == count and other.ack(rest) == rest
+    finally:
+        other.close()
+
+
 def test_a_window_starts_at_one_message_and_doubles_to_the_prefetch(
         growing: AmqpBroker, queue: str) -> None:
     """An idle worker's processes are sent one message each; a busy one's window doubles
@@ -214,12 +225,7 @@ def test_a_process_holds_no_more_than_the_prefetch(up_to_four: AmqpBroker, queue
         held += broker.fetch([queue], "w1", 10, 30)
         broker.wait([queue], 0.05)
     assert len(held) == 4 and broker.sent_ahead() == 4
-    other = _fixed(AmqpBroker(URL))
-    try:
-        rest = fetch(other, queue, limit=10, want=6)
-        assert len(rest) == 6 and other.ack(rest) == rest
-    finally:
-        other.close()
+    _taken_by_another(queue, 6)
     assert broker.ack(held) == held
 
 
@@ -273,12 +279,7 @@ def test_an_idle_process_goes_back_to_one_message(growing: AmqpBroker, queue: st
     time.sleep(0.3)  # RabbitMQ would have sent more by now, had the window let it
     held = broker.fetch([queue], "w1", 10, 30)
     assert len(held) == 1
-    other = _fixed(AmqpBroker(URL))
-    try:
-        rest = fetch(other, queue, limit=10, want=2)
-        assert len(rest) == 2 and other.ack(rest) == rest
-    finally:
-        other.close()
+    _taken_by_another(queue, 2)
     assert broker.ack(held) == held
 
 
