@@ -133,7 +133,8 @@ class Measurement:
         for concurrency in (1, 2):
             keys = [f"startup{concurrency}", f"drain{concurrency}", f"memory{concurrency}"]
             if concurrency == 2:
-                keys += ["latency", "latency_fast", "memory_countdown"]
+                keys += ["latency", "latency_fast", "memory_before_countdown",
+                         "memory_countdown"]
             self.attempt(keys, f"drain -c {concurrency}",
                          lambda c=concurrency: self.drain(c))  # type: ignore[misc]
         for index, depth in enumerate(self.size["depths"]):
@@ -223,7 +224,8 @@ class Measurement:
                     fw.db.vacuum(fw.tables)
                     self.latency(worker)
                 if self.plan.countdown:
-                    self.attempt(["memory_countdown", "latency_countdown"],
+                    self.attempt(["memory_before_countdown", "memory_countdown",
+                                  "latency_countdown"],
                                  "countdown tasks pending",
                                  lambda: self.countdown(worker))
 
@@ -271,8 +273,11 @@ class Measurement:
             raise RuntimeError(f"worker died:\n{tail(self.fw.logfile)}")
 
     def countdown(self, worker: subprocess.Popen[bytes]) -> None:
-        """Queue many tasks due in an hour, let the worker see them, read its memory."""
+        """Queue many tasks due in an hour, let the worker see them, read its memory: before
+        they are queued (after the round trips, whose own allocations are not theirs) and
+        with them pending."""
         n = self.size["countdown"]
+        self.cells["memory_before_countdown"] = Cell(memory_mib(worker.pid))
         self.fw.fill_countdown(n)
         started = time.monotonic()
         note = ""
