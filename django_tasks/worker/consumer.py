@@ -271,7 +271,8 @@ class Consumer:
 
     def _settle_every(self) -> float:
         """Settle after this many runs, where the broker sends no more until it has acks
-        (half its window, which may grow between batches); elsewhere by time alone."""
+        (half its window, which may grow between batches: asked once a batch); elsewhere
+        by time alone."""
         window = self.broker.sent_ahead()
         return max(1, window // 2) if window else math.inf
 
@@ -329,6 +330,7 @@ class Consumer:
             return True
         pending: list[Settlement] = []
         started = last_flush = time.monotonic()
+        settle_every = self._settle_every()  # the window changes only at a fetch
         slow = False
         ahead = self.broker.capabilities.pipelined and len(prepared) >= AHEAD_BATCH \
             and not self._short
@@ -361,7 +363,7 @@ class Consumer:
                     if not settlement.acked:
                         self.slot.ran_add(settlement.delivery.tag)
                 if time.monotonic() - last_flush > FLUSH_SECONDS or (
-                        len(pending) >= self._settle_every()):
+                        len(pending) >= settle_every):
                     self._flush(pending)
                     last_flush = time.monotonic()
         finally:
