@@ -205,6 +205,7 @@ class RedisBroker(Broker):
         self._lane = Lane(self._client.connection_pool, spin)
         register = self._client.register_script
         self._publish = register(redis_lua.PUBLISH)
+        self._publish_one = register(redis_lua.PUBLISH_ONE)
         self._publish_once = register(redis_lua.PUBLISH_ONCE)
         self._fetch = register(redis_lua.FETCH)
         self._next_due = register(redis_lua.NEXT_DUE)
@@ -265,6 +266,12 @@ class RedisBroker(Broker):
             return
         now = _time()
         # The caller (``delay()``) waits for the answer: it looks for it (``redis_lane``).
+        if len(messages) == 1:
+            with self._errors():
+                self._lane.call(self._publish_one,
+                                [self.prefix, repr(now), *_publish_fields(messages, now)],
+                                look=True)
+            return
         self._run_chunks(self._publish, [repr(now)], _publish_fields(messages, now), 5,
                          look=True)
 
@@ -274,10 +281,10 @@ class RedisBroker(Broker):
         if not messages or len(messages) > _CHUNK:
             return super().start_publish(messages)
         now = _time()
+        script = self._publish_one if len(messages) == 1 else self._publish
         with self._errors():
-            reply = self._lane.start(self._publish, [self.prefix, repr(now),
-                                                     *_publish_fields(messages, now)],
-                                     look=True)
+            reply = self._lane.start(script, [self.prefix, repr(now),
+                                              *_publish_fields(messages, now)], look=True)
 
         def end() -> None:
             with self._errors():

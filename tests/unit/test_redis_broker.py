@@ -215,6 +215,34 @@ def test_priorities_are_honoured_across_queues(broker: RedisBroker) -> None:
     assert [Message.decode(d.body).id for d in delivered] == ["high", "mid"]
 
 
+def test_a_message_published_alone_is_stored_as_one_published_in_a_batch(
+        broker: RedisBroker, clock: Clock) -> None:
+    """A single message has a script of its own (``PUBLISH_ONE``): the same hash, the same
+    place in its queue's order, the same wake-up and queue name as in a batch."""
+    client, prefix = broker._client, broker.prefix
+    later = clock.now + dt.timedelta(hours=1)
+    broker.publish([Message(id="alone", task="t", queue="q", priority=3)])
+    broker.publish([Message(id="batch", task="t", queue="q", priority=3),
+                    Message(id="first", task="t", queue="q", priority=7)])
+    broker.publish([Message(id="late", task="t", queue="q", eta=later)])
+
+    def stored(tag: str) -> dict[str, str]:
+        fields = client.hgetall(f"{prefix}:m:{tag}")
+        assert Message.decode(fields.pop("b")).id == fields["id"]
+        return fields
+
+    assert [stored(tag) for tag in ("1", "2", "4")] == [
+        {"q": "q", "p": "3", "id": "alone", "d": "0", "r": "0"},
+        {"q": "q", "p": "3", "id": "batch", "d": "0", "r": "0"},
+        {"q": "q", "p": "0", "id": "late", "d": "0", "r": "0"}]
+    assert client.zrange(f"{prefix}:delayed:q", 0, -1, withscores=True) == [
+        ("4", later.timestamp())]
+    assert client.smembers(f"{prefix}:queues") == {"q"}
+    assert client.llen(f"{prefix}:wake:q") == 3  # one per ready message
+    delivered = broker.fetch(["q"], "w1", 10, 30)
+    assert [d.task_id for d in delivered] == ["first", "alone", "batch"]
+
+
 def test_close_then_use_again_reconnects(broker: RedisBroker) -> None:
     broker.publish(messages(1))
     broker.close()
@@ -263,19 +291,23 @@ def test_a_message_delayed_by_more_than_a_second_wakes_nobody(broker: RedisBroke
     assert broker.wait(["default"], 0.05) is False
 
 
+@pytest.mark.parametrize("count", [1, 3])
 def test_a_message_due_within_a_second_wakes_one_idle_consumer(broker: RedisBroker,
-                                                                clock: Clock) -> None:
+                                                                clock: Clock,
+                                                                count: int) -> None:
     """Which asks when it comes due: its next look by turn could be later than that."""
     soon = clock.now + dt.timedelta(seconds=WAKE_AHEAD_SECONDS / 2)
-    RedisBroker(REDIS_TEST_URL).publish(messages(3, eta=soon))
+    RedisBroker(REDIS_TEST_URL).publish(messages(count, eta=soon))
     assert broker.wait(["default"], 30) is True
     assert broker.wait(["default"], 0.05) is False  # one token for them all
     assert broker.next_due(["default"], clock.now) == pytest.approx(
         WAKE_AHEAD_SECONDS / 2, abs=0.01)
 
 
-def test_wake_up_tokens_nobody_takes_are_bounded(broker: RedisBroker) -> None:
-    broker.publish(messages(500))
+@pytest.mark.parametrize("batch", [500, 1])
+def test_wake_up_tokens_nobody_takes_are_bounded(broker: RedisBroker, batch: int) -> None:
+    for start in range(0, 40 if batch == 1 else batch, batch):
+        broker.publish(messages(batch, tag=f"m{start}-"))
     assert broker._client.llen(f"{broker.prefix}:wake:default") == 32
     broker.purge("default")
     assert broker._client.llen(f"{broker.prefix}:wake:default") == 0
