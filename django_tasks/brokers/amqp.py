@@ -44,27 +44,25 @@ publish retried on a new connection may publish a message twice, which at-least-
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
-import itertools
 import json
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import amqp.exceptions
 import kombu
 import kombu.exceptions
-from django.db import transaction
 
-from .. import clock, outbox, serialization
+from .. import serialization
 from ..exceptions import BrokerUnreachable, ConfigurationError, DecodeError
 from ..message import MAX_PRIORITY, Message, bounded_priority
-from .base import Broker, Capabilities, Delivery, Purged, QueueCounts
+from .base import Capabilities, Delivery
+from .channel import ChannelBroker
 
 CONNECT_TIMEOUT = 2.0
 CONFIRM_TIMEOUT = 5.0
@@ -382,11 +380,14 @@ class _Session:
         return arrived or bool(frames)
 
 
-class AmqpBroker(Broker):
+class AmqpBroker(ChannelBroker):
     # The flags of the default queue type (quorum); ``queue_type=classic`` changes two.
     capabilities = Capabilities(leases=False, native_delays=False, delivery_counts=True,
                                 priorities=False, transactional=False, durable=True,
                                 broadcast=False)
+    kind = "AMQP broker"
+    unreachable = AmqpUnreachable
+    lost = _LOST
 
     def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672//") -> None:
         super().__init__(url)
@@ -404,28 +405,8 @@ class AmqpBroker(Broker):
                                            "x-consumer-timeout": int(self.consumer_timeout * 1000)}
         if self.queue_type == "classic":
             self._arguments["x-max-priority"] = MAX_PRIORITY
-        self._local = threading.local()
-        self._tags = itertools.count(1)
-        self._held: dict[int, tuple[_Session, Any]] = {}
-        self._held_lock = threading.Lock()
-        self._known: set[str] = set()
 
     # -- plumbing ------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _errors(self, session: _Session | None = None) -> Iterator[None]:
-        """Turn a lost or refused connection into :class:`AmqpUnreachable`, naming the
-        (masked) URL; the session it happened on is dropped."""
-        try:
-            yield
-        except _LOST as exc:
-            if session is not None:
-                session.close()
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            if self._password:
-                reason = reason.replace(self._password, "**")
-            raise AmqpUnreachable(f"Cannot reach the AMQP broker at {self.describe()} "
-                                  f"({type(exc).__name__}: {reason})") from None
 
     def _connect(self) -> _Session:
         connection = kombu.Connection(
@@ -557,9 +538,7 @@ class AmqpBroker(Broker):
         else:
             deliveries = 2 if raw.delivery_info.get("redelivered") else 1
         task_id = headers.get("id") or properties.get("correlation_id") or ""
-        tag = next(self._tags)
-        with self._held_lock:
-            self._held[tag] = (session, raw)
+        tag = self._hold(session, raw)
         envelope, body = _envelope(raw.body, headers, properties, queue)
         return Delivery(tag=tag, body=body, queue=queue, deliveries=deliveries, owner=owner,
                         task_id=str(task_id), envelope=envelope)
@@ -587,100 +566,7 @@ class AmqpBroker(Broker):
                 session.narrow()
             return False
 
-    # -- settling: a delivery is settled on the channel that received it -------------------
-
-    def _take(self, deliveries: Iterable[Delivery]) -> list[tuple[Delivery, _Session, Any]]:
-        """The deliveries still held on an open channel, forgotten here."""
-        found = []
-        with self._held_lock:
-            for d in deliveries:
-                held = self._held.pop(d.tag, None)
-                if held is not None and held[0].usable():
-                    found.append((d, *held))
-        return found
-
-    def _settle(self, deliveries: Iterable[Delivery], how: str) -> list[Delivery]:
-        by_session: dict[_Session, list[tuple[Delivery, Any]]] = {}
-        for delivery, session, raw in self._take(deliveries):
-            by_session.setdefault(session, []).append((delivery, raw))
-        done = []
-        for session, held in by_session.items():
-            try:
-                with session.lock:
-                    if how == "ack":
-                        session.ack([raw for _, raw in held])
-                    else:
-                        for _, raw in held:
-                            session.reject(raw)
-            except Exception:  # noqa: BLE001 - the channel is gone: the server redelivers
-                session.close()
-                continue
-            done += [delivery for delivery, _ in held]
-        return done
-
-    def ack(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
-        return self._settle(deliveries, "ack")
-
-    def release(self, deliveries: Iterable[Delivery], *, count: bool = False) -> int:
-        """Reject with requeue. ``count`` cannot be honoured: a quorum queue counts every
-        return, a classic queue marks every one ``redelivered``."""
-        return len(self._settle(deliveries, "reject"))
-
-    def confirm(self, deliveries: Sequence[Delivery], lease: float) -> list[Delivery]:
-        with self._held_lock:
-            return [d for d in deliveries
-                    if d.tag in self._held and self._held[d.tag][0].usable()]
-
-    def requeue(self, delivery: Delivery, message: Message, delay: float) -> bool:
-        """Hold the new message in the outbox until due and ack the delivery, in one
-        transaction: an ack refused rolls the held row back."""
-        eta = clock.now() + dt.timedelta(seconds=max(delay, 0))
-        try:
-            with transaction.atomic(using=self.home_alias):
-                outbox.hold([message.replace(eta=eta)], self.home_alias)
-                if not self.ack([delivery]):
-                    raise _Refused
-        except _Refused:
-            return False
-        return True
-
-    def record_start(self, delivery: Delivery) -> bool:
-        return True  # runs are not counted here: the poison limit counts deliveries
-
-    def renew(self, owners: Sequence[str], lease: float) -> int:
-        return 0
-
-    def release_owner(self, owner: str, *, keep_count: Iterable[int] = (),
-                      count_all: bool = False, died_running: Iterable[int] = ()) -> int:
-        return 0  # the server hands back what a closed channel held
-
     # -- inspection ----------------------------------------------------------------------
-
-    def depths(self, queues: Sequence[str] | None = None) -> dict[str, int]:
-        """Messages ready in each queue (not those delivered and unacked); without
-        ``queues``, the non-empty queues this process has declared."""
-        names = list(queues) if queues is not None else sorted(self._known)
-        counts = {name: self._queue_op(name, "depth") for name in names}
-        return counts if queues is not None else {q: n for q, n in counts.items() if n}
-
-    def queue_counts(self, queues: Sequence[str] = ()) -> dict[str, QueueCounts]:
-        """Ready: the server's count of each queue (a passive declare each: one round trip
-        per queue, of ``queues`` and those this process declared). Delayed: the outbox rows
-        held for the queue until due (one query). In flight: not known: RabbitMQ does not
-        tell an AMQP client how many messages its consumers hold unacked (its management
-        API does), and what a worker holds includes what its channel was sent ahead."""
-        held = {queue: n for queue, (_, n) in outbox.waiting(self.home_alias).items() if n}
-        named = set(queues)
-        counts = {}
-        for queue in sorted(named | self._known | set(held)):
-            ready = self._queue_op(queue, "depth")
-            if ready or queue in named or queue in held:
-                counts[queue] = QueueCounts(ready, held.get(queue, 0), None)
-        return counts
-
-    def purge(self, queue: str) -> Purged:
-        """Messages not delivered yet only (RabbitMQ counts them; their ids are not known)."""
-        return Purged(self._queue_op(queue, "purge"))
 
     def _queue_op(self, queue: str, op: str) -> int:
         session, _ = self._publisher()
@@ -693,18 +579,3 @@ class AmqpBroker(Broker):
             except amqp.exceptions.NotFound:  # the channel closed with it: a new one
                 session.channel = session.connection.channel()
                 return 0
-
-    def close(self) -> None:
-        """Drop this thread's connections (after ``fork``: the parent's are only forgotten;
-        at shutdown: what a consumer received and did not ack goes back to the queue)."""
-        for name in ("consumer", "publisher"):
-            session: _Session | None = self._local.__dict__.pop(name, None)
-            if session is not None:
-                session.close()
-        with self._held_lock:
-            self._held = {t: h for t, h in self._held.items() if h[0].usable()}
-
-
-class _Refused(Exception):
-    """An ack refused inside ``requeue``'s transaction: roll the held row back."""
-
