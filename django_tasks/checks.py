@@ -9,24 +9,23 @@ from django.core.checks import CheckMessage, Error, Warning, register
 
 from .conf import (
     BROKER_CLASSES,
+    BROKER_SCHEMES_SHOWN,
     RESULT_STORE_CLASSES,
     database_alias,
     mask_url,
     task_settings,
     time_limit_error,
+    url_scheme,
 )
 
-
-def _scheme(url: object) -> str:
-    return str(url).split("://", 1)[0] if "://" in str(url) else ""
-
-
+_scheme = url_scheme
 _alias = database_alias
 
 
 #: The package each broker scheme imports, and the extra that installs it.
-BROKER_DRIVERS = {"redis": "redis", "rediss": "redis", "amqp": "kombu", "amqps": "kombu",
-                  "pyamqp": "kombu"}
+BROKER_DRIVERS = {"redis": "redis", "rediss": "redis",
+                  **{scheme: "kombu" for scheme, path in BROKER_CLASSES.items()
+                     if path.rsplit(".", 2)[-2] in ("amqp", "kombu_transport")}}
 DRIVER_EXTRAS = {"redis": "redis", "kombu": "kombu"}
 
 
@@ -51,7 +50,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     if _scheme(broker) not in BROKER_CLASSES:
         errors.append(Error(
             f"TASKS_BROKER_URL={mask_url(broker)!r} names no supported broker.",
-            hint=f"Use one of: {', '.join(s + '://' for s in BROKER_CLASSES)}.",
+            hint=f"Use one of: {', '.join(s + '://' for s in BROKER_SCHEMES_SHOWN)}.",
             id="django_tasks.E001"))
     elif (missing := _missing_driver(_scheme(broker))):
         errors.append(Error(

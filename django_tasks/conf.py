@@ -68,6 +68,7 @@ class TaskSettings:
     """Attribute access to ``TASKS_*`` settings with defaults."""
 
     BROKER_URL = Setting[str]("django://")
+    BROKER_TRANSPORT_OPTIONS = Setting[dict[str, Any]]({})
     RESULT_BACKEND = Setting[str | None]("django://")
     DEFAULT_QUEUE = Setting[str]("default")
     TASK_ROUTES = Setting[Any](None)
@@ -160,7 +161,17 @@ BROKER_CLASSES = {
     "amqp": "django_tasks.brokers.amqp.AmqpBroker",
     "amqps": "django_tasks.brokers.amqp.AmqpBroker",
     "pyamqp": "django_tasks.brokers.amqp.AmqpBroker",
+    # kombu's other transports: any as ``kombu+<transport>://``, these by their own scheme
+    # too, as Celery's broker URLs name them (``redis``, ``amqp`` and ``memory`` are ours).
+    "kombu+": "django_tasks.brokers.kombu_transport.KombuBroker",
+    **{scheme: "django_tasks.brokers.kombu_transport.KombuBroker" for scheme in (
+        "sqs", "filesystem", "sqlalchemy", "sqla", "mongodb", "zookeeper", "consul", "etcd",
+        "azurestoragequeues", "azureservicebus", "gcpubsub", "confluentkafka", "kafka", "qpid",
+        "pyro", "slmq", "pgmq")},
 }
+#: The schemes named in errors: the rest of ``BROKER_CLASSES`` are kombu's transports.
+BROKER_SCHEMES_SHOWN = ("django", "redis", "rediss", "amqp", "amqps", "pyamqp", "memory",
+                         "sqs", "filesystem", "kombu+<transport>")
 RESULT_STORE_CLASSES = {
     "django": "django_tasks.results.database.DatabaseResultStore",
     "memory": "django_tasks.results.memory.MemoryResultStore",
@@ -169,16 +180,25 @@ _brokers: dict[str, Broker] = {}
 _stores: dict[str, ResultStore] = {}
 
 
+def url_scheme(url: object) -> str:
+    """The key of ``BROKER_CLASSES`` (or ``RESULT_STORE_CLASSES``) that ``url`` selects: its
+    scheme, and ``kombu+`` for every ``kombu+<transport>://``."""
+    text = str(url)
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    return "kombu+" if scheme.startswith("kombu+") else scheme
+
+
 def _load_class(url: str, classes: dict[str, str], setting: str) -> Any:
     from django.utils.module_loading import import_string
 
     from .exceptions import ConfigurationError
 
-    scheme = url.split("://", 1)[0] if "://" in url else ""
+    scheme = url_scheme(url)
     if scheme not in classes:
+        shown = BROKER_SCHEMES_SHOWN if classes is BROKER_CLASSES else tuple(classes)
         raise ConfigurationError(
             f"{setting}={mask_url(url)!r} is not supported; use one of "
-            f"{', '.join(s + '://' for s in classes)}."
+            f"{', '.join(s + '://' for s in shown)}."
         )
     return import_string(classes[scheme])
 

@@ -34,6 +34,10 @@ def _optional(rule: Callable[[object], bool]) -> Callable[[object], bool]:
     return lambda v: v is None or rule(v)
 
 
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
 def _expiry(value: object) -> bool:
     if isinstance(value, dt.timedelta):
         return value > dt.timedelta(0)
@@ -73,11 +77,14 @@ RULES: dict[str, Rule] = {
     "PRUNE_BATCH_SIZE": (_whole(1), "a whole number of at least 1"),
     "DEFAULT_RATE_LIMIT": (lambda v: not rate_error(v), "None, or a rate such as '10/s', "
                                                        "'100/m' or '1000/h' (0: no limit)"),
+    "BROKER_TRANSPORT_OPTIONS": (lambda v: isinstance(v, dict) and all(map(_text, v)),
+                                 "a dict of kombu transport options by name"),
 }
 
 #: Celery settings (Django-style names) and the TASKS_* setting that takes their place.
 CELERY_COUNTERPARTS = {
     "CELERY_BROKER_URL": "TASKS_BROKER_URL",
+    "CELERY_BROKER_TRANSPORT_OPTIONS": "TASKS_BROKER_TRANSPORT_OPTIONS",
     "CELERY_RESULT_BACKEND": "TASKS_RESULT_BACKEND",
     "CELERY_TASK_ALWAYS_EAGER": "TASKS_ALWAYS_EAGER",
     "CELERY_TASK_EAGER_PROPAGATES": "TASKS_EAGER_PROPAGATES",

@@ -77,6 +77,8 @@ else:
 DEFAULT_FROM_EMAIL = "demo@example.com"
 
 TASKS_BROKER_URL = env("TASKS_BROKER_URL", default="django://")
+# kombu's transport options, for a kombu transport (``filesystem://``, ``sqs://``): JSON.
+TASKS_BROKER_TRANSPORT_OPTIONS = env.json("TASKS_BROKER_TRANSPORT_OPTIONS", default={})
 TASKS_RESULT_BACKEND = env("TASKS_RESULT_BACKEND", default="django://")
 TASKS_ALWAYS_EAGER = env.bool("TASKS_ALWAYS_EAGER", default=False)
 TASKS_LEASE_SECONDS = env.float("TASKS_LEASE_SECONDS", default=30.0)

@@ -44,6 +44,7 @@ POLL = 0.1
 BASE_ENV = {
     "PYTHONFAULTHANDLER": "1",  # a process that will not stop shows where it is (wait_exit)
     "TASKS_BROKER_URL": "django://",
+    "TASKS_BROKER_TRANSPORT_OPTIONS": "{}",
     "TASKS_RESULT_BACKEND": "django://",
     "TASKS_ALWAYS_EAGER": "False",
     "TASKS_LOGLEVEL": "INFO",

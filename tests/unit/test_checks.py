@@ -125,11 +125,24 @@ def test_the_test_project_database_passes() -> None:
     assert checks._check_sqlite(settings.TASKS_BROKER_URL) == []
 
 
+@pytest.mark.parametrize("url", ["filesystem:///tmp/tasks", "sqs://", "kombu+sqs://",
+                                 "kombu+redis://127.0.0.1:6379/0"])
+def test_kombu_transports_are_brokers(settings: Any, url: str) -> None:
+    settings.TASKS_BROKER_URL = url
+    assert [m.id for m in checks.check_settings() if m.id == "django_tasks.E001"] == []
+
+
+def test_an_unknown_broker_scheme_hints_at_kombu_transports(settings: Any) -> None:
+    settings.TASKS_BROKER_URL = "nats://127.0.0.1:4222"
+    [found] = [m for m in checks.check_settings() if m.id == "django_tasks.E001"]
+    assert "kombu+<transport>://" in str(found.hint) and "sqs://" in str(found.hint)
+
+
 @pytest.mark.parametrize(("setting", "check_id"), [("TASKS_BROKER_URL", "django_tasks.E001"),
                                                    ("TASKS_RESULT_BACKEND", "django_tasks.E003")])
 def test_a_password_in_a_url_is_masked_in_the_message(settings: Any, setting: str,
                                                       check_id: str) -> None:
-    setattr(settings, setting, "kafka://user:s3cr%40t@cache.internal:6380/0")  # unsupported
+    setattr(settings, setting, "nats://user:s3cr%40t@cache.internal:6380/0")  # unsupported
     [found] = [m for m in checks.check_settings() if m.id == check_id]
     assert "s3cr" not in found.msg and "user:**@cache.internal:6380" in found.msg
 
@@ -157,6 +170,7 @@ def test_a_bad_beat_tick_fails_the_checks(settings: Any, tick: object) -> None:
         ("TASKS_POLL_INTERVAL", 0, "more than 0"),
         ("TASKS_DEFAULT_QUEUE", "", "a queue name"),
         ("TASKS_PRUNE_BATCH_SIZE", 1.5, "a whole number"),
+        ("TASKS_BROKER_TRANSPORT_OPTIONS", [("region", "eu-west-1")], "a dict of kombu"),
     ],
 )
 def test_every_setting_is_checked_for_type_and_range(settings: Any, setting: str,

@@ -1,0 +1,98 @@
+"""End-to-end on kombu's filesystem transport: real ``taskworker`` processes, messages as
+files in a folder of the test's own, results in the database (SQLite is enough here)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import kombu
+import pytest
+from django.test import override_settings
+
+from django_tasks.brokers.kombu_transport import KombuBroker
+
+from . import broker_checks as check
+from .conftest import Project
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
+#: Idle workers look every 50 ms (kombu's default for polled transports is a second).
+OPTIONS = {"polling_interval": 0.05}
+
+
+@pytest.fixture
+def broker(project: Project, tmp_path: Path) -> Iterator[KombuBroker]:
+    """Point the project at a folder of messages; the test's own broker reads the same."""
+    url = f"filesystem://{tmp_path / 'messages'}"
+    project.env["TASKS_BROKER_URL"] = url
+    project.env["TASKS_BROKER_TRANSPORT_OPTIONS"] = json.dumps(OPTIONS)
+    with override_settings(TASKS_BROKER_TRANSPORT_OPTIONS=OPTIONS):
+        broker = KombuBroker(url)
+    try:
+        yield broker
+    finally:
+        for worker in project.workers:
+            worker.kill()
+        broker.close()
+
+
+def depth_of(broker: KombuBroker) -> check.Depth:
+    return lambda: broker.depths(["default"])["default"]
+
+
+def test_a_thousand_tasks_all_run_once(project: Project, broker: KombuBroker) -> None:
+    check.a_thousand_tasks_run_once(project, depth_of(broker))
+
+
+def test_sigterm_lets_the_running_task_finish_and_ack(
+        project: Project, broker: KombuBroker, tmp_path: Path) -> None:
+    check.sigterm_finishes_the_running_task(project, depth_of(broker), tmp_path)
+
+
+def test_a_countdown_waits_in_the_database_until_due(
+        project: Project, broker: KombuBroker) -> None:
+    task_id = project.shell("from testproject.demo.tasks import add\n"
+                            "print(add.apply_async((2, 3), countdown=3).id)").strip()
+    assert project.count("django_tasks_outboxmessage") == 1
+    assert broker.depths(["default"]) == {"default": 0}
+    queued = time.monotonic()
+    project.worker("-c", "1")
+    project.wait_state(task_id, "SUCCESS", timeout=20)
+    assert time.monotonic() - queued >= 2.5
+    assert project.count("django_tasks_outboxmessage") == 0
+
+
+def test_a_rolled_back_enqueue_never_runs(project: Project, broker: KombuBroker) -> None:
+    """Inside a transaction the message waits in the outbox: a rollback leaves nothing."""
+    ids = project.shell(
+        "from django.db import transaction\n"
+        "from testproject.demo.tasks import add\n"
+        "try:\n"
+        "    with transaction.atomic():\n"
+        "        gone = add.delay(1, 1)\n"
+        "        raise RuntimeError\n"
+        "except RuntimeError:\n"
+        "    pass\n"
+        "with transaction.atomic():\n"
+        "    kept = add.delay(2, 2)\n"
+        "print(gone.id, kept.id)\n").split()
+    gone, kept = ids[-2:]
+    project.worker("-c", "1")
+    project.wait_state(kept, "SUCCESS")
+    assert project.state(gone) is None
+    assert broker.depths(["default"]) == {"default": 0}
+
+
+def test_a_bad_message_is_rejected_and_the_worker_goes_on(
+        project: Project, broker: KombuBroker) -> None:
+    def publish_raw(task_id: str, body: str) -> None:
+        session, _ = broker._publisher()
+        broker._declare(session, "default")
+        kombu.Producer(session.channel).publish(
+            body.encode(), exchange="", routing_key="default", correlation_id=task_id,
+            content_type="application/json", content_encoding="utf-8", delivery_mode=2)
+
+    check.a_bad_message_is_rejected(project, depth_of(broker), publish_raw)
