@@ -47,9 +47,7 @@ import contextlib
 import functools
 import json
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -62,7 +60,7 @@ from .. import serialization
 from ..exceptions import BrokerUnreachable, ConfigurationError, DecodeError
 from ..message import MAX_PRIORITY, Message, bounded_priority
 from .base import Capabilities, Delivery
-from .channel import ChannelBroker
+from .channel import ChannelBroker, SessionBase
 
 CONNECT_TIMEOUT = 2.0
 CONFIRM_TIMEOUT = 5.0
@@ -209,19 +207,11 @@ def _read_ahead(transport: Any) -> None:
     transport._quick_recv = read_ahead
 
 
-class _Session:
-    """One connection and channel of one thread: a consumer's (with its buffer of messages
-    received but not handed out yet), or a publisher's."""
+class _Session(SessionBase):
+    """One connection and channel of one thread: a consumer's, or a publisher's."""
 
     def __init__(self, connection: Any) -> None:
-        self.pid = os.getpid()
-        self.connection = connection
-        self.channel: Any = connection.channel()
-        self.lock = threading.RLock()
-        self.open = True
-        self.declared: set[str] = set()
-        self.queues: tuple[str, ...] = ()
-        self.buffer: deque[tuple[str, Any]] = deque()
+        super().__init__(connection)
         #: The delivery tags of the messages received and not acked or rejected yet.
         self.unsettled: set[int] = set()
         # Consuming: the first consumer of each queue, those added to widen the window,
@@ -242,7 +232,7 @@ class _Session:
         self.refused = 0
 
     def received(self, queue: str, message: Any) -> None:
-        self.buffer.append((queue, message))
+        super().received(queue, message)
         self.unsettled.add(message.delivery_tag)
         self.received_at = time.monotonic()
 
@@ -380,7 +370,7 @@ class _Session:
         return arrived or bool(frames)
 
 
-class AmqpBroker(ChannelBroker):
+class AmqpBroker(ChannelBroker[_Session]):
     # The flags of the default queue type (quorum); ``queue_type=classic`` changes two.
     capabilities = Capabilities(leases=False, native_delays=False, delivery_counts=True,
                                 priorities=False, transactional=False, durable=True,
@@ -436,29 +426,11 @@ class AmqpBroker(ChannelBroker):
         session.declared.add(queue)
         self._known.add(queue)
 
-    def _publisher(self) -> tuple[_Session, bool]:
-        """This thread's publishing session, and whether it was opened just now."""
-        session: _Session | None = getattr(self._local, "publisher", None)
-        if session is not None and session.usable():
-            return session, False
-        self._local.publisher = session = self._connect()
-        return session, True
-
-    def _consumer(self, queues: Sequence[str]) -> _Session:
-        """This thread's consuming session on ``queues``; a new one starts with a window of
-        ``START_WINDOW``."""
-        session: _Session | None = getattr(self._local, "consumer", None)
-        if session is not None and session.usable() and session.queues == tuple(queues):
-            return session
-        if session is not None:  # other queues: what it received goes back
-            session.close()
-        session = self._connect()
-        with self._errors(session):
-            for queue in queues:
-                self._declare(session, queue)
-            session.consume(queues, self.start_window)
-        self._local.consumer = session
-        return session
+    def _consume(self, session: _Session, queues: Sequence[str]) -> None:
+        """A new consumer starts with a window of ``START_WINDOW``."""
+        for queue in queues:
+            self._declare(session, queue)
+        session.consume(queues, self.start_window)
 
     def sent_ahead(self) -> int | None:
         """The window of the calling thread's consumer (see the module's doc)."""
@@ -473,18 +445,6 @@ class AmqpBroker(ChannelBroker):
         return True
 
     # -- publishing ----------------------------------------------------------------------
-
-    def publish(self, messages: Sequence[Message]) -> None:
-        if not messages:
-            return
-        session, fresh = self._publisher()
-        try:
-            self._publish_on(session, messages)
-        except AmqpUnreachable:
-            if fresh:
-                raise
-            session, _ = self._publisher()  # the old connection went stale: once more
-            self._publish_on(session, messages)
 
     def _publish_on(self, session: _Session, messages: Sequence[Message]) -> None:
         """Send every message, then wait for RabbitMQ's confirms of all of them together:

@@ -18,9 +18,11 @@ import abc
 import contextlib
 import datetime as dt
 import itertools
+import os
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from django.db import transaction
 
@@ -34,6 +36,8 @@ class Session(Protocol):
     """One connection and channel of one thread."""
 
     lock: threading.RLock
+    #: The queues it consumes (a consumer's), in the order asked.
+    queues: tuple[str, ...]
 
     def usable(self) -> bool:
         """Open, in the process that opened it."""
@@ -48,10 +52,35 @@ class Session(Protocol):
         """Drop the connection (in a forked child: only this process's copy of it)."""
 
 
-class ChannelBroker(Broker):
-    """The settling, fencing and inspection of a broker whose deliveries belong to the
-    session (connection and channel) that received them. A subclass connects, publishes,
-    receives, and counts or purges a queue on the server (:meth:`_queue_op`)."""
+class SessionBase:
+    """What every session here has: its connection and channel, opened in this process, a
+    lock, the queues it declared and consumes, and the messages received but not handed
+    out yet (a consumer's)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.pid = os.getpid()
+        self.connection = connection
+        self.channel: Any = connection.channel()
+        self.lock = threading.RLock()
+        self.open = True
+        self.declared: set[str] = set()
+        self.queues: tuple[str, ...] = ()
+        self.buffer: deque[tuple[str, Any]] = deque()
+
+    def received(self, queue: str, message: Any) -> None:
+        self.buffer.append((queue, message))
+
+
+S = TypeVar("S", bound=Session)
+
+
+class ChannelBroker(Broker, Generic[S]):
+    """The sessions, settling, fencing and inspection of a broker whose deliveries belong to
+    the session (connection and channel) that received them: a publishing and a consuming
+    session per thread. A subclass connects (:meth:`_connect`), declares a queue on a
+    session and starts consuming (:meth:`_consume`), publishes on a session
+    (:meth:`_publish_on`), receives, and counts or purges a queue on the server
+    (:meth:`_queue_op`)."""
 
     #: What the broker is called in errors ("AMQP broker").
     kind: ClassVar[str] = "broker"
@@ -84,6 +113,51 @@ class ChannelBroker(Broker):
                 reason = reason.replace(self._password, "**")
             raise self.unreachable(f"Cannot reach the {self.kind} at {self.describe()} "
                                    f"({type(exc).__name__}: {reason})") from None
+
+    @abc.abstractmethod
+    def _connect(self) -> S:
+        """A new session; raises :attr:`unreachable`."""
+
+    @abc.abstractmethod
+    def _consume(self, session: S, queues: Sequence[str]) -> None:
+        """Declare ``queues`` on ``session`` and consume them there."""
+
+    @abc.abstractmethod
+    def _publish_on(self, session: S, messages: Sequence[Message]) -> None:
+        """Publish ``messages`` on ``session``; raises :attr:`unreachable`."""
+
+    def _publisher(self) -> tuple[S, bool]:
+        """This thread's publishing session, and whether it was opened just now."""
+        session: S | None = getattr(self._local, "publisher", None)
+        if session is not None and session.usable():
+            return session, False
+        self._local.publisher = session = self._connect()
+        return session, True
+
+    def _consumer(self, queues: Sequence[str]) -> S:
+        """This thread's consuming session on ``queues``."""
+        session: S | None = getattr(self._local, "consumer", None)
+        if session is not None and session.usable() and session.queues == tuple(queues):
+            return session
+        if session is not None:  # other queues: what it received goes back
+            session.close()
+        session = self._connect()
+        with self._errors(session):
+            self._consume(session, queues)
+        self._local.consumer = session
+        return session
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        session, fresh = self._publisher()
+        try:
+            self._publish_on(session, messages)
+        except self.unreachable:
+            if fresh:
+                raise
+            session, _ = self._publisher()  # the old connection went stale: once more
+            self._publish_on(session, messages)
 
     def _hold(self, session: Session, raw: Any) -> int:
         """The tag of a delivery of ``raw``, received on ``session``, held until settled."""

@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,7 @@ from ..exceptions import BrokerUnreachable, ConfigurationError
 from ..message import Message, bounded_priority
 from .amqp import _envelope, _outgoing
 from .base import Capabilities, Delivery
-from .channel import ChannelBroker
+from .channel import ChannelBroker, SessionBase
 
 #: The prefix that names any kombu transport: ``kombu+sqs://``.
 PREFIX = "kombu+"
@@ -102,24 +100,13 @@ def transport_class(name: str) -> type:
     return cls
 
 
-class _Session:
-    """One connection and channel of one thread: a consumer's (with its buffer of messages
-    received but not handed out yet), or a publisher's."""
+class _Session(SessionBase):
+    """One connection and channel of one thread: a consumer's, or a publisher's."""
 
     def __init__(self, connection: Any) -> None:
-        self.pid = os.getpid()
-        self.connection = connection
-        self.channel: Any = connection.channel()
-        self.lock = threading.RLock()
-        self.open = True
-        self.declared: set[str] = set()
-        self.queues: tuple[str, ...] = ()
-        self.buffer: deque[tuple[str, Any]] = deque()
+        super().__init__(connection)
         self.consumers: list[Any] = []
         self.producer: Any = None
-
-    def received(self, queue: str, message: Any) -> None:
-        self.buffer.append((queue, message))
 
     def consume(self, queues: Sequence[str], prefetch: int) -> None:
         self.channel.basic_qos(0, prefetch, False)  # positional: kombu's names vary
@@ -161,7 +148,7 @@ class _Session:
                 self.connection.close()
 
 
-class KombuBroker(ChannelBroker):
+class KombuBroker(ChannelBroker[_Session]):
     capabilities = Capabilities(leases=False, native_delays=False, delivery_counts=False,
                                 priorities=False, transactional=False, durable=True,
                                 broadcast=False)
@@ -214,28 +201,10 @@ class KombuBroker(ChannelBroker):
             session.declared.add(queue)
             self._known.add(queue)
 
-    def _publisher(self) -> tuple[_Session, bool]:
-        """This thread's publishing session, and whether it was opened just now."""
-        session: _Session | None = getattr(self._local, "publisher", None)
-        if session is not None and session.usable():
-            return session, False
-        self._local.publisher = session = self._connect()
-        return session, True
-
-    def _consumer(self, queues: Sequence[str]) -> _Session:
-        """This thread's consuming session on ``queues``."""
-        session: _Session | None = getattr(self._local, "consumer", None)
-        if session is not None and session.usable() and session.queues == tuple(queues):
-            return session
-        if session is not None:  # other queues: what it received goes back
-            session.close()
-        session = self._connect()
-        with self._errors(session):
-            for queue in queues:
-                self._declare(session, queue)
-            session.consume(queues, self.prefetch)
-        self._local.consumer = session
-        return session
+    def _consume(self, session: _Session, queues: Sequence[str]) -> None:
+        for queue in queues:
+            self._declare(session, queue)
+        session.consume(queues, self.prefetch)
 
     def ping(self) -> bool:
         """True once a connection is made (or in hand); raises :class:`KombuUnreachable`."""
@@ -243,18 +212,6 @@ class KombuBroker(ChannelBroker):
         return True
 
     # -- publishing ----------------------------------------------------------------------
-
-    def publish(self, messages: Sequence[Message]) -> None:
-        if not messages:
-            return
-        session, fresh = self._publisher()
-        try:
-            self._publish_on(session, messages)
-        except KombuUnreachable:
-            if fresh:
-                raise
-            session, _ = self._publisher()  # the old connection went stale: once more
-            self._publish_on(session, messages)
 
     def _publish_on(self, session: _Session, messages: Sequence[Message]) -> None:
         with self._errors(session), session.lock:

@@ -93,6 +93,47 @@ def sigterm_finishes_the_running_task(project: Project, depth: Depth, tmp_path: 
     return waiting
 
 
+#: A shell script that queues a task in a transaction rolled back, then one in a transaction
+#: committed, and prints their ids.
+ROLLED_BACK_THEN_COMMITTED = (
+    "from django.db import transaction\n"
+    "from testproject.demo.tasks import add\n"
+    "try:\n"
+    "    with transaction.atomic():\n"
+    "        print(add.delay(1, 2).id)\n"
+    "        raise RuntimeError('roll back')\n"
+    "except RuntimeError:\n"
+    "    pass\n"
+    "with transaction.atomic():\n"
+    "    print(add.delay(3, 4).id)\n")
+
+
+def a_rolled_back_enqueue_never_runs(project: Project, depth: Depth) -> None:
+    """Inside a transaction the message waits in the outbox: a rollback leaves nothing, a
+    commit publishes it."""
+    rolled_back, committed = project.shell(ROLLED_BACK_THEN_COMMITTED).split()[-2:]
+    assert depth() == 1  # published to the broker after the commit
+    project.worker("-c", "1")
+    project.wait_state(committed, "SUCCESS")
+    assert project.result(rolled_back) is None
+    assert project.count("django_tasks_outboxmessage") == 0
+
+
+def a_countdown_waits_in_the_database_until_due(project: Project, depth: Depth) -> None:
+    """On a broker without delays of its own: in the outbox, published by a relay."""
+    task_id = project.shell("from testproject.demo.tasks import add\n"
+                            "print(add.apply_async((2, 3), countdown=3).id)").strip()
+    [(due_at,)] = project.query("SELECT due_at FROM django_tasks_outboxmessage "
+                                "WHERE task_id = %s", (task_id,))
+    assert due_at is not None
+    assert depth() == 0
+    queued = time.monotonic()
+    project.worker("-c", "1")
+    project.wait_state(task_id, "SUCCESS", timeout=20)
+    assert time.monotonic() - queued >= 2.5
+    assert project.count("django_tasks_outboxmessage") == 0
+
+
 _ON_TIME = """
 import datetime as dt, time
 from django_tasks import clock

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,17 +75,7 @@ def test_sigterm_lets_the_running_task_finish_and_ack(
 
 def test_a_countdown_waits_in_the_database_until_due(
         project: Project, broker: AmqpBroker) -> None:
-    task_id = project.shell("from testproject.demo.tasks import add\n"
-                            "print(add.apply_async((2, 3), countdown=3).id)").strip()
-    [(due_at,)] = project.query("SELECT due_at FROM django_tasks_outboxmessage "
-                                "WHERE task_id = %s", (task_id,))
-    assert due_at is not None
-    assert broker.depths(["default"]) == {"default": 0}
-    queued = time.monotonic()
-    project.worker("-c", "1")
-    project.wait_state(task_id, "SUCCESS", timeout=20)
-    assert time.monotonic() - queued >= 2.5
-    assert project.count("django_tasks_outboxmessage") == 0
+    check.a_countdown_waits_in_the_database_until_due(project, depth_of(broker))
 
 
 @pytest.mark.alone  # it times starts

@@ -56,17 +56,7 @@ def test_countdowns_start_on_time(project: Project) -> None:
 
 
 def test_rollback_inside_atomic_never_runs_the_task(project: Project) -> None:
-    out = project.shell(
-        "from django.db import transaction\n"
-        "from testproject.demo.tasks import add\n"
-        "try:\n"
-        "    with transaction.atomic():\n"
-        "        print(add.delay(1, 2).id)\n"
-        "        raise RuntimeError('roll back')\n"
-        "except RuntimeError:\n"
-        "    pass\n"
-        "print(add.delay(3, 4).id)\n")
-    rolled_back, committed = out.split()
+    rolled_back, committed = project.shell(check.ROLLED_BACK_THEN_COMMITTED).split()[-2:]
     project.worker("-c", "1")
     project.wait_state(committed, "SUCCESS")
     assert project.result(rolled_back) is None

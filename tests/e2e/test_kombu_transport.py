@@ -4,7 +4,6 @@ files in a folder of the test's own, results in the database (SQLite is enough h
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,36 +53,11 @@ def test_sigterm_lets_the_running_task_finish_and_ack(
 
 def test_a_countdown_waits_in_the_database_until_due(
         project: Project, broker: KombuBroker) -> None:
-    task_id = project.shell("from testproject.demo.tasks import add\n"
-                            "print(add.apply_async((2, 3), countdown=3).id)").strip()
-    assert project.count("django_tasks_outboxmessage") == 1
-    assert broker.depths(["default"]) == {"default": 0}
-    queued = time.monotonic()
-    project.worker("-c", "1")
-    project.wait_state(task_id, "SUCCESS", timeout=20)
-    assert time.monotonic() - queued >= 2.5
-    assert project.count("django_tasks_outboxmessage") == 0
+    check.a_countdown_waits_in_the_database_until_due(project, depth_of(broker))
 
 
 def test_a_rolled_back_enqueue_never_runs(project: Project, broker: KombuBroker) -> None:
-    """Inside a transaction the message waits in the outbox: a rollback leaves nothing."""
-    ids = project.shell(
-        "from django.db import transaction\n"
-        "from testproject.demo.tasks import add\n"
-        "try:\n"
-        "    with transaction.atomic():\n"
-        "        gone = add.delay(1, 1)\n"
-        "        raise RuntimeError\n"
-        "except RuntimeError:\n"
-        "    pass\n"
-        "with transaction.atomic():\n"
-        "    kept = add.delay(2, 2)\n"
-        "print(gone.id, kept.id)\n").split()
-    gone, kept = ids[-2:]
-    project.worker("-c", "1")
-    project.wait_state(kept, "SUCCESS")
-    assert project.state(gone) is None
-    assert broker.depths(["default"]) == {"default": 0}
+    check.a_rolled_back_enqueue_never_runs(project, depth_of(broker))
 
 
 def test_a_bad_message_is_rejected_and_the_worker_goes_on(

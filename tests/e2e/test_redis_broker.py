@@ -73,23 +73,7 @@ def test_countdowns_start_on_time(project: Project, broker: RedisBroker) -> None
 
 def test_delay_inside_a_transaction_goes_through_the_outbox(
         project: Project, broker: RedisBroker) -> None:
-    out = project.shell(
-        "from django.db import transaction\n"
-        "from testproject.demo.tasks import add\n"
-        "try:\n"
-        "    with transaction.atomic():\n"
-        "        print(add.delay(1, 2).id)\n"
-        "        raise RuntimeError('roll back')\n"
-        "except RuntimeError:\n"
-        "    pass\n"
-        "with transaction.atomic():\n"
-        "    print(add.delay(3, 4).id)\n")
-    rolled_back, committed = out.split()
-    assert broker.depths() == {"default": 1}  # published to Redis after the commit
-    project.worker("-c", "1")
-    project.wait_state(committed, "SUCCESS")
-    assert project.result(rolled_back) is None
-    assert project.count("django_tasks_outboxmessage") == 0
+    check.a_rolled_back_enqueue_never_runs(project, depth_of(broker))
 
 
 def test_a_task_that_kills_its_process_ends_as_a_poison_message(
