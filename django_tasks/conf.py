@@ -153,6 +153,10 @@ def time_limit_error(value: object) -> str:
 
 # Brokers and result stores are plug-ins chosen by URL scheme and loaded by dotted path,
 # so the core never imports the layer above it.
+#: kombu's transports taken by their own scheme (or ``<scheme>+...``: ``sqla+postgresql``).
+KOMBU_SCHEMES = ("sqs", "filesystem", "sqlalchemy", "sqla", "mongodb", "zookeeper", "consul",
+                 "etcd", "azurestoragequeues", "azureservicebus", "gcpubsub", "confluentkafka",
+                 "kafka", "qpid", "pyro", "slmq", "pgmq")
 BROKER_CLASSES = {
     "django": "django_tasks.brokers.database.DatabaseBroker",
     "memory": "django_tasks.brokers.memory.MemoryBroker",
@@ -164,10 +168,7 @@ BROKER_CLASSES = {
     # kombu's other transports: any as ``kombu+<transport>://``, these by their own scheme
     # too, as Celery's broker URLs name them (``redis``, ``amqp`` and ``memory`` are ours).
     "kombu+": "django_tasks.brokers.kombu_transport.KombuBroker",
-    **{scheme: "django_tasks.brokers.kombu_transport.KombuBroker" for scheme in (
-        "sqs", "filesystem", "sqlalchemy", "sqla", "mongodb", "zookeeper", "consul", "etcd",
-        "azurestoragequeues", "azureservicebus", "gcpubsub", "confluentkafka", "kafka", "qpid",
-        "pyro", "slmq", "pgmq")},
+    **{scheme: "django_tasks.brokers.kombu_transport.KombuBroker" for scheme in KOMBU_SCHEMES},
 }
 #: The schemes named in errors: the rest of ``BROKER_CLASSES`` are kombu's transports.
 BROKER_SCHEMES_SHOWN = ("django", "redis", "rediss", "amqp", "amqps", "pyamqp", "memory",
@@ -182,10 +183,14 @@ _stores: dict[str, ResultStore] = {}
 
 def url_scheme(url: object) -> str:
     """The key of ``BROKER_CLASSES`` (or ``RESULT_STORE_CLASSES``) that ``url`` selects: its
-    scheme, and ``kombu+`` for every ``kombu+<transport>://``."""
+    scheme, ``kombu+`` for every ``kombu+<transport>://``, and the transport of a scheme that
+    names one before a ``+`` (``sqla`` of ``sqla+postgresql://``)."""
     text = str(url)
     scheme = text.split("://", 1)[0] if "://" in text else ""
-    return "kombu+" if scheme.startswith("kombu+") else scheme
+    first = scheme.split("+", 1)[0]
+    if first == "kombu" and "+" in scheme:
+        return "kombu+"
+    return first if first in KOMBU_SCHEMES else scheme
 
 
 def _load_class(url: str, classes: dict[str, str], setting: str) -> Any:

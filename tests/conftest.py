@@ -6,9 +6,11 @@ that is not running is skipped on a laptop and fails under ``CI=true``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +53,32 @@ def require_module(module: str, install: str) -> None:
         if IN_CI:
             pytest.fail(f"{message}; CI=true forbids skipping.")
         pytest.skip(message)
+
+
+@contextlib.contextmanager
+def schema_of_its_own() -> Iterator[tuple[str, Any]]:
+    """A ``sqla+`` URL whose tables are in a PostgreSQL schema made for the caller (kombu
+    names its index the same for any table name), and an engine on the database; the
+    schema is dropped after. Its connections are named after the schema."""
+    require_module("sqlalchemy", "pip install sqlalchemy")
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import sqlalchemy
+    from kombu.transport.sqlalchemy import Channel
+
+    schema = f"kombu_{uuid.uuid4().hex[:8]}"
+    database = POSTGRES_URL.replace("postgres://", "postgresql+psycopg://", 1)
+    engine = sqlalchemy.create_engine(database)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield (f"sqla+{database}?options=-csearch_path%3D{schema}"
+               f"&application_name={schema}"), engine
+    finally:
+        for key in [key for key in Channel._engines if schema in key]:
+            Channel._engines.pop(key)[0].dispose()  # kombu keeps an engine per URL for ever
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
 
 
 def _tasks_on(url: str) -> Iterator[None]:

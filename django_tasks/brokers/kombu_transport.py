@@ -63,11 +63,12 @@ class KombuUnreachable(BrokerUnreachable, ConnectionError):
 
 
 def transport_url(url: str) -> tuple[str, str, int]:
-    """The URL kombu reads (our options removed, ``kombu+`` dropped), the transport's name,
+    """The URL kombu reads (our options removed, ``kombu+`` dropped), the transport's name
+    (``sqla`` of ``sqla+postgresql://``, whose database URL kombu reads after the ``+``),
     and ``prefetch``."""
     parts = urlsplit(url)
     scheme = parts.scheme[len(PREFIX):] if parts.scheme.startswith(PREFIX) else parts.scheme
-    if not scheme:
+    if not scheme.split("+", 1)[0]:
         raise ConfigurationError(f"TASKS_BROKER_URL: {PREFIX}... names no kombu transport "
                                  "(kombu+sqs://, kombu+filesystem://, ...).")
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -80,7 +81,7 @@ def transport_url(url: str) -> tuple[str, str, int]:
     # Written out: ``urlunsplit`` drops the ``//`` of an empty host (``filesystem:///x``),
     # and kombu then takes the URL for a host name.
     kombu_url = f"{scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
-    return kombu_url, scheme, int(text)
+    return kombu_url, scheme.split("+", 1)[0], int(text)
 
 
 def transport_class(name: str) -> type:
@@ -98,6 +99,15 @@ def transport_class(name: str) -> type:
     if not isinstance(cls, type):
         raise ConfigurationError(f"TASKS_BROKER_URL: no kombu transport {name!r}.")
     return cls
+
+
+def _end_read(channel: Any) -> None:
+    """kombu's SQLAlchemy transport counts a queue in a transaction it leaves open: idle in
+    transaction, holding a lock that any change to its tables (a migration, a ``DROP``)
+    waits for, and keeping old rows from being vacuumed. End it."""
+    database = getattr(channel, "_session", None)  # the SQLAlchemy transport's own session
+    if database is not None:
+        database.commit()
 
 
 class _Session(SessionBase):
@@ -146,6 +156,10 @@ class _Session(SessionBase):
         if self.pid == os.getpid():
             with contextlib.suppress(Exception):
                 self.connection.close()
+            database = getattr(self.channel, "_session", None)  # SQLAlchemy's: its connection
+            if database is not None:  # goes back to the engine's pool
+                with contextlib.suppress(Exception):
+                    database.close()
 
 
 class KombuBroker(ChannelBroker[_Session]):
@@ -166,13 +180,17 @@ class KombuBroker(ChannelBroker[_Session]):
             raise ConfigurationError("TASKS_BROKER_TRANSPORT_OPTIONS must be a dict of kombu "
                                      f"transport options, not {type(options).__name__}.")
         self.options: dict[str, Any] = dict(options)
+        # Set on the transport once connected, not handed to it: the SQLAlchemy transport
+        # passes its options on to SQLAlchemy's ``create_engine``, which refuses it.
+        self._interval = self.options.pop("polling_interval", None)
         if self.transport == "filesystem":
             self._folders()
         # A polled transport hands a consumer what it asks for; one that pushes (qpid)
         # sends up to the prefetch ahead of the acks.
         polled = issubclass(cls, kombu.transport.virtual.Transport)
         self.window = None if polled else self.prefetch
-        interval = self.options.get("polling_interval", getattr(cls, "polling_interval", 0))
+        interval = getattr(cls, "polling_interval", 0) if self._interval is None \
+            else self._interval
         self.wait_lateness = float(interval or 0) if polled else 0.0
 
     def _folders(self) -> None:
@@ -192,6 +210,8 @@ class KombuBroker(ChannelBroker[_Session]):
         with self._errors():
             connection.ensure_connection(max_retries=1, interval_start=0.25,
                                          interval_step=0.25, interval_max=0.25)
+            if self._interval is not None and hasattr(connection.transport, "polling_interval"):
+                connection.transport.polling_interval = float(self._interval)
             return _Session(connection)
 
     def _declare(self, session: _Session, queue: str) -> None:
@@ -268,5 +288,7 @@ class KombuBroker(ChannelBroker[_Session]):
         with self._errors(session), session.lock:
             if op == "purge":
                 return int(session.channel.queue_purge(queue) or 0)
-            return int(session.channel.queue_declare(queue=queue, passive=True).message_count)
+            count = session.channel.queue_declare(queue=queue, passive=True).message_count
+            _end_read(session.channel)
+            return int(count)
 

@@ -1,8 +1,11 @@
-"""End-to-end on kombu's filesystem transport: real ``taskworker`` processes, messages as
-files in a folder of the test's own, results in the database (SQLite is enough here)."""
+"""End-to-end on kombu's transports: real ``taskworker`` processes, messages as files in a
+folder of the test's own (the filesystem transport) or as rows of kombu's tables in a
+PostgreSQL schema of the test's own (the SQLAlchemy transport), results in the database
+(SQLite is enough here)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,30 +15,40 @@ import pytest
 from django.test import override_settings
 
 from django_tasks.brokers.kombu_transport import KombuBroker
+from tests.conftest import schema_of_its_own
 
 from . import broker_checks as check
 from .conftest import Project
 
 pytestmark = [pytest.mark.e2e,
-              pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
+              pytest.mark.parametrize("backend", ["sqlite"], indirect=True),
+              # kombu 5.7's SQLAlchemy models load with ``noload``, which SQLAlchemy 2.1
+              # deprecates: a warning of kombu's, about its own tables.
+              pytest.mark.filterwarnings(
+                  "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")]
 #: Idle workers look every 50 ms (kombu's default for polled transports is a second).
 OPTIONS = {"polling_interval": 0.05}
 
 
-@pytest.fixture
-def broker(project: Project, tmp_path: Path) -> Iterator[KombuBroker]:
-    """Point the project at a folder of messages; the test's own broker reads the same."""
-    url = f"filesystem://{tmp_path / 'messages'}"
-    project.env["TASKS_BROKER_URL"] = url
-    project.env["TASKS_BROKER_TRANSPORT_OPTIONS"] = json.dumps(OPTIONS)
-    with override_settings(TASKS_BROKER_TRANSPORT_OPTIONS=OPTIONS):
-        broker = KombuBroker(url)
-    try:
-        yield broker
-    finally:
-        for worker in project.workers:
-            worker.kill()
-        broker.close()
+@pytest.fixture(params=["filesystem", "sqlalchemy"])
+def broker(request: pytest.FixtureRequest, project: Project,
+           tmp_path: Path) -> Iterator[KombuBroker]:
+    """Point the project at the transport's messages; the test's own broker reads them."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "filesystem":
+            url = f"filesystem://{tmp_path / 'messages'}"
+        else:
+            url, _ = stack.enter_context(schema_of_its_own())
+        project.env["TASKS_BROKER_URL"] = url
+        project.env["TASKS_BROKER_TRANSPORT_OPTIONS"] = json.dumps(OPTIONS)
+        with override_settings(TASKS_BROKER_TRANSPORT_OPTIONS=OPTIONS):
+            broker = KombuBroker(url)
+        try:
+            yield broker
+        finally:
+            for worker in project.workers:
+                worker.kill()  # their connections close: the schema can be dropped
+            broker.close()
 
 
 def depth_of(broker: KombuBroker) -> check.Depth:

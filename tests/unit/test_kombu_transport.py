@@ -1,6 +1,7 @@
 """The broker on kombu's other transports: the filesystem transport in a folder of the test's
-own (no service needed), and kombu's py-amqp transport against the local RabbitMQ as a
-transport that pushes (skipped where none runs, failed under CI=true).
+own, the SQLAlchemy transport in tables of the test's own in the local PostgreSQL, and kombu's
+py-amqp transport against the local RabbitMQ as a transport that pushes (PostgreSQL and
+RabbitMQ: skipped where none runs, failed under CI=true).
 
 Not in the contract suite of ``test_brokers.py``: that one assumes leases, and a delivery here
 belongs to the connection that received it.
@@ -8,11 +9,12 @@ belongs to the connection that received it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,12 @@ from django_tasks.brokers.kombu_transport import KombuBroker, KombuUnreachable
 from django_tasks.conf import get_broker, reset_cache
 from django_tasks.exceptions import ConfigurationError
 from django_tasks.message import Message
-from tests.conftest import require_service
+from tests.conftest import require_service, schema_of_its_own
+
+# kombu 5.7's SQLAlchemy models load with ``noload``, which SQLAlchemy 2.1 deprecates: a
+# warning of kombu's, about its own tables.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")
 
 #: Looks every 20 ms when waiting: kombu's default for polled transports is a second.
 FAST = {"polling_interval": 0.02}
@@ -49,27 +56,44 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path / "messages"
 
 
-@pytest.fixture
-def broker(folder: Path) -> Iterator[KombuBroker]:
-    """A consuming process's broker on the filesystem transport."""
-    broker = folder_broker(folder)
-    yield broker
-    broker.close()
+@pytest.fixture(params=["filesystem", "sqlalchemy"])
+def make(request: pytest.FixtureRequest, folder: Path) -> Iterator[Callable[[], KombuBroker]]:
+    """Brokers of processes sharing one place of messages: a folder, or kombu's tables in a
+    PostgreSQL schema of the test's own."""
+    made: list[KombuBroker] = []
+    with contextlib.ExitStack() as stack:
+        if request.param == "filesystem":
+            url = f"filesystem://{folder}"
+        else:
+            url, _ = stack.enter_context(schema_of_its_own())
+
+        def new() -> KombuBroker:
+            with override_settings(TASKS_BROKER_TRANSPORT_OPTIONS=FAST):
+                made.append(KombuBroker(url))
+            return made[-1]
+        yield new
+        for broker in made:
+            broker.close()
 
 
 @pytest.fixture
-def other(folder: Path) -> Iterator[KombuBroker]:
-    """Another process's broker on the same folder."""
-    broker = folder_broker(folder)
-    yield broker
-    broker.close()
+def broker(make: Callable[[], KombuBroker]) -> KombuBroker:
+    """A consuming process's broker."""
+    return make()
+
+
+@pytest.fixture
+def other(make: Callable[[], KombuBroker]) -> KombuBroker:
+    """Another process's broker on the same messages."""
+    return make()
 
 
 # -- choosing and configuring ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("url", ["filesystem:///tmp/x", "kombu+filesystem:///tmp/x",
-                                 "kombu+redis://127.0.0.1:6379/9"])
+                                 "kombu+redis://127.0.0.1:6379/9",
+                                 "sqla+postgresql://postgres@127.0.0.1:5432/test"])
 def test_the_broker_url_picks_kombu_for_its_transports(url: str) -> None:
     with override_settings(TASKS_BROKER_URL=url):
         reset_cache()
@@ -116,8 +140,7 @@ def test_the_url_path_is_the_folder_made_for_the_messages(folder: Path) -> None:
     assert not folder.exists()
     broker = folder_broker(folder)
     assert folder.is_dir()
-    assert broker.options == {**FAST, "data_folder_in": str(folder),
-                               "data_folder_out": str(folder)}
+    assert broker.options == {"data_folder_in": str(folder), "data_folder_out": str(folder)}
     with override_settings(TASKS_BROKER_TRANSPORT_OPTIONS={"data_folder_in": str(folder / "a"),
                                                            "data_folder_out": str(folder / "a")}):
         named = KombuBroker(f"filesystem://{folder / 'ignored'}")
@@ -129,6 +152,10 @@ def test_a_polled_transport_hands_over_what_is_asked_and_waits_late_by_its_inter
         broker: KombuBroker) -> None:
     assert broker.window is None and broker.sent_ahead() is None
     assert broker.wait_lateness == FAST["polling_interval"]
+    # Set on the transport, never handed to it (SQLAlchemy's would pass it to create_engine).
+    assert "polling_interval" not in broker.options
+    session, _ = broker._publisher()
+    assert session.connection.transport.polling_interval == FAST["polling_interval"]
     caps = broker.capabilities
     assert not (caps.leases or caps.native_delays or caps.delivery_counts or caps.priorities
                 or caps.transactional or caps.broadcast)
@@ -244,6 +271,26 @@ def test_queue_counts_and_requeue_through_the_outbox(broker: KombuBroker) -> Non
     assert broker.queue_counts(["default"]) == {"default": QueueCounts(0, 1, None)}
     assert broker.requeue(delivery, sent.replace(retries=2), 60) is False  # settled
     assert broker.queue_counts() == {"default": QueueCounts(0, 1, None)}
+
+
+def test_counting_a_queue_leaves_no_transaction_open_on_sqlalchemy() -> None:
+    """kombu's SQLAlchemy transport counts in a transaction it leaves open, whose lock a
+    change to its tables (a migration, a DROP) would wait for: the broker ends it."""
+    import sqlalchemy
+
+    with schema_of_its_own() as (url, engine):
+        broker = KombuBroker(url)
+        try:
+            broker.publish([message()])
+            assert broker.depths(["default"]) == {"default": 1}
+            schema = url.rsplit("application_name=", 1)[1]
+            with engine.connect() as connection:
+                states = connection.execute(sqlalchemy.text(
+                    "SELECT state FROM pg_stat_activity WHERE application_name = :name"),
+                    {"name": schema}).scalars().all()
+        finally:
+            broker.close()  # ends a transaction left open too: the schema can be dropped
+        assert states and "idle in transaction" not in states, states
 
 
 def test_an_unreachable_service_fails_fast_without_the_password() -> None:
