@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -56,11 +55,11 @@ import amqp.exceptions
 import kombu
 import kombu.exceptions
 
-from .. import serialization
-from ..exceptions import BrokerUnreachable, ConfigurationError, DecodeError
+from ..exceptions import BrokerUnreachable, ConfigurationError
 from ..message import MAX_PRIORITY, Message, bounded_priority
 from .base import Capabilities, Delivery
 from .channel import ChannelBroker, SessionBase
+from .headers import incoming, outgoing
 
 CONNECT_TIMEOUT = 2.0
 CONFIRM_TIMEOUT = 5.0
@@ -81,10 +80,6 @@ WIDEN_WAIT_SECONDS = 0.05
 #: A wait begun this soon after an ack that ends this soon with messages was for what the ack
 #: let come (the window held them back): the window doubles at the next fetch.
 STARVED_SECONDS = 0.01
-#: Headers RabbitMQ sets on a delivery: never carried into the envelope, so a message
-#: published again (a retry) does not take them along.
-_BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-", "x-last-death-",
-                   "x-acquired-count")
 # kombu and py-amqp have no type stubs: their objects are ``Any`` at this boundary.
 _LOST = (OSError, amqp.exceptions.ConnectionError, amqp.exceptions.RecoverableConnectionError,
          kombu.exceptions.OperationalError)
@@ -128,59 +123,6 @@ def _split_url(url: str) -> tuple[str, str, float, int]:
         raise ConfigurationError("TASKS_BROKER_URL: prefetch= must be a whole number from 1 to "
                                  f"65535, not {text!r}.")
     return urlunsplit(parts._replace(query=rest)), queue_type, timeout, int(text)
-
-
-def _outgoing(message: Message) -> tuple[str, dict[str, Any]]:
-    """The JSON body and the AMQP headers of ``message``, Celery's way."""
-    envelope = json.loads(message.encode())  # plain JSON values: what AMQP tables carry
-    return json.dumps(envelope["body"], separators=(",", ":")), envelope["headers"]
-
-
-def _envelope(raw: bytes | str, headers: dict[str, Any], properties: dict[str, Any],
-              queue: str) -> tuple[dict[str, Any] | None, str]:
-    """The envelope ``Message.from_envelope`` reads, put together from a delivery's parts,
-    and the body's text. A body that is not JSON for a task, or a header that holds a lone
-    surrogate, comes back with no envelope and as text: the worker decodes the text and
-    rejects the message, with the reason."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    try:
-        body = serialization.loads(text)
-    except DecodeError:
-        return None, text
-    if isinstance(body, dict) and "headers" in body:  # a whole envelope as the body
-        return body, text
-    kept = {k: v for k, v in headers.items() if not str(k).startswith(_BROKER_HEADERS)}
-    envelope = {
-        "headers": kept,
-        "properties": {
-            "correlation_id": properties.get("correlation_id"),
-            "content_type": properties.get("content_type"),
-            "content_encoding": properties.get("content_encoding"),
-            "priority": properties.get("priority") or 0,
-            "delivery_info": {"exchange": "", "routing_key": queue},
-        },
-        "body": body,
-    }
-    if _surrogate_in(kept):  # py-amqp reads header text with "surrogatepass"
-        return None, json.dumps(envelope, default=repr)
-    return envelope, text
-
-
-def _surrogate_in(headers: dict[str, Any]) -> bool:
-    """True if a header's text (at any depth) holds a lone surrogate, which no database
-    stores. The names and top-level texts are joined and looked at once: cheap when they
-    are ASCII, as they nearly always are."""
-    texts = [key for key in headers if key.__class__ is str]
-    nested: list[Any] = []
-    for value in headers.values():
-        if value.__class__ is str:
-            texts.append(value)
-        elif isinstance(value, dict | list | tuple):
-            nested.append(value)
-    joined = "".join(texts)
-    if not joined.isascii() and serialization.unencodable(joined):
-        return True
-    return bool(nested) and serialization.unencodable_in(nested)
 
 
 #: Bytes asked of the socket at once when py-amqp reads a frame.
@@ -454,7 +396,7 @@ class AmqpBroker(ChannelBroker[_Session]):
             session.start_confirms()
             for message in messages:
                 self._declare(session, message.queue)
-                body, headers = _outgoing(message)
+                body, headers = outgoing(message)
                 raw = channel.prepare_message(
                     body.encode("utf-8"), bounded_priority(message),
                     "application/json", "utf-8", headers,
@@ -499,7 +441,7 @@ class AmqpBroker(ChannelBroker[_Session]):
             deliveries = 2 if raw.delivery_info.get("redelivered") else 1
         task_id = headers.get("id") or properties.get("correlation_id") or ""
         tag = self._hold(session, raw)
-        envelope, body = _envelope(raw.body, headers, properties, queue)
+        envelope, body = incoming(raw.body, headers, properties, queue)
         return Delivery(tag=tag, body=body, queue=queue, deliveries=deliveries, owner=owner,
                         task_id=str(task_id), envelope=envelope)
 

@@ -21,7 +21,7 @@ deliveries or keeps priorities here; delays wait in the outbox. A message a proc
 and did not ack goes back to its queue when the process closes its connection (a worker
 stopping, even on a failure), but on a process killed outright it is the transport's: SQS
 makes it visible again after its ``visibility_timeout`` (and so would a task running longer
-than that), the filesystem and SQLAlchemy transports lose it.
+than that); the filesystem and SQLAlchemy transports never hand it out again.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ import kombu.transport.virtual
 from ..conf import task_settings
 from ..exceptions import BrokerUnreachable, ConfigurationError
 from ..message import Message, bounded_priority
-from .amqp import _envelope, _outgoing
 from .base import Capabilities, Delivery
 from .channel import ChannelBroker, SessionBase
+from .headers import incoming, outgoing
 
 #: The prefix that names any kombu transport: ``kombu+sqs://``.
 PREFIX = "kombu+"
@@ -239,7 +239,7 @@ class KombuBroker(ChannelBroker[_Session]):
                 session.producer = kombu.Producer(session.channel, auto_declare=False)
             for message in messages:
                 self._declare(session, message.queue)
-                body, headers = _outgoing(message)
+                body, headers = outgoing(message)
                 session.producer.publish(
                     body, exchange="", routing_key=message.queue, headers=headers,
                     correlation_id=message.id, content_type="application/json",
@@ -266,7 +266,7 @@ class KombuBroker(ChannelBroker[_Session]):
                       "content_encoding": raw.content_encoding}
         deliveries = 2 if (raw.delivery_info or {}).get("redelivered") else 1
         task_id = headers.get("id") or properties.get("correlation_id") or ""
-        envelope, body = _envelope(raw.body, headers, properties, queue)
+        envelope, body = incoming(raw.body, headers, properties, queue)
         return Delivery(tag=self._hold(session, raw), body=body, queue=queue,
                         deliveries=deliveries, owner=owner, task_id=str(task_id),
                         envelope=envelope)

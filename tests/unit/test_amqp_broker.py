@@ -15,8 +15,9 @@ from decimal import Decimal
 
 import pytest
 
-from django_tasks.brokers.amqp import AmqpBroker, AmqpUnreachable, _surrogate_in
+from django_tasks.brokers.amqp import AmqpBroker, AmqpUnreachable
 from django_tasks.brokers.base import Delivery, Purged
+from django_tasks.brokers.headers import surrogate_in
 from django_tasks.exceptions import DecodeError
 from django_tasks.message import Message
 from tests.conftest import require_service
@@ -514,4 +515,4 @@ def test_a_lone_surrogate_is_found_in_any_header(headers: dict[str, object],
                                                   found: bool) -> None:
     """py-amqp reads header text with ``surrogatepass``: such text, at any depth, keeps the
     delivery from being decoded (no database could store it)."""
-    assert _surrogate_in(headers) is found
+    assert surrogate_in(headers) is found
