@@ -187,6 +187,21 @@ def test_a_fetch_takes_no_more_than_asked_and_leaves_the_rest_to_others(
     assert len(broker.ack(mine)) == 2 and len(other.ack(theirs)) == 3
 
 
+def test_prefetch_bounds_what_a_process_holds_unacked(folder: Path) -> None:
+    """``prefetch=1``: one message at a time, whatever the batch asks (where a killed
+    process's messages are lost, only the running one is)."""
+    with override_settings(TASKS_BROKER_TRANSPORT_OPTIONS=FAST):
+        broker = KombuBroker(f"filesystem://{folder}?prefetch=1")
+    try:
+        broker.publish([message() for _ in range(3)])
+        [first] = broker.fetch(["default"], "w1", 10, 30)
+        assert broker.fetch(["default"], "w1", 10, 30) == []  # one held unacked
+        broker.ack([first])
+        assert len(broker.fetch(["default"], "w1", 10, 30)) == 1
+    finally:
+        broker.close()
+
+
 def test_release_hands_back_to_any_consumer(broker: KombuBroker, other: KombuBroker) -> None:
     sent = message()
     broker.publish([sent])
