@@ -49,7 +49,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 import amqp.exceptions
 import kombu
@@ -58,7 +58,7 @@ import kombu.exceptions
 from ..exceptions import BrokerUnreachable, ConfigurationError
 from ..message import MAX_PRIORITY, Message, bounded_priority
 from .base import Capabilities, Delivery
-from .channel import ChannelBroker, SessionBase
+from .channel import ChannelBroker, SessionBase, our_options, prefetch_option
 from .headers import incoming, outgoing
 
 CONNECT_TIMEOUT = 2.0
@@ -68,8 +68,6 @@ DEFAULT_QUEUE_TYPE = "quorum"
 #: Long enough for any task a worker should run under one delivery (see the module doc).
 DEFAULT_CONSUMER_TIMEOUT = 24 * 3600.0
 _OPTIONS = ("queue_type", "consumer_timeout", "prefetch")
-#: The most messages sent ahead to each consuming process (``prefetch=`` in the URL).
-DEFAULT_PREFETCH = 64
 #: The window (prefetch) a process starts with, and goes back to when idle.
 START_WINDOW = 1
 #: A process that has received nothing for this long, and holds nothing, is idle: its window
@@ -103,10 +101,7 @@ class QueueMismatch(ConfigurationError):
 
 def _split_url(url: str) -> tuple[str, str, float, int]:
     """``url`` without our query options; the queue type, consumer timeout and prefetch."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {key: value for key, value in query if key in _OPTIONS}
-    rest = urlencode([(key, value) for key, value in query if key not in _OPTIONS])
+    parts, ours, rest = our_options(url, _OPTIONS)
     queue_type = ours.get("queue_type") or DEFAULT_QUEUE_TYPE
     if queue_type not in QUEUE_TYPES:
         raise ConfigurationError(f"TASKS_BROKER_URL: queue_type={queue_type!r} is not one of "
@@ -118,11 +113,7 @@ def _split_url(url: str) -> tuple[str, str, float, int]:
     if not timeout > 0:
         raise ConfigurationError("TASKS_BROKER_URL: consumer_timeout= must be a positive "
                                  f"number of seconds, not {ours['consumer_timeout']!r}.")
-    text = ours.get("prefetch") or str(DEFAULT_PREFETCH)
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ConfigurationError("TASKS_BROKER_URL: prefetch= must be a whole number from 1 to "
-                                 f"65535, not {text!r}.")
-    return urlunsplit(parts._replace(query=rest)), queue_type, timeout, int(text)
+    return urlunsplit(parts._replace(query=rest)), queue_type, timeout, prefetch_option(ours)
 
 
 #: Bytes asked of the socket at once when py-amqp reads a frame.
@@ -327,7 +318,6 @@ class AmqpBroker(ChannelBroker[_Session]):
             _split_url(url)
         self.window = self.prefetch
         self.start_window = min(START_WINDOW, self.prefetch)
-        self._password = urlsplit(url).password or ""
         if self.queue_type == "classic":
             # Per instance: the worker reads ``broker.capabilities``, never the class.
             vars(self)["capabilities"] = Capabilities(

@@ -23,13 +23,35 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from django.db import transaction
 
 from .. import clock, outbox
-from ..exceptions import BrokerUnreachable
+from ..exceptions import BrokerUnreachable, ConfigurationError
 from ..message import Message
 from .base import Broker, Delivery, Purged, QueueCounts
+
+#: The most messages a consuming process holds unacked (``prefetch=`` in the URL).
+DEFAULT_PREFETCH = 64
+
+
+def our_options(url: str, names: Sequence[str]) -> tuple[SplitResult, dict[str, str], str]:
+    """``url`` split: its parts, the query options of ours among ``names``, and the rest of
+    the query (for the client library), encoded again."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {key: value for key, value in query if key in names}
+    return parts, ours, urlencode([(key, value) for key, value in query if key not in names])
+
+
+def prefetch_option(ours: dict[str, str]) -> int:
+    """The URL's ``prefetch=`` (``DEFAULT_PREFETCH`` when absent), checked."""
+    text = ours.get("prefetch") or str(DEFAULT_PREFETCH)
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ConfigurationError("TASKS_BROKER_URL: prefetch= must be a whole number from 1 to "
+                                 f"65535, not {text!r}.")
+    return int(text)
 
 
 class Session(Protocol):
@@ -91,7 +113,7 @@ class ChannelBroker(Broker, Generic[S]):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self._password = ""
+        self._password = urlsplit(url).password or ""  # hidden in errors (``_errors``)
         self._local = threading.local()
         self._tags = itertools.count(1)
         self._held: dict[int, tuple[Session, Any]] = {}

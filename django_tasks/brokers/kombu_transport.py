@@ -32,7 +32,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import kombu
 import kombu.exceptions
@@ -43,12 +43,11 @@ from ..conf import task_settings
 from ..exceptions import BrokerUnreachable, ConfigurationError
 from ..message import Message, bounded_priority
 from .base import Capabilities, Delivery
-from .channel import ChannelBroker, SessionBase
+from .channel import ChannelBroker, SessionBase, our_options, prefetch_option
 from .headers import incoming, outgoing
 
 #: The prefix that names any kombu transport: ``kombu+sqs://``.
 PREFIX = "kombu+"
-DEFAULT_PREFETCH = 64
 CONNECT_TIMEOUT = 2.0
 _OPTIONS = ("prefetch",)
 _LOST = (OSError, kombu.exceptions.OperationalError, kombu.exceptions.ConnectionError)
@@ -66,22 +65,15 @@ def transport_url(url: str) -> tuple[str, str, int]:
     """The URL kombu reads (our options removed, ``kombu+`` dropped), the transport's name
     (``sqla`` of ``sqla+postgresql://``, whose database URL kombu reads after the ``+``),
     and ``prefetch``."""
-    parts = urlsplit(url)
+    parts, ours, rest = our_options(url, _OPTIONS)
     scheme = parts.scheme[len(PREFIX):] if parts.scheme.startswith(PREFIX) else parts.scheme
     if not scheme.split("+", 1)[0]:
         raise ConfigurationError(f"TASKS_BROKER_URL: {PREFIX}... names no kombu transport "
                                  "(kombu+sqs://, kombu+filesystem://, ...).")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {key: value for key, value in query if key in _OPTIONS}
-    text = ours.get("prefetch") or str(DEFAULT_PREFETCH)
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ConfigurationError("TASKS_BROKER_URL: prefetch= must be a whole number from 1 to "
-                                 f"65535, not {text!r}.")
-    rest = urlencode([(key, value) for key, value in query if key not in _OPTIONS])
     # Written out: ``urlunsplit`` drops the ``//`` of an empty host (``filesystem:///x``),
     # and kombu then takes the URL for a host name.
     kombu_url = f"{scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
-    return kombu_url, scheme.split("+", 1)[0], int(text)
+    return kombu_url, scheme.split("+", 1)[0], prefetch_option(ours)
 
 
 def transport_class(name: str) -> type:
@@ -174,7 +166,6 @@ class KombuBroker(ChannelBroker[_Session]):
         super().__init__(url)
         self._kombu_url, self.transport, self.prefetch = transport_url(url)
         cls = transport_class(self.transport)
-        self._password = urlsplit(url).password or ""
         options = task_settings.BROKER_TRANSPORT_OPTIONS or {}
         if not isinstance(options, dict):
             raise ConfigurationError("TASKS_BROKER_TRANSPORT_OPTIONS must be a dict of kombu "

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from django_tasks.brokers.amqp import DEFAULT_PREFETCH, NARROW_AFTER_SECONDS, AmqpBroker
+from django_tasks.brokers.amqp import NARROW_AFTER_SECONDS, AmqpBroker
+from django_tasks.brokers.channel import DEFAULT_PREFETCH
 from tests.conftest import require_service
 
 from . import broker_checks as check
