@@ -10,6 +10,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from .conf import (
     BROKER_CLASSES,
     BROKER_SCHEMES_SHOWN,
+    KOMBU_SCHEMES,
     RESULT_STORE_CLASSES,
     database_alias,
     mask_url,
@@ -24,8 +25,7 @@ _alias = database_alias
 
 #: The package each broker scheme imports, and the extra that installs it.
 BROKER_DRIVERS = {"redis": "redis", "rediss": "redis",
-                  **{scheme: "kombu" for scheme, path in BROKER_CLASSES.items()
-                     if path.rsplit(".", 2)[-2] in ("amqp", "kombu_transport")}}
+                  **dict.fromkeys(("amqp", "amqps", "pyamqp", "kombu+", *KOMBU_SCHEMES), "kombu")}
 DRIVER_EXTRAS = {"redis": "redis", "kombu": "kombu"}
 
 

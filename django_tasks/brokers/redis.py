@@ -266,14 +266,8 @@ class RedisBroker(Broker):
             return
         now = _time()
         # The caller (``delay()``) waits for the answer: it looks for it (``redis_lane``).
-        if len(messages) == 1:
-            with self._errors():
-                self._lane.call(self._publish_one,
-                                [self.prefix, repr(now), *_publish_fields(messages, now)],
-                                look=True)
-            return
-        self._run_chunks(self._publish, [repr(now)], _publish_fields(messages, now), 5,
-                         look=True)
+        script = self._publish_one if len(messages) == 1 else self._publish
+        self._run_chunks(script, [repr(now)], _publish_fields(messages, now), 5, look=True)
 
     def start_publish(self, messages: Sequence[Message]) -> Callable[[], None]:
         """One script call's worth (``_CHUNK`` messages) is sent and its reply read by the
