@@ -11,8 +11,9 @@ with the number of schedules:
    PENDING row are written through the publishing path, and the row moves on to its next
    run. A run another beat claimed first fails its unique row and is not queued again.
 
-A missed stretch (the beat was down, the clock jumped) queues the one slot that is due,
-once, and moves on to the first slot after now: no burst of catch-up runs.
+A missed stretch (the beat was down or late, the clock jumped) queues the one slot that is
+due, once, and moves on to the first slot after now: no burst of catch-up runs. The runs it
+skips are logged (a WARNING per periodic task) and counted in the tick's report.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class TickReport:
     queued: int = 0
     computed: int = 0
     skipped: int = 0
+    #: Queued runs whose next due time(s) had passed too: those were not queued.
+    missed: int = 0
     #: Seconds between each queued run's due time and its queueing.
     lateness: list[float] = field(default_factory=list)
 
@@ -62,6 +65,9 @@ class _Due:
     due: dt.datetime
     message: Message | None
     next_run: dt.datetime | None
+    #: The first slot after ``due`` when it had passed too (it and those up to ``next_run``
+    #: are skipped), else None.
+    missed_from: dt.datetime | None = None
 
 
 _ADVANCED = ("next_run_at", "last_run_at", "total_run_count", "last_task_id", "enabled")
@@ -174,8 +180,12 @@ class Scheduler:
             runs = [d for d in claimed if d is not None]
             queued = self._queue(runs, now)
             self._advance(runs, queued, now)
+            missed = [d for d in runs if d.missed_from is not None
+                      and d.message is not None and d.message.id in queued]
+            self._log_missed(missed, now)
         report.queued += len(queued)
         report.skipped += len(claimed) - len(queued)
+        report.missed += len(missed)
         report.lateness += [(now - d.due).total_seconds() for d in runs
                             if d.message is not None and d.message.id in queued]
         return len(claimed)
@@ -188,6 +198,11 @@ class Scheduler:
         except (ScheduleError, ValueError) as exc:
             self._report(row, exc)
             return None
+        missed_from = None
+        if next_run is not None:
+            following = row.run_after(due, due)  # the next slot, had the beat been on time
+            if following is not None and following < next_run:
+                missed_from = following
         message = None
         if row.expires is not None and row.expires <= now:
             logger.info("Periodic task %s expired at %s: disabled", printable(row.name),
@@ -198,7 +213,7 @@ class Scheduler:
                 message = message_for(row, due, now)
             except EntryError as exc:  # the schedule goes on; this run is not queued
                 self._report(row, exc, forget=False)
-        return _Due(row, due, message, next_run)
+        return _Due(row, due, message, next_run, missed_from)
 
     def _queue(self, runs: list[_Due], now: dt.datetime) -> set[str]:
         """Claim a slot for each run and publish the messages of those claimed here; return
@@ -223,6 +238,23 @@ class Scheduler:
         if level == logging.DEBUG:
             logger.info("Queued %d periodic runs (each is logged at DEBUG)", len(mine))
         return mine
+
+    @staticmethod
+    def _log_missed(runs: list[_Due], now: dt.datetime) -> None:
+        """Say which runs a late tick skipped: a WARNING each, or one for many."""
+        level = logging.WARNING if len(runs) <= LOG_EACH else logging.DEBUG
+        for d in runs:
+            assert d.missed_from is not None and d.next_run is not None
+            logger.log(level, "Periodic task %s missed its runs due from %s to before %s "
+                       "(the beat was down or late, or the clock jumped: its run due at %s "
+                       "was queued %.1fs late, once, and the cadence goes on)",
+                       printable(d.row.name), d.missed_from.isoformat(),
+                       d.next_run.isoformat(), d.due.isoformat(),
+                       (now - d.due).total_seconds())
+        if level == logging.DEBUG:
+            logger.warning("%d periodic tasks missed runs (the beat was down or late, or the "
+                           "clock jumped): each queued one run, late, and goes on with its "
+                           "cadence (each is logged at DEBUG)", len(runs))
 
     def _advance(self, runs: list[_Due], queued: set[str], now: dt.datetime) -> None:
         """Move each claimed row on to its next run, in one statement (queueing is not an

@@ -182,6 +182,34 @@ def test_a_missed_stretch_runs_once_and_keeps_the_cadence() -> None:
     assert Scheduler("b1").tick(late + dt.timedelta(seconds=1)).queued == 0
 
 
+def test_the_runs_a_late_tick_skips_are_logged_and_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    every(30, name="half-minute")
+    beat = Scheduler("b1")
+    with caplog.at_level(logging.WARNING, "django_tasks.beat"):
+        on_time = beat.tick(T0 + dt.timedelta(seconds=31))
+        assert (on_time.queued, on_time.missed, caplog.records) == (1, 0, [])
+        late = beat.tick(T0 + dt.timedelta(seconds=125))  # due at 60; 90 and 120 passed
+    assert (late.queued, late.missed) == (1, 1)
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert ("Periodic task half-minute missed its runs due from 2026-03-02T09:01:30+00:00 to "
+            "before 2026-03-02T09:02:30+00:00") in record.getMessage()
+    assert "its run due at 2026-03-02T09:01:00+00:00 was queued 65.0s late" \
+        in record.getMessage()
+
+
+def test_many_tasks_missing_runs_log_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    for i in range(12):
+        every(30, name=f"t{i}")
+    with caplog.at_level(logging.DEBUG, "django_tasks.beat"):
+        assert Scheduler("b1").tick(T0 + dt.timedelta(minutes=5)).missed == 12
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["12 periodic tasks missed runs (the beat was down or late, or the "
+                        "clock jumped): each queued one run, late, and goes on with its "
+                        "cadence (each is logged at DEBUG)"]
+
+
 def test_a_crontab_after_downtime_runs_once_then_on_its_times() -> None:
     row = cron(minute="*/5")
     late = T0 + dt.timedelta(hours=3, minutes=2)
