@@ -180,14 +180,13 @@ class Scheduler:
             runs = [d for d in claimed if d is not None]
             queued = self._queue(runs, now)
             self._advance(runs, queued, now)
-            missed = [d for d in runs if d.missed_from is not None
-                      and d.message is not None and d.message.id in queued]
+            done = [d for d in runs if d.message is not None and d.message.id in queued]
+            missed = [d for d in done if d.missed_from is not None]
             self._log_missed(missed, now)
         report.queued += len(queued)
         report.skipped += len(claimed) - len(queued)
         report.missed += len(missed)
-        report.lateness += [(now - d.due).total_seconds() for d in runs
-                            if d.message is not None and d.message.id in queued]
+        report.lateness += [(now - d.due).total_seconds() for d in done]
         return len(claimed)
 
     def _plan(self, row: PeriodicTask, now: dt.datetime) -> _Due | None:
