@@ -29,6 +29,7 @@ from ..message import printable
 from ..process import connections
 from . import limits
 from .ahead import AHEAD_BATCH, AHEAD_SECONDS, Ahead
+from .alone import Alone
 from .execute import Prepared, check, execute, prepare
 from .hooks import worker_kernel
 from .idle import LookTurns
@@ -70,7 +71,7 @@ class Consumer:
     def __init__(self, *, queues: Sequence[str], owner: str, hostname: str, prefetch: int,
                  lease: float, stop: StopFlag, slot: Slot | None = None,
                  hard_limit_in_thread: bool = True, recycler: Recycler | None = None,
-                 turns: LookTurns | None = None) -> None:
+                 turns: LookTurns | None = None, alone: Alone | None = None) -> None:
         self.queues = list(queues)
         self.owner = owner
         self.hostname = hostname
@@ -94,6 +95,7 @@ class Consumer:
         self.due = DueTimes()  # when messages this consumer deferred come due
         self.kernel = worker_kernel(self)
         self.turns = turns or LookTurns()
+        self.alone = alone  # shared by the consumers of a process that has several
         self._poll = float(task_settings.POLL_INTERVAL)
         self._wakes: bool | None = None  # whether the broker can wake this consumer
         self._asked_at = -ASK_DUE_SECONDS  # when this consumer last asked for next_due
@@ -459,8 +461,13 @@ class Consumer:
         if settlement is not None:
             return settlement, 0.0
         self._pending = pending  # the hooks that flush before a task write these first
-        began = time.monotonic()
-        settlement = execute(item, self.kernel, self.hostname)
+        if self.alone is None:
+            began = time.monotonic()
+            settlement = execute(item, self.kernel, self.hostname)
+        else:
+            with self.alone.alone() if item.delivery.deliveries > 1 else self.alone.beside():
+                began = time.monotonic()
+                settlement = execute(item, self.kernel, self.hostname)
         if settlement is None:
             return None, 0.0
         took = time.monotonic() - began

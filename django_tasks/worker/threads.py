@@ -2,7 +2,8 @@
 
 ``threads`` runs one consumer per thread and supervises them from the main thread; a consumer
 thread that dies (a bug of ours; a task's own errors never end it) has its messages handed
-back, the one it ran counted, and is replaced. ``solo`` runs its one consumer in the main
+back, the one it ran counted, and is replaced; a message that comes back after its holder
+died runs alone in the process (``alone.py``). ``solo`` runs its one consumer in the main
 thread, so that time limits can interrupt a blocking call with SIGALRM, and supervises it
 from a thread. Neither can kill a task: a task still running past its hard limit, although
 the limit was raised in it, makes the worker exit with status 3.
@@ -22,6 +23,7 @@ from ..exceptions import ColdShutdown
 from ..process import connections
 from ..process.stall import Entry
 from . import heartbeat
+from .alone import Alone
 from .consumer import Consumer
 from .idle import LookTurns
 from .recycle import Recycler
@@ -45,10 +47,10 @@ logger = logging.getLogger("django_tasks.worker")
 
 
 def _consumer(worker: Worker, owner: str, stop: Any, slot: Slot,
-              recycler: Recycler, turns: LookTurns) -> Consumer:
+              recycler: Recycler, turns: LookTurns, alone: Alone | None = None) -> Consumer:
     return Consumer(queues=worker.queues, owner=owner, hostname=worker.hostname,
                     prefetch=worker.prefetch, lease=worker.lease, stop=stop, slot=slot,
-                    hard_limit_in_thread=True, recycler=recycler, turns=turns)
+                    hard_limit_in_thread=True, recycler=recycler, turns=turns, alone=alone)
 
 
 class _Member:
@@ -135,12 +137,14 @@ class ThreadPool(Pool):
         self.members = [_Member(owner_name(worker.hostname, f"t{i}"), i)
                         for i in range(worker.concurrency)]
         self.beat = _BeatThread(worker, signals.stop) if worker.beat else None
+        # A message that comes back after its holder died runs alone in the process.
+        self.alone = Alone()
 
     def _serve(self, member: _Member) -> None:
         try:
             member.consumer = _consumer(self.worker, member.owner,
                                         _MemberStop(self.signals.stop, member.retire),
-                                        member.slot, self.recycler, self.turns)
+                                        member.slot, self.recycler, self.turns, self.alone)
             member.consumer.run()
         except BaseException:
             member.crashed = True

@@ -84,7 +84,7 @@ def test_a_consumer_thread_that_dies_is_handed_back_and_replaced(
             stop.wait(5)
 
     monkeypatch.setattr(threads_module, "_consumer",
-                        lambda worker, owner, stop_, slot, recycler, turns: Dying(owner, slot))
+                        lambda worker, owner, stop_, slot, *_: Dying(owner, slot))
     worker = Worker(hostname="unit@host", concurrency=1, pool="threads", out=io.StringIO())
     signals = Signals()
     signals.stop = stop
