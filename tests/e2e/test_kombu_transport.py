@@ -43,6 +43,10 @@ def broker(request: pytest.FixtureRequest, project: Project,
         project.env["TASKS_BROKER_TRANSPORT_OPTIONS"] = json.dumps(OPTIONS)
         with override_settings(TASKS_BROKER_TRANSPORT_OPTIONS=OPTIONS):
             broker = KombuBroker(url)
+        # kombu's SQLAlchemy transport creates its tables and queue rows on first use: once
+        # here, not by the worker and a shell starting side by side (PostgreSQL refuses one
+        # of two CREATE TABLEs of the same name at once).
+        broker.depths(["default"])
         try:
             yield broker
         finally:
