@@ -59,20 +59,23 @@ class Alone:
     def alone(self) -> Iterator[None]:
         """Around a suspect: it starts once nothing else runs in the process, or after
         ``seconds`` of waiting for that; nothing else starts for ``seconds`` after."""
+        started = False
         with self._cond:
             self._suspects += 1
-            deadline = time.monotonic() + self.seconds
-            self._hold(deadline)
-            while (self._ordinary or self._running) and \
-                    (left := deadline - time.monotonic()) > 0:
-                self._cond.wait(left)
-            self._running += 1
-            self._hold(time.monotonic() + self.seconds)
-        try:
+        try:  # an exception raised into the wait (a cold shutdown) leaves the counts right
+            with self._cond:
+                deadline = time.monotonic() + self.seconds
+                self._hold(deadline)
+                while (self._ordinary or self._running) and \
+                        (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                self._running += 1
+                started = True
+                self._hold(time.monotonic() + self.seconds)
             yield
         finally:
             with self._cond:
-                self._running -= 1
+                self._running -= started
                 self._suspects -= 1
                 if not self._suspects:
                     self._hold_until = 0.0

@@ -166,3 +166,20 @@ def test_consumer_threads_run_a_redelivered_message_alone() -> None:
     assert events == ["ordinary starts", "ordinary ends", "suspect starts", "suspect ends",
                       "after starts", "after ends"]
     assert broker.depths(["default"]) == {"default": 0}
+
+
+def test_an_exception_raised_into_the_wait_leaves_the_counts_right(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    alone = Alone(seconds=30)
+
+    def interrupted(timeout: float | None = None) -> bool:
+        raise KeyboardInterrupt  # as a cold shutdown raised into the waiting thread
+
+    with alone.beside():
+        monkeypatch.setattr(alone._cond, "wait", interrupted)
+        with pytest.raises(KeyboardInterrupt), alone.alone():  # waits for the running task
+            pytest.fail("the suspect must not start beside a running task")
+        monkeypatch.undo()
+    assert alone.state() == (0, 0, 0)
+    with alone.beside():  # nothing is held back by a suspect that never ran
+        pass
