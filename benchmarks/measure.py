@@ -13,6 +13,7 @@ the report: an error becomes its cell's text, never a failed run.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import statistics
 import subprocess
@@ -113,8 +114,35 @@ def startup_time(fw: Framework, concurrency: int, repeats: int) -> float:
     return statistics.median(samples)
 
 
+@dataclass
+class Step:
+    """One measurement: the cells it fills (its error fills them when it fails)."""
+
+    keys: list[str]
+    what: str
+    fn: Callable[[], None]
+
+
+def side_by_side(first: Measurement, second: Measurement | None) -> None:
+    """Run both sides' steps in turns (``first``'s enqueue, ``second``'s enqueue,
+    ``first``'s bulk enqueue, ...), so that each row's two figures are taken within a minute
+    of each other: on a machine whose speed drifts over minutes, a ratio of figures taken
+    a quarter of an hour apart measures the drift as much as the frameworks."""
+    sides = [m for m in (first, second) if m is not None]
+    for side in sides:
+        side.note_other_load()
+    for turn in itertools.zip_longest(*(side.steps() for side in sides)):
+        for side, step in zip(sides, turn, strict=True):
+            if step is not None:
+                side.attempt(step.keys, step.what, step.fn)
+    for side in sides:
+        with contextlib.suppress(Exception):  # the next framework resets again
+            side.fw.reset()
+
+
 class Measurement:
-    """All measurements of one framework; ``run()`` returns its cells and raw-number lines."""
+    """All measurements of one framework; ``run()`` returns its cells and raw-number lines,
+    ``side_by_side()`` runs two frameworks' in turns."""
 
     def __init__(self, fw: Framework, size: dict[str, Any], label: str, plan: Plan) -> None:
         self.fw, self.size, self.label, self.plan = fw, size, label, plan
@@ -123,26 +151,32 @@ class Measurement:
         self.details: list[str] = []
 
     def run(self) -> tuple[dict[str, Cell], list[str]]:
-        busy = other_load()
-        if busy is not None and busy >= 10:
-            self.details.append(f"{self.label}: the machine was {busy:.0f}% busy (all CPUs) "
-                                "in the second before, with no benchmark process running")
-        self.attempt(["enqueue"], "enqueue", self.enqueue)
+        """Every step, in order, on this framework alone."""
+        side_by_side(self, None)
+        return self.cells, self.details
+
+    def steps(self) -> list[Step]:
+        """The measurements in order, each a row or a few: the same list for both sides."""
+        steps = [Step(["enqueue"], "enqueue", self.enqueue)]
         if self.plan.bulk:
-            self.attempt(["bulk"], "bulk enqueue", self.bulk)
+            steps.append(Step(["bulk"], "bulk enqueue", self.bulk))
         for concurrency in (1, 2):
             keys = [f"startup{concurrency}", f"drain{concurrency}", f"memory{concurrency}"]
             if concurrency == 2:
                 keys += ["latency", "latency_fast", "memory_before_countdown",
                          "memory_countdown"]
-            self.attempt(keys, f"drain -c {concurrency}",
-                         lambda c=concurrency: self.drain(c))  # type: ignore[misc]
+            steps.append(Step(keys, f"drain -c {concurrency}",
+                              lambda c=concurrency: self.drain(c)))  # type: ignore[misc]
         for index, depth in enumerate(self.size["depths"]):
-            self.attempt([f"depth{index}"], f"drain -c 2 with {depth:,} queued",
-                         lambda i=index, d=depth: self.depth(i, d))  # type: ignore[misc]
-        with contextlib.suppress(Exception):  # the next framework resets again
-            self.fw.reset()
-        return self.cells, self.details
+            steps.append(Step([f"depth{index}"], f"drain -c 2 with {depth:,} queued",
+                              lambda i=index, d=depth: self.depth(i, d)))  # type: ignore[misc]
+        return steps
+
+    def note_other_load(self) -> None:
+        busy = other_load()
+        if busy is not None and busy >= 10:
+            self.details.append(f"{self.label}: the machine was {busy:.0f}% busy (all CPUs) "
+                                "in the second before, with no benchmark process running")
 
     def attempt(self, keys: list[str], what: str, fn: Callable[[], None]) -> None:
         log(f"{self.label}: {what}")
@@ -204,17 +238,25 @@ class Measurement:
         tasks = size["celery_drain"] if self.celery else size["drain"]
         startup = startup_time(fw, concurrency, size["startup_repeats"])
         self.cells[f"startup{concurrency}"] = Cell(startup)
+        rates = []
+        for _ in range(size["drain_repeats"] - 1):  # the last one keeps its worker below
+            with self.draining(concurrency, tasks, tasks, startup) as (_, result, _note):
+                rates.append(result.rate)
         with self.draining(concurrency, tasks, tasks, startup) as (worker, result, note):
+            rates.append(result.rate)
             if not note and tasks != size["drain"]:
                 note = f"({tasks:,} tasks)"
-            self.cells[f"drain{concurrency}"] = Cell(result.rate, note)
+            self.cells[f"drain{concurrency}"] = Cell(statistics.median(rates), note)
             first = result.rate_from_first
             self.details.append(
                 f"{self.label}, drain -c {concurrency}: {result.done:,} of {tasks:,} tasks "
                 f"done {result.elapsed:.2f} s after spawn; start-up {startup:.2f} s; "
                 f"{result.rate:,.0f} tasks/s from spawn minus start-up"
                 + (f", {first:,.0f} tasks/s from the first one seen done "
-                   f"({result.first_at:.2f} s)" if first is not None else ""))
+                   f"({result.first_at:.2f} s)" if first is not None else "")
+                + (f"; the median of {len(rates)} drains: "
+                   + ", ".join(f"{rate:,.0f}" for rate in rates) + " tasks/s"
+                   if len(rates) > 1 else ""))
             time.sleep(2.0)  # idle after the drain
             self.cells[f"memory{concurrency}"] = Cell(memory_mib(worker.pid))
             if concurrency == 2:

@@ -52,18 +52,18 @@ from benchmarks.frameworks import (  # noqa: E402
     flush_redis,
     redis_problem,
 )
-from benchmarks.measure import Cell, Measurement, Plan  # noqa: E402
+from benchmarks.measure import Cell, Measurement, Plan, side_by_side  # noqa: E402
 from benchmarks.snippets import CELERY_VERSIONS  # noqa: E402
 
 SIZES = {
     "full": {"enqueue": 5000, "bulk": 20000, "drain": 20000, "celery_drain": 4000,
              "countdown": 10000, "warm": 50, "calls": 500, "celery_default_calls": 40,
-             "startup_repeats": 3, "drain_cap": 180.0, "celery_drain_cap": 90.0,
-             "depths": (1000, 20000, 200000)},
+             "startup_repeats": 3, "drain_repeats": 3, "drain_cap": 180.0,
+             "celery_drain_cap": 90.0, "depths": (1000, 20000, 200000)},
     "quick": {"enqueue": 300, "bulk": 1000, "drain": 1000, "celery_drain": 300,
               "countdown": 500, "warm": 5, "calls": 50, "celery_default_calls": 8,
-              "startup_repeats": 1, "drain_cap": 60.0, "celery_drain_cap": 30.0,
-              "depths": (100, 1000, 5000)},
+              "startup_repeats": 1, "drain_repeats": 1, "drain_cap": 60.0,
+              "celery_drain_cap": 30.0, "depths": (100, 1000, 5000)},
 }
 NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 BROKERS = ("database", "redis", "amqp")
@@ -81,28 +81,29 @@ TABLES: dict[str, tuple[str, str, str, Callable[[], str | None], Callable[[], No
 READING = re.compile(r"<!-- reading -->.*?<!-- /reading -->", re.S)
 
 
-def side(fw: Framework, size: dict[str, Any], label: str, plan: Plan,
-         details: list[str]) -> dict[str, Cell]:
-    cells, more = Measurement(fw, size, label, plan).run()
-    details += more
-    return cells
-
-
-def celery_side(db: Database, size: dict[str, Any], problem: str | None, label: str,
-                details: list[str], *, results: bool = True, broker: str = "redis"
-                ) -> dict[str, Cell]:
-    if problem:
-        return {"_all": Cell(error=f"unavailable: {problem}")}
+def sides(ours: Framework, plan: Plan, db: Database, size: dict[str, Any],
+          problem: str | None, where: str, details: list[str], *, results: bool = True,
+          broker: str = "redis") -> dict[str, dict[str, Cell]]:
+    """django_tasks and Celery measured in turns, row by row (``side_by_side``); Celery's
+    columns say why when it cannot run (``problem``, or its set-up failed)."""
+    first = Measurement(ours, size, f"django_tasks on {where}", plan)
+    second, unavailable = None, {"_all": Cell(error=f"unavailable: {problem}")}
+    if not problem:
+        try:
+            other = Celery(db, broker=broker, results=results)
+            other.migrate()
+            second = Measurement(other, size, f"celery on {where}", Plan())
+        except Exception as exc:  # noqa: BLE001 - Celery is optional
+            log(f"celery on {where}: {exc}")
+            unavailable = {"_all": Cell(error=f"unavailable: {type(exc).__name__}")}
     try:
-        other = Celery(db, broker=broker, results=results)
-        other.migrate()
-        return side(other, size, label, Plan(), details)
-    except Exception as exc:  # noqa: BLE001 - Celery is optional
-        log(f"{label}: {exc}")
-        return {"_all": Cell(error=f"unavailable: {type(exc).__name__}")}
+        side_by_side(first, second)
     finally:
-        with contextlib.suppress(Exception):
-            TABLES[broker][4]()
+        if second is not None:
+            with contextlib.suppress(Exception):
+                TABLES[broker][4]()
+    details += first.details + (second.details if second is not None else [])
+    return {"ours": first.cells, "celery": second.cells if second is not None else unavailable}
 
 
 def bench_database(backend: str, size: dict[str, Any], celery_problem: str | None,
@@ -118,9 +119,7 @@ def bench_database(backend: str, size: dict[str, Any], celery_problem: str | Non
         ours = Ours(db)
         log(f"{backend}: migrate ({db.url})")
         ours.migrate()
-        return {"ours": side(ours, size, f"django_tasks on {backend}", Plan(), details),
-                "celery": celery_side(db, size, celery_problem, f"celery on {backend}",
-                                      details)}
+        return sides(ours, Plan(), db, size, celery_problem, backend, details)
     except Exception as exc:  # noqa: BLE001 - report, go on
         log(f"{backend}: {exc}")
         failed = Cell(error=f"failed: {type(exc).__name__}")
@@ -155,10 +154,8 @@ def bench_broker(broker: str, size: dict[str, Any], celery_problem: str | None,
                                      (no_results, False, no_pending)):
             tag = "results in postgres" if results else "no results"
             ours = Ours(db, broker=broker, results=results)
-            groups[title] = {
-                "ours": side(ours, size, f"django_tasks on {name}, {tag}", plan, details),
-                "celery": celery_side(db, size, celery_problem, f"celery on {name}, {tag}",
-                                      details, results=results, broker=broker)}
+            groups[title] = sides(ours, plan, db, size, celery_problem, f"{name}, {tag}",
+                                  details, results=results, broker=broker)
     finally:
         stop_all()
         with contextlib.suppress(Exception):
