@@ -125,9 +125,9 @@ class Step:
 
 def side_by_side(first: Measurement, second: Measurement | None) -> None:
     """Run both sides' steps in turns (``first``'s enqueue, ``second``'s enqueue,
-    ``first``'s bulk enqueue, ...), so that each row's two figures are taken within a minute
-    of each other: on a machine whose speed drifts over minutes, a ratio of figures taken
-    a quarter of an hour apart measures the drift as much as the frameworks."""
+    ``first``'s bulk enqueue, ...), so that each row's two figures are taken a few minutes
+    apart at most: on a machine whose speed drifts over minutes, a ratio of figures taken a
+    quarter of an hour apart measures the drift as much as the frameworks."""
     sides = [m for m in (first, second) if m is not None]
     for side in sides:
         side.note_other_load()
@@ -141,19 +141,14 @@ def side_by_side(first: Measurement, second: Measurement | None) -> None:
 
 
 class Measurement:
-    """All measurements of one framework; ``run()`` returns its cells and raw-number lines,
-    ``side_by_side()`` runs two frameworks' in turns."""
+    """All measurements of one framework (``steps()``), with the cells and raw-number lines
+    they fill; ``side_by_side()`` runs them, two frameworks' in turns."""
 
     def __init__(self, fw: Framework, size: dict[str, Any], label: str, plan: Plan) -> None:
         self.fw, self.size, self.label, self.plan = fw, size, label, plan
         self.celery = isinstance(fw, Celery)
         self.cells: dict[str, Cell] = {}
         self.details: list[str] = []
-
-    def run(self) -> tuple[dict[str, Cell], list[str]]:
-        """Every step, in order, on this framework alone."""
-        side_by_side(self, None)
-        return self.cells, self.details
 
     def steps(self) -> list[Step]:
         """The measurements in order, each a row or a few: the same list for both sides."""
