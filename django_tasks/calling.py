@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import inspect
-import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import clock
 from .conf import task_settings, time_limit_error
 from .exceptions import EncodeError
-from .message import MAX_PRIORITY, Message, name_error, printable
+from .message import MAX_PRIORITY, Message, name_error, new_ids, printable
 from .options import call_options
 from .request import current_request
 from .result import AsyncResult as _AsyncResult
@@ -93,7 +93,7 @@ def build_message(
                     "errbacks": embedded(link_error, "link_error"),
                     "chain": embedded(chain, "chain"), "chord": dict(chord) if chord else None}
     message = Message(
-        id=str(task_id or uuid.uuid4()), task=name, args=args, kwargs=kwargs,
+        id=task_id or new_ids(1)[0], task=name, args=args, kwargs=kwargs,
         queue=queue or str(task_settings.DEFAULT_QUEUE), priority=priority or 0,
         eta=when, expires=_to_datetime(expires, now) if expires is not None else None,
         headers=dict(headers or {}), ignore_result=ignore_result,
@@ -103,6 +103,34 @@ def build_message(
     )
     message.encode()  # fail here, in the caller, if the arguments are not serializable
     return message
+
+
+def build_messages(name: str, calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+                   **options: Any) -> list[Message]:
+    """The messages of many calls of one task with the same options (``apply_many()``): the
+    options are checked once, by ``build_message()`` for the first call, and every other
+    message differs from the first only in its id and arguments (a ``countdown=`` gives
+    them all the same eta). With ``TASKS_TASK_ROUTES`` and no queue or priority given, a
+    router may route each call by its arguments: each is built on its own."""
+    if not calls:
+        return []
+    if task_settings.TASK_ROUTES and (options.get("queue") is None
+                                      or options.get("priority") is None):
+        return [build_message(name, args, kwargs, **options) for args, kwargs in calls]
+    first = build_message(name, *calls[0], **options)
+    shared = {f.name: getattr(first, f.name) for f in dataclasses.fields(Message)
+              if f.init and f.name not in _OWN_FIELDS}
+    messages = [first]
+    for task_id, (args, kwargs) in zip(new_ids(len(calls) - 1), calls[1:], strict=True):
+        message = Message(id=task_id, args=args, kwargs=kwargs, headers=dict(first.headers),
+                          **shared)
+        message.encode()  # fail here, in the caller, if the arguments are not serializable
+        messages.append(message)
+    return messages
+
+
+#: The fields of a message that ``build_messages()`` does not take from the first.
+_OWN_FIELDS = frozenset({"id", "args", "kwargs", "headers"})
 
 
 def send_task(name: str, args: tuple[Any, ...] | list[Any] | None = None,
@@ -193,20 +221,23 @@ class Calls(Generic[P, R]):
         return publish(message)
 
     def _message(self, args: tuple[Any, ...] | list[Any] | None,
-                 kwargs: dict[str, Any] | None, *,
-                 expires: float | dt.timedelta | dt.datetime | None = None,
-                 queue: str | None = None, priority: int | None = None,
-                 ignore_result: bool | None = None, **options: Any) -> Message:
+                 kwargs: dict[str, Any] | None, **options: Any) -> Message:
         """The message for one call, its arguments checked against the signature; the task's
         own options fill what the call leaves open."""
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         if self.typing:
             self.check_arguments(args, kwargs)
-        return build_message(
-            self.name, args, kwargs, expires=self.expires if expires is None else expires,
-            queue=queue or self.queue, priority=self.priority if priority is None else priority,
-            ignore_result=self.ignore_result if ignore_result is None else ignore_result,
-            **options)
+        return build_message(self.name, args, kwargs, **self._options(**options))
+
+    def _options(self, *, expires: float | dt.timedelta | dt.datetime | None = None,
+                 queue: str | None = None, priority: int | None = None,
+                 ignore_result: bool | None = None, **options: Any) -> dict[str, Any]:
+        """A call's options, the task's own filling what the call leaves open."""
+        return {"expires": self.expires if expires is None else expires,
+                "queue": queue or self.queue,
+                "priority": self.priority if priority is None else priority,
+                "ignore_result": self.ignore_result if ignore_result is None else ignore_result,
+                **options}
 
     def delay_many(self, calls: Iterable[tuple[Any, ...] | list[Any]],
                    **options: Any) -> list[_AsyncResult]:
@@ -223,7 +254,11 @@ class Calls(Generic[P, R]):
         if "task_id" in options:
             raise TypeError("apply_many() gives each call an id of its own; task_id= is "
                             "for one call (apply_async).")
-        messages = [self._message(args, kwargs, **options) for args, kwargs in calls]
+        checked = [(tuple(args or ()), dict(kwargs or {})) for args, kwargs in calls]
+        if self.typing:
+            for args, kwargs in checked:
+                self.check_arguments(args, kwargs)
+        messages = build_messages(self.name, checked, **self._options(**options))
         if task_settings.ALWAYS_EAGER:
             return [self._apply_eager(message) for message in messages]
         from .publishing import publish_chunked

@@ -277,3 +277,56 @@ def test_on_redis_a_chunk_that_failed_has_its_rows_deleted_and_the_others_keep_t
     stored = set(TaskResult.objects.values_list("task_id", flat=True))
     assert stored == {*first, *third}
     assert not stored & set(second)
+
+
+def test_a_batch_is_the_calls_built_one_by_one_but_for_their_ids(memory_tasks: None) -> None:
+    """``build_messages()`` checks the options once and copies the rest from the first
+    message: each message is what ``build_message()`` makes of its call, field for field
+    and in its encoded text, with an id of its own."""
+    from django_tasks.calling import build_message, build_messages
+
+    options: dict[str, Any] = {"queue": "bulk", "priority": 3, "countdown": 60,
+                               "expires": 600, "headers": {"h": 1}, "time_limit": 9,
+                               "group_id": "g-1", "link": add.s(1)}
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((1,), {"y": 2}), ((3,), {}), ((), {"x": "é"})]
+    batch = build_messages(add.name, calls, **options)
+    assert len({m.id for m in batch}) == 3
+    first = batch[0]
+    for message, (args, kwargs) in zip(batch, calls, strict=True):
+        alone = build_message(add.name, args, kwargs, task_id=message.id, **options)
+        alone = alone.replace(eta=first.eta, expires=first.expires)  # one clock for a batch
+        assert message == alone
+        assert message.encode() == alone.encode()
+    assert all(m.headers == {"h": 1} and m.headers is not first.headers for m in batch[1:])
+
+
+def test_a_batch_with_routes_routes_each_call_by_its_arguments(memory_tasks: None,
+                                                               settings: Any) -> None:
+    from django_tasks.calling import build_messages
+
+    def by_size(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                options: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {"queue": "big" if args[0] > 10 else "small"}
+
+    settings.TASKS_TASK_ROUTES = (by_size,)
+    batch = build_messages(add.name, [((1,), {}), ((50,), {}), ((2,), {})])
+    assert [m.queue for m in batch] == ["small", "big", "small"]
+    assert [m.queue for m in build_messages(add.name, [((50,), {})], queue="given")] == [
+        "given"]
+
+
+def test_new_ids_are_version_4_uuids_in_their_usual_text() -> None:
+    import uuid
+
+    from django_tasks.message import new_ids
+
+    ids = new_ids(2000)
+    assert len(set(ids)) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text
+    # Every bit but the six fixed ones varies: the variant digit takes all four values.
+    assert {text[19] for text in ids} == set("89ab")
+    assert new_ids(0) == []

@@ -314,3 +314,19 @@ def test_unserializable_arguments_fail_the_same_way_on_the_plain_path() -> None:
         Message(id="u", task="app.t", kwargs={"s": "\udc80"}).encode()
     with pytest.raises(EncodeError, match="lone surrogate"):  # in a field, made by hand
         Message(id="u", task="app.t", group="g\udc80").encode()
+
+
+def test_the_frame_kept_for_a_task_is_never_used_for_a_message_that_differs() -> None:
+    """What is the same for every call of a task is written once and kept: a message that
+    differs in any of those fields still gets its own envelope's text."""
+    from django_tasks import serialization
+
+    base = Message(id="a", task="app.tasks.framed", args=(1,))
+    variants = [base, base.replace(queue="other"), base.replace(priority=4),
+                base.replace(retries=1), base.replace(root_id="r"), base.replace(parent_id="p"),
+                base.replace(group="g"), base.replace(ignore_result=True),
+                base.replace(eta=ETA), base.replace(expires=EXPIRES), base.replace(id="b")]
+    for _ in range(2):  # the second time from the kept frames
+        for message in variants:
+            message = message.replace()  # encoded afresh
+            assert message.encode() == serialization.dumps(message.to_envelope(), "args")
