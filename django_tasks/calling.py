@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from . import clock
 from .conf import task_settings, time_limit_error
 from .exceptions import EncodeError
-from .message import MAX_PRIORITY, Message, name_error, new_ids, printable
+from .message import MAX_PRIORITY, Message, name_error, new_id, new_ids, printable
 from .options import call_options
 from .request import current_request
 from .result import AsyncResult as _AsyncResult
@@ -93,7 +93,7 @@ def build_message(
                     "errbacks": embedded(link_error, "link_error"),
                     "chain": embedded(chain, "chain"), "chord": dict(chord) if chord else None}
     message = Message(
-        id=task_id or new_ids(1)[0], task=name, args=args, kwargs=kwargs,
+        id=task_id or new_id(), task=name, args=args, kwargs=kwargs,
         queue=queue or str(task_settings.DEFAULT_QUEUE), priority=priority or 0,
         eta=when, expires=_to_datetime(expires, now) if expires is not None else None,
         headers=dict(headers or {}), ignore_result=ignore_result,

@@ -320,6 +320,11 @@ def new_ids(count: int) -> list[str]:
             for i in range(0, 32 * count, 32)]
 
 
+def new_id() -> str:
+    """A new task, group or chord id (``new_ids()``)."""
+    return new_ids(1)[0]
+
+
 #: A random hex digit as the UUID variant digit (RFC 4122: binary 10xx), keeping 2 bits.
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..conf import task_settings
-from .signatures import Signature, _new_id, embedded, maybe_signature
+from ..message import new_id
+from .signatures import Signature, embedded, maybe_signature
 
 if TYPE_CHECKING:
     from ..group_result import GroupResult
@@ -132,7 +133,7 @@ class group(Signature):
     def freeze(self, _id: str | None = None) -> GroupResult:
         from ..group_result import GroupResult
 
-        group_id = _id or self.options.get("task_id") or _new_id()
+        group_id = _id or self.options.get("task_id") or new_id()
         self.options["task_id"] = group_id
         tasks = self.tasks
         results = [task.freeze() for task in tasks]
@@ -142,7 +143,7 @@ class group(Signature):
     def messages(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                  store: ResultStore | None = None, **options: Any) -> list[Message]:
         merged = {**self.options, **options}
-        group_id = merged.pop("group_id", None) or merged.pop("task_id", None) or _new_id()
+        group_id = merged.pop("group_id", None) or merged.pop("task_id", None) or new_id()
         merged.pop("task_id", None)
         if merged.pop("chain", None):
             raise NotImplementedError("A group cannot be followed in a chain by nothing but "
@@ -242,7 +243,7 @@ class chord(Signature):
         if body is None:
             raise TypeError("A chord needs a callback: chord(header, callback).")
         # Its own id (frozen), not that of a group it is a member of.
-        group_id = self.options.get("group_id") or merged.pop("group_id", None) or _new_id()
+        group_id = self.options.get("group_id") or merged.pop("group_id", None) or new_id()
         merged.pop("group_id", None)
         merged.pop("task_id", None)
         incoming = merged.pop("chain", None)

@@ -4,7 +4,6 @@ docstring), and how a workflow's first messages are published."""
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -13,16 +12,13 @@ from django.db import transaction
 
 from ..calling import build_message
 from ..conf import get_result_store, task_settings
+from ..message import new_id
 from ..registry import registry
 from ..result import AsyncResult
 
 if TYPE_CHECKING:
     from ..message import Message
     from ..results.base import ResultStore
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
 
 
 class Signature(dict[str, Any]):  # Celery's Signature is a dict too
@@ -158,7 +154,7 @@ class Signature(dict[str, Any]):  # Celery's Signature is a dict too
         sent."""
         if _id is not None:
             self.options["task_id"] = _id
-        self.options.setdefault("task_id", _new_id())
+        self.options.setdefault("task_id", new_id())
         return AsyncResult(self.options["task_id"], self.task)
 
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
