@@ -349,7 +349,7 @@ class Consumer:
                 if not self.slot.take(index):  # given back while a long task ran
                     continue
                 try:
-                    settlement, took = self._handle(item, pending)
+                    took = self._handle(item, pending)
                 except DatabaseAway:
                     self._flush(pending)
                     self._hand_back_rest(prepared, index + 1, item)
@@ -360,10 +360,6 @@ class Consumer:
                     self.settler.hand_back([item.delivery], count=True)
                     continue
                 slow = slow or took > SLOW_TASK_SECONDS
-                if settlement is not None:
-                    pending.append(settlement)
-                    if not settlement.acked:
-                        self.slot.ran_add(settlement.delivery.tag)
                 if time.monotonic() - last_flush > FLUSH_SECONDS or (
                         len(pending) >= settle_every):
                     self._flush(pending)
@@ -453,29 +449,55 @@ class Consumer:
                            self.lease / 3)
         return held
 
-    def _handle(self, item: Prepared, pending: list[Settlement]) -> tuple[Settlement | None, float]:
+    def _handle(self, item: Prepared, pending: list[Settlement]) -> float:
         """Check a delivery, and run it through the kernel: what happens before, around and
         after the task (acks_late, track_started, time limits, the slot, signals, the
-        task's handlers, recycling, recording) are the kernel's hooks (``hooks.py``)."""
+        task's handlers, recycling, recording) are the kernel's hooks (``hooks.py``). Its
+        settlement joins ``pending``; return how long the task took."""
         settlement = check(item, self.hostname)
         if settlement is not None:
-            return settlement, 0.0
+            self._keep(settlement, pending)
+            return 0.0
         self._pending = pending  # the hooks that flush before a task write these first
         if self.alone is None:
             began = time.monotonic()
             settlement = execute(item, self.kernel, self.hostname)
+        elif item.delivery.deliveries > 1:
+            with self.alone.alone():
+                began = time.monotonic()
+                settlement = execute(item, self.kernel, self.hostname)
+                if settlement is not None:
+                    # Written before another suspect may start in this process: if that
+                    # one takes the process down, this one has not run in vain, nor is it
+                    # counted as running at that death (towards its own poison limit).
+                    took = self._ran(settlement, began)
+                    self._keep(settlement, pending)
+                    self._flush(pending)
+                    return took
         else:
-            with self.alone.alone() if item.delivery.deliveries > 1 else self.alone.beside():
+            with self.alone.beside():
                 began = time.monotonic()
                 settlement = execute(item, self.kernel, self.hostname)
         if settlement is None:
-            return None, 0.0
+            return 0.0
+        self._keep(settlement, pending)
+        return self._ran(settlement, began)
+
+    def _keep(self, settlement: Settlement, pending: list[Settlement]) -> None:
+        """``settlement`` is written with the next flush; until then the slot lists it as
+        run and unsettled (what the supervisor acts on if this process dies)."""
+        pending.append(settlement)
+        if not settlement.acked:
+            self.slot.ran_add(settlement.delivery.tag)
+
+    def _ran(self, settlement: Settlement, began: float) -> float:
+        """Count a task that ran; return how long it took."""
         took = time.monotonic() - began
         self.slot.count(failed=settlement.outcome is not None
                         and settlement.outcome.state == "FAILURE")
         self._task_seconds = took if not self._task_seconds else \
             0.8 * self._task_seconds + 0.2 * took
-        return settlement, took
+        return took
 
     def _record_start(self, item: Prepared) -> bool:
         """A message delivered before without being settled is about to run (alone): note it

@@ -10,6 +10,7 @@ import pytest
 
 from django_tasks import shared_task
 from django_tasks.conf import get_broker
+from django_tasks.result import AsyncResult
 from django_tasks.task import build_message
 from django_tasks.worker.alone import Alone
 from django_tasks.worker.consumer import Consumer
@@ -166,6 +167,47 @@ def test_consumer_threads_run_a_redelivered_message_alone() -> None:
     assert events == ["ordinary starts", "ordinary ends", "suspect starts", "suspect ends",
                       "after starts", "after ends"]
     assert broker.depths(["default"]) == {"default": 0}
+
+
+@shared_task(name="unit.alone.look")
+def look(task_id: str) -> None:
+    note(f"the first is {AsyncResult(task_id).state}")
+
+
+def test_a_suspects_outcome_is_written_before_the_next_suspect_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the next suspect is a poison that ends the process, the one that ran before it
+    must not be lost with it: its outcome is written while it still runs alone (here the
+    write is made slow, so that the next one would start before it without that)."""
+    alone = Alone(seconds=30)
+    broker = get_broker()
+    flush = Consumer._flush
+
+    def slow_flush(self: Consumer, pending: list) -> None:  # type: ignore[type-arg]
+        if pending:
+            time.sleep(0.2)
+        flush(self, pending)
+
+    monkeypatch.setattr(Consumer, "_flush", slow_flush)
+    first = build_message("unit.alone.record", ("first", 0.0), {})
+    second = build_message("unit.alone.look", (first.id,), {})
+    suspects = []
+    for message in (first, second):  # each comes back after its holder died
+        broker.publish([message])
+        broker.release(broker.fetch(["default"], "dead", 1, 30), count=True)
+        suspects += broker.fetch(["default"], f"test/t{len(suspects)}", 1, 30)
+    assert [d.deliveries for d in suspects] == [2, 2]
+
+    def consumer(owner: str) -> Consumer:
+        return Consumer(queues=["default"], owner=owner, hostname="test@host", prefetch=1,
+                        lease=30, stop=threading.Event(), alone=alone)
+
+    threads = [in_thread(lambda: consumer("test/t0").process([suspects[0]]))]
+    wait_for(lambda: "first ends" in events)
+    threads.append(in_thread(lambda: consumer("test/t1").process([suspects[1]])))
+    for thread in threads:
+        thread.join(5)
+    assert events == ["first starts", "first ends", "the first is SUCCESS"]
 
 
 def test_an_exception_raised_into_the_wait_leaves_the_counts_right(
