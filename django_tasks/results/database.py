@@ -70,7 +70,24 @@ class DatabaseResultStore(ResultStore):
                     pending_insert(connection, chunk, commit_async=fast)))
 
     def create_missing(self, messages: Sequence[Message]) -> None:
-        """One INSERT for the batch; rows that exist are left as they are."""
+        """One INSERT for the batch; rows that exist are left as they are. On PostgreSQL,
+        outside a transaction, one statement that commits without waiting for the disk
+        (``create_pending``'s, rows that exist skipped): the worker writes these just
+        before it runs their tasks, and the flush after their outcomes puts them on disk;
+        a row lost in a crash before that is written again when its message runs again.
+        In a round trip on Redis with ``TASKS_STORE_PENDING = False``, the ``BEGIN``,
+        ``INSERT`` and ``COMMIT`` that waited for the disk took 0.8-0.9 ms."""
+        if not messages:
+            return
+        connection = connections[self.alias]
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            with connection.cursor() as cursor:
+                for start in range(0, len(messages), _BATCH):
+                    chunk = messages[start:start + _BATCH]
+                    build = pending_insert_json if len(chunk) > 1 else pending_insert
+                    prepared.execute(cursor, *build(connection, chunk, commit_async=True,
+                                                    skip_existing=True))
+            return
         now = _now()
         self._rows.bulk_create(_pending_rows(messages, now), batch_size=_BATCH,
                                ignore_conflicts=True)
@@ -489,8 +506,10 @@ def _sqlstate(error: BaseException) -> str | None:
 #: (``store_alone``, ``counters.Kept``).
 _COUNT_LATER = 4
 
+
 def pending_insert_json(connection: Any, messages: Sequence[Message], *,
-                        commit_async: bool = False) -> tuple[str, list[Any]]:
+                        commit_async: bool = False,
+                        skip_existing: bool = False) -> tuple[str, list[Any]]:
     """PostgreSQL: the ``INSERT`` of :func:`pending_insert` with its rows given as one JSON
     array. The statement's text is the same for any number of rows, so the driver does not
     parse and quote a parameter per value (most of the time of a batch of 1,000 rows given
@@ -498,7 +517,8 @@ def pending_insert_json(connection: Any, messages: Sequence[Message], *,
 
     ``commit_async``: the statement turns ``synchronous_commit`` off for its own
     transaction (``set_config(..., true)``), so run in autocommit its commit does not wait
-    for the disk; the session's setting is left as it was."""
+    for the disk; the session's setting is left as it was. ``skip_existing``: an id that
+    has a row keeps it as it is."""
     rows = []
     for m in messages:
         args, kwargs = masking.stored(m.task, m.args, m.kwargs)
@@ -511,7 +531,11 @@ def pending_insert_json(connection: Any, messages: Sequence[Message], *,
            "FROM jsonb_array_elements(%s::jsonb) AS r")
     if commit_async:
         sql += f", {durability.LAZY}"
-    return sql, [_now(), json.dumps(rows)]
+    return sql + (_SKIP_EXISTING if skip_existing else ""), [_now(), json.dumps(rows)]
+
+
+#: The end of a PostgreSQL ``INSERT`` of result rows that leaves the rows that exist alone.
+_SKIP_EXISTING = " ON CONFLICT (task_id) DO NOTHING"
 
 
 #: From this many messages on, PostgreSQL is given their rows by ``COPY`` (their PENDING
@@ -533,12 +557,14 @@ def copy_pending(cursor: Any, messages: Sequence[Message], now: dt.datetime) -> 
 
 
 def pending_insert(connection: Any, messages: Sequence[Message], *,
-                   commit_async: bool = False) -> tuple[str, list[Any]]:
+                   commit_async: bool = False,
+                   skip_existing: bool = False) -> tuple[str, list[Any]]:
     """The ``INSERT`` of PENDING result rows for ``messages``, and its parameters.
 
     ``commit_async``, for a single message on PostgreSQL: as ``pending_insert_json``'s, its
     row selected from the ``set_config()`` call (0.23 ms a call from a client here, where the
-    JSON array's statement took 0.28)."""
+    JSON array's statement took 0.28). ``skip_existing``: as ``pending_insert_json``'s
+    (PostgreSQL only)."""
     adapt = connection.ops.adapt_datetimefield_value
     now = adapt(_now())
     params: list[Any] = []
@@ -555,4 +581,4 @@ def pending_insert(connection: Any, messages: Sequence[Message], *,
         sql += f"SELECT {row} FROM {durability.LAZY}"
     else:
         sql += "VALUES " + ", ".join([f"({row})"] * len(messages))
-    return sql, params
+    return sql + (_SKIP_EXISTING if skip_existing else ""), params

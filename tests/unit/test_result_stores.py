@@ -176,6 +176,37 @@ def test_rows_that_need_not_be_durable_are_committed_without_waiting_for_the_dis
         assert setting() == before  # the session keeps its own setting
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("size", [1, 3])
+def test_missing_rows_are_made_in_one_statement_that_leaves_existing_rows_alone(
+        size: int) -> None:
+    """The worker's rows for messages enqueued without one (``TASKS_STORE_PENDING =
+    False``), just before their tasks run: rows that exist, final or not, are kept as they
+    are; on PostgreSQL, outside a transaction, one statement that does not wait for the
+    disk (the flush after the outcomes does)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    store = DatabaseResultStore("django://")
+    pending(store, "waiting")
+    store.store_outcomes([outcome("done", states.SUCCESS, result="kept")])
+    new = [f"new{i}" for i in range(size)]
+    messages = [Message(id=i, task="unit.stores.t", args=(2,), queue="q") for i in
+                ["waiting", "done", *new]]
+    with CaptureQueriesContext(connection) as queries:
+        store.create_missing(messages)
+    sql = [q["sql"] for q in queries.captured_queries]
+    if connection.vendor == "postgresql":
+        [insert] = sql
+        assert durability.LAZY in insert, insert
+    got = {i: (m.state, m.result, m.queue) for i in ["waiting", "done", *new]
+           if (m := store.get(i))}
+    assert got == {"waiting": (states.PENDING, None, "default"),
+                   "done": (states.SUCCESS, "kept", "default"),
+                   **{i: (states.PENDING, None, "q") for i in new}}
+    store.create_missing([])  # nothing to write: no statement
+
+
 @pytest.mark.django_db
 def test_the_worker_s_statements_have_few_texts_for_any_batch_on_postgresql() -> None:
     """The worker's writes of outcomes and counters: PostgreSQL is given the rows as one
