@@ -11,7 +11,10 @@ back before a suspect runs (``Consumer._isolate_suspect``). The ``threads`` pool
 consumers in one process, so they share an :class:`Alone`: a suspect waits for the tasks the
 other threads are running to end, and they start nothing while it runs. Both waits are
 bounded by :data:`ALONE_SECONDS`, so that a long task on either side holds the others back
-for no longer than that: after it, they run side by side as before.
+for no longer than that: after it, they run side by side as before. A suspect's outcome is
+written before it lets the others go (``Consumer._handle``): were the next suspect a poison,
+an outcome still waiting in its thread would die with the process, and the suspect that had
+finished would count as running at that death too.
 """
 
 from __future__ import annotations
